@@ -11,28 +11,10 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Mapping
 
+from shoumi.kinds import EVENT_KINDS
+
 __all__ = ["EVENT_KINDS", "FileEvent", "escape_path"]
 
-# The stable event kinds. Adding one is a protocol change: document it in the README.
-EVENT_KINDS: frozenset[str] = frozenset(
-    {
-        "file.read",
-        "file.write",
-        "file.create",
-        "file.delete",
-        "file.move",
-        "file.copy",
-        "usb.mount",
-        "usb.unmount",
-        "usb.write",
-        "agent.start",
-        "agent.stop",
-        "agent.heartbeat",
-        "agent.capture_gap",
-        "agent.spool_full",
-        "policy.applied",
-    }
-)
 
 
 def escape_path(raw: str | bytes) -> str:

@@ -1,0 +1,188 @@
+"""The agent's command line and composition root.
+
+    shoumi-agent enroll --collector HOST:PORT --token TOKEN --state-dir DIR
+    shoumi-agent run --state-dir DIR --watch PATH [--watch PATH ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import logging
+import os
+import platform
+import pwd
+import signal
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from pydantic import ValidationError
+
+from agent.settings import AgentSettings
+
+__all__ = ["main"]
+
+log = logging.getLogger("shoumi.agent")
+VERSION = "0.1.0"
+
+
+def _enroll(args: argparse.Namespace) -> int:
+    import grpc
+
+    from shoumi.v1 import ingest_pb2, ingest_pb2_grpc
+
+    from agent.identity import AgentState, load_or_create_key, public_key_bytes, save_state
+
+    state_dir = Path(args.state_dir)
+    key = load_or_create_key(state_dir)
+    hostname = socket.gethostname()
+    with grpc.insecure_channel(args.collector) as channel:
+        stub = ingest_pb2_grpc.EnrollmentServiceStub(channel)
+        try:
+            reply = stub.Enroll(
+                ingest_pb2.EnrollRequest(
+                    token=args.token,
+                    public_key=public_key_bytes(key),
+                    hostname=hostname,
+                    os=f"{platform.system()} {platform.release()}",
+                    agent_version=VERSION,
+                ),
+                timeout=args.timeout,
+            )
+        except grpc.RpcError as exc:
+            print(f"shoumi-agent: enrollment failed: {exc.code().name}: {exc.details()}", file=sys.stderr)
+            return 2
+    save_state(state_dir, AgentState(reply.agent_id, args.collector, hostname))
+    print(reply.agent_id)
+    return 0
+
+
+def _session_user(override: str | None) -> tuple[str, int]:
+    if override:
+        try:
+            return override, pwd.getpwnam(override).pw_uid
+        except KeyError:
+            return override, -1
+    import psutil
+
+    for session in psutil.users():
+        try:
+            return session.name, pwd.getpwnam(session.name).pw_uid
+        except KeyError:
+            continue
+    uid = os.getuid()
+    try:
+        return pwd.getpwuid(uid).pw_name, uid
+    except KeyError:
+        return getpass.getuser(), uid
+
+
+def _run(settings: AgentSettings) -> int:
+    from agent.core.events import FileEvent
+    from agent.identity import load_or_create_key, load_state
+    from agent.recorder import Recorder
+    from agent.sources.watchdog_source import Attribution, WatchdogSource
+    from agent.spool import Spool
+    from agent.transport import Shipper
+
+    if not settings.watch:
+        raise ValueError("nothing to watch: give at least one --watch PATH")
+    state = load_state(settings.state_dir)
+    key = load_or_create_key(settings.state_dir)
+    spool = Spool(settings.state_dir / "spool.db", agent_id=state.agent_id)
+    shipper = Shipper(
+        spool, key, settings.collector or state.collector,
+        max_events=settings.batch_max_events, linger_s=settings.batch_linger_ms / 1000,
+        in_flight=settings.in_flight_batches,
+    )
+    recorder = Recorder(spool, capacity=settings.queue_capacity, on_stored=shipper.wake.set)
+    user, uid = _session_user(settings.attributed_user)
+    source = WatchdogSource(
+        [p.resolve() for p in settings.watch], recorder.record, Attribution(user, uid),
+        max_hash_bytes=settings.max_hash_bytes,
+    )
+    me = {"pid": os.getpid(), "process": "shoumi-agent", "exe": sys.executable}
+
+    def agent_event(kind: str, **attributes: Any) -> FileEvent:
+        return FileEvent(kind=kind, time_unix_ns=time.time_ns(), attributes=attributes, **me)  # type: ignore[arg-type]
+
+    stopping = threading.Event()
+
+    def _stop(signum: int, _frame: object) -> None:
+        log.warning("signal %s: stopping", signum)
+        stopping.set()
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    recorder.start()
+    source.start()
+    recorder.record(agent_event("agent.start", version=VERSION, watch=[str(p) for p in settings.watch],
+                                attributed_user=user))
+    shipper.start()
+    print(f"shoumi-agent: {state.agent_id} watching {', '.join(map(str, settings.watch))}, "
+          f"sending to {settings.collector or state.collector}", flush=True)
+    while not stopping.wait(settings.heartbeat_seconds):
+        stats = spool.stats()
+        recorder.record(agent_event(
+            "agent.heartbeat", spool_unsealed=stats.unsealed, spool_unacked_events=stats.unacked_events,
+            connected=shipper.connected.is_set(), version=VERSION, **dict(source.counters),
+        ))
+    source.stop()
+    recorder.record(agent_event("agent.stop", reason="signal"))
+    recorder.stop()
+    drained = shipper.stop(drain_timeout_s=5.0)
+    spool.close()
+    print(f"shoumi-agent: stopped ({'all delivered' if drained else 'undelivered events stay spooled'})", flush=True)
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="shoumi-agent", description="Shoumi workstation agent")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+    enroll = sub.add_parser("enroll", help="register this workstation with a collector")
+    enroll.add_argument("--collector", required=True, help="HOST:PORT of the collector's gRPC listener")
+    enroll.add_argument("--token", required=True, help="one-time enrollment token")
+    enroll.add_argument("--state-dir", required=True)
+    enroll.add_argument("--timeout", type=float, default=15.0)
+    run = sub.add_parser("run", help="watch sensitive folders and stream events")
+    run.add_argument("--state-dir", required=True)
+    run.add_argument("--watch", action="append", default=[], help="a sensitive folder (repeatable)")
+    run.add_argument("--collector", help="HOST:PORT (default: the one enrolled with)")
+    run.add_argument("--attributed-user", help="user name for events that carry no process")
+    run.add_argument("--heartbeat-seconds", type=float)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the agent's command line."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    from agent.identity import IdentityError
+
+    try:
+        if args.command == "enroll":
+            return _enroll(args)
+        given: dict[str, Any] = {"state_dir": Path(args.state_dir)}
+        if args.watch:
+            given["watch"] = [Path(p) for p in args.watch]
+        for name in ("collector", "attributed_user", "heartbeat_seconds"):
+            if getattr(args, name) is not None:
+                given[name] = getattr(args, name)
+        return _run(AgentSettings(**given))
+    except ValidationError as exc:
+        print(f"shoumi-agent: invalid setting: {exc}", file=sys.stderr)
+    except (IdentityError, ValueError, OSError) as exc:
+        print(f"shoumi-agent: {exc}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

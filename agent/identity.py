@@ -1,0 +1,96 @@
+"""The agent's identity on disk: its Ed25519 key (0600) and its enrolled state (agent.json).
+
+Errors::
+
+    IdentityError (not enrolled, unreadable or corrupt state)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+__all__ = ["IdentityError", "AgentState", "load_or_create_key", "public_key_bytes", "save_state", "load_state"]
+
+KEY_FILE = "agent.key"
+STATE_FILE = "agent.json"
+
+
+class IdentityError(Exception):
+    """The agent's state directory does not hold a usable identity."""
+
+
+@dataclass(frozen=True)
+class AgentState:
+    """What enrollment gave the agent."""
+
+    agent_id: str
+    collector: str
+    hostname: str
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def load_or_create_key(state_dir: Path) -> Ed25519PrivateKey:
+    """Loads the agent's signing key, creating it (mode 0600) on first use."""
+    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = state_dir / KEY_FILE
+    if path.exists():
+        try:
+            key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        except (ValueError, TypeError) as exc:
+            raise IdentityError(f"{path} is not a usable private key") from exc
+        if not isinstance(key, Ed25519PrivateKey):
+            raise IdentityError(f"{path} is not an Ed25519 key")
+        return key
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    _write_private(path, pem)
+    return key
+
+
+def public_key_bytes(key: Ed25519PrivateKey) -> bytes:
+    """Returns the raw 32-byte public key."""
+    return key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def save_state(state_dir: Path, state: AgentState) -> None:
+    """Stores the enrolled state atomically."""
+    data = json.dumps(
+        {"agent_id": state.agent_id, "collector": state.collector, "hostname": state.hostname}, indent=2
+    ).encode()
+    _write_private(state_dir / STATE_FILE, data)
+
+
+def load_state(state_dir: Path) -> AgentState:
+    """Loads the enrolled state; raises IdentityError if the agent is not enrolled."""
+    path = state_dir / STATE_FILE
+    try:
+        raw = json.loads(path.read_text())
+        return AgentState(str(raw["agent_id"]), str(raw["collector"]), str(raw.get("hostname", socket.gethostname())))
+    except FileNotFoundError as exc:
+        raise IdentityError(f"not enrolled: {path} is missing; run 'shoumi-agent enroll' first") from exc
+    except (ValueError, KeyError, TypeError) as exc:
+        raise IdentityError(f"{path} is corrupt: {exc}") from exc

@@ -1,0 +1,30 @@
+"""The agent's settings: one typed object built in __main__ and passed down.
+
+Fields come from the command line or the environment (prefix SHOUMI_AGENT_).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["AgentSettings"]
+
+
+class AgentSettings(BaseSettings):
+    """Everything the agent process needs to know besides its policy."""
+
+    model_config = SettingsConfigDict(env_prefix="SHOUMI_AGENT_")
+
+    state_dir: Path = Path("/var/lib/shoumi-agent")
+    watch: list[Path] = Field(default_factory=list, description="sensitive folders to watch")
+    collector: str | None = Field(None, description="HOST:PORT; default: the one enrolled with")
+    attributed_user: str | None = Field(None, description="user for events without a pid (inotify)")
+    batch_max_events: int = Field(500, ge=1, le=1000)
+    batch_linger_ms: int = Field(100, ge=1, le=10_000)
+    in_flight_batches: int = Field(16, ge=1, le=1000)
+    heartbeat_seconds: float = Field(30.0, gt=0)
+    queue_capacity: int = Field(100_000, ge=100)
+    max_hash_bytes: int = Field(256 * 1024 * 1024, ge=0)

@@ -1,0 +1,1 @@
+"""Where events come from: OS facilities turned into domain events. One module per facility."""

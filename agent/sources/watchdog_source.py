@@ -1,0 +1,175 @@
+"""The portable source: watchdog (inotify on Linux, FSEvents on macOS, ReadDirectoryChangesW on
+Windows) on the sensitive folders.
+
+inotify names no process and no user, so events from this source are attributed to the user of
+the workstation's session and say so in ``attributes.attribution``. Reads are seen on Linux only
+(IN_OPEN + IN_CLOSE_NOWRITE). The agent's own reads (hashing a written file) are not reported:
+before hashing it notes the path, and the open/close pair that follows is consumed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import stat
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Callable, Sequence
+
+from watchdog.events import (
+    FileClosedEvent,
+    FileClosedNoWriteEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileMovedEvent,
+    FileOpenedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
+from watchdog.observers import Observer
+
+from agent.core.events import FileEvent
+
+__all__ = ["Attribution", "WatchdogSource", "hash_file"]
+
+log = logging.getLogger("shoumi.agent.watchdog")
+
+
+class Attribution:
+    """Who file operations seen without a pid are attributed to."""
+
+    def __init__(self, user: str, uid: int) -> None:
+        self.user = user
+        self.uid = uid
+
+
+def hash_file(path: str, max_bytes: int) -> tuple[int, str]:
+    """Returns (size, sha256 hex) of a regular file; sha256 is '' when the file exceeds max_bytes."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(f"{path} is not a regular file")
+        if st.st_size > max_bytes:
+            return st.st_size, ""
+        digest = hashlib.sha256()
+        while chunk := os.read(fd, 1 << 20):
+            digest.update(chunk)
+        return st.st_size, digest.hexdigest()
+    finally:
+        os.close(fd)
+
+
+class _Handler(FileSystemEventHandler):
+    def __init__(self, source: "WatchdogSource") -> None:
+        self.source = source
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        try:
+            self.source.handle(event)
+        except Exception:  # one odd file must never stop the observer thread
+            self.source.counters["handler_errors"] += 1
+            log.exception("could not handle %r", event)
+
+
+class WatchdogSource:
+    """Watches folders recursively and emits domain events to a sink."""
+
+    def __init__(
+        self,
+        folders: Sequence[Path],
+        sink: Callable[[FileEvent], None],
+        attribution: Attribution,
+        *,
+        max_hash_bytes: int = 256 * 1024 * 1024,
+    ) -> None:
+        self.folders = [Path(f) for f in folders]
+        self.sink = sink
+        self.attribution = attribution
+        self.max_hash_bytes = max_hash_bytes
+        self.counters: Counter[str] = Counter()
+        self._own_reads: Counter[str] = Counter()
+        self._own_lock = threading.Lock()
+        self._observer = Observer()
+
+    def start(self) -> None:
+        """Starts watching every folder (each must exist)."""
+        handler = _Handler(self)
+        for folder in self.folders:
+            if not folder.is_dir():
+                raise FileNotFoundError(f"watched folder {folder} does not exist or is not a directory")
+            self._observer.schedule(handler, str(folder), recursive=True)
+        self._observer.start()
+
+    def stop(self) -> None:
+        """Stops watching and waits for the observer thread."""
+        self._observer.stop()
+        self._observer.join(timeout=10)
+
+    def _event(self, kind: str, path: str, **fields: object) -> FileEvent:
+        return FileEvent(
+            kind=kind,
+            time_unix_ns=time.time_ns(),
+            path=path,
+            user=self.attribution.user,
+            uid=self.attribution.uid,
+            attributes={"attribution": "session_user", "source": "inotify"},
+            **fields,  # type: ignore[arg-type]
+        )
+
+    def _consume_own(self, path: str, closing: bool) -> bool:
+        with self._own_lock:
+            if self._own_reads[path] <= 0:
+                return False
+            if closing:
+                self._own_reads[path] -= 1
+                if self._own_reads[path] <= 0:
+                    del self._own_reads[path]
+            return True
+
+    def handle(self, event: FileSystemEvent) -> None:
+        """Turns one watchdog event into zero or one domain event."""
+        if event.is_directory:
+            return
+        path = os.fsdecode(event.src_path)
+        if isinstance(event, FileOpenedEvent):
+            return  # a read is reported when it ends (IN_CLOSE_NOWRITE)
+        if isinstance(event, FileClosedNoWriteEvent):
+            if self._consume_own(path, closing=True):
+                return
+            self.sink(self._event("file.read", path, size=_size(path)))
+        elif isinstance(event, FileClosedEvent):
+            size, digest = self._hash(path)
+            self.sink(self._event("file.write", path, size=size, sha256=digest))
+        elif isinstance(event, FileCreatedEvent):
+            self.sink(self._event("file.create", path))
+        elif isinstance(event, FileMovedEvent):
+            dest = os.fsdecode(event.dest_path)
+            self.sink(self._event("file.move", path, dest_path=dest, size=_size(dest)))
+        elif isinstance(event, FileDeletedEvent):
+            self.sink(self._event("file.delete", path))
+
+    def _hash(self, path: str) -> tuple[int, str]:
+        with self._own_lock:
+            self._own_reads[path] += 1
+        try:
+            return hash_file(path, self.max_hash_bytes)
+        except OSError as exc:
+            # vanished, unreadable or special: report the write without a hash, count why
+            with self._own_lock:
+                self._own_reads[path] -= 1
+                if self._own_reads[path] <= 0:
+                    del self._own_reads[path]
+            self.counters["hash_skipped"] += 1
+            log.info("not hashed %s: %s", path, exc)
+            return _size(path), ""
+
+
+def _size(path: str) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return -1

@@ -1,0 +1,177 @@
+"""The durable spool: events are written here before they are sent, and deleted only once acked.
+
+SQLite in WAL mode with synchronous=FULL, one file in the agent's state directory. Events get
+their sequence number when appended; the shipper seals them into signed batches that are stored
+too, so a batch sent again after a crash is byte for byte the one sent before and the collector
+can recognise it. Theory of operation, per event::
+
+    appended (events table, seq assigned) -> sealed (batches table, signed, chained)
+        -> sent -> acked (deleted)
+
+Only ``ack`` deletes, and only what the collector acknowledged for the current epoch.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Sequence
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from shoumi.batch import GENESIS_HASH, sign_batch
+from shoumi.v1 import events_pb2
+
+from agent.core.events import FileEvent
+from agent.wire import encode_event
+
+__all__ = ["Spool", "SpoolStats"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY, data BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS batches (
+    first_seq INTEGER PRIMARY KEY, last_seq INTEGER NOT NULL, data BLOB NOT NULL);
+"""
+
+
+class SpoolStats:
+    """Depth of the spool: events waiting to be sealed, and sealed batches waiting for an Ack."""
+
+    def __init__(self, unsealed: int, unacked_batches: int, unacked_events: int) -> None:
+        self.unsealed = unsealed
+        self.unacked_batches = unacked_batches
+        self.unacked_events = unacked_events
+
+
+class Spool:
+    """The agent's durable outbox for one agent id."""
+
+    def __init__(self, path: Path, *, agent_id: str) -> None:
+        self.path = path
+        self.agent_id = agent_id
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+        with self._tx():
+            self._db.execute("INSERT OR IGNORE INTO meta VALUES ('epoch', 1)")
+            self._db.execute("INSERT OR IGNORE INTO meta VALUES ('next_seq', 1)")
+            self._db.execute("INSERT OR IGNORE INTO meta VALUES ('sealed_seq', 0)")
+            self._db.execute("INSERT OR IGNORE INTO meta VALUES ('last_hash', ?)", (GENESIS_HASH,))
+            self._db.execute("INSERT OR IGNORE INTO meta VALUES ('acked_seq', 0)")
+
+    def _tx(self) -> "_Tx":
+        return _Tx(self._db)
+
+    def _meta(self, key: str) -> object:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0]
+
+    def _set(self, key: str, value: object) -> None:
+        self._db.execute("UPDATE meta SET value = ? WHERE key = ?", (value, key))
+
+    @property
+    def epoch(self) -> int:
+        """The current epoch; it changes only when the spool is reset."""
+        with self._lock:
+            return int(self._meta("epoch"))  # type: ignore[call-overload]
+
+    def append(self, events: Sequence[FileEvent]) -> int:
+        """Stores events durably and assigns their sequence numbers; returns the last seq."""
+        if not events:
+            return 0
+        with self._lock, self._tx():
+            seq = int(self._meta("next_seq"))  # type: ignore[call-overload]
+            rows = []
+            for event in events:
+                rows.append((seq, encode_event(event, seq).SerializeToString()))
+                seq += 1
+            self._db.executemany("INSERT INTO events (seq, data) VALUES (?, ?)", rows)
+            self._set("next_seq", seq)
+        return seq - 1
+
+    def seal(self, *, key: Ed25519PrivateKey, max_events: int) -> events_pb2.EventBatch | None:
+        """Seals the oldest unsealed events into the next signed batch of the chain, or None."""
+        with self._lock, self._tx():
+            rows = self._db.execute(
+                "SELECT seq, data FROM events ORDER BY seq LIMIT ?", (max_events,)
+            ).fetchall()
+            if not rows:
+                return None
+            batch = events_pb2.EventBatch(
+                agent_id=self.agent_id,
+                epoch=int(self._meta("epoch")),  # type: ignore[call-overload]
+                first_seq=rows[0][0],
+                prev_batch_hash=bytes(self._meta("last_hash")),  # type: ignore[call-overload]
+                created_unix_ns=time.time_ns(),
+            )
+            for _, data in rows:
+                batch.events.add().ParseFromString(data)
+            digest = sign_batch(batch, key)
+            last_seq = rows[-1][0]
+            self._db.execute(
+                "INSERT INTO batches (first_seq, last_seq, data) VALUES (?, ?, ?)",
+                (batch.first_seq, last_seq, batch.SerializeToString()),
+            )
+            self._db.execute("DELETE FROM events WHERE seq <= ?", (last_seq,))
+            self._set("last_hash", digest)
+            self._set("sealed_seq", last_seq)
+        return batch
+
+    def pending(self, *, after_seq: int = 0, limit: int = 1000) -> list[events_pb2.EventBatch]:
+        """Returns sealed, unacknowledged batches that start after after_seq, in order."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT data FROM batches WHERE first_seq > ? ORDER BY first_seq LIMIT ?",
+                (after_seq, limit),
+            ).fetchall()
+        out = []
+        for (data,) in rows:
+            batch = events_pb2.EventBatch()
+            batch.ParseFromString(data)
+            out.append(batch)
+        return out
+
+    def ack(self, *, epoch: int, acked_seq: int) -> int:
+        """Deletes what the collector acknowledged; returns how many batches went."""
+        with self._lock, self._tx():
+            if epoch != int(self._meta("epoch")):  # type: ignore[call-overload]
+                return 0
+            cur = self._db.execute("DELETE FROM batches WHERE last_seq <= ?", (acked_seq,))
+            if acked_seq > int(self._meta("acked_seq")):  # type: ignore[call-overload]
+                self._set("acked_seq", acked_seq)
+            return cur.rowcount
+
+    def stats(self) -> SpoolStats:
+        """Counts what is waiting."""
+        with self._lock:
+            unsealed = self._db.execute("SELECT count(*) FROM events").fetchone()[0]
+            b, lo, hi = self._db.execute(
+                "SELECT count(*), min(first_seq), max(last_seq) FROM batches"
+            ).fetchone()
+        return SpoolStats(unsealed, b, 0 if not b else hi - lo + 1)
+
+    def acked_seq(self) -> int:
+        """The highest sequence number the collector has acknowledged in this epoch."""
+        with self._lock:
+            return int(self._meta("acked_seq"))  # type: ignore[call-overload]
+
+    def close(self) -> None:
+        """Closes the database."""
+        with self._lock:
+            self._db.close()
+
+
+class _Tx:
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def __enter__(self) -> None:
+        self.db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        self.db.execute("COMMIT" if exc_type is None else "ROLLBACK")

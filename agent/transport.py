@@ -1,0 +1,128 @@
+"""The shipper: seals spooled events into signed batches and streams them to the collector.
+
+One bidirectional gRPC stream at a time. Batches go out in order; Acks come back after the
+collector's commit and only then is anything deleted from the spool. On any error the stream is
+dropped and rebuilt with exponential backoff and jitter, and every unacknowledged batch is sent
+again: the collector recognises a redelivered batch by its position and hash and stores it once.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from typing import Iterator
+
+import grpc
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from shoumi.v1 import events_pb2, ingest_pb2_grpc
+
+from agent.spool import Spool
+
+__all__ = ["Shipper"]
+
+log = logging.getLogger("shoumi.agent.transport")
+
+
+class Shipper:
+    """Drains the spool into the collector until stopped."""
+
+    def __init__(
+        self,
+        spool: Spool,
+        key: Ed25519PrivateKey,
+        target: str,
+        *,
+        max_events: int = 500,
+        linger_s: float = 0.1,
+        in_flight: int = 16,
+        backoff_max_s: float = 30.0,
+    ) -> None:
+        self.spool = spool
+        self.key = key
+        self.target = target
+        self.max_events = max_events
+        self.linger_s = linger_s
+        self.in_flight = in_flight
+        self.backoff_max_s = backoff_max_s
+        self.wake = threading.Event()
+        self._stop = threading.Event()
+        self._acked = threading.Condition()
+        self._acked_seq = spool.acked_seq()
+        self._thread = threading.Thread(target=self._run, name="shipper", daemon=True)
+        self.connected = threading.Event()
+        self.last_error: str | None = None
+
+    def start(self) -> None:
+        """Starts shipping in the background."""
+        self._thread.start()
+
+    def stop(self, *, drain_timeout_s: float = 5.0) -> bool:
+        """Seals what is left, waits up to the timeout for it to be acked, and stops.
+
+        Returns whether everything was acknowledged (what was not stays in the spool for the next run).
+        """
+        deadline = time.monotonic() + drain_timeout_s
+        self.wake.set()
+        drained = False
+        while time.monotonic() < deadline:
+            stats = self.spool.stats()
+            if stats.unsealed == 0 and stats.unacked_batches == 0:
+                drained = True
+                break
+            with self._acked:
+                self._acked.wait(0.05)
+        self._stop.set()
+        self.wake.set()
+        with self._acked:
+            self._acked.notify_all()
+        self._thread.join(timeout=5)
+        return drained
+
+    def _run(self) -> None:
+        backoff = 0.25
+        while not self._stop.is_set():
+            channel = grpc.insecure_channel(self.target)
+            try:
+                stub = ingest_pb2_grpc.IngestServiceStub(channel)
+                call = stub.StreamEvents(self._outgoing())
+                self.connected.set()
+                for ack in call:
+                    self.spool.ack(epoch=ack.epoch, acked_seq=ack.acked_seq)
+                    with self._acked:
+                        self._acked_seq = max(self._acked_seq, ack.acked_seq)
+                        self._acked.notify_all()
+                    backoff = 0.25
+                    self.last_error = None
+            except grpc.RpcError as exc:
+                code = exc.code() if hasattr(exc, "code") else None
+                details = exc.details() if hasattr(exc, "details") else str(exc)
+                self.last_error = f"{code}: {details}"
+                level = logging.INFO if code == grpc.StatusCode.UNAVAILABLE else logging.ERROR
+                log.log(level, "stream to %s ended: %s; retrying in %.1fs", self.target, self.last_error, backoff)
+            finally:
+                self.connected.clear()
+                channel.close()
+            if self._stop.is_set():
+                break
+            self._stop.wait(backoff * random.uniform(0.5, 1.5))
+            backoff = min(backoff * 2, self.backoff_max_s)
+
+    def _outgoing(self) -> Iterator[events_pb2.EventBatch]:
+        sent_upto = self.spool.acked_seq()
+        while not self._stop.is_set():
+            with self._acked:
+                while sent_upto - self._acked_seq > self.in_flight * self.max_events and not self._stop.is_set():
+                    self._acked.wait(0.5)
+            batches = self.spool.pending(after_seq=sent_upto, limit=self.in_flight)
+            if batches:
+                for batch in batches:
+                    yield batch
+                    sent_upto = batch.first_seq + len(batch.events) - 1
+                continue
+            if self.spool.seal(key=self.key, max_events=self.max_events) is not None:
+                continue
+            self.wake.wait(self.linger_s)
+            self.wake.clear()

@@ -1,0 +1,45 @@
+"""Domain events to protobuf: the only agent module that builds wire messages."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from google.protobuf import struct_pb2
+
+from shoumi.v1 import events_pb2
+
+from agent.core.events import FileEvent
+
+__all__ = ["encode_event"]
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_plain(v) for v in (sorted(value) if isinstance(value, (set, frozenset)) else value)]
+    return value
+
+
+def encode_event(event: FileEvent, seq: int) -> events_pb2.Event:
+    """Builds the wire Event for a domain event at its spool sequence number."""
+    msg = events_pb2.Event(
+        id=event.id,
+        kind=event.kind,
+        time_unix_ns=event.time_unix_ns,
+        seq=seq,
+        path=event.path,
+        dest_path=event.dest_path,
+        size=event.size,
+        sha256=event.sha256,
+        user=event.user,
+        uid=event.uid,
+        pid=event.pid,
+        process=event.process,
+        exe=event.exe,
+    )
+    if event.attributes:
+        attrs = struct_pb2.Struct()
+        attrs.update(_plain(event.attributes))
+        msg.attributes.CopyFrom(attrs)
+    return msg

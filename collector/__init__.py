@@ -1,0 +1,1 @@
+"""Shoumi's collector: verifies and stores agents' signed events, flags anomalies, serves the UI."""

@@ -1,0 +1,215 @@
+"""The collector's command line and composition root: settings are built here and passed down.
+
+    shoumi-collector serve --data-dir DIR --grpc-listen HOST:PORT --http-listen HOST:PORT
+    shoumi-collector enroll-token create --data-dir DIR
+    shoumi-collector user create --data-dir DIR --username U --role ROLE [--password-stdin]
+    shoumi-collector api-token create --data-dir DIR --username U
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from pydantic import ValidationError
+
+from collector.settings import CollectorSettings, parse_listen
+
+__all__ = ["main"]
+
+log = logging.getLogger("shoumi.collector")
+
+
+def _settings(args: argparse.Namespace) -> CollectorSettings:
+    given: dict[str, Any] = {}
+    for field in ("data_dir", "database_url", "grpc_listen", "http_listen"):
+        value = getattr(args, field, None)
+        if value is not None:
+            given[field] = value
+    detection: dict[str, Any] = {}
+    if getattr(args, "read_burst_threshold", None) is not None:
+        detection["read_burst_threshold"] = args.read_burst_threshold
+    if getattr(args, "read_burst_window_minutes", None) is not None:
+        detection["read_burst_window_minutes"] = args.read_burst_window_minutes
+    settings = CollectorSettings(**given)
+    if detection:
+        settings = settings.model_copy(
+            update={"detection": settings.detection.model_copy(update=detection)}
+        )
+    return settings
+
+
+def _actor() -> str:
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return f"cli:uid{os.getuid()}"
+
+
+def _cmd_serve(settings: CollectorSettings) -> int:
+    import contextlib
+    from typing import Iterator
+
+    import uvicorn
+
+    class _QuietServer(uvicorn.Server):
+        # uvicorn re-raises SIGTERM after its shutdown, which would kill the process before the
+        # gRPC server drains; we own the signals instead (see _stop).
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield
+
+    from collector.wiring import build_services
+
+    built = build_services(settings)
+    grpc_server, grpc_port = built.grpc_server, built.grpc_port
+    http_host, http_port = parse_listen(settings.http_listen)
+    family = socket.AF_INET6 if ":" in http_host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((http_host, http_port))
+    http_port = sock.getsockname()[1]
+    grpc_server.start()
+    config = uvicorn.Config(built.app, log_level="warning", access_log=False, lifespan="off")
+    server = _QuietServer(config)
+
+    def _stop(signum: int, _frame: object) -> None:
+        log.warning("signal %s: stopping", signum)
+        server.should_exit = True
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    grpc_host = parse_listen(settings.grpc_listen)[0]
+    ready = {
+        "grpc": f"{grpc_host}:{grpc_port}",
+        "http": f"http://{http_host}:{http_port}",
+        "data_dir": str(settings.data_dir),
+    }
+    (settings.data_dir / "collector.addr.json").write_text(json.dumps(ready))
+    print(f"shoumi-collector: serving gRPC on {ready['grpc']}, HTTP on {ready['http']}", flush=True)
+    log.warning("the gRPC listener is plaintext: for local development only (mTLS arrives with enrollment certificates)")
+    try:
+        server.run(sockets=[sock])  # returns once _stop was called
+    finally:
+        grpc_server.stop(grace=5).wait(10)
+        built.store.close()
+        print("shoumi-collector: stopped", flush=True)
+    return 0
+
+
+def _cmd_enroll_token(settings: CollectorSettings) -> int:
+    from collector.enrollment import EnrollmentService
+    from collector.storage import open_store
+
+    store = open_store(settings.store_location())
+    try:
+        service = EnrollmentService(store, token_ttl_ns=int(settings.enroll_token_ttl_hours * 3600e9))
+        print(service.create_token(actor=_actor()))
+    finally:
+        store.close()
+    return 0
+
+
+def _cmd_user_create(settings: CollectorSettings, args: argparse.Namespace) -> int:
+    from collector.people import PeopleService
+    from collector.storage import open_store
+
+    password = None
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    store = open_store(settings.store_location())
+    try:
+        people = PeopleService(store, session_ttl_ns=int(settings.session_hours * 3600e9))
+        user = people.create_user(username=args.username, role=args.role, password=password, actor=_actor())
+    finally:
+        store.close()
+    print(f"created user {user.username} with role {user.role}", file=sys.stderr)
+    return 0
+
+
+def _cmd_api_token(settings: CollectorSettings, args: argparse.Namespace) -> int:
+    from collector.people import PeopleService
+    from collector.storage import open_store
+
+    store = open_store(settings.store_location())
+    try:
+        people = PeopleService(store, session_ttl_ns=int(settings.session_hours * 3600e9))
+        print(people.create_api_token(username=args.username, actor=_actor()))
+    finally:
+        store.close()
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="shoumi-collector", description="Shoumi collector")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def store_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--data-dir", dest="data_dir", type=Path, help="where the collector keeps its state")
+        p.add_argument("--database-url", dest="database_url", help="postgresql://... instead of SQLite")
+
+    serve = sub.add_parser("serve", help="run the gRPC ingest server and the web app")
+    store_args(serve)
+    serve.add_argument("--grpc-listen", dest="grpc_listen", help="HOST:PORT for agents (port 0: any)")
+    serve.add_argument("--http-listen", dest="http_listen", help="HOST:PORT for the UI and API (port 0: any)")
+    serve.add_argument("--read-burst-threshold", type=int, help="alert on more reads than this...")
+    serve.add_argument("--read-burst-window-minutes", type=float, help="...by one user in this many minutes")
+
+    token = sub.add_parser("enroll-token", help="enrollment tokens for agents")
+    token_sub = token.add_subparsers(dest="action", required=True)
+    store_args(token_sub.add_parser("create", help="print a new one-time enrollment token"))
+
+    user = sub.add_parser("user", help="people who use the UI and API")
+    user_sub = user.add_subparsers(dest="action", required=True)
+    create = user_sub.add_parser("create", help="create a user")
+    store_args(create)
+    create.add_argument("--username", required=True)
+    create.add_argument("--role", required=True, help="it_admin, security_analyst, hr or auditor")
+    create.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+
+    api = sub.add_parser("api-token", help="bearer tokens for the API")
+    api_sub = api.add_subparsers(dest="action", required=True)
+    api_create = api_sub.add_parser("create", help="print a new bearer token for a user")
+    store_args(api_create)
+    api_create.add_argument("--username", required=True)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the collector's command line."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    from collector.people import PeopleError
+    from collector.storage.base import StoreError
+
+    try:
+        settings = _settings(args)
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        if args.command == "serve":
+            return _cmd_serve(settings)
+        if args.command == "enroll-token":
+            return _cmd_enroll_token(settings)
+        if args.command == "user":
+            return _cmd_user_create(settings, args)
+        return _cmd_api_token(settings, args)
+    except ValidationError as exc:
+        print(f"shoumi-collector: invalid setting: {exc}", file=sys.stderr)
+    except (PeopleError, StoreError, ValueError, OSError) as exc:
+        print(f"shoumi-collector: {exc}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Ingest: verify batches from agents, store them exactly once, acknowledge after commit."""

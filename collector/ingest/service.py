@@ -1,0 +1,169 @@
+"""The ingest decision for one batch: verify, store exactly once, detect, acknowledge.
+
+No gRPC here: errors carry a ``status`` (a gRPC status code name) that the server adapter maps.
+
+Theory of operation: a batch is checked for shape, then its signature against the enrolled key,
+then whether it is a redelivery (same position, same hash: acknowledge again, store nothing), a
+forgery of a stored position (same position, other hash: refuse), or the next link of the chain.
+Only then are its events stored, in one transaction that re-checks the chain head. The Ack is
+returned after that commit, so an agent deletes nothing that is not durably stored.
+
+Errors::
+
+    IngestError (status, reason)
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Callable
+
+from shoumi import batch as chain
+from shoumi.v1 import events_pb2
+
+from collector.domain.detection import ReadBurstRule, merge_finding
+from collector.domain.records import StoredBatch, StoredEvent
+from collector.ingest.codec import decode_events
+from collector.storage.base import ChainConflict, Store
+
+__all__ = ["IngestError", "IngestService", "AckValue"]
+
+log = logging.getLogger("shoumi.collector.ingest")
+
+
+class IngestError(Exception):
+    """A batch that was refused; nothing of it was stored."""
+
+    def __init__(self, status: str, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class AckValue:
+    """What the collector acknowledges: everything up to acked_seq of the epoch is stored."""
+
+    agent_id: str
+    epoch: int
+    acked_seq: int
+    batch_hash: bytes
+
+
+class IngestService:
+    """Verifies and stores batches; one instance serves all streams."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        read_burst: ReadBurstRule,
+        max_events_per_batch: int = chain.MAX_EVENTS_PER_BATCH,
+        clock: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self.store = store
+        self.read_burst = read_burst
+        self.max_events = max_events_per_batch
+        self.clock = clock
+        self.counters: Counter[str] = Counter()
+
+    def ingest(self, batch: events_pb2.EventBatch) -> AckValue:
+        """Verifies and stores one batch; returns the Ack to send, or raises IngestError."""
+        try:
+            ack, stored = self._ingest(batch)
+        except IngestError as exc:
+            self.counters[f"rejected.{exc.reason}"] += 1
+            log.warning(
+                "refused batch agent=%s epoch=%s first_seq=%s: %s (%s)",
+                batch.agent_id[:64], batch.epoch, batch.first_seq, exc, exc.reason,
+            )
+            raise
+        if stored:
+            self.counters["batches.stored"] += 1
+            self.counters["events.stored"] += len(stored)
+            self._detect(stored)
+        else:
+            self.counters["batches.duplicate"] += 1
+        return ack
+
+    def _ingest(self, batch: events_pb2.EventBatch) -> tuple[AckValue, list[StoredEvent]]:
+        try:
+            chain.check_shape(batch, max_events=self.max_events)
+        except chain.MalformedBatch as exc:
+            raise IngestError("INVALID_ARGUMENT", exc.reason, str(exc)) from exc
+        agent = self.store.get_agent(batch.agent_id)
+        if agent is None:
+            raise IngestError("UNAUTHENTICATED", "unknown_agent", f"unknown agent {batch.agent_id!r}")
+        if agent.revoked_at_ns is not None:
+            raise IngestError("PERMISSION_DENIED", "revoked_agent", f"agent {agent.agent_id} is revoked")
+        try:
+            digest = chain.verify_signature(batch, agent.public_key)
+        except chain.BadSignature as exc:
+            raise IngestError("PERMISSION_DENIED", exc.reason, str(exc)) from exc
+        try:
+            events = decode_events(batch)
+        except chain.MalformedBatch as exc:
+            raise IngestError("INVALID_ARGUMENT", exc.reason, str(exc)) from exc
+        last_seq = batch.first_seq + len(batch.events) - 1
+        ack = AckValue(batch.agent_id, batch.epoch, last_seq, digest)
+        for _attempt in range(3):
+            stored_hash = self.store.batch_hash_at(
+                agent_id=batch.agent_id, epoch=batch.epoch, first_seq=batch.first_seq
+            )
+            if stored_hash == digest:
+                return ack, []  # a redelivery after a lost Ack: acknowledge again, store nothing
+            if stored_hash is not None:
+                raise IngestError(
+                    "FAILED_PRECONDITION",
+                    "conflicting_batch",
+                    f"a different batch is already stored at epoch {batch.epoch} seq {batch.first_seq}",
+                )
+            head = self.store.chain_head(batch.agent_id)
+            try:
+                chain.check_continues(batch, head)
+            except chain.ChainBroken as exc:
+                raise IngestError("FAILED_PRECONDITION", exc.reason, str(exc)) from exc
+            record = StoredBatch(
+                agent_id=batch.agent_id,
+                epoch=batch.epoch,
+                first_seq=batch.first_seq,
+                last_seq=last_seq,
+                batch_hash=digest,
+                prev_hash=bytes(batch.prev_batch_hash),
+                signature=bytes(batch.signature),
+                canonical=chain.canonical_bytes(batch),
+                received_at_ns=self.clock(),
+            )
+            try:
+                self.store.store_batch(record, events, expected_head=head)
+            except ChainConflict:
+                continue  # another stream of the same agent moved the head: look again
+            return ack, events
+        raise IngestError("ABORTED", "contention", "the agent's chain kept moving; retry")
+
+    def _detect(self, stored: list[StoredEvent]) -> None:
+        rule = self.read_burst
+        latest: dict[str, int] = {}
+        for e in stored:
+            if e.kind == rule.kind and e.user:
+                latest[e.user] = max(latest.get(e.user, 0), e.time_ns)
+        for user, until in latest.items():
+            reads = self.store.events_in_window(
+                user=user, kind=rule.kind, since_ns=until - rule.window_ns, until_ns=until, cap=10_000
+            )
+            finding = rule.evaluate(reads)
+            if finding is None:
+                continue
+            existing = self.store.latest_open_alert(rule=rule.name, user=user)
+            alert = merge_finding(existing, finding, window_ns=rule.window_ns, now_ns=self.clock())
+            if alert is existing:
+                continue
+            if alert.id is None:
+                alert = self.store.add_alert(alert)
+                self.counters["alerts.raised"] += 1
+                log.info("alert %s raised: %s", alert.id, alert.summary)
+            else:
+                self.store.update_alert(alert)

@@ -1,0 +1,55 @@
+"""The collector's settings: one typed object, built once in __main__ and passed down.
+
+Every field can come from the environment (prefix SHOUMI_COLLECTOR_, nested groups with "__",
+e.g. SHOUMI_COLLECTOR_DETECTION__READ_BURST_THRESHOLD=30) or from the command line.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["CollectorSettings", "DetectionSettings", "parse_listen"]
+
+
+class DetectionSettings(BaseModel):
+    """Thresholds of the detection rules."""
+
+    read_burst_threshold: int = Field(20, ge=1, description="alert on more reads than this...")
+    read_burst_window_minutes: float = Field(5.0, gt=0, description="...by one user within this many minutes")
+
+
+class CollectorSettings(BaseSettings):
+    """Everything the collector process needs to know."""
+
+    model_config = SettingsConfigDict(env_prefix="SHOUMI_COLLECTOR_", env_nested_delimiter="__")
+
+    data_dir: Path = Path("/var/lib/shoumi-collector")
+    database_url: str | None = Field(
+        None, description="postgresql://user@host/db to scale out; SQLite under data_dir when unset"
+    )
+    grpc_listen: str = "127.0.0.1:7443"
+    http_listen: str = "127.0.0.1:8080"
+    max_message_bytes: int = Field(4 * 1024 * 1024, ge=64 * 1024)
+    max_events_per_batch: int = Field(1000, ge=1, le=10000)
+    enroll_token_ttl_hours: float = Field(24.0, gt=0)
+    session_hours: float = Field(12.0, gt=0)
+    grpc_workers: int = Field(32, ge=2)
+    detection: DetectionSettings = DetectionSettings()
+
+    def store_location(self) -> str:
+        """Returns what open_store() takes: the database URL, or the data directory."""
+        return self.database_url or str(self.data_dir)
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """Splits HOST:PORT (IPv6 as [::1]:PORT); raises ValueError with a readable reason."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host:
+        raise ValueError(f"expected HOST:PORT, got {text!r}")
+    host = host.strip("[]")
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"bad port in {text!r}")
+    return host, int(port)

@@ -1,0 +1,1 @@
+"""The collector's HTTP side: the JSON API and the pages, on FastAPI."""
