@@ -20,8 +20,11 @@ def generate(out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     protos = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "shoumi").rglob("*.proto"))
     include = str(Path(grpc_tools.__file__).parent / "_proto")
+    bindir = Path(sys.executable).parent  # mypy-protobuf's plugins sit beside this interpreter
     args = [
         "protoc",
+        f"--plugin=protoc-gen-mypy={bindir / 'protoc-gen-mypy'}",
+        f"--plugin=protoc-gen-mypy_grpc={bindir / 'protoc-gen-mypy_grpc'}",
         f"-I{ROOT}",
         f"-I{include}",
         f"--python_out={out_dir}",

@@ -1,0 +1,144 @@
+"""Ingest on a real SQLite store: what is stored, what is refused, and that a refusal stores nothing."""
+
+from __future__ import annotations
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from shoumi.v1 import events_pb2
+
+from collector.domain.detection import ReadBurstRule
+from collector.domain.records import EventFilter
+from collector.enrollment import EnrollmentError, EnrollmentService
+from collector.ingest.service import IngestError, IngestService
+from collector.storage import SqlStore
+
+from tests.conftest import ChainWriter
+
+MIN = 60_000_000_000
+
+
+def _enroll(store: SqlStore, key: Ed25519PrivateKey) -> str:
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    svc = EnrollmentService(store, token_ttl_ns=10 * MIN)
+    token = svc.create_token(actor="test")
+    return svc.enroll(token=token, public_key=key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw),
+                      hostname="ws-01", os_name="Linux", agent_version="t", peer="test")
+
+
+@pytest.fixture
+def ingest(sqlite_store: SqlStore) -> IngestService:
+    return IngestService(sqlite_store, read_burst=ReadBurstRule(threshold=5, window_ns=MIN))
+
+
+def _count(store: SqlStore) -> int:
+    return len(store.list_events(EventFilter(), cursor=None, limit=10_000).items)
+
+
+def test_chain_is_stored_and_acked(ingest: IngestService, agent_key: Ed25519PrivateKey) -> None:
+    writer = ChainWriter(_enroll(ingest.store, agent_key), agent_key)
+    acks = [ingest.ingest(writer.next(4)) for _ in range(3)]
+    assert [a.acked_seq for a in acks] == [4, 8, 12]
+    assert _count(ingest.store) == 12
+    assert len(ingest.store.list_alerts(cursor=None, limit=10).items) == 1  # 12 reads > 5 in a minute
+
+
+def test_redelivery_is_acked_again_and_stored_once(ingest: IngestService, agent_key: Ed25519PrivateKey) -> None:
+    writer = ChainWriter(_enroll(ingest.store, agent_key), agent_key)
+    first = writer.next(3)
+    second = writer.next(3)
+    ingest.ingest(first)
+    ingest.ingest(second)
+    again = ingest.ingest(first)
+    assert again.acked_seq == 3
+    assert _count(ingest.store) == 6
+    assert ingest.counters["batches.duplicate"] == 1
+
+
+@pytest.mark.parametrize("damage", ["flip_path", "flip_signature", "wrong_key", "broken_chain", "gap", "replace_stored",
+                                    "unknown_agent", "unknown_kind", "seq_mismatch"])
+def test_bad_batches_are_refused_with_nothing_stored(ingest: IngestService, agent_key: Ed25519PrivateKey, damage: str) -> None:
+    agent_id = _enroll(ingest.store, agent_key)
+    writer = ChainWriter(agent_id, agent_key)
+    ingest.ingest(writer.next(2))
+    good = writer.next(2)
+    batch = events_pb2.EventBatch()
+    batch.CopyFrom(good)
+    expected_status = {"flip_path": "PERMISSION_DENIED", "flip_signature": "PERMISSION_DENIED",
+                       "wrong_key": "PERMISSION_DENIED", "broken_chain": "FAILED_PRECONDITION",
+                       "gap": "FAILED_PRECONDITION", "replace_stored": "FAILED_PRECONDITION",
+                       "unknown_agent": "UNAUTHENTICATED", "unknown_kind": "INVALID_ARGUMENT",
+                       "seq_mismatch": "INVALID_ARGUMENT"}[damage]
+    if damage == "flip_path":
+        batch.events[0].path = batch.events[0].path.replace("report", "rep0rt")
+    elif damage == "flip_signature":
+        sig = bytearray(batch.signature)
+        sig[10] ^= 0x01
+        batch.signature = bytes(sig)
+    elif damage == "wrong_key":
+        thief = ChainWriter(agent_id, Ed25519PrivateKey.generate())
+        thief.next_seq, thief.last_hash = 3, good.prev_batch_hash
+        batch = thief.next(2)
+    elif damage == "broken_chain":
+        other = ChainWriter(agent_id, agent_key)
+        other.next_seq = 3
+        other.last_hash = b"\x01" * 32
+        batch = other.next(2)
+    elif damage == "gap":
+        batch = ChainWriter(agent_id, agent_key)
+        batch.next_seq, batch.last_hash = 5, good.prev_batch_hash
+        batch = batch.next(2)  # seq 5.. while 3..4 was never delivered
+    elif damage == "replace_stored":
+        forged = ChainWriter(agent_id, agent_key)
+        batch = forged.next(2, path="/forged")  # a different batch at the stored position 1
+    elif damage == "unknown_agent":
+        batch = ChainWriter("agt-nobody", agent_key).next(2)
+    elif damage == "unknown_kind":
+        batch.events[0].kind = "file.teleport"
+        from shoumi.batch import sign_batch
+        sign_batch(batch, agent_key)
+    elif damage == "seq_mismatch":
+        batch.events[1].seq = 99
+    with pytest.raises(IngestError) as caught:
+        ingest.ingest(batch)
+    assert caught.value.status == expected_status
+    assert _count(ingest.store) == 2
+    assert ingest.store.chain_head(agent_id).last_seq == 2
+    # and the agent's real next batch still goes in
+    assert ingest.ingest(good).acked_seq == 4
+    assert _count(ingest.store) == 4
+
+
+def test_enrollment_token_is_one_time(sqlite_store: SqlStore, agent_key: Ed25519PrivateKey) -> None:
+    svc = EnrollmentService(sqlite_store, token_ttl_ns=MIN)
+    token = svc.create_token(actor="test")
+    pub = b"\x11" * 32
+    kwargs = dict(public_key=agent_key.public_key().public_bytes_raw(), hostname="h", os_name="L", agent_version="1", peer="p")
+    svc.enroll(token=token, **kwargs)  # type: ignore[arg-type]
+    with pytest.raises(EnrollmentError, match="used"):
+        svc.enroll(token=token, **kwargs)  # type: ignore[arg-type]
+    with pytest.raises(EnrollmentError, match="unknown"):
+        svc.enroll(token="se_guess", **kwargs)  # type: ignore[arg-type]
+    with pytest.raises(EnrollmentError, match="32-byte"):
+        svc.enroll(token=svc.create_token(actor="t"), public_key=pub[:5], hostname="h", os_name="L", agent_version="1", peer="p")
+    actions = [e.action for e in sqlite_store.list_audit(cursor=None, limit=20).items]
+    assert actions.count("agent.enroll") == 1 and actions.count("agent.enroll_refused") == 2
+    assert len(sqlite_store.list_agents()) == 1
+
+
+def test_events_keep_every_field(ingest: IngestService, agent_key: Ed25519PrivateKey) -> None:
+    writer = ChainWriter(_enroll(ingest.store, agent_key), agent_key)
+    batch = writer.next(1)
+    batch.ClearField("signature")
+    ev: events_pb2.Event = batch.events[0]
+    ev.kind = "file.copy"
+    ev.dest_path = "/media/stick/q3.xlsx"
+    ev.attributes.update({"source_paths": ["/srv/finance/q3.xlsx"], "match": "partial", "match_share": 0.625})
+    from shoumi.batch import sign_batch
+    sign_batch(batch, agent_key)
+    ingest.ingest(batch)
+    [stored] = ingest.store.list_events(EventFilter(), cursor=None, limit=10).items
+    assert (stored.kind, stored.dest_path, stored.pid, stored.process, stored.exe, stored.uid) == (
+        "file.copy", "/media/stick/q3.xlsx", 4242, "cat", "/usr/bin/cat", 1000)
+    assert stored.attributes == {"source_paths": ["/srv/finance/q3.xlsx"], "match": "partial", "match_share": 0.625}

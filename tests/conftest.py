@@ -1,0 +1,107 @@
+"""Shared fixtures: stores on real SQLite files and on the real PostgreSQL server, keys, batches."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from shoumi.batch import GENESIS_HASH, sign_batch
+from shoumi.v1 import events_pb2
+
+from collector.storage import SqlStore, open_store
+
+PG_DSN = os.environ.get("SHOUMI_TEST_PG_DSN")
+
+
+def _pg_store() -> Iterator[SqlStore]:
+    import sqlalchemy as sa
+
+    if not PG_DSN:
+        pytest.skip("no PostgreSQL server: set SHOUMI_TEST_PG_DSN (as .ci/run does)")
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    base = PG_DSN.replace("postgresql://", "postgresql+psycopg://", 1)
+    admin = sa.create_engine(base)
+    with admin.begin() as conn:
+        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
+    sep = "&" if "?" in base else "?"
+    store = SqlStore(sa.create_engine(f"{base}{sep}options=-csearch_path%3D{schema}"))
+    try:
+        yield store
+    finally:
+        store.close()
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqlStore]:
+    """Every store backend, each fresh: the contract suite runs against all of them."""
+    if request.param == "sqlite":
+        store = open_store(tmp_path / "collector")
+        yield store
+        store.close()
+    else:
+        yield from _pg_store()
+
+
+@pytest.fixture
+def sqlite_store(tmp_path: Path) -> Iterator[SqlStore]:
+    store = open_store(tmp_path / "collector")
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def agent_key() -> Ed25519PrivateKey:
+    return Ed25519PrivateKey.generate()
+
+
+def make_event(seq: int, *, kind: str = "file.read", user: str = "alice", path: str | None = None,
+               time_ns: int | None = None) -> events_pb2.Event:
+    """A plausible wire event."""
+    return events_pb2.Event(
+        id=str(uuid.uuid4()),
+        kind=kind,
+        time_unix_ns=time_ns or time.time_ns(),
+        seq=seq,
+        path=path or f"/srv/finance/report-{seq}.xlsx",
+        size=1234,
+        sha256="ab" * 32,
+        user=user,
+        uid=1000,
+        pid=4242,
+        process="cat",
+        exe="/usr/bin/cat",
+    )
+
+
+class ChainWriter:
+    """Builds consecutive signed batches for one agent, as the agent's spool would."""
+
+    def __init__(self, agent_id: str, key: Ed25519PrivateKey, *, epoch: int = 1) -> None:
+        self.agent_id = agent_id
+        self.key = key
+        self.epoch = epoch
+        self.next_seq = 1
+        self.last_hash = GENESIS_HASH
+
+    def next(self, n: int = 3, **event_fields: object) -> events_pb2.EventBatch:
+        batch = events_pb2.EventBatch(
+            agent_id=self.agent_id,
+            epoch=self.epoch,
+            first_seq=self.next_seq,
+            prev_batch_hash=self.last_hash,
+            created_unix_ns=time.time_ns(),
+        )
+        for i in range(n):
+            batch.events.append(make_event(self.next_seq + i, **event_fields))  # type: ignore[arg-type]
+        self.last_hash = sign_batch(batch, self.key)
+        self.next_seq += n
+        return batch
