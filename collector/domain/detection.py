@@ -45,28 +45,39 @@ class ReadBurstRule:
         if self.window_ns <= 0:
             raise ValueError("window must be positive")
 
-    def evaluate(self, reads: Sequence[StoredEvent]) -> Finding | None:
-        """Finds the densest window of one user's reads; a finding if it holds > threshold."""
+    def evaluate(self, reads: Sequence[StoredEvent]) -> list[Finding]:
+        """Finds the bursts in one user's reads, oldest first.
+
+        A read belongs to a burst when some window of ``window_ns`` holding it holds more than
+        ``threshold`` reads; burst reads less than a window apart form one finding. Membership only
+        grows as reads are added, which is what makes the result independent of batching.
+        """
         ordered = sorted((e for e in reads if e.kind == self.kind), key=lambda e: (e.time_ns, e.id))
         if not ordered:
-            return None
-        users = {e.user for e in ordered}
-        if len(users) != 1:
+            return []
+        if len({e.user for e in ordered}) != 1:
             raise ValueError("a read burst is evaluated over one user's reads")
-        best: tuple[int, int] | None = None
+        member = [False] * len(ordered)
         start = 0
+        marked_upto = -1
         for end in range(len(ordered)):
             while ordered[end].time_ns - ordered[start].time_ns > self.window_ns:
                 start += 1
-            if end - start + 1 > self.threshold and (
-                best is None or end - start > best[1] - best[0]
-            ):
-                best = (start, end)
-        if best is None:
-            return None
-        hits = ordered[best[0] : best[1] + 1]
+            if end - start + 1 > self.threshold:
+                for i in range(max(start, marked_upto + 1), end + 1):
+                    member[i] = True
+                marked_upto = end
+        hits = [e for e, m in zip(ordered, member) if m]
+        clusters: list[list[StoredEvent]] = []
+        for e in hits:
+            if clusters and e.time_ns - clusters[-1][-1].time_ns <= self.window_ns:
+                clusters[-1].append(e)
+            else:
+                clusters.append([e])
+        return [self._finding(c) for c in clusters]
+
+    def _finding(self, hits: list[StoredEvent]) -> Finding:
         user = hits[0].user
-        minutes = self.window_ns / 60e9
         files = len({e.path for e in hits})
         return Finding(
             rule=self.name,
@@ -78,7 +89,7 @@ class ReadBurstRule:
             last_ns=hits[-1].time_ns,
             summary=(
                 f"{user} read sensitive files {len(hits)} times ({files} distinct files) "
-                f"within {minutes:g} min; threshold {self.threshold}"
+                f"in bursts of more than {self.threshold} within {self.window_ns / 60e9:g} min"
             ),
         )
 
@@ -98,7 +109,7 @@ def merge_finding(existing: Alert | None, finding: Finding, *, window_ns: int, n
             event_ids=merged,
             updated_at_ns=now_ns,
             last_event_ns=max(existing.last_event_ns, finding.last_ns),
-            summary=finding.summary if len(finding.event_ids) >= len(existing.event_ids) else existing.summary,
+            summary=finding.summary.replace(f"{len(finding.event_ids)} times", f"{len(merged)} times", 1),
         )
     return Alert(
         rule=finding.rule,

@@ -146,24 +146,27 @@ class IngestService:
 
     def _detect(self, stored: list[StoredEvent]) -> None:
         rule = self.read_burst
-        latest: dict[str, int] = {}
+        spans: dict[str, tuple[int, int]] = {}
         for e in stored:
             if e.kind == rule.kind and e.user:
-                latest[e.user] = max(latest.get(e.user, 0), e.time_ns)
-        for user, until in latest.items():
+                lo, hi = spans.get(e.user, (e.time_ns, e.time_ns))
+                spans[e.user] = (min(lo, e.time_ns), max(hi, e.time_ns))
+        for user, (lo, hi) in spans.items():
+            # New reads can make reads up to one window earlier part of a burst, and deciding that
+            # needs one more window before them.
             reads = self.store.events_in_window(
-                user=user, kind=rule.kind, since_ns=until - rule.window_ns, until_ns=until, cap=10_000
+                user=user, kind=rule.kind, since_ns=lo - 2 * rule.window_ns, until_ns=hi + rule.window_ns, cap=50_000
             )
-            finding = rule.evaluate(reads)
-            if finding is None:
-                continue
-            existing = self.store.latest_open_alert(rule=rule.name, user=user)
-            alert = merge_finding(existing, finding, window_ns=rule.window_ns, now_ns=self.clock())
-            if alert is existing:
-                continue
-            if alert.id is None:
-                alert = self.store.add_alert(alert)
-                self.counters["alerts.raised"] += 1
-                log.info("alert %s raised: %s", alert.id, alert.summary)
-            else:
-                self.store.update_alert(alert)
+            for finding in rule.evaluate(reads):
+                if finding.last_ns < lo - rule.window_ns:
+                    continue  # a burst the new reads cannot have touched: already recorded
+                existing = self.store.latest_open_alert(rule=rule.name, user=user)
+                alert = merge_finding(existing, finding, window_ns=rule.window_ns, now_ns=self.clock())
+                if alert is existing:
+                    continue
+                if alert.id is None:
+                    alert = self.store.add_alert(alert)
+                    self.counters["alerts.raised"] += 1
+                    log.info("alert %s raised: %s", alert.id, alert.summary)
+                else:
+                    self.store.update_alert(alert)
