@@ -21,7 +21,7 @@ router = APIRouter(prefix="/api/v1")
 def _cursor(text: str | None) -> int | None:
     if text is None or text == "":
         return None
-    if not text.isdigit():
+    if not text.isdigit() or int(text) >= 2**63:
         raise HTTPException(400, f"invalid cursor {text!r}: pass back next_cursor unchanged")
     return int(text)
 

@@ -23,4 +23,5 @@ def parse_rfc3339_ns(text: str) -> int:
     if parsed.tzinfo is None:
         raise ValueError(f"time {text!r} has no zone; add Z or an offset such as +08:00")
     whole = int(parsed.replace(microsecond=0).timestamp())
-    return whole * 1_000_000_000 + parsed.microsecond * 1000
+    ns = whole * 1_000_000_000 + parsed.microsecond * 1000
+    return max(-(2**63), min(ns, 2**63 - 1))  # stored times are signed 64-bit nanoseconds

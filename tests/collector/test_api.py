@@ -1,0 +1,137 @@
+"""The HTTP API and pages through FastAPI's TestClient, on a real SQLite store."""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from fastapi.testclient import TestClient
+
+from collector.domain.detection import ReadBurstRule
+from collector.enrollment import EnrollmentService
+from collector.ingest.service import IngestService
+from collector.people import PeopleService
+from collector.storage import SqlStore
+from collector.web.app import create_app
+
+from tests.conftest import ChainWriter
+
+PASSWORD = "correct horse battery"
+
+
+@pytest.fixture
+def world(sqlite_store: SqlStore, agent_key: Ed25519PrivateKey) -> Iterator[dict[str, Any]]:
+    people = PeopleService(sqlite_store, session_ttl_ns=3600 * 10**9)
+    for name, role in [("ana", "security_analyst"), ("ivan", "it_admin"), ("hana", "hr"), ("aud", "auditor")]:
+        people.create_user(username=name, role=role, password=PASSWORD, actor="test")
+    enroll = EnrollmentService(sqlite_store, token_ttl_ns=10**12)
+    agent_id = enroll.enroll(token=enroll.create_token(actor="t"), public_key=agent_key.public_key().public_bytes_raw(),
+                             hostname="ws", os_name="L", agent_version="1", peer="t")
+    ingest = IngestService(sqlite_store, read_burst=ReadBurstRule(threshold=10, window_ns=60 * 10**9))
+    writer = ChainWriter(agent_id, agent_key)
+    for _ in range(5):
+        ingest.ingest(writer.next(5))
+    ingest.ingest(writer.next(3, kind="file.write", user="bob"))
+    client = TestClient(create_app(store=sqlite_store, people=people))
+    yield {"client": client, "people": people, "agent_id": agent_id, "store": sqlite_store,
+           "tokens": {n: people.create_api_token(username=n, actor="t") for n in ("ana", "ivan", "hana", "aud")}}
+    client.close()
+
+
+def _get(world: dict[str, Any], who: str, url: str, **params: Any) -> Any:
+    return world["client"].get(url, params=params, headers={"Authorization": f"Bearer {world['tokens'][who]}"})
+
+
+def test_health_needs_no_token(world: dict[str, Any]) -> None:
+    assert world["client"].get("/healthz").status_code == 200
+
+
+def test_events_page_through_with_the_cursor(world: dict[str, Any]) -> None:
+    ids, cursor, pages = [], None, 0
+    while True:
+        params: dict[str, Any] = {"limit": 7}
+        if cursor:
+            params["cursor"] = cursor
+        reply = _get(world, "ana", "/api/v1/events", **params)
+        assert reply.status_code == 200
+        body = reply.json()
+        ids.extend(i["id"] for i in body["items"])
+        pages += 1
+        cursor = body["next_cursor"]
+        if cursor is None:
+            break
+    assert len(ids) == 28 == len(set(ids)) and pages == 4
+    item = _get(world, "ana", "/api/v1/events", limit=1).json()["items"][0]
+    assert set(item) >= {"id", "agent_id", "seq", "kind", "time", "path", "dest_path", "size", "sha256", "user", "pid",
+                         "process", "exe", "attributes"}
+    assert item["time"].endswith("Z") and item["seq"] == 1
+
+
+def test_event_filters(world: dict[str, Any]) -> None:
+    writes = _get(world, "ana", "/api/v1/events", kind="file.write").json()["items"]
+    assert [w["user"] for w in writes] == ["bob"] * 3
+    assert len(_get(world, "ana", "/api/v1/events", agent_id=world["agent_id"], limit=1000).json()["items"]) == 28
+    assert _get(world, "ana", "/api/v1/events", agent_id="agt-other").json()["items"] == []
+    assert _get(world, "ana", "/api/v1/events", since="2999-01-01T00:00:00Z").json()["items"] == []
+    assert len(_get(world, "ana", "/api/v1/events", since="2000-01-01T08:00:00+08:00", limit=1000).json()["items"]) == 28
+
+
+@pytest.mark.parametrize("params,reason", [
+    ({"kind": "file.teleport"}, "unknown kind"),
+    ({"since": "yesterday"}, "RFC 3339"),
+    ({"since": "2026-01-01T00:00:00"}, "no zone"),
+    ({"limit": 0}, "limit"),
+    ({"limit": 5000}, "limit"),
+    ({"cursor": "abc"}, "cursor"),
+    ({"cursor": "9" * 30}, "cursor"),
+])
+def test_bad_filters_get_400_with_a_reason(world: dict[str, Any], params: dict[str, Any], reason: str) -> None:
+    reply = _get(world, "ana", "/api/v1/events", **params)
+    assert reply.status_code == 400
+    assert reason in reply.json()["detail"]
+
+
+def test_alerts_list(world: dict[str, Any]) -> None:
+    body = _get(world, "ana", "/api/v1/alerts").json()
+    [alert] = body["items"]
+    assert alert["rule"] == "read_burst" and alert["user"] == "alice" and alert["status"] == "open"
+    assert len(alert["event_ids"]) == 25 and body["next_cursor"] is None
+    assert set(alert) >= {"id", "rule", "severity", "status", "user", "agent_id", "created_at", "updated_at", "event_ids", "summary"}
+
+
+def test_who_may_read_what(world: dict[str, Any]) -> None:
+    assert world["client"].get("/api/v1/events").status_code == 401
+    assert world["client"].get("/api/v1/events", headers={"Authorization": "Bearer sa_wrong"}).status_code == 401
+    assert world["client"].get("/api/v1/events", headers={"Authorization": "Basic abc"}).status_code == 401
+    assert _get(world, "ivan", "/api/v1/events").status_code == 403  # IT runs the fleet, not the evidence
+    assert _get(world, "hana", "/api/v1/events").status_code == 403
+    assert _get(world, "aud", "/api/v1/events").status_code == 200
+    assert _get(world, "ivan", "/api/v1/agents").json()["items"][0]["agent_id"] == world["agent_id"]
+
+
+def test_reading_events_is_audited(world: dict[str, Any]) -> None:
+    _get(world, "ana", "/api/v1/events", kind="file.read")
+    entries = world["store"].list_audit(cursor=None, limit=5).items
+    assert (entries[0].actor, entries[0].action, dict(entries[0].details)) == ("ana", "events.list", {"kind": "file.read"})
+
+
+def test_alert_page_needs_sign_in(world: dict[str, Any]) -> None:
+    client: TestClient = world["client"]
+    assert client.get("/", follow_redirects=False).headers["location"] == "/login"
+    wrong = client.post("/login", data={"username": "ana", "password": "nope"})
+    assert wrong.status_code == 401 and "wrong user name or password" in wrong.text
+    ok = client.post("/login", data={"username": "ana", "password": PASSWORD}, follow_redirects=False)
+    assert ok.status_code == 303 and "httponly" in ok.headers["set-cookie"].lower()
+    page = client.get("/")
+    assert page.status_code == 200 and "read_burst" in page.text and "alice" in page.text
+    client.post("/logout")
+    assert client.get("/", follow_redirects=False).status_code == 303
+    actions = [e.action for e in world["store"].list_audit(cursor=None, limit=50).items]
+    assert "login" in actions and "login.failed" in actions and "logout" in actions
+
+
+def test_it_admin_cannot_see_alerts_page(world: dict[str, Any]) -> None:
+    client: TestClient = world["client"]
+    client.post("/login", data={"username": "ivan", "password": PASSWORD})
+    assert client.get("/").status_code == 403
