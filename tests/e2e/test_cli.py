@@ -1,0 +1,120 @@
+"""The thin path with real processes: serve, enroll, run, file operations, API and page."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import Collector, eventually, run, stop, tool
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _agent(state: Path, watch: Path, *extra: str) -> subprocess.Popen[bytes]:
+    with open(state.parent / f"{state.name}.log", "ab") as log:
+        return subprocess.Popen(
+            [tool("shoumi-agent"), "run", "--state-dir", str(state), "--watch", str(watch), "--attributed-user", "alice",
+             *extra],
+            stdout=log, stderr=subprocess.STDOUT,
+        )
+
+
+def _setup(collector: Collector, tmp_path: Path) -> tuple[str, Path]:
+    collector.cli("user", "create", "--username", "ana", "--role", "security_analyst", "--password-stdin",
+                  stdin="a long enough password\n")
+    token = collector.cli("api-token", "create", "--username", "ana")
+    enroll = collector.cli("enroll-token", "create")
+    assert enroll.startswith("se_") and "\n" not in enroll
+    agent_id = run(tool("shoumi-agent"), "enroll", "--collector", collector.grpc, "--token", enroll,
+                   "--state-dir", str(tmp_path / "agent")).stdout.strip()
+    assert agent_id.startswith("agt-")
+    reused = run(tool("shoumi-agent"), "enroll", "--collector", collector.grpc, "--token", enroll,
+                 "--state-dir", str(tmp_path / "agent2"), check=False)
+    assert reused.returncode == 2 and "token is used" in reused.stderr
+    return token, tmp_path / "agent"
+
+
+@pytest.mark.slow
+def test_file_operations_become_stored_events_and_an_alert(collector: Collector, tmp_path: Path) -> None:
+    collector.start("--read-burst-threshold", "10", "--read-burst-window-minutes", "1")
+    token, state = _setup(collector, tmp_path)
+    watch = tmp_path / "finance"
+    watch.mkdir()
+    agent = _agent(state, watch)
+    try:
+        eventually(lambda: any(e["kind"] == "agent.start" for e in collector.events(token)), what="agent.start")
+        for i in range(12):
+            (watch / f"plan-{i}.txt").write_text(f"secret {i}")
+        for i in range(12):
+            subprocess.run(["cat", str(watch / f"plan-{i}.txt")], stdout=subprocess.DEVNULL, check=True)
+        os.rename(watch / "plan-0.txt", watch / "plan-zero.txt")
+        os.unlink(watch / "plan-1.txt")
+        events = eventually(
+            lambda: (lambda ev: ev if sum(e["kind"] == "file.delete" for e in ev) else None)(collector.events(token)),
+            what="the delete to be stored",
+        )
+        kinds = [e["kind"] for e in events]
+        assert kinds.count("file.create") == 12 and kinds.count("file.write") == 12 and kinds.count("file.read") == 12
+        moved = next(e for e in events if e["kind"] == "file.move")
+        assert moved["path"].endswith("plan-0.txt") and moved["dest_path"].endswith("plan-zero.txt")
+        assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+        alerts = eventually(lambda: collector.get("/api/v1/alerts", token)["items"], what="an alert")
+        assert alerts[0]["rule"] == "read_burst" and alerts[0]["user"] == "alice"
+    finally:
+        assert stop(agent) == 0
+    stored = collector.events(token)
+    assert stored[-1]["kind"] == "agent.stop"  # a graceful stop is signed and delivered
+    assert collector.stop() == 0
+
+
+@pytest.mark.slow
+def test_collector_down_then_back_loses_nothing(collector: Collector, tmp_path: Path) -> None:
+    collector.start()
+    token, state = _setup(collector, tmp_path)
+    grpc_addr = collector.grpc
+    watch = tmp_path / "finance"
+    watch.mkdir()
+    agent = _agent(state, watch)
+    try:
+        eventually(lambda: collector.events(token), what="agent.start")
+        assert collector.stop() == 0
+        for i in range(50):
+            (watch / f"while-down-{i}.txt").write_text("x")
+        time.sleep(1.0)
+        collector.start(grpc_listen=grpc_addr)
+        events = eventually(
+            lambda: (lambda ev: ev if sum(e["kind"] == "file.write" for e in ev) == 50 else None)(collector.events(token)),
+            timeout=40, what="the 50 writes made while the collector was down",
+        )
+        assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    finally:
+        stop(agent)
+
+
+def test_bad_command_lines_exit_2_with_a_message(tmp_path: Path) -> None:
+    not_enrolled = run(tool("shoumi-agent"), "run", "--state-dir", str(tmp_path / "x"), "--watch", str(tmp_path), check=False)
+    assert not_enrolled.returncode == 2 and "not enrolled" in not_enrolled.stderr
+    bad_role = run(tool("shoumi-collector"), "user", "create", "--data-dir", str(tmp_path / "c"), "--username", "u",
+                   "--role", "boss", check=False)
+    assert bad_role.returncode == 2 and "unknown role" in bad_role.stderr
+    no_user = run(tool("shoumi-collector"), "api-token", "create", "--data-dir", str(tmp_path / "c"), "--username", "ghost", check=False)
+    assert no_user.returncode == 2 and "no user" in no_user.stderr
+    short = run(tool("shoumi-collector"), "user", "create", "--data-dir", str(tmp_path / "c"), "--username", "u",
+                "--role", "hr", "--password-stdin", stdin="short\n", check=False)
+    assert short.returncode == 2 and "12 characters" in short.stderr
+    bad_listen = run(tool("shoumi-collector"), "serve", "--data-dir", str(tmp_path / "c"), "--http-listen", "nonsense", check=False)
+    assert bad_listen.returncode == 2 and "HOST:PORT" in bad_listen.stderr
+
+
+@pytest.mark.slow
+def test_demo_runs_and_raises_its_alert(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "demo.py"), "--once", "--data-dir", str(tmp_path / "demo")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Alerts page:  http://127.0.0.1:" in done.stdout and "Sign in as:   analyst / " in done.stdout
+    assert "read sensitive files" in done.stdout
