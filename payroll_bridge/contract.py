@@ -1,0 +1,380 @@
+"""The ``schedule`` contract: decode INPUT.json strictly, resolve the local terms, encode the output.
+
+This is the adapter between the JSON documented in docs/payroll.md and the pure engine in
+``rules``. It refuses anything the contract does not allow (``InvalidInput``), so the engine only
+ever sees valid values. It reads no files and writes nothing: the caller hands it text and a table.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal
+from typing import Any, Iterable
+
+from payroll_bridge.errors import InvalidInput, TableError
+from payroll_bridge.minimum_wage import STALE_AFTER_MONTHS, MinimumWageTable, RegionRule, WageRow
+from payroll_bridge.period import Period
+from payroll_bridge.rules import (
+    Case,
+    CapBase,
+    PeriodTerms,
+    PeriodWage,
+    Schedule,
+    floor_base_fen,
+    schedule,
+)
+
+__all__ = [
+    "ScheduleRequest",
+    "ResolvedPeriod",
+    "Warning_",
+    "decode_json",
+    "parse_request",
+    "resolve_terms",
+    "run_schedule",
+    "expect_fen",
+]
+
+
+@dataclass(frozen=True)
+class ScheduleRequest:
+    """A valid INPUT.json as values."""
+
+    employee_id: str
+    region: str
+    cases: tuple[Case, ...]
+    periods: tuple[PeriodWage, ...]
+    minimum_wage_fen: int | None = None
+    excludes_contributions: bool | None = None
+    employment_ends: Period | None = None
+    tier: int | None = None
+
+
+@dataclass(frozen=True)
+class ResolvedPeriod:
+    """The terms used for one period and where they came from."""
+
+    wage: PeriodWage
+    terms: PeriodTerms
+    row: WageRow | None
+    region: RegionRule | None
+
+
+@dataclass(frozen=True)
+class Warning_:
+    """Something HR must look at; never a reason to refuse."""
+
+    code: str
+    message: str
+    periods: tuple[Period, ...] = ()
+    case_id: str | None = None
+
+    def to_json(self) -> dict[str, object]:
+        out: dict[str, object] = {"code": self.code, "message": self.message}
+        if self.periods:
+            out["periods"] = [str(p) for p in self.periods]
+        if self.case_id is not None:
+            out["case_id"] = self.case_id
+        return out
+
+
+class _Fraction:
+    """Marks a JSON number with a fraction or exponent, so that it can be refused by name."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise InvalidInput(f"the key {key!r} appears twice in one object")
+        out[key] = value
+    return out
+
+
+def _no_constants(name: str) -> Any:
+    raise InvalidInput(f"{name} is not a number of fen")
+
+
+def decode_json(text: str | bytes) -> Any:
+    """Parses JSON keeping fractional numbers recognisable and refusing duplicate keys and NaN."""
+    try:
+        return json.loads(
+            text,
+            parse_float=_Fraction,
+            parse_constant=_no_constants,
+            object_pairs_hook=_no_duplicates,
+        )
+    except json.JSONDecodeError as exc:
+        raise InvalidInput(f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from exc
+    except UnicodeDecodeError as exc:
+        raise InvalidInput("not valid JSON: the text is not UTF-8") from exc
+
+
+def expect_fen(value: Any, where: str, *, positive: bool = False) -> int:
+    """An amount in fen: a JSON integer, not negative (nor zero when ``positive``)."""
+    if isinstance(value, _Fraction) or isinstance(value, (float, Decimal)):
+        raise InvalidInput(f"{where} must be a whole number of fen, got the fractional {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInput(f"{where} must be an integer number of fen, got {value!r}")
+    if value < 0:
+        raise InvalidInput(f"{where} must not be negative, got {value}")
+    if positive and value == 0:
+        raise InvalidInput(f"{where} must be more than zero")
+    return value
+
+
+def _object(value: Any, where: str, allowed: Iterable[str], required: Iterable[str]) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise InvalidInput(f"{where} must be a JSON object")
+    unknown = sorted(set(value) - set(allowed))
+    if unknown:
+        raise InvalidInput(f"{where} has unknown field(s) {', '.join(unknown)}")
+    missing = [k for k in required if k not in value]
+    if missing:
+        raise InvalidInput(f"{where} is missing {', '.join(missing)}")
+    return value
+
+
+def _text(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidInput(f"{where} must be a non-empty string")
+    return value
+
+
+def _period(value: Any, where: str) -> Period:
+    try:
+        return Period.parse(value)
+    except ValueError as exc:
+        raise InvalidInput(f"{where}: {exc}") from exc
+
+
+def _date(value: Any, where: str) -> date:
+    if not isinstance(value, str):
+        raise InvalidInput(f"{where} must be an ISO date 'YYYY-MM-DD'")
+    try:
+        return date.fromisoformat(value)
+    except ValueError as exc:
+        raise InvalidInput(f"{where} must be an ISO date 'YYYY-MM-DD', got {value!r}") from exc
+
+
+def _bool(value: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidInput(f"{where} must be true or false, got {value!r}")
+    return value
+
+
+_TOP = ("employee_id", "region", "cases", "periods", "minimum_wage_fen",
+        "minimum_wage_excludes_contributions", "employment_ends", "minimum_wage_tier")
+_CASE = ("case_id", "confirmed_at", "loss_fen", "paused")
+_PERIOD = ("period", "wage_fen", "excluded_items_fen", "social_insurance_fen", "housing_fund_fen")
+
+
+def parse_request(doc: Any) -> ScheduleRequest:
+    """Validates a decoded INPUT.json; the first problem found is raised as ``InvalidInput``."""
+    top = _object(doc, "the input", _TOP, ("employee_id", "region", "cases", "periods"))
+    employee_id = _text(top["employee_id"], "employee_id")
+    region = _text(top["region"], "region")
+    if not isinstance(top["cases"], list) or not top["cases"]:
+        raise InvalidInput("cases must be a non-empty list")
+    if not isinstance(top["periods"], list) or not top["periods"]:
+        raise InvalidInput("periods must be a non-empty list")
+
+    cases: list[Case] = []
+    ids: set[str] = set()
+    for i, raw in enumerate(top["cases"]):
+        where = f"cases[{i}]"
+        c = _object(raw, where, _CASE, ("case_id", "confirmed_at"))
+        case_id = _text(c["case_id"], f"{where}.case_id")
+        if case_id in ids:
+            raise InvalidInput(f"{where}.case_id {case_id!r} is used twice")
+        ids.add(case_id)
+        if "loss_fen" not in c or c["loss_fen"] is None:
+            raise InvalidInput(f"{where} (case {case_id}) has no loss_fen")
+        loss = expect_fen(c["loss_fen"], f"{where}.loss_fen (case {case_id})", positive=True)
+        paused = _bool(c.get("paused", False), f"{where}.paused")
+        cases.append(Case(case_id, _date(c["confirmed_at"], f"{where}.confirmed_at"), loss, paused))
+
+    periods: list[PeriodWage] = []
+    seen: set[Period] = set()
+    for i, raw in enumerate(top["periods"]):
+        where = f"periods[{i}]"
+        p = _object(raw, where, _PERIOD, ("period", "wage_fen"))
+        period = _period(p["period"], f"{where}.period")
+        if period in seen:
+            raise InvalidInput(f"{where}.period {period} is listed twice")
+        seen.add(period)
+        amounts = {
+            name: expect_fen(p.get(name, 0), f"{where}.{name} ({period})")
+            for name in _PERIOD[1:]
+        }
+        periods.append(PeriodWage(period, **amounts))
+
+    minimum = None
+    if top.get("minimum_wage_fen") is not None:
+        minimum = expect_fen(top["minimum_wage_fen"], "minimum_wage_fen", positive=True)
+    excludes = None
+    if top.get("minimum_wage_excludes_contributions") is not None:
+        excludes = _bool(top["minimum_wage_excludes_contributions"], "minimum_wage_excludes_contributions")
+    ends = None
+    if top.get("employment_ends") is not None:
+        ends = _period(top["employment_ends"], "employment_ends")
+    tier = None
+    if top.get("minimum_wage_tier") is not None:
+        tier = expect_fen(top["minimum_wage_tier"], "minimum_wage_tier", positive=True)
+    return ScheduleRequest(employee_id, region, tuple(cases), tuple(periods), minimum, excludes, ends, tier)
+
+
+def resolve_terms(request: ScheduleRequest, table: MinimumWageTable) -> tuple[ResolvedPeriod, ...]:
+    """The minimum wage and exclusions in force for each period, from overrides or the table."""
+    region = table.region(request.region)
+    if region is None and (request.minimum_wage_fen is None or request.excludes_contributions is None):
+        known = ", ".join(sorted(table.regions))
+        raise InvalidInput(
+            f"unknown region {request.region!r}: use one of {known}, or give both "
+            "minimum_wage_fen and minimum_wage_excludes_contributions"
+        )
+    tier = request.tier or (region.default_tier if region else 1)
+    resolved = []
+    for wage in sorted(request.periods, key=lambda w: w.period):
+        row = None
+        if request.minimum_wage_fen is not None:
+            minimum = request.minimum_wage_fen
+        else:
+            assert region is not None
+            row = table.row_in_force(region.code, tier, wage.period)
+            if row is None:
+                raise InvalidInput(
+                    f"the minimum-wage table ({table.origin}) has no row for {region.code} tier {tier} "
+                    f"in force in {wage.period}: add one to the customer table or give minimum_wage_fen"
+                )
+            minimum = row.monthly_fen
+        if request.excludes_contributions is not None:
+            ex_si = ex_hf = request.excludes_contributions
+        else:
+            assert region is not None
+            ex_si, ex_hf = region.excludes_social_insurance, region.excludes_housing_fund
+        terms = PeriodTerms(
+            minimum_wage_fen=minimum,
+            excludes_social_insurance=ex_si,
+            excludes_housing_fund=ex_hf,
+            cap_percent=region.cap_percent if region else 20,
+            cap_base=region.cap_base if region else CapBase.WAGE,
+        )
+        resolved.append(ResolvedPeriod(wage, terms, row, region))
+    return tuple(resolved)
+
+
+def table_warnings(
+    resolved: Iterable[ResolvedPeriod], *, request_overrides_flags: bool, stale_after_months: int = STALE_AFTER_MONTHS
+) -> list[Warning_]:
+    """Stale and unconfirmed rows, unconfirmed regional flags, notice requirements."""
+    warnings: list[Warning_] = []
+    stale: dict[WageRow, list[Period]] = {}
+    unconfirmed: dict[WageRow, list[Period]] = {}
+    region: RegionRule | None = None
+    for rp in resolved:
+        region = rp.region or region
+        if rp.row is None:
+            continue
+        if rp.row.months_unchecked(rp.wage.period) > stale_after_months:
+            stale.setdefault(rp.row, []).append(rp.wage.period)
+        if not rp.row.confirmed:
+            unconfirmed.setdefault(rp.row, []).append(rp.wage.period)
+    for row, periods in stale.items():
+        warnings.append(Warning_(
+            "STALE_MINIMUM_WAGE",
+            f"the minimum wage for {row.region} tier {row.tier} ({row.monthly_fen} fen from "
+            f"{row.effective_from}) was last checked on {row.checked_on}, more than {stale_after_months} "
+            "months before these periods: check it against the source and update the table",
+            tuple(periods),
+        ))
+    for row, periods in unconfirmed.items():
+        warnings.append(Warning_(
+            "UNCONFIRMED_MINIMUM_WAGE",
+            f"the minimum wage for {row.region} tier {row.tier} ({row.monthly_fen} fen from "
+            f"{row.effective_from}) is not confirmed against the official text ({row.source})",
+            tuple(periods),
+        ))
+    if region is not None and not region.flags_confirmed and not request_overrides_flags:
+        warnings.append(Warning_(
+            "UNCONFIRMED_REGION_RULE",
+            f"whether {region.code}'s minimum wage excludes the individual's social insurance and "
+            f"housing fund is not confirmed ({region.flags_source})",
+        ))
+    if region is not None and region.requires_written_notice:
+        warnings.append(Warning_(
+            "WRITTEN_NOTICE_REQUIRED",
+            f"{region.code} requires written notice of the reason and amount before any deduction: "
+            "no line is exported before the notice's id and date are recorded",
+        ))
+    return warnings
+
+
+def schedule_warnings(request: ScheduleRequest, result: Schedule) -> list[Warning_]:
+    """Paused cases and balances left when employment ends."""
+    warnings: list[Warning_] = []
+    for case in request.cases:
+        if case.paused:
+            warnings.append(Warning_(
+                "CASE_PAUSED",
+                f"case {case.case_id} is paused (appeal or arbitration): nothing is deducted until it "
+                "resumes with the award's amount",
+                case_id=case.case_id,
+            ))
+    last = max(w.period for w in request.periods)
+    if request.employment_ends is not None and last >= request.employment_ends:
+        for case_id, left in result.remaining_fen.items():
+            if left > 0:
+                warnings.append(Warning_(
+                    "BALANCE_AT_END_OF_EMPLOYMENT",
+                    f"case {case_id} still has {left} fen open after employment ends in "
+                    f"{request.employment_ends}: it is never taken from the final pay or severance; "
+                    "settle it, or claim it through arbitration (one-year limitation)",
+                    case_id=case_id,
+                ))
+    return warnings
+
+
+def run_schedule(
+    request: ScheduleRequest, table: MinimumWageTable, stale_after_months: int = STALE_AFTER_MONTHS
+) -> dict[str, object]:
+    """Computes the schedule and encodes the contract's output document."""
+    try:
+        resolved = resolve_terms(request, table)
+    except TableError as exc:
+        raise InvalidInput(str(exc)) from exc
+    result = schedule(
+        cases=request.cases,
+        periods=[(rp.wage, rp.terms) for rp in resolved],
+        employment_ends=request.employment_ends,
+    )
+    warnings = table_warnings(
+        resolved, request_overrides_flags=request.excludes_contributions is not None,
+        stale_after_months=stale_after_months,
+    ) + schedule_warnings(request, result)
+    return {
+        "employee_id": request.employee_id,
+        "lines": [line.to_json() for line in result.lines],
+        "remaining_fen": dict(result.remaining_fen),
+        "warnings": [w.to_json() for w in warnings],
+        "periods": [
+            {
+                "period": str(rp.wage.period),
+                "minimum_wage_fen": rp.terms.minimum_wage_fen,
+                "floor_base_fen": floor_base_fen(rp.wage, rp.terms),
+                "excludes_social_insurance": rp.terms.excludes_social_insurance,
+                "excludes_housing_fund": rp.terms.excludes_housing_fund,
+                "cap_percent": rp.terms.cap_percent,
+                "source": rp.row.source if rp.row else "minimum_wage_fen given in the input",
+            }
+            for rp in resolved
+        ],
+    }

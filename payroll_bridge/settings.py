@@ -1,0 +1,55 @@
+"""The bridge's settings: one typed object, built once in __main__ and passed down.
+
+Every field can come from the environment (prefix SHOUMI_PAYROLL_, nested groups with "__",
+e.g. SHOUMI_PAYROLL_FRAPPE__URL=https://hr.example.com) or from the command line. Tests build it
+directly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["PayrollSettings", "FrappeSettings", "ExportSettings"]
+
+
+class FrappeSettings(BaseModel):
+    """Where and how to push "Additional Salary" records to Frappe HRMS."""
+
+    url: str | None = Field(None, description="base URL of the Frappe site, e.g. https://hr.example.com")
+    api_key: str | None = None
+    api_secret: SecretStr | None = None
+    company: str = Field("", description="the Company the records belong to")
+    salary_component: str = Field("Confidentiality Loss Recovery", description="a deduction component")
+    ref_doctype: str = Field("Shoumi Case", description="DocType the records refer to for the case")
+    submit: bool = Field(False, description="submit the records (docstatus 1) instead of leaving drafts")
+    retries: int = Field(3, ge=0, le=10, description="retries after the first attempt")
+    backoff_seconds: float = Field(0.5, ge=0)
+    timeout_seconds: float = Field(10.0, gt=0)
+
+
+class ExportSettings(BaseModel):
+    """The neutral export's fixed values."""
+
+    component_code: str = "SHOUMI_LOSS"
+    legal_basis: str = "《工资支付暂行规定》第十六条；《劳动合同法》第九十条"
+
+
+class PayrollSettings(BaseSettings):
+    """Everything the bridge needs to know."""
+
+    model_config = SettingsConfigDict(env_prefix="SHOUMI_PAYROLL_", env_nested_delimiter="__")
+
+    ledger_path: Path = Path("shoumi-payroll.sqlite3")
+    minimum_wage_table: Path | None = Field(
+        None, description="a customer's table (same format as the bundled one) laid over the bundled rows"
+    )
+    stale_after_months: int = Field(18, ge=1)
+    intake_token: SecretStr | None = Field(None, description="bearer token the HTTP intake requires")
+    http_listen: str = "127.0.0.1:8090"
+    employer_name: str = Field("公司", description="the employer's name on the notice")
+    appeal_days: int = Field(15, ge=1, description="days the employee has to object to the notice")
+    frappe: FrappeSettings = FrappeSettings()
+    export: ExportSettings = ExportSettings()
