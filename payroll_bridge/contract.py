@@ -35,6 +35,8 @@ __all__ = [
     "resolve_terms",
     "run_schedule",
     "expect_fen",
+    "expect_object",
+    "expect_text",
 ]
 
 
@@ -131,7 +133,7 @@ def expect_fen(value: Any, where: str, *, positive: bool = False) -> int:
     return value
 
 
-def _object(value: Any, where: str, allowed: Iterable[str], required: Iterable[str]) -> dict[str, Any]:
+def expect_object(value: Any, where: str, allowed: Iterable[str], required: Iterable[str]) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise InvalidInput(f"{where} must be a JSON object")
     unknown = sorted(set(value) - set(allowed))
@@ -143,7 +145,7 @@ def _object(value: Any, where: str, allowed: Iterable[str], required: Iterable[s
     return value
 
 
-def _text(value: Any, where: str) -> str:
+def expect_text(value: Any, where: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise InvalidInput(f"{where} must be a non-empty string")
     return value
@@ -179,9 +181,9 @@ _PERIOD = ("period", "wage_fen", "excluded_items_fen", "social_insurance_fen", "
 
 def parse_request(doc: Any) -> ScheduleRequest:
     """Validates a decoded INPUT.json; the first problem found is raised as ``InvalidInput``."""
-    top = _object(doc, "the input", _TOP, ("employee_id", "region", "cases", "periods"))
-    employee_id = _text(top["employee_id"], "employee_id")
-    region = _text(top["region"], "region")
+    top = expect_object(doc, "the input", _TOP, ("employee_id", "region", "cases", "periods"))
+    employee_id = expect_text(top["employee_id"], "employee_id")
+    region = expect_text(top["region"], "region")
     if not isinstance(top["cases"], list) or not top["cases"]:
         raise InvalidInput("cases must be a non-empty list")
     if not isinstance(top["periods"], list) or not top["periods"]:
@@ -191,8 +193,8 @@ def parse_request(doc: Any) -> ScheduleRequest:
     ids: set[str] = set()
     for i, raw in enumerate(top["cases"]):
         where = f"cases[{i}]"
-        c = _object(raw, where, _CASE, ("case_id", "confirmed_at"))
-        case_id = _text(c["case_id"], f"{where}.case_id")
+        c = expect_object(raw, where, _CASE, ("case_id", "confirmed_at"))
+        case_id = expect_text(c["case_id"], f"{where}.case_id")
         if case_id in ids:
             raise InvalidInput(f"{where}.case_id {case_id!r} is used twice")
         ids.add(case_id)
@@ -206,7 +208,7 @@ def parse_request(doc: Any) -> ScheduleRequest:
     seen: set[Period] = set()
     for i, raw in enumerate(top["periods"]):
         where = f"periods[{i}]"
-        p = _object(raw, where, _PERIOD, ("period", "wage_fen"))
+        p = expect_object(raw, where, _PERIOD, ("period", "wage_fen"))
         period = _period(p["period"], f"{where}.period")
         if period in seen:
             raise InvalidInput(f"{where}.period {period} is listed twice")

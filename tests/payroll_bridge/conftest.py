@@ -71,3 +71,45 @@ def issue_example() -> dict[str, Any]:
 @pytest.fixture
 def example() -> dict[str, Any]:
     return issue_example()
+
+
+def case_doc(case_id: str = "C-7", *, employee_id: str = "E1001", region: str = "CN-SH",
+             loss_fen: int = 500000, confirmed: str = "2026-11-20", incident: str = "2026-10-02") -> dict[str, Any]:
+    """A complete CASE.json that the intake accepts."""
+    return {
+        "case_id": case_id,
+        "employee": {"id": employee_id, "name": "张三", "region": region},
+        "incident": {"date": incident, "summary": "将设计图纸复制到个人网盘并外传"},
+        "confirmations": {
+            "security": {"by": "li.wei", "at": f"{confirmed}T09:00:00+08:00"},
+            "hr": {"by": "wang.fang", "at": f"{confirmed}T15:30:00+08:00"},
+        },
+        "loss": {"amount_fen": loss_fen, "documents": [
+            {"title": "第三方鉴定报告", "sha256": "a" * 64},
+            {"title": "返工费用发票", "sha256": "b" * 64},
+        ]},
+        "agreement": {
+            "title": "保密协议", "version": "NDA-2024-v3", "document_sha256": "c" * 64, "signed_by": employee_id,
+            "signed_at": "2024-03-01T10:00:00+08:00", "identity_check": "电子签约平台实名认证 + 短信验证码",
+            "clause": "compensation",
+        },
+    }
+
+
+def wages_doc(employee_id: str = "E1001", periods: tuple[str, ...] = ("2026-12",), wage_fen: int = 800000,
+              si: int = 84000, hf: int = 56000) -> dict[str, Any]:
+    return {"employee_id": employee_id, "periods": [
+        {"period": p, "wage_fen": wage_fen, "social_insurance_fen": si, "housing_fund_fen": hf} for p in periods]}
+
+
+@pytest.fixture
+def ledger(tmp_path: Path):  # type: ignore[no-untyped-def]
+    from datetime import datetime, timezone
+
+    from payroll_bridge.ledger import Ledger
+    from payroll_bridge.minimum_wage import load_table
+
+    led = Ledger(tmp_path / "ledger.sqlite3", table=load_table(),
+                 clock=lambda: datetime(2026, 11, 25, 8, 0, tzinfo=timezone.utc))
+    yield led
+    led.close()
