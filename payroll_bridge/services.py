@@ -86,6 +86,7 @@ def issue_notice(ledger: Ledger, *, case_id: str, settings: PayrollSettings, out
                  actor: str) -> dict[str, str]:
     """Writes the notice as .txt and .pdf into ``out_dir`` and records it in the ledger."""
     content = build_notice(ledger, case_id=case_id, settings=settings, issued_on=issued_on)
+    out_dir = out_dir.resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     txt = out_dir / f"{content.notice_id}.txt"
     pdf = out_dir / f"{content.notice_id}.pdf"

@@ -97,20 +97,15 @@ class FrappeClient:
         self.close()
 
     def _call(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
-        delay = self._settings.backoff_seconds
-        for attempt in range(self._settings.retries + 1):
-            self._attempts += 1
-            try:
-                response = self._http.request(method, url, **kwargs)
-                if response.status_code == 429 or response.status_code >= 500:
-                    raise _Retryable(f"HTTP {response.status_code}")
-                return response
-            except (httpx.TransportError, _Retryable) as exc:
-                if attempt == self._settings.retries:
-                    raise PushError(f"{method} {url} failed after {attempt + 1} attempts: {exc}") from exc
-                self._sleep(delay)
-                delay *= 2
-        raise AssertionError("unreachable")
+        """One request; transport errors, 429 and 5xx become _Retryable."""
+        self._attempts += 1
+        try:
+            response = self._http.request(method, url, **kwargs)
+        except httpx.TransportError as exc:
+            raise _Retryable(f"{method} {url}: {type(exc).__name__}") from exc
+        if response.status_code == 429 or response.status_code >= 500:
+            raise _Retryable(f"{method} {url}: HTTP {response.status_code}")
+        return response
 
     def _existing(self, doc: dict[str, Any]) -> str | None:
         filters = [
@@ -127,6 +122,25 @@ class FrappeClient:
         found = response.json().get("data") or []
         return str(found[0]["name"]) if found else None
 
+    def _create_once(self, doc: dict[str, Any]) -> str:
+        """Look-up then POST; every retry starts again with the look-up, so a lost answer is not doubled."""
+        delay = self._settings.backoff_seconds
+        for attempt in range(self._settings.retries + 1):
+            try:
+                name = self._existing(doc)
+                if name is not None:
+                    return name
+                response = self._call("POST", f"/api/resource/{DOCTYPE}", json=doc)
+                if response.status_code not in (200, 201):
+                    raise PushError(f"HTTP {response.status_code} {_reason(response)}")
+                return str(response.json()["data"]["name"])
+            except _Retryable as exc:
+                if attempt == self._settings.retries:
+                    raise PushError(f"failed after {attempt + 1} attempts: {exc}") from exc
+                self._sleep(delay)
+                delay *= 2
+        raise AssertionError("unreachable")
+
     def push(self, records: list[dict[str, Any]], *, skip: set[str] | None = None) -> PushResult:
         """Creates each record unless Frappe already has it; never raises for a single refusal."""
         accepted: dict[str, str] = {}
@@ -136,14 +150,7 @@ class FrappeClient:
             if skip and key in skip:
                 continue
             try:
-                name = self._existing(doc)
-                if name is None:
-                    response = self._call("POST", f"/api/resource/{DOCTYPE}", json=doc)
-                    if response.status_code not in (200, 201):
-                        failed[key] = f"HTTP {response.status_code} {_reason(response)}"
-                        continue
-                    name = str(response.json()["data"]["name"])
-                accepted[key] = name
+                accepted[key] = self._create_once(doc)
             except PushError as exc:
                 failed[key] = str(exc)
             except (ValueError, KeyError) as exc:

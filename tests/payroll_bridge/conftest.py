@@ -113,3 +113,98 @@ def ledger(tmp_path: Path):  # type: ignore[no-untyped-def]
                  clock=lambda: datetime(2026, 11, 25, 8, 0, tzinfo=timezone.utc))
     yield led
     led.close()
+
+
+class FakeFrappe:
+    """A small Frappe site on 127.0.0.1: `POST/GET /api/resource/Additional Salary` with token auth.
+
+    It validates like Frappe would for what the bridge sends, keeps the records, and can be told to
+    fail: ``fail_next`` answers 503 that many times; ``drop_after_save`` stores a record and then
+    closes the connection without answering (a lost response).
+    """
+
+    def __init__(self, key: str = "k3y", secret: str = "s3cret") -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from urllib.parse import parse_qs, unquote, urlsplit
+
+        self.records: list[dict[str, Any]] = []
+        self.requests: list[tuple[str, str]] = []
+        self.fail_next = 0
+        self.drop_after_save = 0
+        fake = self
+        auth = f"token {key}:{secret}"
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _send(self, status: int, doc: Any) -> None:
+                body = json.dumps(doc).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def _route(self) -> tuple[bool, dict[str, list[str]]]:
+                parts = urlsplit(self.path)
+                fake.requests.append((self.command, unquote(parts.path)))
+                if unquote(parts.path) != "/api/resource/Additional Salary":
+                    self._send(404, {"exc_type": "DoesNotExistError"})
+                    return False, {}
+                if self.headers.get("Authorization") != auth:
+                    self._send(401, {"exc_type": "AuthenticationError", "exception": "Invalid token"})
+                    return False, {}
+                if fake.fail_next > 0:
+                    fake.fail_next -= 1
+                    self._send(503, {"exception": "Service Unavailable"})
+                    return False, {}
+                return True, parse_qs(parts.query)
+
+            def do_GET(self) -> None:  # noqa: N802
+                ok, query = self._route()
+                if not ok:
+                    return
+                filters = json.loads(query.get("filters", ["[]"])[0])
+                found = [r for r in fake.records if all(
+                    (r.get(f) == v) if op == "=" else (r.get(f) != v) for _, f, op, v in filters)]
+                self._send(200, {"data": [{"name": r["name"]} for r in found]})
+
+            def do_POST(self) -> None:  # noqa: N802
+                length = int(self.headers.get("Content-Length", "0"))
+                body = self.rfile.read(length)
+                ok, _ = self._route()
+                if not ok:
+                    return
+                doc = json.loads(body)
+                missing = [f for f in ("employee", "salary_component", "amount", "payroll_date", "company")
+                           if not doc.get(f)]
+                if missing or float(doc["amount"]) <= 0:
+                    self._send(417, {"exc_type": "MandatoryError", "exception": f"missing {missing}"})
+                    return
+                record = dict(doc, name=f"HR-ADS-{len(fake.records) + 1:04d}", docstatus=doc.get("docstatus", 0))
+                fake.records.append(record)
+                if fake.drop_after_save > 0:
+                    fake.drop_after_save -= 1
+                    self.close_connection = True
+                    self.connection.close()
+                    return
+                self._send(200, {"data": record})
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
+
+
+@pytest.fixture
+def frappe() -> Any:
+    site = FakeFrappe()
+    yield site
+    site.close()
