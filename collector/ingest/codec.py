@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from google.protobuf import json_format
+from google.protobuf.message import DecodeError
 
 from shoumi.batch import MalformedBatch
 from shoumi.kinds import EVENT_KINDS
@@ -10,7 +11,15 @@ from shoumi.v1 import events_pb2
 
 from collector.domain.records import StoredEvent
 
-__all__ = ["EVENT_KINDS", "decode_events"]
+__all__ = ["EVENT_KINDS", "decode_batch", "decode_events"]
+
+
+def decode_batch(raw: bytes) -> events_pb2.EventBatch:
+    """Parses a batch off the wire; raises MalformedBatch for bytes that are not one."""
+    try:
+        return events_pb2.EventBatch.FromString(raw)
+    except DecodeError as exc:
+        raise MalformedBatch(f"undecodable batch ({len(raw)} bytes): {exc}") from exc
 
 
 

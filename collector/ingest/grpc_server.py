@@ -14,7 +14,10 @@ import grpc
 
 from shoumi.v1 import events_pb2, ingest_pb2, ingest_pb2_grpc
 
+from shoumi.batch import MalformedBatch
+
 from collector.enrollment import EnrollmentError, EnrollmentService
+from collector.ingest.codec import decode_batch
 from collector.ingest.service import IngestError, IngestService
 
 __all__ = ["build_grpc_server"]
@@ -22,14 +25,32 @@ __all__ = ["build_grpc_server"]
 log = logging.getLogger("shoumi.collector.grpc")
 
 
-class _IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
+class _IngestServicer:
+    """StreamEvents takes raw bytes: we decode them ourselves, so that undecodable input gets a
+    clean INVALID_ARGUMENT from our code (grpcio's own deserialization failure path left the
+    server unable to stop in tests)."""
+
     def __init__(self, service: IngestService) -> None:
         self.service = service
 
-    def StreamEvents(
-        self, request_iterator: Iterator[events_pb2.EventBatch], context: grpc.ServicerContext
-    ) -> Iterator[events_pb2.Ack]:
-        for batch in request_iterator:
+    def handler(self) -> grpc.GenericRpcHandler:
+        return grpc.method_handlers_generic_handler(
+            "shoumi.v1.IngestService",
+            {
+                "StreamEvents": grpc.stream_stream_rpc_method_handler(
+                    self.StreamEvents, response_serializer=events_pb2.Ack.SerializeToString
+                )
+            },
+        )
+
+    def StreamEvents(self, request_iterator: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[events_pb2.Ack]:
+        for raw in request_iterator:
+            try:
+                batch = decode_batch(raw)
+            except MalformedBatch as exc:
+                self.service.counters["rejected.undecodable"] += 1
+                log.warning("refused undecodable batch from %s: %s", context.peer(), exc)
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed: {exc}")
             try:
                 ack = self.service.ingest(batch)
             except IngestError as exc:
@@ -79,7 +100,7 @@ def build_grpc_server(
         ],
         maximum_concurrent_rpcs=workers - 1,
     )
-    ingest_pb2_grpc.add_IngestServiceServicer_to_server(_IngestServicer(ingest), server)
+    server.add_generic_rpc_handlers((_IngestServicer(ingest).handler(),))
     ingest_pb2_grpc.add_EnrollmentServiceServicer_to_server(_EnrollmentServicer(enrollment), server)
     port = server.add_insecure_port(listen)
     if port == 0:

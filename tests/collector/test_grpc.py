@@ -109,4 +109,6 @@ def test_undecodable_bytes_are_refused(collector: Built, agent_key: Ed25519Priva
                                request_serializer=lambda b: b, response_deserializer=lambda b: b)
         with pytest.raises(grpc.RpcError) as refused:
             list(raw(iter([b"\xff\xff\xff\xff garbage"]), timeout=10))
-    assert refused.value.code() in (grpc.StatusCode.INTERNAL, grpc.StatusCode.INVALID_ARGUMENT)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "undecodable" in refused.value.details()
+    assert collector.ingest.counters["rejected.undecodable"] == 1
