@@ -202,7 +202,7 @@ def assess(doc: Any, *, known_regions: Collection[str]) -> IntakeDecision:
     case_id = _text(doc, "case_id")
     if case_id is None:
         out.refuse("CASE_ID_MISSING", "no case_id")
-    employee = doc.get("employee") if isinstance(doc.get("employee"), dict) else {}
+    employee: dict[str, Any] = doc["employee"] if isinstance(doc.get("employee"), dict) else {}
     employee_id, name, region = _text(employee, "id"), _text(employee, "name"), _text(employee, "region")
     if employee_id is None or name is None:
         out.refuse("EMPLOYEE_MISSING", "the employee needs an id and a name")
@@ -213,7 +213,7 @@ def assess(doc: Any, *, known_regions: Collection[str]) -> IntakeDecision:
     if tier is not None and (isinstance(tier, bool) or not isinstance(tier, int) or tier < 1):
         out.refuse("EMPLOYEE_MISSING", "employee.tier must be a positive integer")
         tier = None
-    incident_raw = doc.get("incident") if isinstance(doc.get("incident"), dict) else {}
+    incident_raw: dict[str, Any] = doc["incident"] if isinstance(doc.get("incident"), dict) else {}
     incident = _day(incident_raw.get("date"))
     if incident is None:
         out.refuse("INCIDENT_DATE_MISSING", "incident.date must be an ISO date")

@@ -369,7 +369,8 @@ class Ledger:
         return [self._case(r) for r in rows]
 
     def _employee(self, employee_id: str) -> sqlite3.Row:
-        row = self._db.execute("SELECT * FROM employees WHERE employee_id = ?", (employee_id,)).fetchone()
+        row: sqlite3.Row | None = self._db.execute(
+            "SELECT * FROM employees WHERE employee_id = ?", (employee_id,)).fetchone()
         if row is None:
             raise UnknownRecord(f"no employee {employee_id!r} in the ledger (a case must be accepted first)")
         return row

@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 from datetime import date
-from typing import Sequence
+
 
 from payroll_bridge.period import Period, format_yuan
 
@@ -172,8 +172,3 @@ def render_pdf(c: NoticeContent) -> bytes:
                             leftMargin=20 * mm, rightMargin=20 * mm, topMargin=20 * mm, bottomMargin=20 * mm)
     doc.build(story)  # type: ignore[arg-type]
     return buffer.getvalue()
-
-
-def content_lines(lines: Sequence[tuple[Period, int, str, int, int]]) -> tuple[NoticeLine, ...]:
-    """NoticeLines from (period, deduction, binding, minimum wage, balance after) tuples."""
-    return tuple(NoticeLine(*x) for x in lines)

@@ -18,16 +18,16 @@ __all__ = ["PayrollSettings", "FrappeSettings", "ExportSettings"]
 class FrappeSettings(BaseModel):
     """Where and how to push "Additional Salary" records to Frappe HRMS."""
 
-    url: str | None = Field(None, description="base URL of the Frappe site, e.g. https://hr.example.com")
+    url: str | None = Field(default=None, description="base URL of the Frappe site, e.g. https://hr.example.com")
     api_key: str | None = None
     api_secret: SecretStr | None = None
-    company: str = Field("", description="the Company the records belong to")
-    salary_component: str = Field("Confidentiality Loss Recovery", description="a deduction component")
-    ref_doctype: str = Field("Shoumi Case", description="DocType the records refer to for the case")
-    submit: bool = Field(False, description="submit the records (docstatus 1) instead of leaving drafts")
-    retries: int = Field(3, ge=0, le=10, description="retries after the first attempt")
-    backoff_seconds: float = Field(0.5, ge=0)
-    timeout_seconds: float = Field(10.0, gt=0)
+    company: str = Field(default="", description="the Company the records belong to")
+    salary_component: str = Field(default="Confidentiality Loss Recovery", description="a deduction component")
+    ref_doctype: str = Field(default="Shoumi Case", description="DocType the records refer to for the case")
+    submit: bool = Field(default=False, description="submit the records (docstatus 1) instead of leaving drafts")
+    retries: int = Field(default=3, ge=0, le=10, description="retries after the first attempt")
+    backoff_seconds: float = Field(default=0.5, ge=0)
+    timeout_seconds: float = Field(default=10.0, gt=0)
 
 
 class ExportSettings(BaseModel):
@@ -46,10 +46,10 @@ class PayrollSettings(BaseSettings):
     minimum_wage_table: Path | None = Field(
         None, description="a customer's table (same format as the bundled one) laid over the bundled rows"
     )
-    stale_after_months: int = Field(18, ge=1)
-    intake_token: SecretStr | None = Field(None, description="bearer token the HTTP intake requires")
+    stale_after_months: int = Field(default=18, ge=1)
+    intake_token: SecretStr | None = Field(default=None, description="bearer token the HTTP intake requires")
     http_listen: str = "127.0.0.1:8090"
-    employer_name: str = Field("公司", description="the employer's name on the notice")
-    appeal_days: int = Field(15, ge=1, description="days the employee has to object to the notice")
-    frappe: FrappeSettings = FrappeSettings()
-    export: ExportSettings = ExportSettings()
+    employer_name: str = Field(default="公司", description="the employer's name on the notice")
+    appeal_days: int = Field(default=15, ge=1, description="days the employee has to object to the notice")
+    frappe: FrappeSettings = Field(default_factory=FrappeSettings)
+    export: ExportSettings = Field(default_factory=ExportSettings)
