@@ -1,0 +1,393 @@
+"""Attributed file opens, reads and writes on Linux, from fanotify through ctypes (needs root).
+
+``FanotifyReader`` marks the filesystems or directories that hold the watched roots, reads
+``fanotify_event_metadata`` records on a thread of its own and hands each open, close-without-write
+and close-after-write under a watched root to a callback as a ``FanotifyRecord``: path, pid, and
+the process name, executable, uid and user name, looked up in /proc as soon as the record is read
+(short-lived processes vanish; what was learnt of a pid is kept for its later records). A full
+kernel queue (``FAN_Q_OVERFLOW``) is reported to ``on_overflow``: the caller emits
+``agent.capture_gap`` and rescans. ``FanotifyEventMapper`` turns records into ``FileEvent``s.
+
+Which marks (``marks=``):
+
+* ``"mount"`` (default): one ``FAN_MARK_MOUNT`` per mount holding a root, filtered by path here.
+  Robust: sees every directory created, moved in or renamed below a root at once, with no window
+  in which a new subdirectory is unwatched. It costs a readlink per open on the whole mount.
+* ``"directory"``: one mark per existing directory below the roots (directory marks are not
+  recursive); new directories must be added with ``watch_directory``, and what happens in one
+  before that call is missed. Cheaper on a busy mount; use it when the roots are small.
+
+This module must never read the files it reports (only the descriptor's link is looked at), never
+block the kernel (notification class, not permission class), and never report the agent's own
+pid: the agent reading a sensitive file to fingerprint it is not a user's read.
+
+Exceptions::
+
+    OSError
+    └── FanotifyError     fanotify cannot be used here: not Linux, not root, the kernel refused
+                          a call; ``errno`` says why (EPERM: run as root or fall back to watchdog).
+"""
+
+from __future__ import annotations
+
+import collections
+import ctypes
+import ctypes.util
+import errno
+import logging
+import os
+import pwd
+import select
+import struct
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterable, Literal
+
+from agent.core.events import FileEvent
+
+__all__ = [
+    "FanotifyError",
+    "FanotifyEventMapper",
+    "FanotifyReader",
+    "FanotifyRecord",
+    "RecordKind",
+    "fanotify_available",
+]
+
+log = logging.getLogger(__name__)
+
+# linux/fanotify.h
+FAN_CLOSE_WRITE = 0x00000008
+FAN_CLOSE_NOWRITE = 0x00000010
+FAN_OPEN = 0x00000020
+FAN_Q_OVERFLOW = 0x00004000
+FAN_EVENT_ON_CHILD = 0x08000000
+FAN_CLOEXEC = 0x00000001
+FAN_NONBLOCK = 0x00000002
+FAN_CLASS_NOTIF = 0x00000000
+FAN_UNLIMITED_QUEUE = 0x00000010
+FAN_MARK_ADD = 0x00000001
+FAN_MARK_DONT_FOLLOW = 0x00000004
+FAN_MARK_ONLYDIR = 0x00000008
+FAN_MARK_MOUNT = 0x00000010
+FAN_MARK_FILESYSTEM = 0x00000100
+FAN_NOFD = -1
+FANOTIFY_METADATA_VERSION = 3
+_AT_FDCWD = -100
+
+_METADATA = struct.Struct("=IBBHQii")  # event_len, vers, reserved, metadata_len, mask, fd, pid
+_EVENT_MASK = FAN_OPEN | FAN_CLOSE_NOWRITE | FAN_CLOSE_WRITE
+_READ_SIZE = 64 * 1024
+
+RecordKind = Literal["open", "close_nowrite", "close_write"]
+_KIND_BITS: tuple[tuple[int, RecordKind], ...] = (
+    (FAN_OPEN, "open"),
+    (FAN_CLOSE_NOWRITE, "close_nowrite"),
+    (FAN_CLOSE_WRITE, "close_write"),
+)
+
+
+class FanotifyError(OSError):
+    """fanotify cannot be used here; ``errno`` says why."""
+
+
+@dataclass(frozen=True)
+class FanotifyRecord:
+    """One open or close of a file under a watched root, attributed to a process and user."""
+
+    path: str  # os.fsdecode()d; " (deleted)" ends it if the file was unlinked meanwhile
+    kind: RecordKind
+    pid: int
+    uid: int  # -1 when the process was gone before it could be looked up
+    user: str
+    process: str  # /proc/PID/comm
+    exe: str
+    time_ns: int  # when the agent read the record (fanotify carries no timestamp)
+
+
+@dataclass(frozen=True)
+class _Process:
+    uid: int
+    user: str
+    process: str
+    exe: str
+
+
+_UNKNOWN = _Process(-1, "", "", "")
+
+
+def _libc() -> ctypes.CDLL:
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    libc.fanotify_init.argtypes = [ctypes.c_uint, ctypes.c_uint]
+    libc.fanotify_init.restype = ctypes.c_int
+    libc.fanotify_mark.argtypes = [
+        ctypes.c_int, ctypes.c_uint, ctypes.c_uint64, ctypes.c_int, ctypes.c_char_p,
+    ]
+    libc.fanotify_mark.restype = ctypes.c_int
+    return libc
+
+
+def fanotify_available() -> bool:
+    """Tells whether this process can create a fanotify group (Linux, root or CAP_SYS_ADMIN)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = _libc()
+        fd = libc.fanotify_init(FAN_CLASS_NOTIF | FAN_CLOEXEC | FAN_NONBLOCK, os.O_RDONLY)
+    except (OSError, AttributeError):
+        return False
+    if fd < 0:
+        return False
+    os.close(fd)
+    return True
+
+
+def _read_text(path: str) -> str:
+    try:
+        with open(path, "rb") as f:
+            return f.read().decode("utf-8", "backslashreplace").strip()
+    except OSError:
+        return ""
+
+
+class FanotifyReader:
+    """Reads attributed opens and closes under ``roots`` on a thread; ``start()``/``stop()``."""
+
+    def __init__(
+        self,
+        roots: Iterable[str | os.PathLike[str]],
+        on_record: Callable[[FanotifyRecord], None],
+        *,
+        on_overflow: Callable[[], None] = lambda: None,
+        marks: Literal["mount", "filesystem", "directory"] = "mount",
+        ignore_pids: Iterable[int] = (),
+        unlimited_queue: bool = False,
+        poll_timeout: float = 0.5,
+    ) -> None:
+        self._roots = tuple(os.path.normpath(os.fspath(r)) for r in roots)
+        self._on_record = on_record
+        self._on_overflow = on_overflow
+        self._marks = marks
+        self._ignore = frozenset(ignore_pids) | {os.getpid()}
+        self._unlimited = unlimited_queue
+        self._poll_ms = int(poll_timeout * 1000)
+        self._fd = -1
+        self._wake_r = self._wake_w = -1
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._processes: collections.OrderedDict[int, _Process] = collections.OrderedDict()
+        self._users: dict[int, str] = {}
+        self._libc: ctypes.CDLL | None = None
+        self.overflows = 0
+        self.records = 0
+        self.dropped_fds = 0  # events whose descriptor the kernel could not open for us
+
+    @property
+    def is_running(self) -> bool:
+        """True while the reader thread runs."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self) -> None:
+        """Creates the fanotify group, marks the roots and starts the reader thread."""
+        if self._thread is not None:
+            raise RuntimeError("FanotifyReader already started")
+        if not sys.platform.startswith("linux"):
+            raise FanotifyError(errno.ENOSYS, "fanotify exists on Linux only")
+        self._libc = _libc()
+        flags = FAN_CLASS_NOTIF | FAN_CLOEXEC | FAN_NONBLOCK
+        if self._unlimited:
+            flags |= FAN_UNLIMITED_QUEUE
+        fd = self._libc.fanotify_init(flags, os.O_RDONLY | os.O_LARGEFILE | os.O_CLOEXEC)
+        if fd < 0:
+            err = ctypes.get_errno()
+            raise FanotifyError(err, f"fanotify_init: {os.strerror(err)} (needs root)")
+        self._fd = fd
+        try:
+            for root in self._roots:
+                if self._marks == "directory":
+                    for dirpath, _dirs, _files in os.walk(root):
+                        self.watch_directory(dirpath)
+                else:
+                    how = FAN_MARK_MOUNT if self._marks == "mount" else FAN_MARK_FILESYSTEM
+                    self._mark(root, how, _EVENT_MASK)
+        except BaseException:
+            os.close(self._fd)
+            self._fd = -1
+            raise
+        self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        self._stopping.clear()
+        self._thread = threading.Thread(target=self._run, name="fanotify-reader", daemon=True)
+        self._thread.start()
+
+    def watch_directory(self, path: str | os.PathLike[str]) -> None:
+        """Marks one more directory (``marks="directory"``): its files' events are reported."""
+        self._mark(os.fspath(path), FAN_MARK_ONLYDIR, _EVENT_MASK | FAN_EVENT_ON_CHILD)
+
+    def _mark(self, path: str, how: int, mask: int) -> None:
+        assert self._libc is not None
+        flags = FAN_MARK_ADD | FAN_MARK_DONT_FOLLOW | how
+        if self._libc.fanotify_mark(self._fd, flags, mask, _AT_FDCWD, os.fsencode(path)) < 0:
+            err = ctypes.get_errno()
+            raise FanotifyError(err, f"fanotify_mark {path!r}: {os.strerror(err)}")
+
+    def stop(self) -> None:
+        """Stops the reader thread promptly and closes the group; safe to call twice."""
+        thread = self._thread
+        if thread is None:
+            return
+        self._stopping.set()
+        try:
+            os.write(self._wake_w, b"x")
+        except OSError:
+            pass
+        thread.join()
+        self._thread = None
+        for fd in (self._fd, self._wake_r, self._wake_w):
+            if fd >= 0:
+                os.close(fd)
+        self._fd = self._wake_r = self._wake_w = -1
+
+    def _run(self) -> None:
+        poller = select.poll()
+        poller.register(self._fd, select.POLLIN)
+        poller.register(self._wake_r, select.POLLIN)
+        while not self._stopping.is_set():
+            ready = poller.poll(self._poll_ms)
+            if self._stopping.is_set():
+                return
+            if any(fd == self._fd for fd, _ in ready):
+                self._drain()
+
+    def _drain(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                buf = os.read(self._fd, _READ_SIZE)
+            except BlockingIOError:
+                return
+            except InterruptedError:
+                continue
+            if not buf:
+                return
+            self._parse(buf)
+
+    def _parse(self, buf: bytes) -> None:
+        offset = 0
+        while offset + _METADATA.size <= len(buf):
+            event_len, vers, _, _meta_len, mask, fd, pid = _METADATA.unpack_from(buf, offset)
+            if vers != FANOTIFY_METADATA_VERSION or event_len < _METADATA.size:
+                log.error("fanotify metadata version %d; stopping the reader", vers)
+                self._stopping.set()
+                return
+            offset += event_len
+            try:
+                self._handle(mask, fd, pid)
+            except Exception:  # a callback's bug must not stop capture
+                log.exception("fanotify record handler failed")
+
+    def _handle(self, mask: int, fd: int, pid: int) -> None:
+        now = time.time_ns()
+        if mask & FAN_Q_OVERFLOW:
+            self.overflows += 1
+            self._on_overflow()
+            return
+        if fd < 0:
+            self.dropped_fds += 1
+            return
+        try:
+            if pid in self._ignore:
+                return
+            try:
+                raw = os.readlink(b"/proc/self/fd/%d" % fd)
+            except OSError:
+                self.dropped_fds += 1
+                return
+        finally:
+            os.close(fd)
+        path = os.fsdecode(raw)
+        if not self._wanted(path):
+            return
+        proc = self._process(pid)
+        for bit, kind in _KIND_BITS:
+            if mask & bit:
+                self.records += 1
+                self._on_record(
+                    FanotifyRecord(path, kind, pid, proc.uid, proc.user, proc.process, proc.exe, now)
+                )
+
+    def _wanted(self, path: str) -> bool:
+        for root in self._roots:
+            if path == root or path.startswith(root + "/") or root == "/":
+                return True
+        return False
+
+    def _process(self, pid: int) -> _Process:
+        base = f"/proc/{pid}"
+        process = _read_text(f"{base}/comm")
+        uid = -1
+        for line in _read_text(f"{base}/status").splitlines():
+            if line.startswith("Uid:"):
+                uid = int(line.split()[1])  # real uid: who ran it, even through setuid
+                break
+        try:
+            exe = os.fsdecode(os.readlink(f"{base}/exe"))
+        except OSError:
+            exe = ""
+        cached = self._processes.get(pid)
+        if uid < 0 or not process:
+            # Gone already: what an earlier record of this pid taught us is the best we know.
+            return cached or _UNKNOWN
+        if not exe and cached is not None and cached.process == process:
+            # A zombie still has comm and status but no exe link; keep the one seen alive.
+            exe = cached.exe
+        found = _Process(uid, self._user(uid), process, exe)
+        self._processes[pid] = found
+        self._processes.move_to_end(pid)
+        if len(self._processes) > 4096:
+            self._processes.popitem(last=False)
+        return found
+
+    def _user(self, uid: int) -> str:
+        name = self._users.get(uid)
+        if name is None:
+            try:
+                name = pwd.getpwuid(uid).pw_name
+            except KeyError:
+                name = str(uid)
+            self._users[uid] = name
+        return name
+
+
+class FanotifyEventMapper:
+    """Turns records into domain events: open + close_nowrite is a file.read, close_write a
+    file.write. Opens are remembered (boundedly) to give a read its duration."""
+
+    def __init__(self, *, max_open: int = 65_536) -> None:
+        self._opened: collections.OrderedDict[tuple[int, str], int] = collections.OrderedDict()
+        self._max_open = max_open
+
+    def map(self, record: FanotifyRecord) -> FileEvent | None:
+        """Returns the event a record completes, or None for an open (its close will say)."""
+        key = (record.pid, record.path)
+        if record.kind == "open":
+            self._opened[key] = record.time_ns
+            self._opened.move_to_end(key)
+            if len(self._opened) > self._max_open:
+                self._opened.popitem(last=False)
+            return None
+        opened = self._opened.pop(key, None)
+        attributes: dict[str, object] = {"attribution": "fanotify"}
+        if opened is not None:
+            attributes["open_ms"] = round((record.time_ns - opened) / 1e6, 3)
+        return FileEvent(
+            kind="file.read" if record.kind == "close_nowrite" else "file.write",
+            time_unix_ns=record.time_ns,
+            path=record.path,
+            user=record.user,
+            uid=record.uid,
+            pid=record.pid,
+            process=record.process,
+            exe=record.exe,
+            attributes=attributes,
+        )
