@@ -1,0 +1,196 @@
+"""Removable media: which mounts count as removable now, and what changed since the last look.
+
+A mount is removable when sysfs says so for its block device (``removable`` is 1 on the disk, or
+the device sits below a USB controller) or when the policy declares its path in
+``removable_mounts``. A declared path that is not a mount point but an existing directory counts
+as mounted too: that is how tests and odd setups (a loop image, a FUSE mount, a plain folder)
+stand in for a stick. ``RemovableMountTracker.poll()`` returns the difference since the last
+poll as ``MountChange`` records; the caller turns them into ``usb.mount``/``usb.unmount`` and
+starts or stops watching the mount point.
+
+The diff is pure (``removable_mounts``, ``diff_mounts``); the partition list, the sysfs question
+and the label lookup are functions passed in, so tests give small fakes and the agent the real
+ones (psutil, /sys, /dev/disk/by-label). This module must never mount, unmount or write anything,
+and never read the files on the media.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from typing import Callable, Iterable, Literal, Mapping, Protocol, Sequence
+
+__all__ = [
+    "MountChange",
+    "PartitionLike",
+    "RemovableMount",
+    "RemovableMountTracker",
+    "diff_mounts",
+    "label_of_device",
+    "psutil_partitions",
+    "removable_mounts",
+    "sysfs_is_removable",
+]
+
+
+class PartitionLike(Protocol):
+    """What is needed of a partition: psutil's ``sdiskpart`` has these fields."""
+
+    @property
+    def device(self) -> str: ...
+
+    @property
+    def mountpoint(self) -> str: ...
+
+    @property
+    def fstype(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class RemovableMount:
+    """A mounted removable medium (or a declared stand-in for one)."""
+
+    mountpoint: str
+    device: str = ""  # "" for a declared plain directory
+    fstype: str = ""
+    label: str = ""
+    declared: bool = False  # named in the policy's removable_mounts
+
+
+@dataclass(frozen=True)
+class MountChange:
+    """One difference between two polls."""
+
+    kind: Literal["mounted", "unmounted"]
+    mount: RemovableMount
+
+
+def psutil_partitions() -> list[PartitionLike]:
+    """The real partition list: mounted physical devices (psutil, ``all=False``)."""
+    import psutil
+
+    return list(psutil.disk_partitions(all=False))
+
+
+def _block_name(device: str, dev_root: str) -> str:
+    """``/dev/sdb1`` (or a symlink to it, e.g. /dev/disk/by-uuid/...) -> ``sdb1``."""
+    if not device.startswith("/"):
+        return ""
+    real = os.path.realpath(device)
+    if dev_root != "/dev" and not real.startswith(dev_root + "/"):
+        real = os.path.join(dev_root, os.path.basename(real))
+    return os.path.basename(real)
+
+
+def sysfs_is_removable(device: str, *, sys_root: str = "/sys", dev_root: str = "/dev") -> bool:
+    """Tells whether sysfs calls the device's disk removable or places it below a USB bus."""
+    name = _block_name(device, dev_root)
+    if not name:
+        return False
+    node = os.path.join(sys_root, "class", "block", name)
+    try:
+        real = os.path.realpath(node)
+    except OSError:
+        return False
+    if not os.path.exists(real):
+        return False
+    if "/usb" in real:
+        return True
+    disk = os.path.dirname(real) if os.path.exists(os.path.join(real, "partition")) else real
+    try:
+        with open(os.path.join(disk, "removable"), "rb") as f:
+            return f.read().strip() == b"1"
+    except OSError:
+        return False
+
+
+def label_of_device(device: str, *, by_label: str = "/dev/disk/by-label") -> str:
+    """The filesystem label udev published for the device, or "" (no udev, no label)."""
+    try:
+        names = os.listdir(by_label)
+    except OSError:
+        return ""
+    target = os.path.realpath(device)
+    for name in names:
+        if os.path.realpath(os.path.join(by_label, name)) == target:
+            # udev escapes unsafe characters as \xNN.
+            return re.sub(r"\\x([0-9a-fA-F]{2})", lambda m: chr(int(m.group(1), 16)), name)
+    return ""
+
+
+def _normal(path: str) -> str:
+    return "/" + os.path.normpath(path).lstrip("/")
+
+
+def removable_mounts(
+    partitions: Iterable[PartitionLike],
+    declared: Sequence[str],
+    *,
+    is_removable: Callable[[str], bool],
+    label_of: Callable[[str], str] = lambda device: "",
+    is_dir: Callable[[str], bool] = os.path.isdir,
+) -> dict[str, RemovableMount]:
+    """Returns the removable mounts now, keyed by mount point."""
+    declared_set = {_normal(p) for p in declared}
+    found: dict[str, RemovableMount] = {}
+    for part in partitions:
+        mountpoint = _normal(part.mountpoint)
+        is_declared = mountpoint in declared_set
+        if is_declared or is_removable(part.device):
+            found[mountpoint] = RemovableMount(
+                mountpoint, part.device, part.fstype, label_of(part.device), is_declared
+            )
+    for path in sorted(declared_set - set(found)):
+        if is_dir(path):
+            found[path] = RemovableMount(path, declared=True)
+    return found
+
+
+def diff_mounts(
+    before: Mapping[str, RemovableMount], after: Mapping[str, RemovableMount]
+) -> list[MountChange]:
+    """Returns unmounts, then mounts; a mount point whose medium changed is both."""
+    changes = [
+        MountChange("unmounted", mount)
+        for point, mount in sorted(before.items())
+        if after.get(point) != mount
+    ]
+    changes += [
+        MountChange("mounted", mount)
+        for point, mount in sorted(after.items())
+        if before.get(point) != mount
+    ]
+    return changes
+
+
+class RemovableMountTracker:
+    """Polls for removable mounts; ``poll()`` returns what was mounted or unmounted since."""
+
+    def __init__(
+        self,
+        *,
+        declared: Sequence[str] = (),
+        partitions: Callable[[], Iterable[PartitionLike]] = psutil_partitions,
+        is_removable: Callable[[str], bool] = sysfs_is_removable,
+        label_of: Callable[[str], str] = label_of_device,
+    ) -> None:
+        self._declared = tuple(declared)
+        self._partitions = partitions
+        self._is_removable = is_removable
+        self._label_of = label_of
+        self._current: dict[str, RemovableMount] = {}
+
+    def current(self) -> tuple[RemovableMount, ...]:
+        """The removable mounts as of the last poll, by mount point."""
+        return tuple(self._current[p] for p in sorted(self._current))
+
+    def poll(self) -> list[MountChange]:
+        """Looks again; the first poll reports every removable mount present as mounted."""
+        now = removable_mounts(
+            self._partitions(), self._declared,
+            is_removable=self._is_removable, label_of=self._label_of,
+        )
+        changes = diff_mounts(self._current, now)
+        self._current = now
+        return changes
