@@ -83,7 +83,7 @@ def _session_user(override: str | None) -> tuple[str, int]:
 
 def _run(settings: AgentSettings) -> int:
     from agent.core.events import FileEvent
-    from agent.identity import load_or_create_key, load_state
+    from agent.identity import load_or_create_key, load_state, open_epoch
     from agent.recorder import Recorder
     from agent.sources.watchdog_source import Attribution, WatchdogSource
     from agent.spool import Spool
@@ -93,7 +93,11 @@ def _run(settings: AgentSettings) -> int:
         raise ValueError("nothing to watch: give at least one --watch PATH")
     state = load_state(settings.state_dir)
     key = load_or_create_key(settings.state_dir)
-    spool = Spool(settings.state_dir / "spool.db", agent_id=state.agent_id)
+    spool_path = settings.state_dir / "spool.db"
+    epoch, new_epoch = open_epoch(settings.state_dir, spool_exists=spool_path.exists())
+    spool = Spool(spool_path, agent_id=state.agent_id, epoch=epoch, cap_bytes=settings.spool_cap_bytes)
+    if spool.epoch != epoch:
+        raise ValueError(f"spool epoch {spool.epoch} does not match the state's epoch {epoch}; remove {spool_path}")
     shipper = Shipper(
         spool, key, settings.collector or state.collector,
         max_events=settings.batch_max_events, linger_s=settings.batch_linger_ms / 1000,
@@ -121,18 +125,21 @@ def _run(settings: AgentSettings) -> int:
     recorder.start()
     source.start()
     recorder.record(agent_event("agent.start", version=VERSION, watch=[str(p) for p in settings.watch],
-                                attributed_user=user))
+                                attributed_user=user, epoch=epoch, new_epoch=new_epoch,
+                                interval_s=settings.heartbeat_seconds))
     shipper.start()
     print(f"shoumi-agent: {state.agent_id} watching {', '.join(map(str, settings.watch))}, "
           f"sending to {settings.collector or state.collector}", flush=True)
     while not stopping.wait(settings.heartbeat_seconds):
         stats = spool.stats()
         recorder.record(agent_event(
-            "agent.heartbeat", spool_unsealed=stats.unsealed, spool_unacked_events=stats.unacked_events,
-            connected=shipper.connected.is_set(), version=VERSION, **dict(source.counters),
+            "agent.heartbeat", interval_s=settings.heartbeat_seconds, spool_unsealed=stats.unsealed,
+            spool_unacked_events=stats.unacked_events, spool_bytes=spool.used_bytes(),
+            spool_refused_pending=spool.refused(), connected=shipper.connected.is_set(), version=VERSION,
+            **dict(source.counters),
         ))
     source.stop()
-    recorder.record(agent_event("agent.stop", reason="signal"))
+    recorder.record(agent_event("agent.stop", reason="signal", interval_s=settings.heartbeat_seconds))
     recorder.stop()
     drained = shipper.stop(drain_timeout_s=5.0)
     spool.close()

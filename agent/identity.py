@@ -16,7 +16,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-__all__ = ["IdentityError", "AgentState", "load_or_create_key", "public_key_bytes", "save_state", "load_state"]
+__all__ = ["IdentityError", "AgentState", "load_or_create_key", "public_key_bytes", "save_state", "load_state", "open_epoch"]
 
 KEY_FILE = "agent.key"
 STATE_FILE = "agent.json"
@@ -74,6 +74,25 @@ def load_or_create_key(state_dir: Path) -> Ed25519PrivateKey:
 def public_key_bytes(key: Ed25519PrivateKey) -> bytes:
     """Returns the raw 32-byte public key."""
     return key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def open_epoch(state_dir: Path, *, spool_exists: bool) -> tuple[int, bool]:
+    """Returns the spool epoch to use and whether it is a new one.
+
+    The epoch changes only when the spool is created anew (first run, or a spool that was lost or
+    reset); the counter lives outside the spool so that a reset cannot reuse an epoch.
+    """
+    path = state_dir / "epoch"
+    try:
+        current = int(path.read_text().strip())
+    except FileNotFoundError:
+        current = 0
+    except ValueError as exc:
+        raise IdentityError(f"{path} is corrupt") from exc
+    if spool_exists and current > 0:
+        return current, False
+    _write_private(path, str(current + 1).encode())
+    return current + 1, True
 
 
 def save_state(state_dir: Path, state: AgentState) -> None:

@@ -28,3 +28,4 @@ class AgentSettings(BaseSettings):
     heartbeat_seconds: float = Field(30.0, gt=0)
     queue_capacity: int = Field(100_000, ge=100)
     max_hash_bytes: int = Field(256 * 1024 * 1024, ge=0)
+    spool_cap_bytes: int = Field(1 << 30, ge=64 * 1024, description="refuse (and count) new events beyond this")

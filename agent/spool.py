@@ -9,6 +9,10 @@ can recognise it. Theory of operation, per event::
         -> sent -> acked (deleted)
 
 Only ``ack`` deletes, and only what the collector acknowledged for the current epoch.
+
+At its cap the spool refuses new events instead of dropping old ones. It counts exactly what it
+refused (durably), and the first append that finds room again starts with a signed
+``agent.spool_full`` event carrying that count and the time span of the refusals.
 """
 
 from __future__ import annotations
@@ -27,7 +31,9 @@ from shoumi.v1 import events_pb2
 from agent.core.events import FileEvent
 from agent.wire import encode_event
 
-__all__ = ["Spool", "SpoolStats"]
+__all__ = ["Spool", "SpoolStats", "DEFAULT_CAP_BYTES"]
+
+DEFAULT_CAP_BYTES = 1 << 30
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
@@ -49,16 +55,21 @@ class SpoolStats:
 class Spool:
     """The agent's durable outbox for one agent id."""
 
-    def __init__(self, path: Path, *, agent_id: str) -> None:
+    def __init__(self, path: Path, *, agent_id: str, epoch: int = 1, cap_bytes: int = DEFAULT_CAP_BYTES) -> None:
         self.path = path
         self.agent_id = agent_id
+        self.cap_bytes = cap_bytes
         self._lock = threading.Lock()
         self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
         with self._tx():
-            self._db.execute("INSERT OR IGNORE INTO meta VALUES ('epoch', 1)")
+            self._db.execute("INSERT OR IGNORE INTO meta VALUES ('epoch', ?)", (epoch,))
+            self._db.execute("INSERT OR IGNORE INTO meta VALUES ('bytes', 0)")
+            self._db.execute("INSERT OR IGNORE INTO meta VALUES ('refused', 0)")
+            self._db.execute("INSERT OR IGNORE INTO meta VALUES ('refused_first_ns', 0)")
+            self._db.execute("INSERT OR IGNORE INTO meta VALUES ('refused_last_ns', 0)")
             self._db.execute("INSERT OR IGNORE INTO meta VALUES ('next_seq', 1)")
             self._db.execute("INSERT OR IGNORE INTO meta VALUES ('sealed_seq', 0)")
             self._db.execute("INSERT OR IGNORE INTO meta VALUES ('last_hash', ?)", (GENESIS_HASH,))
@@ -81,18 +92,47 @@ class Spool:
             return int(self._meta("epoch"))  # type: ignore[call-overload]
 
     def append(self, events: Sequence[FileEvent]) -> int:
-        """Stores events durably and assigns their sequence numbers; returns the last seq."""
+        """Stores events durably in order until the cap; returns how many were accepted.
+
+        The rest are refused and counted; they are never made room for by dropping older events.
+        """
         if not events:
             return 0
+        now = time.time_ns()
         with self._lock, self._tx():
             seq = int(self._meta("next_seq"))  # type: ignore[call-overload]
+            used = int(self._meta("bytes"))  # type: ignore[call-overload]
+            refused = int(self._meta("refused"))  # type: ignore[call-overload]
+            notice = None
+            if refused:
+                notice = FileEvent(
+                    kind="agent.spool_full", time_unix_ns=now,
+                    attributes={"refused": refused, "cap_bytes": self.cap_bytes,
+                                "first_refused_ns": int(self._meta("refused_first_ns")),  # type: ignore[call-overload]
+                                "last_refused_ns": int(self._meta("refused_last_ns"))},  # type: ignore[call-overload]
+                )
             rows = []
-            for event in events:
-                rows.append((seq, encode_event(event, seq).SerializeToString()))
+            for event in ([notice] if notice else []) + list(events):
+                data = encode_event(event, seq).SerializeToString()
+                if used + len(data) > self.cap_bytes:
+                    break
+                rows.append((seq, data))
+                used += len(data)
                 seq += 1
+            accepted = len(rows)
+            if notice is not None and rows:
+                accepted -= 1  # the notice went in first: that count is now reported
+                refused = 0
+            if accepted < len(events):
+                if refused == 0:
+                    self._set("refused_first_ns", now)
+                refused += len(events) - accepted
+                self._set("refused_last_ns", now)
+            self._set("refused", refused)
             self._db.executemany("INSERT INTO events (seq, data) VALUES (?, ?)", rows)
             self._set("next_seq", seq)
-        return seq - 1
+            self._set("bytes", used)
+        return accepted
 
     def seal(self, *, key: Ed25519PrivateKey, max_events: int) -> events_pb2.EventBatch | None:
         """Seals the oldest unsealed events into the next signed batch of the chain, or None."""
@@ -118,6 +158,9 @@ class Spool:
                 (batch.first_seq, last_seq, batch.SerializeToString()),
             )
             self._db.execute("DELETE FROM events WHERE seq <= ?", (last_seq,))
+            sealed_bytes = len(batch.SerializeToString())
+            unsealed_bytes = sum(len(data) for _, data in rows)
+            self._set("bytes", int(self._meta("bytes")) - unsealed_bytes + sealed_bytes)  # type: ignore[call-overload]
             self._set("last_hash", digest)
             self._set("sealed_seq", last_seq)
         return batch
@@ -141,7 +184,11 @@ class Spool:
         with self._lock, self._tx():
             if epoch != int(self._meta("epoch")):  # type: ignore[call-overload]
                 return 0
+            freed = self._db.execute(
+                "SELECT coalesce(sum(length(data)), 0) FROM batches WHERE last_seq <= ?", (acked_seq,)
+            ).fetchone()[0]
             cur = self._db.execute("DELETE FROM batches WHERE last_seq <= ?", (acked_seq,))
+            self._set("bytes", max(0, int(self._meta("bytes")) - int(freed)))  # type: ignore[call-overload]
             if acked_seq > int(self._meta("acked_seq")):  # type: ignore[call-overload]
                 self._set("acked_seq", acked_seq)
             return cur.rowcount
@@ -154,6 +201,16 @@ class Spool:
                 "SELECT count(*), min(first_seq), max(last_seq) FROM batches"
             ).fetchone()
         return SpoolStats(unsealed, b, 0 if not b else hi - lo + 1)
+
+    def refused(self) -> int:
+        """Events refused at the cap and not yet reported in an agent.spool_full event."""
+        with self._lock:
+            return int(self._meta("refused"))  # type: ignore[call-overload]
+
+    def used_bytes(self) -> int:
+        """Bytes of events and batches held, as counted against the cap."""
+        with self._lock:
+            return int(self._meta("bytes"))  # type: ignore[call-overload]
 
     def acked_seq(self) -> int:
         """The highest sequence number the collector has acknowledged in this epoch."""

@@ -78,6 +78,7 @@ def _cmd_serve(settings: CollectorSettings) -> int:
     sock.bind((http_host, http_port))
     http_port = sock.getsockname()[1]
     grpc_server.start()
+    built.fleet.start()
     config = uvicorn.Config(built.app, log_level="warning", access_log=False, lifespan="off")
     server = _QuietServer(config)
 
@@ -99,6 +100,7 @@ def _cmd_serve(settings: CollectorSettings) -> int:
     try:
         server.run(sockets=[sock])  # returns once _stop was called
     finally:
+        built.fleet.stop()
         grpc_server.stop(grace=5).wait(10)
         built.store.close()
         print("shoumi-collector: stopped", flush=True)
@@ -148,6 +150,28 @@ def _cmd_api_token(settings: CollectorSettings, args: argparse.Namespace) -> int
     return 0
 
 
+def _cmd_agent(settings: CollectorSettings, args: argparse.Namespace) -> int:
+    from collector.fleet import FleetService
+    from collector.storage import open_store
+    from collector.web.timefmt import format_ns
+
+    store = open_store(settings.store_location())
+    try:
+        if args.action == "revoke":
+            if FleetService(store).revoke(agent_id=args.agent_id, actor=_actor()):
+                print(f"revoked {args.agent_id}", file=sys.stderr)
+                return 0
+            print(f"shoumi-collector: no unrevoked agent {args.agent_id!r}", file=sys.stderr)
+            return 2
+        for a in store.list_agents():
+            seen = format_ns(a.last_seen_ns) if a.last_seen_ns else "-"
+            state = "revoked" if a.revoked_at_ns else a.liveness
+            print(f"{a.agent_id}\t{a.hostname}\t{state}\t{seen}")
+        return 0
+    finally:
+        store.close()
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="shoumi-collector", description="Shoumi collector")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
@@ -176,6 +200,13 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--role", required=True, help="it_admin, security_analyst, hr or auditor")
     create.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
 
+    agent = sub.add_parser("agent", help="the agent fleet")
+    agent_sub = agent.add_subparsers(dest="action", required=True)
+    store_args(agent_sub.add_parser("list", help="agents, their liveness and when last heard from"))
+    revoke = agent_sub.add_parser("revoke", help="refuse an agent's streams from now on")
+    store_args(revoke)
+    revoke.add_argument("agent_id")
+
     api = sub.add_parser("api-token", help="bearer tokens for the API")
     api_sub = api.add_subparsers(dest="action", required=True)
     api_create = api_sub.add_parser("create", help="print a new bearer token for a user")
@@ -203,6 +234,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_enroll_token(settings)
         if args.command == "user":
             return _cmd_user_create(settings, args)
+        if args.command == "agent":
+            return _cmd_agent(settings, args)
         return _cmd_api_token(settings, args)
     except ValidationError as exc:
         print(f"shoumi-collector: invalid setting: {exc}", file=sys.stderr)

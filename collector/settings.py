@@ -37,6 +37,9 @@ class CollectorSettings(BaseSettings):
     enroll_token_ttl_hours: float = Field(24.0, gt=0)
     session_hours: float = Field(12.0, gt=0)
     grpc_workers: int = Field(32, ge=2)
+    max_connection_age_seconds: float = Field(
+        900.0, gt=0, description="streams are closed after this long, so revocation also cuts idle ones"
+    )
     detection: DetectionSettings = DetectionSettings()
 
     def store_location(self) -> str:

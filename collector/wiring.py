@@ -9,6 +9,7 @@ from fastapi import FastAPI
 
 from collector.domain.detection import ReadBurstRule
 from collector.enrollment import EnrollmentService
+from collector.fleet import FleetService
 from collector.ingest.grpc_server import build_grpc_server
 from collector.ingest.service import IngestService
 from collector.people import PeopleService
@@ -28,6 +29,7 @@ class Built:
     ingest: IngestService
     enrollment: EnrollmentService
     people: PeopleService
+    fleet: FleetService
     app: FastAPI
     grpc_server: grpc.Server
     grpc_port: int
@@ -52,5 +54,7 @@ def build_services(settings: CollectorSettings, store: Store | None = None) -> B
         listen=settings.grpc_listen,
         max_message_bytes=settings.max_message_bytes,
         workers=settings.grpc_workers,
+        max_connection_age_s=settings.max_connection_age_seconds,
     )
-    return Built(store, ingest, enrollment, people, create_app(store=store, people=people), server, port)
+    fleet = FleetService(store)
+    return Built(store, ingest, enrollment, people, fleet, create_app(store=store, people=people), server, port)

@@ -28,6 +28,9 @@ class AgentRecord:
     agent_version: str
     enrolled_at_ns: int
     revoked_at_ns: int | None = None
+    last_seen_ns: int | None = None
+    heartbeat_interval_s: float | None = None
+    liveness: str = "enrolled"  # enrolled | active | stopped | silent
 
 
 @dataclass(frozen=True)

@@ -90,6 +90,7 @@ def build_grpc_server(
     listen: str,
     max_message_bytes: int,
     workers: int,
+    max_connection_age_s: float = 900.0,
 ) -> tuple[grpc.Server, int]:
     """Builds (not starts) the server and binds it; returns it with the bound port."""
     server = grpc.server(
@@ -97,6 +98,8 @@ def build_grpc_server(
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.max_connection_age_ms", int(max_connection_age_s * 1000)),
+            ("grpc.max_connection_age_grace_ms", 30_000),
         ],
         maximum_concurrent_rpcs=workers - 1,
     )

@@ -18,20 +18,24 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 from shoumi import batch as chain
 from shoumi.v1 import events_pb2
 
 from collector.domain.detection import ReadBurstRule, merge_finding
-from collector.domain.records import StoredBatch, StoredEvent
+from collector.domain.liveness import heard_from
+from collector.domain.records import Alert, StoredBatch, StoredEvent
 from collector.ingest.codec import decode_events
 from collector.storage.base import ChainConflict, Store
 
 __all__ = ["IngestError", "IngestService", "AckValue"]
 
 log = logging.getLogger("shoumi.collector.ingest")
+
+# Refusals that mean someone or something altered, forged or replayed a batch of an enrolled agent.
+TAMPER_REASONS = frozenset({"bad_signature", "chain_broken", "conflicting_batch"})
 
 
 class IngestError(Exception):
@@ -73,23 +77,57 @@ class IngestService:
     def ingest(self, batch: events_pb2.EventBatch) -> AckValue:
         """Verifies and stores one batch; returns the Ack to send, or raises IngestError."""
         try:
-            ack, stored = self._ingest(batch)
+            ack, stored, previous = self._ingest(batch)
         except IngestError as exc:
             self.counters[f"rejected.{exc.reason}"] += 1
             log.warning(
                 "refused batch agent=%s epoch=%s first_seq=%s: %s (%s)",
                 batch.agent_id[:64], batch.epoch, batch.first_seq, exc, exc.reason,
             )
+            if exc.reason in TAMPER_REASONS:
+                self._tamper_alert(batch.agent_id, exc)
             raise
         if stored:
             self.counters["batches.stored"] += 1
             self.counters["events.stored"] += len(stored)
+            heard = heard_from(stored, received_ns=self.clock())
+            self.store.update_agent_liveness(
+                agent_id=batch.agent_id, liveness=heard.liveness, last_seen_ns=heard.last_seen_ns,
+                heartbeat_interval_s=heard.heartbeat_interval_s,
+            )
+            if previous is not None and previous.epoch != batch.epoch:
+                self._epoch_alert(batch.agent_id, previous, batch.epoch)
             self._detect(stored)
         else:
             self.counters["batches.duplicate"] += 1
         return ack
 
-    def _ingest(self, batch: events_pb2.EventBatch) -> tuple[AckValue, list[StoredEvent]]:
+    def _raise(self, *, rule: str, severity: str, agent_id: str, summary: str) -> None:
+        now = self.clock()
+        existing = self.store.latest_open_alert(rule=rule, agent_id=agent_id)
+        if existing is not None and existing.summary == summary:
+            self.store.update_alert(replace(existing, updated_at_ns=now))  # the same fault again
+            return
+        self.store.add_alert(Alert(rule=rule, severity=severity, status="open", user="", agent_id=agent_id,
+                                   created_at_ns=now, updated_at_ns=now, event_ids=(), summary=summary,
+                                   last_event_ns=now))
+        self.counters[f"alerts.{rule}"] += 1
+
+    def _tamper_alert(self, agent_id: str, exc: IngestError) -> None:
+        if self.store.get_agent(agent_id) is None:
+            return  # not one of ours: nothing to attach an alert to (logged and counted above)
+        self._raise(rule="agent_tamper", severity="high", agent_id=agent_id,
+                    summary=f"batch from agent {agent_id} refused, nothing of it stored: {exc.reason}: {exc}")
+
+    def _epoch_alert(self, agent_id: str, previous: chain.ChainHead, epoch: int) -> None:
+        self._raise(rule="agent_epoch_reset", severity="medium", agent_id=agent_id,
+                    summary=(f"agent {agent_id} started epoch {epoch} after epoch {previous.epoch} ended at seq "
+                             f"{previous.last_seq}: its spool was reset; undelivered events of epoch "
+                             f"{previous.epoch} cannot arrive any more"))
+
+    def _ingest(
+        self, batch: events_pb2.EventBatch
+    ) -> tuple[AckValue, list[StoredEvent], chain.ChainHead | None]:
         try:
             chain.check_shape(batch, max_events=self.max_events)
         except chain.MalformedBatch as exc:
@@ -114,7 +152,7 @@ class IngestService:
                 agent_id=batch.agent_id, epoch=batch.epoch, first_seq=batch.first_seq
             )
             if stored_hash == digest:
-                return ack, []  # a redelivery after a lost Ack: acknowledge again, store nothing
+                return ack, [], None  # a redelivery after a lost Ack: acknowledge again, store nothing
             if stored_hash is not None:
                 raise IngestError(
                     "FAILED_PRECONDITION",
@@ -141,7 +179,7 @@ class IngestService:
                 self.store.store_batch(record, events, expected_head=head)
             except ChainConflict:
                 continue  # another stream of the same agent moved the head: look again
-            return ack, events
+            return ack, events, head
         raise IngestError("ABORTED", "contention", "the agent's chain kept moving; retry")
 
     def _detect(self, stored: list[StoredEvent]) -> None:

@@ -51,6 +51,9 @@ agents = sa.Table(
     sa.Column("agent_version", sa.Text, nullable=False),
     sa.Column("enrolled_at_ns", sa.BigInteger, nullable=False),
     sa.Column("revoked_at_ns", sa.BigInteger),
+    sa.Column("last_seen_ns", sa.BigInteger),
+    sa.Column("heartbeat_interval_s", sa.Float),
+    sa.Column("liveness", sa.String(16), nullable=False, default="enrolled"),
 )
 enroll_tokens = sa.Table(
     "enroll_tokens",
@@ -293,6 +296,28 @@ class SqlStore:
             row = conn.execute(sa.select(agents).where(agents.c.agent_id == agent_id)).first()
         return None if row is None else _agent_from(row)
 
+    def update_agent_liveness(
+        self, *, agent_id: str, liveness: str, last_seen_ns: int | None = None, heartbeat_interval_s: float | None = None
+    ) -> None:
+        """Records when an agent was last heard from, its heartbeat interval and its liveness."""
+        values: dict[str, Any] = {"liveness": liveness}
+        if last_seen_ns is not None:
+            values["last_seen_ns"] = last_seen_ns
+        if heartbeat_interval_s is not None:
+            values["heartbeat_interval_s"] = heartbeat_interval_s
+        with self.engine.begin() as conn:
+            conn.execute(agents.update().where(agents.c.agent_id == agent_id).values(**values))
+
+    def revoke_agent(self, *, agent_id: str, now_ns: int) -> bool:
+        """Marks an agent revoked; returns whether it existed and was not revoked yet."""
+        with self.engine.begin() as conn:
+            res = conn.execute(
+                agents.update()
+                .where(agents.c.agent_id == agent_id, agents.c.revoked_at_ns.is_(None))
+                .values(revoked_at_ns=now_ns)
+            )
+            return bool(res.rowcount)
+
     def list_agents(self) -> Sequence[AgentRecord]:
         """Lists all enrolled agents."""
         with self.engine.connect() as conn:
@@ -416,14 +441,18 @@ class SqlStore:
         with self.engine.begin() as conn:
             conn.execute(alerts.update().where(alerts.c.id == alert.id).values(**row))
 
-    def latest_open_alert(self, *, rule: str, user: str) -> Alert | None:
-        """Gets the most recently updated open alert of a rule for a user."""
+    def latest_open_alert(self, *, rule: str, user: str | None = None, agent_id: str | None = None) -> Alert | None:
+        """Gets the most recently updated open alert of a rule for a user and/or an agent."""
         query = (
             sa.select(alerts)
-            .where(alerts.c.rule == rule, alerts.c.user_name == user, alerts.c.status == "open")
+            .where(alerts.c.rule == rule, alerts.c.status == "open")
             .order_by(alerts.c.updated_at_ns.desc())
             .limit(1)
         )
+        if user is not None:
+            query = query.where(alerts.c.user_name == user)
+        if agent_id is not None:
+            query = query.where(alerts.c.agent_id == agent_id)
         with self.engine.connect() as conn:
             row = conn.execute(query).first()
         return None if row is None else _alert_from(row)
@@ -627,12 +656,16 @@ def _agent_row(a: AgentRecord) -> dict[str, Any]:
         agent_version=a.agent_version,
         enrolled_at_ns=a.enrolled_at_ns,
         revoked_at_ns=a.revoked_at_ns,
+        last_seen_ns=a.last_seen_ns,
+        heartbeat_interval_s=a.heartbeat_interval_s,
+        liveness=a.liveness,
     )
 
 
 def _agent_from(r: Any) -> AgentRecord:
     return AgentRecord(
-        r.agent_id, bytes(r.public_key), r.hostname, r.os, r.agent_version, r.enrolled_at_ns, r.revoked_at_ns
+        r.agent_id, bytes(r.public_key), r.hostname, r.os, r.agent_version, r.enrolled_at_ns, r.revoked_at_ns,
+        r.last_seen_ns, r.heartbeat_interval_s, r.liveness,
     )
 
 

@@ -55,3 +55,34 @@ def test_only_ack_deletes_and_state_survives_reopen(tmp_path: Path) -> None:
     assert again.pending(after_seq=6)[0].first_seq == 7
     again.append(_events(1))
     assert again.seal(key=key, max_events=100).first_seq == 11
+
+
+def test_at_the_cap_new_events_are_refused_counted_and_reported(tmp_path: Path) -> None:
+    key = Ed25519PrivateKey.generate()
+    spool = Spool(tmp_path / "spool.db", agent_id="agt-1", cap_bytes=4000)
+    offered, accepted = 0, 0
+    for _ in range(20):
+        batch = _events(7)
+        offered += len(batch)
+        accepted += spool.append(batch)
+    refused = offered - accepted
+    assert accepted > 0 and refused > 0
+    assert spool.refused() == refused and spool.used_bytes() <= 4000
+    kept = spool.seal(key=key, max_events=1000)
+    assert kept is not None and [e.path for e in kept.events] == [f"/s/{i % 7}" for i in range(accepted)]  # oldest kept
+    spool.ack(epoch=1, acked_seq=kept.events[-1].seq)  # the collector took them: room again
+    assert spool.used_bytes() == 0
+    assert spool.append(_events(2)) == 2
+    notice = spool.seal(key=key, max_events=1000)
+    assert notice is not None and notice.events[0].kind == "agent.spool_full"
+    assert notice.events[0].attributes["refused"] == refused
+    assert [e.kind for e in notice.events[1:]] == ["file.read", "file.read"]
+    assert spool.refused() == 0
+
+
+def test_refusal_count_survives_a_restart(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool.db", agent_id="agt-1", cap_bytes=600)
+    taken = spool.append(_events(10))
+    spool.close()
+    again = Spool(tmp_path / "spool.db", agent_id="agt-1", cap_bytes=600)
+    assert again.refused() == 10 - taken

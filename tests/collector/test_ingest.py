@@ -142,3 +142,74 @@ def test_events_keep_every_field(ingest: IngestService, agent_key: Ed25519Privat
     assert (stored.kind, stored.dest_path, stored.pid, stored.process, stored.exe, stored.uid) == (
         "file.copy", "/media/stick/q3.xlsx", 4242, "cat", "/usr/bin/cat", 1000)
     assert stored.attributes == {"source_paths": ["/srv/finance/q3.xlsx"], "match": "partial", "match_share": 0.625}
+
+
+def _alerts(store: SqlStore, rule: str) -> list:
+    return [a for a in store.list_alerts(cursor=None, limit=100).items if a.rule == rule]
+
+
+def test_forgery_raises_one_tamper_alert_that_says_what_was_wrong(ingest: IngestService, agent_key: Ed25519PrivateKey) -> None:
+    agent_id = _enroll(ingest.store, agent_key)
+    writer = ChainWriter(agent_id, agent_key)
+    ingest.ingest(writer.next(2))
+    forged = writer.next(2)
+    forged.events[0].path = "/srv/finance/innocent.txt"
+    for _ in range(3):
+        with pytest.raises(IngestError):
+            ingest.ingest(forged)
+    [alert] = _alerts(ingest.store, "agent_tamper")
+    assert alert.agent_id == agent_id and alert.severity == "high"
+    assert "bad_signature" in alert.summary and "nothing of it stored" in alert.summary
+
+
+def test_new_epoch_is_accepted_and_reported(ingest: IngestService, agent_key: Ed25519PrivateKey) -> None:
+    agent_id = _enroll(ingest.store, agent_key)
+    old = ChainWriter(agent_id, agent_key, epoch=1)
+    ingest.ingest(old.next(5))
+    new = ChainWriter(agent_id, agent_key, epoch=2)
+    assert ingest.ingest(new.next(2)).acked_seq == 2
+    [alert] = _alerts(ingest.store, "agent_epoch_reset")
+    assert "epoch 2 after epoch 1 ended at seq 5" in alert.summary
+    with pytest.raises(IngestError) as older:
+        ingest.ingest(ChainWriter(agent_id, agent_key, epoch=1).next(1))  # back to an old epoch: refused
+    assert older.value.status == "FAILED_PRECONDITION"
+
+
+def test_graceful_stop_is_told_from_silence(sqlite_store: SqlStore, agent_key: Ed25519PrivateKey) -> None:
+    from collector.fleet import FleetService
+
+    now = [10**18]
+    ingest = IngestService(sqlite_store, read_burst=ReadBurstRule(threshold=5, window_ns=MIN), clock=lambda: now[0])
+    fleet = FleetService(sqlite_store, clock=lambda: now[0])
+    stopping_id, vanishing_id = _enroll(sqlite_store, agent_key), _enroll(sqlite_store, agent_key)
+    for agent_id in (stopping_id, vanishing_id):
+        writer = ChainWriter(agent_id, agent_key)
+        start = writer.next(1, kind="agent.start")
+        start.ClearField("signature")
+        start.events[0].attributes.update({"interval_s": 10})
+        from shoumi.batch import sign_batch
+        writer.last_hash = sign_batch(start, agent_key)
+        ingest.ingest(start)
+        if agent_id == stopping_id:
+            ingest.ingest(writer.next(1, kind="agent.stop"))
+    now[0] += 29 * 10**9
+    assert fleet.check_silence() == []  # 2.9 intervals: not yet
+    now[0] += 2 * 10**9
+    [alert] = fleet.check_silence()
+    assert alert.rule == "agent_silent" and alert.agent_id == vanishing_id and "10 s" in alert.summary
+    assert fleet.check_silence() == []  # one alert per silence
+    states = {a.agent_id: a.liveness for a in sqlite_store.list_agents()}
+    assert states == {stopping_id: "stopped", vanishing_id: "silent"}
+
+
+def test_revoked_agent_is_refused(ingest: IngestService, agent_key: Ed25519PrivateKey) -> None:
+    from collector.fleet import FleetService
+
+    agent_id = _enroll(ingest.store, agent_key)
+    writer = ChainWriter(agent_id, agent_key)
+    ingest.ingest(writer.next(1))
+    assert FleetService(ingest.store).revoke(agent_id=agent_id, actor="it")
+    with pytest.raises(IngestError) as refused:
+        ingest.ingest(writer.next(1))
+    assert refused.value.status == "PERMISSION_DENIED" and refused.value.reason == "revoked_agent"
+    assert ingest.store.list_audit(cursor=None, limit=1).items[0].action == "agent.revoke"

@@ -1,0 +1,74 @@
+"""The fleet side of the collector: agents' liveness, silence alerts and revocation.
+
+Runs a small watch thread in ``serve``; everything it decides comes from collector/domain/liveness.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Callable
+
+from collector.domain.liveness import MISSED_INTERVALS, DEFAULT_INTERVAL_S, is_silent
+from collector.domain.records import Alert, AuditEntry
+from collector.storage.base import Store
+from collector.web.timefmt import format_ns
+
+__all__ = ["FleetService"]
+
+log = logging.getLogger("shoumi.collector.fleet")
+
+
+class FleetService:
+    """Watches for silent agents and revokes agents on request."""
+
+    def __init__(self, store: Store, *, clock: Callable[[], int] = time.time_ns) -> None:
+        self.store = store
+        self.clock = clock
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def check_silence(self) -> list[Alert]:
+        """Raises an agent_silent alert for each active agent that missed its heartbeats."""
+        now = self.clock()
+        raised = []
+        for agent in self.store.list_agents():
+            if not is_silent(agent, now_ns=now):
+                continue
+            interval = agent.heartbeat_interval_s or DEFAULT_INTERVAL_S
+            self.store.update_agent_liveness(agent_id=agent.agent_id, liveness="silent")
+            alert = self.store.add_alert(Alert(
+                rule="agent_silent", severity="medium", status="open", user="", agent_id=agent.agent_id,
+                created_at_ns=now, updated_at_ns=now, event_ids=(), last_event_ns=agent.last_seen_ns or 0,
+                summary=(f"agent {agent.agent_id} on {agent.hostname} silent since "
+                         f"{format_ns(agent.last_seen_ns or 0)}: {MISSED_INTERVALS} heartbeats of {interval:g} s "
+                         "missed without a signed agent.stop"),
+            ))
+            log.warning("%s", alert.summary)
+            raised.append(alert)
+        return raised
+
+    def revoke(self, *, agent_id: str, actor: str) -> bool:
+        """Revokes an agent: its streams are refused from the next batch on."""
+        done = self.store.revoke_agent(agent_id=agent_id, now_ns=self.clock())
+        self.store.append_audit(AuditEntry(self.clock(), actor, "agent.revoke", agent_id, {"revoked": done}))
+        return done
+
+    def start(self, *, every_s: float = 5.0) -> None:
+        """Starts checking for silence in the background."""
+        def loop() -> None:
+            while not self._stop.wait(every_s):
+                try:
+                    self.check_silence()
+                except Exception:  # the watch must outlive a database hiccup
+                    log.exception("silence check failed")
+
+        self._thread = threading.Thread(target=loop, name="fleet-watch", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stops the background check."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
