@@ -159,7 +159,7 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="watch sensitive folders and stream events")
     run.add_argument("--state-dir", required=True)
     run.add_argument("--watch", action="append", default=[], help="a sensitive folder (repeatable)")
-    run.add_argument("--collector", help="HOST:PORT (default: the one enrolled with)")
+    run.add_argument("--collector", help="HOST:PORT[,HOST:PORT...] tried in turn (default: the one enrolled with)")
     run.add_argument("--attributed-user", help="user name for events that carry no process")
     run.add_argument("--heartbeat-seconds", type=float)
     return parser

@@ -1,6 +1,7 @@
 """The shipper: seals spooled events into signed batches and streams them to the collector.
 
-One bidirectional gRPC stream at a time. Batches go out in order; Acks come back after the
+One bidirectional gRPC stream at a time, to the first collector of the list that answers (after a
+failure the next address is tried). Batches go out in order; Acks come back after the
 collector's commit and only then is anything deleted from the spool. On any error the stream is
 dropped and rebuilt with exponential backoff and jitter, and every unacknowledged batch is sent
 again: the collector recognises a redelivered batch by its position and hash and stores it once.
@@ -12,7 +13,7 @@ import logging
 import random
 import threading
 import time
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -33,7 +34,7 @@ class Shipper:
         self,
         spool: Spool,
         key: Ed25519PrivateKey,
-        target: str,
+        target: str | Sequence[str],
         *,
         max_events: int = 500,
         linger_s: float = 0.1,
@@ -42,7 +43,11 @@ class Shipper:
     ) -> None:
         self.spool = spool
         self.key = key
-        self.target = target
+        given = target.split(",") if isinstance(target, str) else list(target)
+        self.targets = [t.strip() for t in given if t.strip()]
+        if not self.targets:
+            raise ValueError("at least one collector address is needed")
+        self._next_target = 0
         self.max_events = max_events
         self.linger_s = linger_s
         self.in_flight = in_flight
@@ -84,7 +89,8 @@ class Shipper:
     def _run(self) -> None:
         backoff = 0.25
         while not self._stop.is_set():
-            channel = grpc.insecure_channel(self.target)
+            target = self.targets[self._next_target % len(self.targets)]
+            channel = grpc.insecure_channel(target)
             try:
                 stub = ingest_pb2_grpc.IngestServiceStub(channel)
                 call = stub.StreamEvents(self._outgoing())
@@ -101,7 +107,8 @@ class Shipper:
                 details = exc.details() if hasattr(exc, "details") else str(exc)
                 self.last_error = f"{code}: {details}"
                 level = logging.INFO if code == grpc.StatusCode.UNAVAILABLE else logging.ERROR
-                log.log(level, "stream to %s ended: %s; retrying in %.1fs", self.target, self.last_error, backoff)
+                log.log(level, "stream to %s ended: %s; retrying in %.1fs", target, self.last_error, backoff)
+                self._next_target += 1  # the next attempt goes to the next collector in the list
             finally:
                 self.connected.clear()
                 channel.close()

@@ -118,3 +118,33 @@ def test_demo_runs_and_raises_its_alert(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     assert "Alerts page:  http://127.0.0.1:" in done.stdout and "Sign in as:   analyst / " in done.stdout
     assert "read sensitive files" in done.stdout
+
+
+@pytest.mark.slow
+def test_revoked_agent_is_cut_off_and_keeps_its_events(collector: Collector, tmp_path: Path) -> None:
+    collector.start()
+    token, state = _setup(collector, tmp_path)
+    watch = tmp_path / "finance"
+    watch.mkdir()
+    # the first address answers nothing: the agent moves on to the next collector in its list
+    agent = _agent(state, watch, "--heartbeat-seconds", "1", "--collector", f"127.0.0.1:1,{collector.grpc}")
+    try:
+        first = eventually(lambda: [e for e in collector.events(token) if e["kind"] == "agent.heartbeat"], what="a heartbeat")
+        agent_id = first[0]["agent_id"]
+        collector.cli("agent", "revoke", agent_id)
+        time.sleep(2.5)  # at least two heartbeats are refused meanwhile
+        stored_after_revoke = len(collector.events(token))
+        (watch / "after-revocation.txt").write_text("x")
+        time.sleep(2.0)
+        assert len(collector.events(token)) == stored_after_revoke  # nothing more accepted
+        listing = collector.cli("agent", "list")
+        assert f"{agent_id}\t" in listing and "revoked" in listing
+    finally:
+        stop(agent)
+    from agent.spool import Spool
+
+    spool = Spool(state / "spool.db", agent_id=agent_id)
+    try:
+        assert spool.stats().unacked_events + spool.stats().unsealed > 0  # kept, not dropped
+    finally:
+        spool.close()
