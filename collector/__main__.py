@@ -4,6 +4,7 @@
     shoumi-collector enroll-token create --data-dir DIR
     shoumi-collector user create --data-dir DIR --username U --role ROLE [--password-stdin]
     shoumi-collector api-token create --data-dir DIR --username U
+    shoumi-collector verify --data-dir DIR [--database-url URL] [--tree-public-key HEX]
 """
 
 from __future__ import annotations
@@ -172,6 +173,34 @@ def _cmd_agent(settings: CollectorSettings, args: argparse.Namespace) -> int:
         store.close()
 
 
+def _cmd_verify(settings: CollectorSettings, args: argparse.Namespace) -> int:
+    from collector.storage import open_store
+    from collector.transparency import TREE_KEY_FILE, TreeKeyError, load_tree_key, tree_public_key
+    from collector.verify import verify_store
+
+    if settings.database_url is None and not (settings.data_dir / "collector.db").exists():
+        print(f"shoumi-collector: no collector store in {settings.data_dir}", file=sys.stderr)
+        return 2
+    public_key = None
+    try:
+        if args.tree_public_key:
+            public_key = bytes.fromhex(args.tree_public_key)
+            if len(public_key) != 32:
+                raise ValueError("--tree-public-key must be 32 bytes in hex")
+        elif (settings.data_dir / TREE_KEY_FILE).exists():
+            public_key = tree_public_key(load_tree_key(settings.data_dir))
+    except TreeKeyError as exc:
+        print(f"shoumi-collector: {exc}", file=sys.stderr)
+        return 2
+    store = open_store(settings.store_location())
+    try:
+        report = verify_store(store, tree_public_key=public_key)
+    finally:
+        store.close()
+    print(report.render())
+    return 0 if report.ok else 1
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="shoumi-collector", description="Shoumi collector")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
@@ -212,6 +241,10 @@ def _parser() -> argparse.ArgumentParser:
     api_create = api_sub.add_parser("create", help="print a new bearer token for a user")
     store_args(api_create)
     api_create.add_argument("--username", required=True)
+
+    verify = sub.add_parser("verify", help="re-check every signature, chain, event and tree head; exit 1 if tampered")
+    store_args(verify)
+    verify.add_argument("--tree-public-key", help="the tree-head public key (hex) the auditor holds")
     return parser
 
 
@@ -236,6 +269,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_user_create(settings, args)
         if args.command == "agent":
             return _cmd_agent(settings, args)
+        if args.command == "verify":
+            return _cmd_verify(settings, args)
         return _cmd_api_token(settings, args)
     except ValidationError as exc:
         print(f"shoumi-collector: invalid setting: {exc}", file=sys.stderr)
