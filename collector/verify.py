@@ -253,7 +253,7 @@ class _Verifier:
         try:
             chain.check_shape(parsed)
             decoded = decode_events(parsed)
-        except chain.MalformedBatch as exc:
+        except (chain.MalformedBatch, ValueError) as exc:  # ValueError: NaN in attributes, see tests/fuzz
             self.fail("batch.shape", "batches", f"the signed batch is malformed: {exc}", **where)
             return
         self.links[parsed.agent_id].append(
