@@ -184,6 +184,10 @@ def _stored_values(r: EventRow) -> tuple[Any, ...]:
     return tuple(out)
 
 
+def _shown(value: Any) -> str:
+    return value.hex() if isinstance(value, bytes) else repr(value)
+
+
 def _digest(values: tuple[Any, ...]) -> bytes:
     return hashlib.sha256(repr(values).encode("utf-8", "surrogateescape")).digest()
 
@@ -237,8 +241,7 @@ class _Verifier:
         for column, value in signed.items():
             stored = getattr(b, column)
             if stored != value:
-                shown = (lambda v: v.hex() if isinstance(v, bytes) else repr(v))
-                self.fail("batch.column", "batches", f"stored {shown(stored)}, the signed bytes say {shown(value)}",
+                self.fail("batch.column", "batches", f"stored {_shown(stored)}, the signed bytes say {_shown(value)}",
                           column=column, **where)
         where.update(agent_id=parsed.agent_id, epoch=parsed.epoch, seq=f"{parsed.first_seq}..{parsed.first_seq + n - 1}")
         agent = agents.get(parsed.agent_id)
