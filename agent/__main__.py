@@ -1,7 +1,8 @@
 """The agent's command line and composition root.
 
     shoumi-agent enroll --collector HOST:PORT --token TOKEN --state-dir DIR
-    shoumi-agent run --state-dir DIR --watch PATH [--watch PATH ...]
+    shoumi-agent run --state-dir DIR --config agent.toml
+    shoumi-agent run --state-dir DIR --watch PATH [--watch PATH ...]   (sensitive_folders=[PATH ...])
 """
 
 from __future__ import annotations
@@ -16,13 +17,15 @@ import signal
 import socket
 import sys
 import threading
-import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from pydantic import ValidationError
 
 from agent.settings import AgentSettings
+
+if TYPE_CHECKING:
+    from agent.policy import SensitiveFolderPolicy
 
 __all__ = ["main"]
 
@@ -33,30 +36,62 @@ VERSION = "0.1.0"
 def _enroll(args: argparse.Namespace) -> int:
     import grpc
 
+    from shoumi.tls import TLS_NAME, normalize_fingerprint
     from shoumi.v1 import ingest_pb2, ingest_pb2_grpc
 
     from agent.identity import AgentState, load_or_create_key, public_key_bytes, save_state
+    from agent.tls import TlsError, check_issued, fetch_pinned_ca, new_key_and_csr, save_identity
 
     state_dir = Path(args.state_dir)
-    key = load_or_create_key(state_dir)
-    hostname = socket.gethostname()
-    with grpc.insecure_channel(args.collector) as channel:
-        stub = ingest_pb2_grpc.EnrollmentServiceStub(channel)
+    host, _, port_text = args.collector.rpartition(":")
+    if not host or not port_text.isdigit():
+        raise ValueError(f"--collector takes HOST:PORT, got {args.collector!r}")
+    host = host.strip("[]")
+    if args.insecure_dev:
+        print("shoumi-agent: WARNING: --insecure-dev enrolls in plaintext without TLS: development only", file=sys.stderr)
+        ca_pem, channel = b"", grpc.insecure_channel(args.collector)
+    else:
+        if not args.ca_fingerprint:
+            raise ValueError("--ca-fingerprint is required (shoumi-collector ca-fingerprint prints it)")
+        pin = normalize_fingerprint(args.ca_fingerprint)
         try:
-            reply = stub.Enroll(
+            ca_pem = fetch_pinned_ca(host, int(port_text), pin, timeout=args.timeout)
+        except TlsError as exc:
+            print(f"shoumi-agent: enrollment refused: {exc}", file=sys.stderr)
+            return 2
+        channel = grpc.secure_channel(
+            args.collector, grpc.ssl_channel_credentials(root_certificates=ca_pem),
+            options=[("grpc.ssl_target_name_override", TLS_NAME)],
+        )
+    key = load_or_create_key(state_dir)
+    tls_key_pem, csr_pem = (b"", b"") if args.insecure_dev else new_key_and_csr()
+    hostname = socket.gethostname()
+    with channel:
+        try:
+            reply = ingest_pb2_grpc.EnrollmentServiceStub(channel).Enroll(
                 ingest_pb2.EnrollRequest(
                     token=args.token,
                     public_key=public_key_bytes(key),
                     hostname=hostname,
                     os=f"{platform.system()} {platform.release()}",
                     agent_version=VERSION,
+                    csr_pem=csr_pem,
                 ),
                 timeout=args.timeout,
             )
         except grpc.RpcError as exc:
             print(f"shoumi-agent: enrollment failed: {exc.code().name}: {exc.details()}", file=sys.stderr)
             return 2
-    save_state(state_dir, AgentState(reply.agent_id, args.collector, hostname))
+    target = args.collector
+    if not args.insecure_dev:
+        try:
+            check_issued(bytes(reply.client_certificate_pem), ca_pem, reply.agent_id)
+        except TlsError as exc:
+            print(f"shoumi-agent: enrollment refused: {exc}", file=sys.stderr)
+            return 2
+        save_identity(state_dir, key_pem=tls_key_pem, cert_pem=bytes(reply.client_certificate_pem), ca_pem=ca_pem)
+        target = f"{args.collector.rpartition(':')[0]}:{reply.ingest_port}"
+    save_state(state_dir, AgentState(reply.agent_id, target, hostname, tls=not args.insecure_dev))
     print(reply.agent_id)
     return 0
 
@@ -81,16 +116,30 @@ def _session_user(override: str | None) -> tuple[str, int]:
         return getpass.getuser(), uid
 
 
+def _policy(settings: AgentSettings) -> "SensitiveFolderPolicy":
+    """The policy from --config, with any --watch PATH added as a sensitive folder."""
+    from agent.policy import SensitiveFolderPolicy, load_policy
+
+    policy = load_policy(settings.config) if settings.config else SensitiveFolderPolicy()
+    extra = tuple(str(p.resolve()) for p in settings.watch)
+    if extra:
+        mapping = policy.to_mapping()
+        mapping["sensitive_folders"] = list(dict.fromkeys([*mapping["sensitive_folders"], *extra]))
+        policy = SensitiveFolderPolicy.from_mapping(mapping)
+    if not policy.sensitive_folders:
+        raise ValueError("nothing to watch: give --config agent.toml or at least one --watch PATH")
+    return policy
+
+
 def _run(settings: AgentSettings) -> int:
-    from agent.core.events import FileEvent
     from agent.identity import load_or_create_key, load_state, open_epoch
     from agent.recorder import Recorder
-    from agent.sources.watchdog_source import Attribution, WatchdogSource
+    from agent.runtime import AgentRuntime
+    from agent.sources.watchdog_source import Attribution
     from agent.spool import Spool
     from agent.transport import Shipper
 
-    if not settings.watch:
-        raise ValueError("nothing to watch: give at least one --watch PATH")
+    policy = _policy(settings)
     state = load_state(settings.state_dir)
     key = load_or_create_key(settings.state_dir)
     spool_path = settings.state_dir / "spool.db"
@@ -98,22 +147,33 @@ def _run(settings: AgentSettings) -> int:
     spool = Spool(spool_path, agent_id=state.agent_id, epoch=epoch, cap_bytes=settings.spool_cap_bytes)
     if spool.epoch != epoch:
         raise ValueError(f"spool epoch {spool.epoch} does not match the state's epoch {epoch}; remove {spool_path}")
+    targets = (settings.collector or state.collector).split(",")
+    renewer = None
+    if state.tls:
+        from agent.tls import CertificateRenewer, channel_factory
+
+        open_channel = channel_factory(settings.state_dir)
+        renewer = CertificateRenewer(settings.state_dir, state.agent_id, targets)
+    else:
+        import grpc
+
+        log.warning("INSECURE: this agent was enrolled with --insecure-dev and streams in plaintext")
+        open_channel = grpc.insecure_channel
     shipper = Shipper(
-        spool, key, settings.collector or state.collector,
+        spool, key, targets,
         max_events=settings.batch_max_events, linger_s=settings.batch_linger_ms / 1000,
-        in_flight=settings.in_flight_batches,
+        in_flight=settings.in_flight_batches, open_channel=open_channel,
     )
     recorder = Recorder(spool, capacity=settings.queue_capacity, on_stored=shipper.wake.set)
     user, uid = _session_user(settings.attributed_user)
-    source = WatchdogSource(
-        [p.resolve() for p in settings.watch], recorder.record, Attribution(user, uid),
-        max_hash_bytes=settings.max_hash_bytes,
-    )
-    me = {"pid": os.getpid(), "process": "shoumi-agent", "exe": sys.executable}
-
-    def agent_event(kind: str, **attributes: Any) -> FileEvent:
-        return FileEvent(kind=kind, time_unix_ns=time.time_ns(), attributes=attributes, **me)  # type: ignore[arg-type]
-
+    try:
+        runtime = AgentRuntime(
+            settings, policy, spool=spool, recorder=recorder, shipper=shipper,
+            attribution=Attribution(user, uid), version=VERSION, epoch=epoch, new_epoch=new_epoch,
+        )
+    except BaseException:
+        spool.close()
+        raise
     stopping = threading.Event()
 
     def _stop(signum: int, _frame: object) -> None:
@@ -122,26 +182,16 @@ def _run(settings: AgentSettings) -> int:
 
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
-    recorder.start()
-    source.start()
-    recorder.record(agent_event("agent.start", version=VERSION, watch=[str(p) for p in settings.watch],
-                                attributed_user=user, epoch=epoch, new_epoch=new_epoch,
-                                interval_s=settings.heartbeat_seconds))
-    shipper.start()
-    print(f"shoumi-agent: {state.agent_id} watching {', '.join(map(str, settings.watch))}, "
+    runtime.start()
+    if renewer is not None:
+        renewer.start()
+    print(f"shoumi-agent: {state.agent_id} watching {', '.join(map(str, runtime.folders))} "
+          f"({'fanotify' if runtime.use_fanotify else 'inotify'}), "
           f"sending to {settings.collector or state.collector}", flush=True)
-    while not stopping.wait(settings.heartbeat_seconds):
-        stats = spool.stats()
-        recorder.record(agent_event(
-            "agent.heartbeat", interval_s=settings.heartbeat_seconds, spool_unsealed=stats.unsealed,
-            spool_unacked_events=stats.unacked_events, spool_bytes=spool.used_bytes(),
-            spool_refused_pending=spool.refused(), connected=shipper.connected.is_set(), version=VERSION,
-            **dict(source.counters),
-        ))
-    source.stop()
-    recorder.record(agent_event("agent.stop", reason="signal", interval_s=settings.heartbeat_seconds))
-    recorder.stop()
-    drained = shipper.stop(drain_timeout_s=5.0)
+    runtime.run_until(stopping)
+    if renewer is not None:
+        renewer.stop()
+    drained = runtime.stop(reason="signal")
     spool.close()
     print(f"shoumi-agent: stopped ({'all delivered' if drained else 'undelivered events stay spooled'})", flush=True)
     return 0
@@ -152,13 +202,18 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
     enroll = sub.add_parser("enroll", help="register this workstation with a collector")
-    enroll.add_argument("--collector", required=True, help="HOST:PORT of the collector's gRPC listener")
+    enroll.add_argument("--collector", required=True, help="HOST:PORT of the collector's enrollment listener")
     enroll.add_argument("--token", required=True, help="one-time enrollment token")
+    enroll.add_argument("--ca-fingerprint", help="SHA-256 of the collector's CA (shoumi-collector ca-fingerprint)")
+    enroll.add_argument("--insecure-dev", action="store_true", help="plaintext, no certificates: development only")
     enroll.add_argument("--state-dir", required=True)
     enroll.add_argument("--timeout", type=float, default=15.0)
     run = sub.add_parser("run", help="watch sensitive folders and stream events")
     run.add_argument("--state-dir", required=True)
+    run.add_argument("--config", help="agent.toml with the [policy] table")
     run.add_argument("--watch", action="append", default=[], help="a sensitive folder (repeatable)")
+    run.add_argument("--capture", choices=["auto", "fanotify", "inotify"],
+                     help="how reads and writes are seen (default auto: fanotify when root)")
     run.add_argument("--collector", help="HOST:PORT[,HOST:PORT...] tried in turn (default: the one enrolled with)")
     run.add_argument("--attributed-user", help="user name for events that carry no process")
     run.add_argument("--heartbeat-seconds", type=float)
@@ -173,6 +228,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     from agent.identity import IdentityError
+    from agent.tls import TlsError
 
     try:
         if args.command == "enroll":
@@ -180,13 +236,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         given: dict[str, Any] = {"state_dir": Path(args.state_dir)}
         if args.watch:
             given["watch"] = [Path(p) for p in args.watch]
-        for name in ("collector", "attributed_user", "heartbeat_seconds"):
+        if args.config is not None:
+            given["config"] = Path(args.config)
+        for name in ("collector", "attributed_user", "heartbeat_seconds", "capture"):
             if getattr(args, name) is not None:
                 given[name] = getattr(args, name)
         return _run(AgentSettings(**given))
     except ValidationError as exc:
         print(f"shoumi-agent: invalid setting: {exc}", file=sys.stderr)
-    except (IdentityError, ValueError, OSError) as exc:
+    except (IdentityError, TlsError, ValueError, OSError) as exc:
         print(f"shoumi-agent: {exc}", file=sys.stderr)
     return 2
 

@@ -6,6 +6,7 @@ Fields come from the command line or the environment (prefix SHOUMI_AGENT_).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -19,7 +20,11 @@ class AgentSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SHOUMI_AGENT_")
 
     state_dir: Path = Path("/var/lib/shoumi-agent")
-    watch: list[Path] = Field(default_factory=list, description="sensitive folders to watch")
+    watch: list[Path] = Field(default_factory=list, description="sensitive folders to watch (adds to the policy)")
+    config: Path | None = Field(None, description="agent.toml holding the [policy] table")
+    capture: Literal["auto", "fanotify", "inotify"] = Field(
+        "auto", description="reads and writes: fanotify (root) or inotify; auto picks fanotify when usable")
+    mount_poll_s: float = Field(2.0, gt=0, description="how often removable mounts are looked for")
     collector: str | None = Field(None, description="HOST:PORT; default: the one enrolled with")
     attributed_user: str | None = Field(None, description="user for events without a pid (inotify)")
     batch_max_events: int = Field(500, ge=1, le=1000)

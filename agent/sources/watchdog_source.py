@@ -4,7 +4,10 @@ Windows) on the sensitive folders.
 inotify names no process and no user, so events from this source are attributed to the user of
 the workstation's session and say so in ``attributes.attribution``. Reads are seen on Linux only
 (IN_OPEN + IN_CLOSE_NOWRITE). The agent's own reads (hashing a written file) are not reported:
-before hashing it notes the path, and the open/close pair that follows is consumed.
+before hashing it notes the path (``own_read``), and the open/close pair that follows is consumed.
+When fanotify reports reads and writes with their process, ``report_access=False`` leaves this
+source only creates, moves and deletes, so nothing is reported twice. Folders can be added and
+removed while it runs (removable media come and go).
 """
 
 from __future__ import annotations
@@ -16,10 +19,14 @@ import stat
 import threading
 import time
 from collections import Counter
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 from watchdog.events import (
+    DirCreatedEvent,
+    DirDeletedEvent,
+    DirMovedEvent,
     FileClosedEvent,
     FileClosedNoWriteEvent,
     FileCreatedEvent,
@@ -30,6 +37,7 @@ from watchdog.events import (
     FileSystemEventHandler,
 )
 from watchdog.observers import Observer
+from watchdog.observers.api import ObservedWatch
 
 from agent.core.events import FileEvent
 
@@ -85,24 +93,61 @@ class WatchdogSource:
         attribution: Attribution,
         *,
         max_hash_bytes: int = 256 * 1024 * 1024,
+        report_access: bool = True,
     ) -> None:
         self.folders = [Path(f) for f in folders]
         self.sink = sink
         self.attribution = attribution
         self.max_hash_bytes = max_hash_bytes
+        self.report_access = report_access
         self.counters: Counter[str] = Counter()
         self._own_reads: Counter[str] = Counter()
         self._own_lock = threading.Lock()
         self._observer = Observer()
+        self._handler = _Handler(self)
+        self._watches: dict[str, ObservedWatch] = {}
+        # Without reads and close-writes the kernel need not queue IN_OPEN/IN_CLOSE at all.
+        self._filter = None if report_access else [
+            FileCreatedEvent, FileDeletedEvent, FileMovedEvent, DirCreatedEvent, DirDeletedEvent, DirMovedEvent,
+        ]
 
     def start(self) -> None:
         """Starts watching every folder (each must exist)."""
-        handler = _Handler(self)
         for folder in self.folders:
             if not folder.is_dir():
                 raise FileNotFoundError(f"watched folder {folder} does not exist or is not a directory")
-            self._observer.schedule(handler, str(folder), recursive=True)
+            self._watches[str(folder)] = self._observer.schedule(
+                self._handler, str(folder), recursive=True, event_filter=self._filter)
         self._observer.start()
+
+    def add_folder(self, folder: Path) -> None:
+        """Starts watching one more folder recursively while running."""
+        if str(folder) not in self._watches:
+            self._watches[str(folder)] = self._observer.schedule(
+                self._handler, str(folder), recursive=True, event_filter=self._filter)
+
+    def remove_folder(self, folder: Path) -> None:
+        """Stops watching a folder added before (its medium was unmounted)."""
+        watch = self._watches.pop(str(folder), None)
+        if watch is not None:
+            try:
+                self._observer.unschedule(watch)
+            except KeyError:
+                pass  # watchdog already dropped it: the folder vanished
+
+    @contextmanager
+    def own_read(self, path: str) -> Iterator[None]:
+        """Marks the open/close the agent is about to cause on ``path`` as its own, not a user's."""
+        with self._own_lock:
+            self._own_reads[path] += 1
+        try:
+            yield
+        except BaseException:
+            with self._own_lock:
+                self._own_reads[path] -= 1
+                if self._own_reads[path] <= 0:
+                    del self._own_reads[path]
+            raise
 
     def stop(self) -> None:
         """Stops watching and waits for the observer thread."""
@@ -135,6 +180,8 @@ class WatchdogSource:
         if event.is_directory:
             return
         path = os.fsdecode(event.src_path)
+        if not self.report_access and isinstance(event, (FileOpenedEvent, FileClosedEvent, FileClosedNoWriteEvent)):
+            return  # fanotify reports these, with the process
         if isinstance(event, FileOpenedEvent):
             return  # a read is reported when it ends (IN_CLOSE_NOWRITE)
         if isinstance(event, FileClosedNoWriteEvent):

@@ -1,0 +1,347 @@
+"""The running agent: sources, copy detection, removable media and capture gaps, wired together.
+
+``AgentRuntime`` is built in ``__main__`` from the settings, the policy and the spool, recorder and
+shipper, and owns everything that runs between ``start()`` and ``stop()``:
+
+* **reads and writes**: as root (fanotify usable) a ``FanotifyReader`` with mount marks on the
+  sensitive folders and destinations, attributed to pid, user and process; otherwise the
+  ``WatchdogSource`` reports them, attributed to the session user. Creates, moves and deletes
+  always come from watchdog (fanotify open/close marks do not see them); with fanotify running
+  watchdog is told not to report reads and writes, so nothing is reported twice.
+* **content**: ``ContentWatch`` keeps the fingerprint index and snapshot of the sensitive folders
+  and turns writes elsewhere into ``file.copy`` / ``usb.write``. Writes outside the sensitive
+  folders that copy nothing are not reported (except on removable media).
+* **removable media**: ``RemovableMountTracker`` polled every ``mount_poll_s``; each mount is
+  watched while mounted.
+* **gaps**: a fanotify or inotify queue overflow becomes ``agent.capture_gap`` and a rescan.
+
+It must never report the agent's own reads, and never block a source thread except by the
+bounded queues' backpressure.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from agent.content_watch import ContentWatch
+from agent.core.events import FileEvent
+from agent.policy import SensitiveFolderPolicy
+from agent.recorder import Recorder
+from agent.settings import AgentSettings
+from agent.snapshot import SnapshotFile
+from agent.sources.fanotify import FanotifyEventMapper, FanotifyReader, FanotifyRecord, fanotify_available
+from agent.sources.removable import MountChange, RemovableMount, RemovableMountTracker
+from agent.sources.watchdog_source import Attribution, WatchdogSource
+from agent.spool import Spool
+from agent.transport import Shipper
+
+__all__ = ["AgentRuntime", "raise_inotify_limits"]
+
+log = logging.getLogger("shoumi.agent.runtime")
+
+INOTIFY_LIMITS = {"max_queued_events": 1 << 20, "max_user_watches": 1 << 19}
+
+
+def raise_inotify_limits(proc_dir: str = "/proc/sys/fs/inotify") -> dict[str, int]:
+    """Raises (never lowers) the inotify queue and watch limits where writable; returns what was set."""
+    done: dict[str, int] = {}
+    for name, want in INOTIFY_LIMITS.items():
+        path = os.path.join(proc_dir, name)
+        try:
+            with open(path, "r+", encoding="ascii") as f:
+                current = int(f.read().strip())
+                if current < want:
+                    f.seek(0)
+                    f.write(str(want))
+                    done[name] = want
+                    log.warning("raised fs.inotify.%s from %d to %d", name, current, want)
+        except (OSError, ValueError):
+            continue  # not root, or not Linux: the overflow detection still reports any loss
+    return done
+
+
+class _OverflowLog(logging.Handler):
+    """watchdog reports an inotify overflow only as a WARNING log line; this turns it into a call."""
+
+    def __init__(self, on_overflow: Any) -> None:
+        super().__init__(level=logging.WARNING)
+        self._on_overflow = on_overflow
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage().lower()
+        # watchdog 7 says "Inotify queue overflowed; filesystem events were lost" once per
+        # overflow (inotify_c), and once more per recursive watch it rebuilds (inotify).
+        if "overflow" in message and "reconciling" not in message:
+            self._on_overflow()
+
+
+class AgentRuntime:
+    """Everything the agent runs between start() and stop()."""
+
+    def __init__(
+        self,
+        settings: AgentSettings,
+        policy: SensitiveFolderPolicy,
+        *,
+        spool: Spool,
+        recorder: Recorder,
+        shipper: Shipper,
+        attribution: Attribution,
+        version: str,
+        epoch: int,
+        new_epoch: bool,
+    ) -> None:
+        self.settings = settings
+        self.policy = policy
+        self.spool = spool
+        self.recorder = recorder
+        self.shipper = shipper
+        self.attribution = attribution
+        self.version = version
+        self.epoch = epoch
+        self.new_epoch = new_epoch
+        self.folders = policy.expand_sensitive_folders()
+        if not self.folders:
+            raise ValueError("nothing to watch: no sensitive folder exists "
+                             f"({', '.join(policy.sensitive_folders) or 'none given'})")
+        self.destinations = tuple(Path(d) for d in policy.destinations if os.path.isdir(d))
+        for missing in sorted(set(policy.destinations) - {str(d) for d in self.destinations}):
+            log.warning("destination %s does not exist; copies there are not looked for", missing)
+        wanted = settings.capture
+        self.use_fanotify = wanted == "fanotify" or (wanted == "auto" and fanotify_available())
+        self._me = {"pid": os.getpid(), "process": "shoumi-agent", "exe": sys.executable}
+        self._gap_lock = threading.Lock()
+        self._gaps: dict[str, list[int]] = {}  # source -> [count, first time_ns]
+        self._gap_wake = threading.Event()
+        self._stopping = threading.Event()
+        self._mounts: dict[str, RemovableMount] = {}
+        self._mount_readers: dict[str, FanotifyReader] = {}
+        self._mounts_lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self.gap_count = 0
+        self.limits_set: dict[str, int] = {}
+
+        watchdog_folders = list(self.folders)
+        if not self.use_fanotify:
+            watchdog_folders += [d for d in self.destinations if d not in watchdog_folders]
+        self.watchdog = WatchdogSource(
+            watchdog_folders, self._from_source, attribution,
+            max_hash_bytes=policy.max_hash_bytes, report_access=not self.use_fanotify,
+        )
+        self.content = ContentWatch(
+            policy, self.recorder.record, SnapshotFile(settings.state_dir / "snapshot.json"),
+            own_read=self.watchdog.own_read,
+        )
+        self.fanotify: FanotifyReader | None = None
+        self._mapper = FanotifyEventMapper()
+        if self.use_fanotify:
+            roots = [str(p) for p in (*self.folders, *self.destinations)]
+            self.fanotify = self._reader(roots)
+        self.tracker = RemovableMountTracker(declared=policy.removable_mounts)
+        self._overflow_log = _OverflowLog(lambda: self.note_gap("inotify"))
+
+    # -- life cycle -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Starts recording, the sources, the content worker and the pollers; emits agent.start."""
+        self.limits_set = raise_inotify_limits()
+        logging.getLogger("watchdog.observers").addHandler(self._overflow_log)
+        self.recorder.start()
+        self.watchdog.start()
+        if self.fanotify is not None:
+            self.fanotify.start()
+        self.content.start()
+        self.recorder.record(self.agent_event(
+            "agent.start", version=self.version, watch=[str(p) for p in self.folders],
+            attributed_user=self.attribution.user, epoch=self.epoch, new_epoch=self.new_epoch,
+            interval_s=self.settings.heartbeat_seconds,
+            capture="fanotify" if self.use_fanotify else "inotify", inotify_limits_set=self.limits_set,
+        ))
+        self.recorder.record(self.agent_event("policy.applied", policy=self.policy.to_mapping()))
+        self._poll_mounts()
+        for target, name in ((self._mount_loop, "mount-poller"), (self._gap_loop, "capture-gaps")):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        self.shipper.start()
+
+    def run_until(self, stopping: threading.Event) -> None:
+        """Sends heartbeats every heartbeat_seconds until ``stopping`` is set."""
+        while not stopping.wait(self.settings.heartbeat_seconds):
+            self.heartbeat()
+
+    def heartbeat(self) -> None:
+        """Records one agent.heartbeat with spool, capture and content counters."""
+        stats = self.spool.stats()
+        self.content.save()
+        self.recorder.record(self.agent_event(
+            "agent.heartbeat", interval_s=self.settings.heartbeat_seconds, spool_unsealed=stats.unsealed,
+            spool_unacked_events=stats.unacked_events, spool_bytes=self.spool.used_bytes(),
+            spool_refused_pending=self.spool.refused(), connected=self.shipper.connected.is_set(),
+            version=self.version, **self.counters(),
+        ))
+
+    def counters(self) -> dict[str, int]:
+        """Capture counters: source counters, skipped scans by reason, gaps, queue depth."""
+        out: dict[str, int] = dict(self.watchdog.counters)
+        out.update({f"scan_skipped_{reason}": n for reason, n in self.content.skipped.items()})
+        out.update(self.content.counters)
+        out["capture_gaps"] = self.gap_count
+        out["content_queue"] = self.content.pending()
+        if self.fanotify is not None:
+            out["fanotify_records"] = self.fanotify.records
+            out["fanotify_overflows"] = self.fanotify.overflows
+        return out
+
+    def stop(self, reason: str = "signal") -> bool:
+        """Stops everything, records agent.stop, drains to the collector; True if all delivered."""
+        self._stopping.set()
+        self._gap_wake.set()
+        for thread in self._threads:
+            thread.join(timeout=10)
+        logging.getLogger("watchdog.observers").removeHandler(self._overflow_log)
+        if self.fanotify is not None:
+            self.fanotify.stop()
+        with self._mounts_lock:
+            readers = list(self._mount_readers.values())
+            self._mount_readers.clear()
+        for reader in readers:
+            reader.stop()
+        self.watchdog.stop()
+        self.content.stop()
+        self.recorder.record(self.agent_event("agent.stop", reason=reason,
+                                              interval_s=self.settings.heartbeat_seconds))
+        self.recorder.stop()
+        return self.shipper.stop(drain_timeout_s=5.0)
+
+    def agent_event(self, kind: str, **attributes: Any) -> FileEvent:
+        """An event about the agent itself."""
+        return FileEvent(kind=kind, time_unix_ns=time.time_ns(), attributes=attributes, **self._me)  # type: ignore[arg-type]
+
+    # -- sources --------------------------------------------------------------------------------
+
+    def _reader(self, roots: list[str]) -> FanotifyReader:
+        return FanotifyReader(roots, self._on_record, on_overflow=lambda: self.note_gap("fanotify"), marks="mount")
+
+    def _on_record(self, record: FanotifyRecord) -> None:
+        if record.process and self.policy.is_excluded_process(record.process):
+            return
+        if record.kind == "open" and record.pid > 0 and self.policy.is_sensitive(record.path):
+            # cp may close the copy before the source: remember the read when it starts.
+            self.content.recent_reads.note(record.pid, record.path, record.time_ns)
+        event = self._mapper.map(record)
+        if event is not None:
+            self._from_source(event)
+
+    def _removable_for(self, path: str) -> RemovableMount | None:
+        with self._mounts_lock:
+            for point, mount in self._mounts.items():
+                if path == point or path.startswith(point.rstrip("/") + "/"):
+                    return mount
+        return None
+
+    def _from_source(self, event: FileEvent) -> None:
+        """Routes one source event: record it, feed the content worker, or drop it (not ours)."""
+        policy = self.policy
+        path = event.path
+        if policy.is_excluded(path) or (event.process and policy.is_excluded_process(event.process)):
+            return
+        sensitive = policy.is_sensitive(path)
+        kind = event.kind
+        if kind == "file.write":
+            removable = None if sensitive else self._removable_for(path)
+            if sensitive or removable is not None or policy.is_destination(path):
+                self.content.submit_write(event, sensitive=sensitive, removable=removable)
+        elif kind == "file.read":
+            if sensitive:
+                if event.pid > 0:
+                    self.content.recent_reads.note(event.pid, path, event.time_unix_ns)
+                self.recorder.record(event)
+        elif kind == "file.move":
+            dest_sensitive = policy.is_sensitive(event.dest_path) and not policy.is_excluded(event.dest_path)
+            if sensitive or dest_sensitive:
+                self.recorder.record(event)
+            if sensitive:
+                self.content.submit_delete(path)
+            if dest_sensitive:
+                self.content.submit_index(event.dest_path)
+        elif sensitive:
+            self.recorder.record(event)
+            if kind == "file.delete":
+                self.content.submit_delete(path)
+
+    # -- removable media ------------------------------------------------------------------------
+
+    def _mount_loop(self) -> None:
+        while not self._stopping.wait(self.settings.mount_poll_s):
+            try:
+                self._poll_mounts()
+            except Exception:  # a bad partition list must not end removable-media capture
+                log.exception("removable mount poll failed")
+
+    def _poll_mounts(self) -> None:
+        for change in self.tracker.poll():
+            self._mount_changed(change)
+
+    def _mount_changed(self, change: MountChange) -> None:
+        mount = change.mount
+        point = mount.mountpoint
+        if change.kind == "mounted":
+            with self._mounts_lock:
+                self._mounts[point] = mount
+            try:
+                if self.use_fanotify:
+                    reader = self._reader([point])
+                    reader.start()
+                    with self._mounts_lock:
+                        self._mount_readers[point] = reader
+                else:
+                    self.watchdog.add_folder(Path(point))
+            except OSError as exc:
+                log.warning("cannot watch removable mount %s: %s", point, exc)
+        else:
+            with self._mounts_lock:
+                self._mounts.pop(point, None)
+                reader = self._mount_readers.pop(point, None)
+            if reader is not None:
+                reader.stop()
+            elif not self.use_fanotify:
+                self.watchdog.remove_folder(Path(point))
+        self.recorder.record(self.agent_event(
+            "usb.mount" if change.kind == "mounted" else "usb.unmount", mountpoint=point,
+            device=mount.device, fstype=mount.fstype, label=mount.label, declared=mount.declared,
+        ))
+
+    # -- capture gaps ---------------------------------------------------------------------------
+
+    def note_gap(self, source: str) -> None:
+        """Called from a source thread on a queue overflow: reported and rescanned shortly after."""
+        with self._gap_lock:
+            entry = self._gaps.setdefault(source, [0, time.time_ns()])
+            entry[0] += 1
+        self._gap_wake.set()
+
+    def _gap_loop(self) -> None:
+        while not self._stopping.is_set():
+            self._gap_wake.wait()
+            if self._stopping.is_set():
+                return
+            # Let the burst that overflowed settle, so one rescan covers it.
+            self._stopping.wait(0.5)
+            with self._gap_lock:
+                gaps, self._gaps = self._gaps, {}
+                self._gap_wake.clear()
+            for source, (count, first_ns) in sorted(gaps.items()):
+                self.gap_count += count
+                self.recorder.record(self.agent_event(
+                    "agent.capture_gap", source=source, when=first_ns / 1e9, count=count,
+                    folders=[str(p) for p in self.folders], action="rescan",
+                ))
+            if gaps:
+                self.content.submit_rescan()
