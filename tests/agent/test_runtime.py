@@ -1,0 +1,134 @@
+"""The run-time pieces with real files: content worker (index, copies, catch-up), snapshots, limits, gaps."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+
+from agent.content_watch import ContentWatch, RecentReads
+from agent.core.events import FileEvent
+from agent.policy import SensitiveFolderPolicy
+from agent.runtime import _OverflowLog, raise_inotify_limits
+from agent.snapshot import SnapshotEntry, SnapshotFile, diff_snapshots
+from agent.sources.removable import RemovableMount
+
+SECRET = os.urandom(200_000)
+
+
+def _world(tmp_path: Path) -> tuple[SensitiveFolderPolicy, Path, Path]:
+    finance, dest = tmp_path / "finance", tmp_path / "dest"
+    finance.mkdir()
+    dest.mkdir()
+    (finance / "nda.bin").write_bytes(SECRET)
+    policy = SensitiveFolderPolicy(sensitive_folders=(str(finance),), destinations=(str(dest),))
+    return policy, finance, dest
+
+
+def _write(path: Path, pid: int = 0) -> FileEvent:
+    return FileEvent(kind="file.write", time_unix_ns=time.time_ns(), path=str(path), pid=pid, process="cp")
+
+
+def _run(watch: ContentWatch) -> None:
+    watch.start()
+    assert watch.ready.wait(10)
+
+
+def test_snapshot_diff_and_round_trip(tmp_path: Path) -> None:
+    a = {"/x/a": SnapshotEntry(1, 1, "a" * 64), "/x/b": SnapshotEntry(2, 2, "b" * 64), "/x/\udcff": SnapshotEntry(3, 3)}
+    b = {"/x/a": SnapshotEntry(1, 5, "a" * 64), "/x/b": SnapshotEntry(2, 2, "c" * 64), "/x/n": SnapshotEntry(4, 4)}
+    changes = [(c.kind, c.path) for c in diff_snapshots(a, b)]
+    assert changes == [("file.create", "/x/n"), ("file.write", "/x/b"), ("file.delete", "/x/\udcff")]
+    file = SnapshotFile(tmp_path / "snapshot.json")
+    assert not file.exists() and file.load() == {}
+    file.save(a)
+    assert file.load() == a
+    (tmp_path / "snapshot.json").write_text("{not json")
+    assert file.load() == {}
+
+
+def test_copies_partials_and_removable_writes(tmp_path: Path) -> None:
+    policy, finance, dest = _world(tmp_path)
+    emitted: list[FileEvent] = []
+    watch = ContentWatch(policy, emitted.append, SnapshotFile(tmp_path / "snap.json"))
+    _run(watch)
+    watch.recent_reads.note(42, str(finance / "nda.bin"), time.time_ns())
+    (dest / "copy.bin").write_bytes(SECRET)
+    (dest / "part.bin").write_bytes(SECRET[:140_000])
+    (dest / "other.bin").write_bytes(os.urandom(50_000))
+    stick = RemovableMount(str(tmp_path / "stick"), declared=True)
+    (tmp_path / "stick").mkdir()
+    (tmp_path / "stick" / "plain.txt").write_text("hello")
+    watch.submit_write(_write(dest / "copy.bin", pid=42), sensitive=False, removable=None)
+    watch.submit_write(_write(dest / "part.bin"), sensitive=False, removable=None)
+    watch.submit_write(_write(dest / "other.bin"), sensitive=False, removable=None)
+    watch.submit_write(_write(tmp_path / "stick" / "plain.txt"), sensitive=False, removable=stick)
+    watch.submit_write(_write(dest / "vanished.bin"), sensitive=False, removable=None)
+    watch.stop()
+    by_dest = {e.dest_path or e.path: e for e in emitted}
+    exact = by_dest[str(dest / "copy.bin")]
+    assert exact.kind == "file.copy" and exact.path == str(finance / "nda.bin")
+    assert exact.attributes["match"] == "exact" and exact.attributes["read_by_same_process"] is True
+    assert by_dest[str(dest / "part.bin")].attributes["match"] == "partial"
+    assert str(dest / "other.bin") not in by_dest
+    usb = by_dest[str(tmp_path / "stick" / "plain.txt")]
+    assert usb.kind == "usb.write" and "match" not in usb.attributes and usb.sha256
+    assert watch.skipped["vanished"] == 1
+
+
+def test_catch_up_reports_changes_made_while_stopped(tmp_path: Path) -> None:
+    policy, finance, _dest = _world(tmp_path)
+    snap = SnapshotFile(tmp_path / "snap.json")
+    first: list[FileEvent] = []
+    watch = ContentWatch(policy, first.append, snap)
+    _run(watch)
+    watch.stop()
+    assert first == [] and snap.exists()  # the first run only records the baseline
+    (finance / "nda.bin").write_bytes(b"edited")
+    (finance / "new.txt").write_text("new")
+    (finance / "sub").mkdir()
+    (finance / "sub" / "deep.txt").write_text("deep")
+    second: list[FileEvent] = []
+    watch = ContentWatch(policy, second.append, snap)
+    _run(watch)
+    (finance / "new.txt").unlink()
+    watch.submit_rescan()
+    watch.stop()
+    seen = [(e.kind, Path(e.path).name, "catch_up" in e.attributes) for e in second]
+    assert seen == [("file.create", "new.txt", True), ("file.create", "deep.txt", True),
+                    ("file.write", "nda.bin", True), ("file.delete", "new.txt", False)]
+    assert second[-1].attributes["rescan"] is True
+
+
+def test_recent_reads_are_bounded() -> None:
+    reads = RecentReads(max_pids=2, per_pid=2)
+    for pid in (1, 2, 3):
+        reads.note(pid, "/s/a", 10)
+    assert reads.last_read(1, {"/s/a"}, since_ns=0) is None
+    reads.note(3, "/s/b", 20)
+    reads.note(3, "/s/c", 30)
+    assert reads.last_read(3, {"/s/a", "/s/b"}, since_ns=0) == ("/s/b", 20)
+    assert reads.last_read(3, {"/s/b"}, since_ns=25) is None
+
+
+def test_inotify_limits_are_raised_never_lowered(tmp_path: Path) -> None:
+    (tmp_path / "max_queued_events").write_text("16384\n")
+    (tmp_path / "max_user_watches").write_text("99999999\n")
+    assert raise_inotify_limits(str(tmp_path)) == {"max_queued_events": 1 << 20}
+    assert (tmp_path / "max_queued_events").read_text() == str(1 << 20)
+    assert (tmp_path / "max_user_watches").read_text() == "99999999\n"
+
+
+def test_watchdog_overflow_warning_becomes_a_gap() -> None:
+    gaps: list[int] = []
+    handler = _OverflowLog(lambda: gaps.append(1))
+    logger = logging.getLogger("watchdog.observers")
+    logger.addHandler(handler)
+    try:
+        logging.getLogger("watchdog.observers.inotify_c").warning("Inotify queue overflowed; filesystem events were lost")
+        logging.getLogger("watchdog.observers.inotify").warning("Inotify queue overflowed; reconciling recursive watches below %r", "/x")
+        logging.getLogger("watchdog.observers.inotify_buffer").warning("queue overflow")
+    finally:
+        logger.removeHandler(handler)
+    assert len(gaps) == 2
