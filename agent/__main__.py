@@ -36,30 +36,62 @@ VERSION = "0.1.0"
 def _enroll(args: argparse.Namespace) -> int:
     import grpc
 
+    from shoumi.tls import TLS_NAME, normalize_fingerprint
     from shoumi.v1 import ingest_pb2, ingest_pb2_grpc
 
     from agent.identity import AgentState, load_or_create_key, public_key_bytes, save_state
+    from agent.tls import TlsError, check_issued, fetch_pinned_ca, new_key_and_csr, save_identity
 
     state_dir = Path(args.state_dir)
-    key = load_or_create_key(state_dir)
-    hostname = socket.gethostname()
-    with grpc.insecure_channel(args.collector) as channel:
-        stub = ingest_pb2_grpc.EnrollmentServiceStub(channel)
+    host, _, port_text = args.collector.rpartition(":")
+    if not host or not port_text.isdigit():
+        raise ValueError(f"--collector takes HOST:PORT, got {args.collector!r}")
+    host = host.strip("[]")
+    if args.insecure_dev:
+        print("shoumi-agent: WARNING: --insecure-dev enrolls in plaintext without TLS: development only", file=sys.stderr)
+        ca_pem, channel = b"", grpc.insecure_channel(args.collector)
+    else:
+        if not args.ca_fingerprint:
+            raise ValueError("--ca-fingerprint is required (shoumi-collector ca-fingerprint prints it)")
+        pin = normalize_fingerprint(args.ca_fingerprint)
         try:
-            reply = stub.Enroll(
+            ca_pem = fetch_pinned_ca(host, int(port_text), pin, timeout=args.timeout)
+        except TlsError as exc:
+            print(f"shoumi-agent: enrollment refused: {exc}", file=sys.stderr)
+            return 2
+        channel = grpc.secure_channel(
+            args.collector, grpc.ssl_channel_credentials(root_certificates=ca_pem),
+            options=[("grpc.ssl_target_name_override", TLS_NAME)],
+        )
+    key = load_or_create_key(state_dir)
+    tls_key_pem, csr_pem = (b"", b"") if args.insecure_dev else new_key_and_csr()
+    hostname = socket.gethostname()
+    with channel:
+        try:
+            reply = ingest_pb2_grpc.EnrollmentServiceStub(channel).Enroll(
                 ingest_pb2.EnrollRequest(
                     token=args.token,
                     public_key=public_key_bytes(key),
                     hostname=hostname,
                     os=f"{platform.system()} {platform.release()}",
                     agent_version=VERSION,
+                    csr_pem=csr_pem,
                 ),
                 timeout=args.timeout,
             )
         except grpc.RpcError as exc:
             print(f"shoumi-agent: enrollment failed: {exc.code().name}: {exc.details()}", file=sys.stderr)
             return 2
-    save_state(state_dir, AgentState(reply.agent_id, args.collector, hostname))
+    target = args.collector
+    if not args.insecure_dev:
+        try:
+            check_issued(bytes(reply.client_certificate_pem), ca_pem, reply.agent_id)
+        except TlsError as exc:
+            print(f"shoumi-agent: enrollment refused: {exc}", file=sys.stderr)
+            return 2
+        save_identity(state_dir, key_pem=tls_key_pem, cert_pem=bytes(reply.client_certificate_pem), ca_pem=ca_pem)
+        target = f"{args.collector.rpartition(':')[0]}:{reply.ingest_port}"
+    save_state(state_dir, AgentState(reply.agent_id, target, hostname, tls=not args.insecure_dev))
     print(reply.agent_id)
     return 0
 
@@ -115,10 +147,22 @@ def _run(settings: AgentSettings) -> int:
     spool = Spool(spool_path, agent_id=state.agent_id, epoch=epoch, cap_bytes=settings.spool_cap_bytes)
     if spool.epoch != epoch:
         raise ValueError(f"spool epoch {spool.epoch} does not match the state's epoch {epoch}; remove {spool_path}")
+    targets = (settings.collector or state.collector).split(",")
+    renewer = None
+    if state.tls:
+        from agent.tls import CertificateRenewer, channel_factory
+
+        open_channel = channel_factory(settings.state_dir)
+        renewer = CertificateRenewer(settings.state_dir, state.agent_id, targets)
+    else:
+        import grpc
+
+        log.warning("INSECURE: this agent was enrolled with --insecure-dev and streams in plaintext")
+        open_channel = grpc.insecure_channel
     shipper = Shipper(
-        spool, key, settings.collector or state.collector,
+        spool, key, targets,
         max_events=settings.batch_max_events, linger_s=settings.batch_linger_ms / 1000,
-        in_flight=settings.in_flight_batches,
+        in_flight=settings.in_flight_batches, open_channel=open_channel,
     )
     recorder = Recorder(spool, capacity=settings.queue_capacity, on_stored=shipper.wake.set)
     user, uid = _session_user(settings.attributed_user)
@@ -139,10 +183,14 @@ def _run(settings: AgentSettings) -> int:
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
     runtime.start()
+    if renewer is not None:
+        renewer.start()
     print(f"shoumi-agent: {state.agent_id} watching {', '.join(map(str, runtime.folders))} "
           f"({'fanotify' if runtime.use_fanotify else 'inotify'}), "
           f"sending to {settings.collector or state.collector}", flush=True)
     runtime.run_until(stopping)
+    if renewer is not None:
+        renewer.stop()
     drained = runtime.stop(reason="signal")
     spool.close()
     print(f"shoumi-agent: stopped ({'all delivered' if drained else 'undelivered events stay spooled'})", flush=True)
@@ -154,8 +202,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
     enroll = sub.add_parser("enroll", help="register this workstation with a collector")
-    enroll.add_argument("--collector", required=True, help="HOST:PORT of the collector's gRPC listener")
+    enroll.add_argument("--collector", required=True, help="HOST:PORT of the collector's enrollment listener")
     enroll.add_argument("--token", required=True, help="one-time enrollment token")
+    enroll.add_argument("--ca-fingerprint", help="SHA-256 of the collector's CA (shoumi-collector ca-fingerprint)")
+    enroll.add_argument("--insecure-dev", action="store_true", help="plaintext, no certificates: development only")
     enroll.add_argument("--state-dir", required=True)
     enroll.add_argument("--timeout", type=float, default=15.0)
     run = sub.add_parser("run", help="watch sensitive folders and stream events")
@@ -178,6 +228,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     from agent.identity import IdentityError
+    from agent.tls import TlsError
 
     try:
         if args.command == "enroll":
@@ -193,7 +244,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(AgentSettings(**given))
     except ValidationError as exc:
         print(f"shoumi-agent: invalid setting: {exc}", file=sys.stderr)
-    except (IdentityError, ValueError, OSError) as exc:
+    except (IdentityError, TlsError, ValueError, OSError) as exc:
         print(f"shoumi-agent: {exc}", file=sys.stderr)
     return 2
 

@@ -33,6 +33,7 @@ class AgentState:
     agent_id: str
     collector: str
     hostname: str
+    tls: bool = True
 
 
 def _write_private(path: Path, data: bytes) -> None:
@@ -98,7 +99,8 @@ def open_epoch(state_dir: Path, *, spool_exists: bool) -> tuple[int, bool]:
 def save_state(state_dir: Path, state: AgentState) -> None:
     """Stores the enrolled state atomically."""
     data = json.dumps(
-        {"agent_id": state.agent_id, "collector": state.collector, "hostname": state.hostname}, indent=2
+        {"agent_id": state.agent_id, "collector": state.collector, "hostname": state.hostname, "tls": state.tls},
+        indent=2,
     ).encode()
     _write_private(state_dir / STATE_FILE, data)
 
@@ -108,7 +110,8 @@ def load_state(state_dir: Path) -> AgentState:
     path = state_dir / STATE_FILE
     try:
         raw = json.loads(path.read_text())
-        return AgentState(str(raw["agent_id"]), str(raw["collector"]), str(raw.get("hostname", socket.gethostname())))
+        return AgentState(str(raw["agent_id"]), str(raw["collector"]), str(raw.get("hostname", socket.gethostname())),
+                          bool(raw.get("tls", False)))
     except FileNotFoundError as exc:
         raise IdentityError(f"not enrolled: {path} is missing; run 'shoumi-agent enroll' first") from exc
     except (ValueError, KeyError, TypeError) as exc:

@@ -13,7 +13,7 @@ import logging
 import random
 import threading
 import time
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -40,7 +40,9 @@ class Shipper:
         linger_s: float = 0.1,
         in_flight: int = 16,
         backoff_max_s: float = 30.0,
+        open_channel: Callable[[str], grpc.Channel] = grpc.insecure_channel,
     ) -> None:
+        self.open_channel = open_channel
         self.spool = spool
         self.key = key
         given = target.split(",") if isinstance(target, str) else list(target)
@@ -90,7 +92,7 @@ class Shipper:
         backoff = 0.25
         while not self._stop.is_set():
             target = self.targets[self._next_target % len(self.targets)]
-            channel = grpc.insecure_channel(target)
+            channel = self.open_channel(target)
             try:
                 stub = ingest_pb2_grpc.IngestServiceStub(channel)
                 call = stub.StreamEvents(self._outgoing())

@@ -31,7 +31,7 @@ log = logging.getLogger("shoumi.collector")
 
 def _settings(args: argparse.Namespace) -> CollectorSettings:
     given: dict[str, Any] = {}
-    for field in ("data_dir", "database_url", "grpc_listen", "http_listen"):
+    for field in ("data_dir", "database_url", "grpc_listen", "http_listen", "enroll_listen"):
         value = getattr(args, field, None)
         if value is not None:
             given[field] = value
@@ -40,6 +40,8 @@ def _settings(args: argparse.Namespace) -> CollectorSettings:
         detection["read_burst_threshold"] = args.read_burst_threshold
     if getattr(args, "read_burst_window_minutes", None) is not None:
         detection["read_burst_window_minutes"] = args.read_burst_window_minutes
+    if getattr(args, "insecure_dev", False):
+        given["insecure_dev"] = True
     settings = CollectorSettings(**given)
     if detection:
         settings = settings.model_copy(
@@ -68,7 +70,7 @@ def _cmd_serve(settings: CollectorSettings) -> int:
         def capture_signals(self) -> Iterator[None]:
             yield
 
-    from collector.wiring import build_services
+    from collector.wiring import build_services, sign_tree_head
 
     built = build_services(settings)
     grpc_server, grpc_port = built.grpc_server, built.grpc_port
@@ -79,7 +81,7 @@ def _cmd_serve(settings: CollectorSettings) -> int:
     sock.bind((http_host, http_port))
     http_port = sock.getsockname()[1]
     grpc_server.start()
-    built.fleet.start()
+    built.background.start()
     config = uvicorn.Config(built.app, log_level="warning", access_log=False, lifespan="off")
     server = _QuietServer(config)
 
@@ -90,21 +92,38 @@ def _cmd_serve(settings: CollectorSettings) -> int:
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
     grpc_host = parse_listen(settings.grpc_listen)[0]
+    enroll_host = grpc_host if settings.insecure_dev else parse_listen(settings.enroll_listen)[0]
     ready = {
         "grpc": f"{grpc_host}:{grpc_port}",
+        "enroll": f"{enroll_host}:{built.listeners.enroll_port}",
+        "ca_fingerprint": built.ca.fingerprint(),
+        "tls": not settings.insecure_dev,
         "http": f"http://{http_host}:{http_port}",
         "data_dir": str(settings.data_dir),
     }
     (settings.data_dir / "collector.addr.json").write_text(json.dumps(ready))
-    print(f"shoumi-collector: serving gRPC on {ready['grpc']}, HTTP on {ready['http']}", flush=True)
-    log.warning("the gRPC listener is plaintext: for local development only (mTLS arrives with enrollment certificates)")
+    if settings.insecure_dev:
+        print(f"shoumi-collector: serving PLAINTEXT gRPC on {ready['grpc']}, HTTP on {ready['http']}", flush=True)
+        log.warning("INSECURE: --insecure-dev serves agents in plaintext without client certificates; "
+                    "for local development only, never on a network")
+    else:
+        print(f"shoumi-collector: agents (mutual TLS) on {ready['grpc']}, enrollment (TLS) on {ready['enroll']}, "
+              f"HTTP on {ready['http']}; CA fingerprint {ready['ca_fingerprint']}", flush=True)
     try:
         server.run(sockets=[sock])  # returns once _stop was called
     finally:
-        built.fleet.stop()
+        built.background.stop()
         grpc_server.stop(grace=5).wait(10)
+        sign_tree_head(built.signer, built.store)  # the last batches are covered by a head too
         built.store.close()
         print("shoumi-collector: stopped", flush=True)
+    return 0
+
+
+def _cmd_ca_fingerprint(settings: CollectorSettings) -> int:
+    from collector.pki import CertificateAuthority
+
+    print(CertificateAuthority.load_or_create(settings.data_dir).fingerprint())
     return 0
 
 
@@ -212,10 +231,15 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="run the gRPC ingest server and the web app")
     store_args(serve)
-    serve.add_argument("--grpc-listen", dest="grpc_listen", help="HOST:PORT for agents (port 0: any)")
+    serve.add_argument("--grpc-listen", dest="grpc_listen", help="HOST:PORT for agents, mutual TLS (port 0: any)")
+    serve.add_argument("--enroll-listen", dest="enroll_listen", help="HOST:PORT for enrollment, TLS (port 0: any)")
+    serve.add_argument("--insecure-dev", action="store_true",
+                       help="plaintext gRPC without client certificates: local development only")
     serve.add_argument("--http-listen", dest="http_listen", help="HOST:PORT for the UI and API (port 0: any)")
     serve.add_argument("--read-burst-threshold", type=int, help="alert on more reads than this...")
     serve.add_argument("--read-burst-window-minutes", type=float, help="...by one user in this many minutes")
+
+    store_args(sub.add_parser("ca-fingerprint", help="print the SHA-256 fingerprint of the collector's CA"))
 
     token = sub.add_parser("enroll-token", help="enrollment tokens for agents")
     token_sub = token.add_subparsers(dest="action", required=True)
@@ -256,6 +280,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     from collector.people import PeopleError
+    from collector.pki import PkiError
     from collector.storage.base import StoreError
 
     try:
@@ -263,6 +288,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         if args.command == "serve":
             return _cmd_serve(settings)
+        if args.command == "ca-fingerprint":
+            return _cmd_ca_fingerprint(settings)
         if args.command == "enroll-token":
             return _cmd_enroll_token(settings)
         if args.command == "user":
@@ -274,7 +301,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _cmd_api_token(settings, args)
     except ValidationError as exc:
         print(f"shoumi-collector: invalid setting: {exc}", file=sys.stderr)
-    except (PeopleError, StoreError, ValueError, OSError) as exc:
+    except (PeopleError, StoreError, PkiError, ValueError, OSError) as exc:
         print(f"shoumi-collector: {exc}", file=sys.stderr)
     return 2
 

@@ -1,4 +1,5 @@
-"""Enrollment: one-time tokens exchanged for an agent identity bound to its Ed25519 key.
+"""Enrollment: one-time tokens exchanged for an agent identity bound to its Ed25519 signing key
+and, through the collector's CA, to a short-lived mutual-TLS client certificate.
 
 Errors::
 
@@ -7,17 +8,29 @@ Errors::
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Callable
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from collector.domain.records import AgentRecord, AuditEntry
+from collector.pki import CertificateAuthority, IssuedCertificate, PkiError
 from collector.secrets import new_secret, secret_hash
 from collector.storage.base import Store
 
-__all__ = ["EnrollmentError", "EnrollmentService"]
+__all__ = ["EnrollmentError", "EnrollmentService", "Enrolled"]
+
+
+@dataclass(frozen=True)
+class Enrolled:
+    """What a successful enrollment gives the agent."""
+
+    agent_id: str
+    certificate: IssuedCertificate | None
+    ca_pem: bytes
 
 
 class EnrollmentError(Exception):
@@ -31,9 +44,19 @@ class EnrollmentError(Exception):
 class EnrollmentService:
     """Creates enrollment tokens and turns valid ones into enrolled agents."""
 
-    def __init__(self, store: Store, *, token_ttl_ns: int, clock: Callable[[], int] = time.time_ns) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        token_ttl_ns: int,
+        ca: CertificateAuthority | None = None,
+        cert_lifetime: dt.timedelta = dt.timedelta(days=7),
+        clock: Callable[[], int] = time.time_ns,
+    ) -> None:
         self.store = store
         self.token_ttl_ns = token_ttl_ns
+        self.ca = ca
+        self.cert_lifetime = cert_lifetime
         self.clock = clock
 
     def create_token(self, *, actor: str) -> str:
@@ -49,9 +72,17 @@ class EnrollmentService:
         return token
 
     def enroll(
-        self, *, token: str, public_key: bytes, hostname: str, os_name: str, agent_version: str, peer: str
-    ) -> str:
-        """Consumes the token and registers the agent's key; returns the new agent id."""
+        self,
+        *,
+        token: str,
+        public_key: bytes,
+        hostname: str,
+        os_name: str,
+        agent_version: str,
+        peer: str,
+        csr_pem: bytes = b"",
+    ) -> Enrolled:
+        """Consumes the token, registers the agent's key and issues its client certificate."""
         if not token or len(token) > 256:
             raise EnrollmentError("INVALID_ARGUMENT", "an enrollment token is required")
         try:
@@ -60,6 +91,10 @@ class EnrollmentService:
             raise EnrollmentError("INVALID_ARGUMENT", "public_key must be a raw 32-byte Ed25519 key") from exc
         if not hostname or len(hostname) > 255:
             raise EnrollmentError("INVALID_ARGUMENT", "hostname is required (at most 255 characters)")
+        if self.ca is not None and not csr_pem:
+            raise EnrollmentError("INVALID_ARGUMENT", "csr_pem is required: agents authenticate with a client certificate")
+        if csr_pem:
+            self._check_csr(csr_pem)  # before the token is spent
         now = self.clock()
         agent = AgentRecord(
             agent_id=f"agt-{uuid.uuid4().hex}",
@@ -75,7 +110,38 @@ class EnrollmentService:
                 AuditEntry(now, f"peer:{peer}", "agent.enroll_refused", hostname, {"reason": why_not})
             )
             raise EnrollmentError("PERMISSION_DENIED", f"enrollment token is {why_not}")
+        certificate = self._issue(agent.agent_id, csr_pem) if csr_pem and self.ca is not None else None
         self.store.append_audit(
-            AuditEntry(now, f"peer:{peer}", "agent.enroll", agent.agent_id, {"hostname": hostname})
+            AuditEntry(now, f"peer:{peer}", "agent.enroll", agent.agent_id,
+                       {"hostname": hostname, "certificate": str(certificate.serial) if certificate else None})
         )
-        return agent.agent_id
+        return Enrolled(agent.agent_id, certificate, self.ca.cert_pem if self.ca else b"")
+
+    def renew(self, *, agent_id: str, serial: int, csr_pem: bytes) -> IssuedCertificate:
+        """Issues a fresh certificate to an agent that presented a valid, unrevoked one."""
+        if self.ca is None:
+            raise EnrollmentError("FAILED_PRECONDITION", "this collector issues no certificates")
+        agent = self.store.get_agent(agent_id)
+        status = self.store.certificate_status(serial=serial)
+        if agent is None or agent.revoked_at_ns is not None or status is None or status != (agent_id, False):
+            raise EnrollmentError("PERMISSION_DENIED", f"agent {agent_id} or its certificate is revoked or unknown")
+        self._check_csr(csr_pem)
+        issued = self._issue(agent_id, csr_pem)
+        self.store.append_audit(AuditEntry(self.clock(), f"agent:{agent_id}", "certificate.renew", agent_id,
+                                           {"old": str(serial), "new": str(issued.serial)}))
+        return issued
+
+    def _check_csr(self, csr_pem: bytes) -> None:
+        if self.ca is None:
+            return
+        try:
+            self.ca.issue_client(csr_pem=csr_pem, agent_id="check", lifetime=dt.timedelta(seconds=1))
+        except PkiError as exc:
+            raise EnrollmentError("INVALID_ARGUMENT", str(exc)) from exc
+
+    def _issue(self, agent_id: str, csr_pem: bytes) -> IssuedCertificate:
+        assert self.ca is not None
+        issued = self.ca.issue_client(csr_pem=csr_pem, agent_id=agent_id, lifetime=self.cert_lifetime)
+        self.store.add_certificate(serial=issued.serial, agent_id=agent_id,
+                                   not_before_ns=issued.not_before_ns, not_after_ns=issued.not_after_ns)
+        return issued

@@ -1,12 +1,11 @@
 """The fleet side of the collector: agents' liveness, silence alerts and revocation.
 
-Runs a small watch thread in ``serve``; everything it decides comes from collector/domain/liveness.
+``check_silence`` runs on a timer in ``serve``; what it decides comes from collector/domain/liveness.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from typing import Callable
 
@@ -26,8 +25,6 @@ class FleetService:
     def __init__(self, store: Store, *, clock: Callable[[], int] = time.time_ns) -> None:
         self.store = store
         self.clock = clock
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def check_silence(self) -> list[Alert]:
         """Raises an agent_silent alert for each active agent that missed its heartbeats."""
@@ -54,21 +51,3 @@ class FleetService:
         done = self.store.revoke_agent(agent_id=agent_id, now_ns=self.clock())
         self.store.append_audit(AuditEntry(self.clock(), actor, "agent.revoke", agent_id, {"revoked": done}))
         return done
-
-    def start(self, *, every_s: float = 5.0) -> None:
-        """Starts checking for silence in the background."""
-        def loop() -> None:
-            while not self._stop.wait(every_s):
-                try:
-                    self.check_silence()
-                except Exception:  # the watch must outlive a database hiccup
-                    log.exception("silence check failed")
-
-        self._thread = threading.Thread(target=loop, name="fleet-watch", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stops the background check."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)

@@ -30,7 +30,11 @@ class CollectorSettings(BaseSettings):
     database_url: str | None = Field(
         None, description="postgresql://user@host/db to scale out; SQLite under data_dir when unset"
     )
-    grpc_listen: str = "127.0.0.1:7443"
+    grpc_listen: str = Field("127.0.0.1:7443", description="the agent listener: mutual TLS")
+    enroll_listen: str = Field("127.0.0.1:7444", description="the enrollment listener: TLS with the CA's certificate")
+    insecure_dev: bool = Field(False, description="one plaintext listener for everything: local development only")
+    tls_names: list[str] = Field(default_factory=list, description="extra DNS names for the server certificate")
+    client_cert_days: float = Field(7.0, gt=0, description="lifetime of agents' client certificates")
     http_listen: str = "127.0.0.1:8080"
     max_message_bytes: int = Field(4 * 1024 * 1024, ge=64 * 1024)
     max_events_per_batch: int = Field(1000, ge=1, le=10000)
@@ -40,6 +44,8 @@ class CollectorSettings(BaseSettings):
     max_connection_age_seconds: float = Field(
         900.0, gt=0, description="streams are closed after this long, so revocation also cuts idle ones"
     )
+    tree_head_seconds: float = Field(60.0, gt=0, description="how often a new signed tree head is made")
+    silence_check_seconds: float = Field(5.0, gt=0, description="how often agents' silence is checked")
     detection: DetectionSettings = DetectionSettings()
 
     def store_location(self) -> str:

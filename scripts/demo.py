@@ -79,8 +79,8 @@ def main() -> int:
 
     with open(root / "logs" / "collector.log", "wb") as log:
         collector = subprocess.Popen(
-            [_tool("shoumi-collector"), "serve", "--data-dir", str(collector_dir),
-             "--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--read-burst-threshold", "20",
+            [_tool("shoumi-collector"), "serve", "--data-dir", str(collector_dir), "--grpc-listen", "127.0.0.1:0",
+             "--enroll-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--read-burst-threshold", "20",
              "--read-burst-window-minutes", "5"],
             stdout=log, stderr=subprocess.STDOUT,
         )
@@ -93,8 +93,9 @@ def main() -> int:
              "--role", "security_analyst", "--password-stdin", stdin=password + "\n")
         api_token = _run(_tool("shoumi-collector"), "api-token", "create", "--data-dir", str(collector_dir), "--username", "analyst")
         enroll_token = _run(_tool("shoumi-collector"), "enroll-token", "create", "--data-dir", str(collector_dir))
-        agent_id = _run(_tool("shoumi-agent"), "enroll", "--collector", addr["grpc"], "--token", enroll_token,
-                        "--state-dir", str(agent_dir))
+        fingerprint = _run(_tool("shoumi-collector"), "ca-fingerprint", "--data-dir", str(collector_dir))
+        agent_id = _run(_tool("shoumi-agent"), "enroll", "--collector", addr["enroll"], "--token", enroll_token,
+                        "--ca-fingerprint", fingerprint, "--state-dir", str(agent_dir))
         user = getpass.getuser()
         with open(root / "logs" / "agent.log", "wb") as log:
             agent = subprocess.Popen(
@@ -104,8 +105,10 @@ def main() -> int:
             )
         time.sleep(1.5)  # let the watches settle
         print(f"demo: agent {agent_id} watches {root / 'sensitive'}; playing the scenario as {user}...")
-        for path in sorted(sensitive.iterdir()):
-            subprocess.run(["cat", str(path)], stdout=subprocess.DEVNULL, check=True)  # a burst of reads
+        # a burst of reads by one program (as root the agent names it through fanotify)
+        subprocess.run([sys.executable, "-c", "import sys, time, pathlib\n"
+                        "for p in sorted(pathlib.Path(sys.argv[1]).iterdir()): p.read_bytes()\n"
+                        "time.sleep(1)", str(sensitive)], check=True)
         shutil.copy(sensitive / "customer-contract-07.txt", outside / "for-my-new-job.txt")  # a copy out
         (sensitive / "customer-contract-00.txt").write_text("edited\n")
         (sensitive / "customer-contract-01.txt").rename(sensitive / "old-contract-01.txt")

@@ -33,6 +33,10 @@ def decode_events(batch: events_pb2.EventBatch) -> list[StoredEvent]:
             raise MalformedBatch(f"event seq {event.seq} has no usable id")
         if event.time_unix_ns <= 0:
             raise MalformedBatch(f"event seq {event.seq} has no time")
+        try:
+            attributes = json_format.MessageToDict(event.attributes) if event.HasField("attributes") else {}
+        except ValueError as exc:  # NaN or infinity in a number: not JSON, not storable
+            raise MalformedBatch(f"event seq {event.seq} has attributes that are not JSON: {exc}") from exc
         out.append(
             StoredEvent(
                 agent_id=batch.agent_id,
@@ -50,9 +54,7 @@ def decode_events(batch: events_pb2.EventBatch) -> list[StoredEvent]:
                 pid=event.pid,
                 process=event.process,
                 exe=event.exe,
-                attributes=json_format.MessageToDict(event.attributes)
-                if event.HasField("attributes")
-                else {},
+                attributes=attributes,
             )
         )
     return out

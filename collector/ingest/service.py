@@ -35,7 +35,7 @@ __all__ = ["IngestError", "IngestService", "AckValue"]
 log = logging.getLogger("shoumi.collector.ingest")
 
 # Refusals that mean someone or something altered, forged or replayed a batch of an enrolled agent.
-TAMPER_REASONS = frozenset({"bad_signature", "chain_broken", "conflicting_batch"})
+TAMPER_REASONS = frozenset({"bad_signature", "chain_broken", "conflicting_batch", "identity_mismatch"})
 
 
 class IngestError(Exception):
@@ -74,10 +74,20 @@ class IngestService:
         self.clock = clock
         self.counters: Counter[str] = Counter()
 
-    def ingest(self, batch: events_pb2.EventBatch) -> AckValue:
-        """Verifies and stores one batch; returns the Ack to send, or raises IngestError."""
+    def ingest(
+        self,
+        batch: events_pb2.EventBatch,
+        *,
+        authenticated_agent: str | None = None,
+        certificate_serial: int | None = None,
+    ) -> AckValue:
+        """Verifies and stores one batch; returns the Ack to send, or raises IngestError.
+
+        ``authenticated_agent`` and ``certificate_serial`` come from the stream's client
+        certificate; None only in plaintext development mode.
+        """
         try:
-            ack, stored, previous = self._ingest(batch)
+            ack, stored, previous = self._ingest(batch, authenticated_agent, certificate_serial)
         except IngestError as exc:
             self.counters[f"rejected.{exc.reason}"] += 1
             log.warning(
@@ -97,10 +107,17 @@ class IngestService:
             )
             if previous is not None and previous.epoch != batch.epoch:
                 self._epoch_alert(batch.agent_id, previous, batch.epoch)
-            self._detect(stored)
+            self._detect_and_mark(stored, ack)
         else:
             self.counters["batches.duplicate"] += 1
+            if self.store.detected_upto(batch.agent_id) < (ack.epoch, ack.acked_seq):
+                # stored before a crash cut detection short: the resent batch finishes the job
+                self._detect_and_mark(decode_events(batch), ack)
         return ack
+
+    def _detect_and_mark(self, events: list[StoredEvent], ack: AckValue) -> None:
+        self._detect(events)
+        self.store.mark_detected(agent_id=ack.agent_id, epoch=ack.epoch, seq=ack.acked_seq)
 
     def _raise(self, *, rule: str, severity: str, agent_id: str, summary: str) -> None:
         now = self.clock()
@@ -126,12 +143,22 @@ class IngestService:
                              f"{previous.epoch} cannot arrive any more"))
 
     def _ingest(
-        self, batch: events_pb2.EventBatch
+        self, batch: events_pb2.EventBatch, authenticated_agent: str | None, certificate_serial: int | None
     ) -> tuple[AckValue, list[StoredEvent], chain.ChainHead | None]:
         try:
             chain.check_shape(batch, max_events=self.max_events)
         except chain.MalformedBatch as exc:
             raise IngestError("INVALID_ARGUMENT", exc.reason, str(exc)) from exc
+        if authenticated_agent is not None and authenticated_agent != batch.agent_id:
+            raise IngestError(
+                "PERMISSION_DENIED", "identity_mismatch",
+                f"the client certificate belongs to agent {authenticated_agent}, the batch names {batch.agent_id}",
+            )
+        if certificate_serial is not None:
+            status = self.store.certificate_status(serial=certificate_serial)
+            if status is None or status[0] != batch.agent_id or status[1]:
+                raise IngestError("PERMISSION_DENIED", "revoked_certificate",
+                                  f"certificate {certificate_serial:x} is revoked or was not issued to {batch.agent_id}")
         agent = self.store.get_agent(batch.agent_id)
         if agent is None:
             raise IngestError("UNAUTHENTICATED", "unknown_agent", f"unknown agent {batch.agent_id!r}")

@@ -66,6 +66,15 @@ enroll_tokens = sa.Table(
     sa.Column("used_by_agent", sa.String(64)),
     sa.Column("revoked_at_ns", sa.BigInteger),
 )
+certificates = sa.Table(
+    "certificates",
+    metadata,
+    sa.Column("serial", sa.String(48), primary_key=True),
+    sa.Column("agent_id", sa.String(64), nullable=False, index=True),
+    sa.Column("not_before_ns", sa.BigInteger, nullable=False),
+    sa.Column("not_after_ns", sa.BigInteger, nullable=False),
+    sa.Column("revoked_at_ns", sa.BigInteger),
+)
 chain_heads = sa.Table(
     "chain_heads",
     metadata,
@@ -73,6 +82,9 @@ chain_heads = sa.Table(
     sa.Column("epoch", sa.BigInteger, nullable=False),
     sa.Column("last_seq", sa.BigInteger, nullable=False),
     sa.Column("last_hash", sa.LargeBinary, nullable=False),
+    # how far detection has run over this agent's stream (it runs after the commit that stores)
+    sa.Column("detected_epoch", sa.BigInteger, nullable=False, default=0),
+    sa.Column("detected_seq", sa.BigInteger, nullable=False, default=0),
 )
 batches = sa.Table(
     "batches",
@@ -318,6 +330,28 @@ class SqlStore:
             )
             return bool(res.rowcount)
 
+    def add_certificate(self, *, serial: int, agent_id: str, not_before_ns: int, not_after_ns: int) -> None:
+        """Records a client certificate issued to an agent."""
+        with self.engine.begin() as conn:
+            conn.execute(certificates.insert().values(
+                serial=str(serial), agent_id=agent_id, not_before_ns=not_before_ns, not_after_ns=not_after_ns))
+
+    def certificate_status(self, *, serial: int) -> tuple[str, bool] | None:
+        """Returns (agent id, revoked) of an issued certificate, or None if the collector never issued it."""
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(certificates).where(certificates.c.serial == str(serial))).first()
+        return None if row is None else (row.agent_id, row.revoked_at_ns is not None)
+
+    def revoke_certificate(self, *, serial: int, now_ns: int) -> bool:
+        """Revokes one certificate; returns whether it was issued and not revoked yet."""
+        with self.engine.begin() as conn:
+            res = conn.execute(
+                certificates.update()
+                .where(certificates.c.serial == str(serial), certificates.c.revoked_at_ns.is_(None))
+                .values(revoked_at_ns=now_ns)
+            )
+            return bool(res.rowcount)
+
     def list_agents(self) -> Sequence[AgentRecord]:
         """Lists all enrolled agents."""
         with self.engine.connect() as conn:
@@ -332,6 +366,29 @@ class SqlStore:
                 sa.select(chain_heads).where(chain_heads.c.agent_id == agent_id)
             ).first()
         return None if row is None else ChainHead(row.epoch, row.last_seq, bytes(row.last_hash))
+
+    def detected_upto(self, agent_id: str) -> tuple[int, int]:
+        """Returns (epoch, seq) up to which detection has run over the agent's stored events."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(chain_heads.c.detected_epoch, chain_heads.c.detected_seq).where(chain_heads.c.agent_id == agent_id)
+            ).first()
+        return (0, 0) if row is None else (int(row[0]), int(row[1]))
+
+    def mark_detected(self, *, agent_id: str, epoch: int, seq: int) -> None:
+        """Records that detection has run up to (epoch, seq); never moves backwards."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                chain_heads.update()
+                .where(
+                    chain_heads.c.agent_id == agent_id,
+                    sa.or_(
+                        chain_heads.c.detected_epoch < epoch,
+                        sa.and_(chain_heads.c.detected_epoch == epoch, chain_heads.c.detected_seq < seq),
+                    ),
+                )
+                .values(detected_epoch=epoch, detected_seq=seq)
+            )
 
     def batch_hash_at(self, *, agent_id: str, epoch: int, first_seq: int) -> bytes | None:
         """Gets the hash of the stored batch that starts at (agent, epoch, first_seq)."""

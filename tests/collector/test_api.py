@@ -27,7 +27,7 @@ def world(sqlite_store: SqlStore, agent_key: Ed25519PrivateKey) -> Iterator[dict
         people.create_user(username=name, role=role, password=PASSWORD, actor="test")
     enroll = EnrollmentService(sqlite_store, token_ttl_ns=10**12)
     agent_id = enroll.enroll(token=enroll.create_token(actor="t"), public_key=agent_key.public_key().public_bytes_raw(),
-                             hostname="ws", os_name="L", agent_version="1", peer="t")
+                             hostname="ws", os_name="L", agent_version="1", peer="t").agent_id
     ingest = IngestService(sqlite_store, read_burst=ReadBurstRule(threshold=10, window_ns=60 * 10**9))
     writer = ChainWriter(agent_id, agent_key)
     for _ in range(5):

@@ -20,7 +20,9 @@ from tests.conftest import ChainWriter
 
 @pytest.fixture
 def collector(tmp_path: Path) -> Iterator[Built]:
-    settings = CollectorSettings(data_dir=tmp_path, grpc_listen="127.0.0.1:0", max_message_bytes=256 * 1024)
+    # plaintext development mode: these tests are about ingest semantics (test_tls.py covers mTLS)
+    settings = CollectorSettings(data_dir=tmp_path, grpc_listen="127.0.0.1:0", insecure_dev=True,
+                                 max_message_bytes=256 * 1024)
     built = build_services(settings)
     built.grpc_server.start()
     yield built

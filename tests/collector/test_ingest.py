@@ -24,7 +24,7 @@ def _enroll(store: SqlStore, key: Ed25519PrivateKey) -> str:
     svc = EnrollmentService(store, token_ttl_ns=10 * MIN)
     token = svc.create_token(actor="test")
     return svc.enroll(token=token, public_key=key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw),
-                      hostname="ws-01", os_name="Linux", agent_version="t", peer="test")
+                      hostname="ws-01", os_name="Linux", agent_version="t", peer="test").agent_id
 
 
 @pytest.fixture
@@ -213,3 +213,21 @@ def test_revoked_agent_is_refused(ingest: IngestService, agent_key: Ed25519Priva
         ingest.ingest(writer.next(1))
     assert refused.value.status == "PERMISSION_DENIED" and refused.value.reason == "revoked_agent"
     assert ingest.store.list_audit(cursor=None, limit=1).items[0].action == "agent.revoke"
+
+
+def test_detection_cut_short_by_a_crash_is_finished_by_the_redelivery(sqlite_store: SqlStore, agent_key: Ed25519PrivateKey) -> None:
+    class CrashingDetection(IngestService):
+        def _detect(self, stored: list) -> None:  # the process dies after the commit, before detection
+            raise SystemExit("killed")
+
+    agent_id = _enroll(sqlite_store, agent_key)
+    batch = ChainWriter(agent_id, agent_key).next(12)
+    with pytest.raises(SystemExit):
+        CrashingDetection(sqlite_store, read_burst=ReadBurstRule(threshold=5, window_ns=MIN)).ingest(batch)
+    assert _count(sqlite_store) == 12 and _alerts(sqlite_store, "read_burst") == []
+    restarted = IngestService(sqlite_store, read_burst=ReadBurstRule(threshold=5, window_ns=MIN))
+    assert restarted.ingest(batch).acked_seq == 12  # the agent never got its Ack: it resends
+    [alert] = _alerts(sqlite_store, "read_burst")
+    assert len(alert.event_ids) == 12
+    restarted.ingest(batch)  # and again: nothing new
+    assert len(_alerts(sqlite_store, "read_burst")) == 1 and _count(sqlite_store) == 12

@@ -55,7 +55,7 @@ class Collector:
         self.data_dir = data_dir
         self.log = data_dir.parent / f"{data_dir.name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
-        self.grpc = self.http = ""
+        self.grpc = self.http = self.enroll = self.fingerprint = ""
 
     def start(self, *extra: str, grpc_listen: str = "127.0.0.1:0") -> "Collector":
         addr = self.data_dir / "collector.addr.json"
@@ -63,7 +63,7 @@ class Collector:
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
                 [tool("shoumi-collector"), "serve", "--data-dir", str(self.data_dir), "--grpc-listen", grpc_listen,
-                 "--http-listen", "127.0.0.1:0", *extra],
+                 "--enroll-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", *extra],
                 stdout=log, stderr=subprocess.STDOUT,
             )
         proc = self.proc
@@ -71,7 +71,14 @@ class Collector:
         assert proc.poll() is None, self.log.read_text()
         info = json.loads(addr.read_text())
         self.grpc, self.http = info["grpc"], info["http"]
+        self.enroll, self.fingerprint = info["enroll"], info["ca_fingerprint"]
         return self
+
+    def enroll_agent(self, state_dir: Path, *, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Enrolls an agent the way IT does: token, pinned CA fingerprint, enrollment listener."""
+        token = self.cli("enroll-token", "create")
+        return run(tool("shoumi-agent"), "enroll", "--collector", self.enroll, "--token", token,
+                   "--ca-fingerprint", self.fingerprint, "--state-dir", str(state_dir), check=check)
 
     def cli(self, *args: str, stdin: str | None = None) -> str:
         return run(tool("shoumi-collector"), *args, "--data-dir", str(self.data_dir), stdin=stdin).stdout.strip()

@@ -18,8 +18,9 @@ ROOT = Path(__file__).resolve().parents[2]
 def _agent(state: Path, watch: Path, *extra: str) -> subprocess.Popen[bytes]:
     with open(state.parent / f"{state.name}.log", "ab") as log:
         return subprocess.Popen(
+            # inotify capture: the thin path with a known attribution (fanotify is covered by test_capture.py)
             [tool("shoumi-agent"), "run", "--state-dir", str(state), "--watch", str(watch), "--attributed-user", "alice",
-             *extra],
+             "--capture", "inotify", *extra],
             stdout=log, stderr=subprocess.STDOUT,
         )
 
@@ -30,11 +31,11 @@ def _setup(collector: Collector, tmp_path: Path) -> tuple[str, Path]:
     token = collector.cli("api-token", "create", "--username", "ana")
     enroll = collector.cli("enroll-token", "create")
     assert enroll.startswith("se_") and "\n" not in enroll
-    agent_id = run(tool("shoumi-agent"), "enroll", "--collector", collector.grpc, "--token", enroll,
-                   "--state-dir", str(tmp_path / "agent")).stdout.strip()
+    agent_id = run(tool("shoumi-agent"), "enroll", "--collector", collector.enroll, "--token", enroll,
+                   "--ca-fingerprint", collector.fingerprint, "--state-dir", str(tmp_path / "agent")).stdout.strip()
     assert agent_id.startswith("agt-")
-    reused = run(tool("shoumi-agent"), "enroll", "--collector", collector.grpc, "--token", enroll,
-                 "--state-dir", str(tmp_path / "agent2"), check=False)
+    reused = run(tool("shoumi-agent"), "enroll", "--collector", collector.enroll, "--token", enroll,
+                 "--ca-fingerprint", collector.fingerprint, "--state-dir", str(tmp_path / "agent2"), check=False)
     assert reused.returncode == 2 and "token is used" in reused.stderr
     return token, tmp_path / "agent"
 

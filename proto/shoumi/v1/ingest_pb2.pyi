@@ -60,21 +60,64 @@ class EnrollResponse(_message.Message):
     AGENT_ID_FIELD_NUMBER: _builtins.int
     CLIENT_CERTIFICATE_PEM_FIELD_NUMBER: _builtins.int
     CA_CERTIFICATE_PEM_FIELD_NUMBER: _builtins.int
+    INGEST_PORT_FIELD_NUMBER: _builtins.int
     agent_id: _builtins.str
     client_certificate_pem: _builtins.bytes
-    """issued for csr_pem, when one was sent"""
+    """issued for csr_pem, bound to agent_id"""
     ca_certificate_pem: _builtins.bytes
+    ingest_port: _builtins.int
+    """the mutual-TLS agent listener, on the same host"""
     def __init__(
         self,
         *,
         agent_id: _builtins.str = ...,
         client_certificate_pem: _builtins.bytes = ...,
         ca_certificate_pem: _builtins.bytes = ...,
+        ingest_port: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "ca_certificate_pem", b"ca_certificate_pem", "client_certificate_pem", b"client_certificate_pem"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "ca_certificate_pem", b"ca_certificate_pem", "client_certificate_pem", b"client_certificate_pem", "ingest_port", b"ingest_port"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___EnrollResponse: _TypeAlias = EnrollResponse  # noqa: Y015
+
+@_typing.final
+class RenewRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CSR_PEM_FIELD_NUMBER: _builtins.int
+    csr_pem: _builtins.bytes
+    """a new key's request; the agent is the one of the client certificate"""
+    def __init__(
+        self,
+        *,
+        csr_pem: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["csr_pem", b"csr_pem"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RenewRequest: _TypeAlias = RenewRequest  # noqa: Y015
+
+@_typing.final
+class RenewResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CLIENT_CERTIFICATE_PEM_FIELD_NUMBER: _builtins.int
+    client_certificate_pem: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        client_certificate_pem: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_certificate_pem", b"client_certificate_pem"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RenewResponse: _TypeAlias = RenewResponse  # noqa: Y015

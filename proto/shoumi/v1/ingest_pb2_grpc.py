@@ -105,7 +105,9 @@ class IngestService:
 
 
 class EnrollmentServiceStub:
-    """Exchanges an enrollment token for an agent identity.
+    """Exchanges an enrollment token for an agent identity. Served on the enrollment listener, whose
+    TLS certificate is the collector's CA itself: the agent checks it against the pinned fingerprint
+    before it sends the token.
     """
 
     def __init__(self, channel):
@@ -122,7 +124,9 @@ class EnrollmentServiceStub:
 
 
 class EnrollmentServiceServicer:
-    """Exchanges an enrollment token for an agent identity.
+    """Exchanges an enrollment token for an agent identity. Served on the enrollment listener, whose
+    TLS certificate is the collector's CA itself: the agent checks it against the pinned fingerprint
+    before it sends the token.
     """
 
     def Enroll(self, request, context):
@@ -148,7 +152,9 @@ def add_EnrollmentServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class EnrollmentService:
-    """Exchanges an enrollment token for an agent identity.
+    """Exchanges an enrollment token for an agent identity. Served on the enrollment listener, whose
+    TLS certificate is the collector's CA itself: the agent checks it against the pinned fingerprint
+    before it sends the token.
     """
 
     @staticmethod
@@ -168,6 +174,81 @@ class EnrollmentService:
             '/shoumi.v1.EnrollmentService/Enroll',
             shoumi_dot_v1_dot_ingest__pb2.EnrollRequest.SerializeToString,
             shoumi_dot_v1_dot_ingest__pb2.EnrollResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class CertificateServiceStub:
+    """Renews an agent's client certificate before it expires. Served on the mutual-TLS agent listener.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Renew = channel.unary_unary(
+                '/shoumi.v1.CertificateService/Renew',
+                request_serializer=shoumi_dot_v1_dot_ingest__pb2.RenewRequest.SerializeToString,
+                response_deserializer=shoumi_dot_v1_dot_ingest__pb2.RenewResponse.FromString,
+                _registered_method=True)
+
+
+class CertificateServiceServicer:
+    """Renews an agent's client certificate before it expires. Served on the mutual-TLS agent listener.
+    """
+
+    def Renew(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_CertificateServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Renew': grpc.unary_unary_rpc_method_handler(
+                    servicer.Renew,
+                    request_deserializer=shoumi_dot_v1_dot_ingest__pb2.RenewRequest.FromString,
+                    response_serializer=shoumi_dot_v1_dot_ingest__pb2.RenewResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'shoumi.v1.CertificateService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('shoumi.v1.CertificateService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class CertificateService:
+    """Renews an agent's client certificate before it expires. Served on the mutual-TLS agent listener.
+    """
+
+    @staticmethod
+    def Renew(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shoumi.v1.CertificateService/Renew',
+            shoumi_dot_v1_dot_ingest__pb2.RenewRequest.SerializeToString,
+            shoumi_dot_v1_dot_ingest__pb2.RenewResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -62,7 +62,10 @@ class IngestServiceServicer(metaclass=_abc_1.ABCMeta):
 def add_IngestServiceServicer_to_server(servicer: IngestServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 
 class EnrollmentServiceStub:
-    """Exchanges an enrollment token for an agent identity."""
+    """Exchanges an enrollment token for an agent identity. Served on the enrollment listener, whose
+    TLS certificate is the collector's CA itself: the agent checks it against the pinned fingerprint
+    before it sends the token.
+    """
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
@@ -72,13 +75,19 @@ class EnrollmentServiceStub:
 
 @_typing.type_check_only
 class EnrollmentServiceAsyncStub(EnrollmentServiceStub):
-    """Exchanges an enrollment token for an agent identity."""
+    """Exchanges an enrollment token for an agent identity. Served on the enrollment listener, whose
+    TLS certificate is the collector's CA itself: the agent checks it against the pinned fingerprint
+    before it sends the token.
+    """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     Enroll: _aio.UnaryUnaryMultiCallable[_ingest_pb2.EnrollRequest, _ingest_pb2.EnrollResponse]  # type: ignore[assignment]
 
 class EnrollmentServiceServicer(metaclass=_abc_1.ABCMeta):
-    """Exchanges an enrollment token for an agent identity."""
+    """Exchanges an enrollment token for an agent identity. Served on the enrollment listener, whose
+    TLS certificate is the collector's CA itself: the agent checks it against the pinned fingerprint
+    before it sends the token.
+    """
 
     @_abc_1.abstractmethod
     def Enroll(
@@ -88,3 +97,31 @@ class EnrollmentServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_ingest_pb2.EnrollResponse, _abc.Awaitable[_ingest_pb2.EnrollResponse]]: ...
 
 def add_EnrollmentServiceServicer_to_server(servicer: EnrollmentServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
+
+class CertificateServiceStub:
+    """Renews an agent's client certificate before it expires. Served on the mutual-TLS agent listener."""
+
+    @_typing.overload
+    def __new__(cls, channel: _grpc.Channel) -> _Self: ...
+    @_typing.overload
+    def __new__(cls, channel: _aio.Channel) -> CertificateServiceAsyncStub: ...
+    Renew: _grpc.UnaryUnaryMultiCallable[_ingest_pb2.RenewRequest, _ingest_pb2.RenewResponse]
+
+@_typing.type_check_only
+class CertificateServiceAsyncStub(CertificateServiceStub):
+    """Renews an agent's client certificate before it expires. Served on the mutual-TLS agent listener."""
+
+    def __init__(self, channel: _aio.Channel) -> None: ...
+    Renew: _aio.UnaryUnaryMultiCallable[_ingest_pb2.RenewRequest, _ingest_pb2.RenewResponse]  # type: ignore[assignment]
+
+class CertificateServiceServicer(metaclass=_abc_1.ABCMeta):
+    """Renews an agent's client certificate before it expires. Served on the mutual-TLS agent listener."""
+
+    @_abc_1.abstractmethod
+    def Renew(
+        self,
+        request: _ingest_pb2.RenewRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ingest_pb2.RenewResponse, _abc.Awaitable[_ingest_pb2.RenewResponse]]: ...
+
+def add_CertificateServiceServicer_to_server(servicer: CertificateServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

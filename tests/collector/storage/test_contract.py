@@ -142,3 +142,13 @@ def test_users_tokens_and_audit(any_store: SqlStore) -> None:
         ("ana", "events.list", {"kind": "file.read"}),
         ("cli:root", "user.create", {"role": "security_analyst"}),
     ]
+
+
+def test_certificates_are_recorded_and_revoked(any_store: SqlStore) -> None:
+    serial = 2**150 + 7  # X.509 serials are up to 20 bytes: larger than any SQL integer
+    any_store.add_certificate(serial=serial, agent_id="agt-1", not_before_ns=1, not_after_ns=2)
+    assert any_store.certificate_status(serial=serial) == ("agt-1", False)
+    assert any_store.certificate_status(serial=5) is None
+    assert any_store.revoke_certificate(serial=serial, now_ns=3)
+    assert not any_store.revoke_certificate(serial=serial, now_ns=4)
+    assert any_store.certificate_status(serial=serial) == ("agt-1", True)
