@@ -6,7 +6,8 @@ source: backpressure, never a drop). Its tasks, in order of arrival:
 
 * the first scan at start: index every sensitive file and, when an earlier run left a snapshot,
   report what changed meanwhile (``attributes.catch_up``);
-* a write inside a sensitive folder: re-fingerprint the file, report the write with its hash;
+* a write inside a sensitive folder: reported at once by the caller's thread, re-fingerprinted here
+  (coalesced per path, so a burst of writes does not stall the source);
 * a write elsewhere (destinations, removable media): ``find_copies`` against the index and report
   ``file.copy`` or ``usb.write`` with ``source_paths``, ``match`` and ``match_share``, and whether the
   same process read the source shortly before (``RecentReads``);
@@ -75,7 +76,6 @@ class RecentReads:
 @dataclasses.dataclass(frozen=True)
 class _Write:
     event: FileEvent
-    sensitive: bool
     removable: RemovableMount | None
 
 
@@ -120,6 +120,8 @@ class ContentWatch:
         self._entries: dict[str, SnapshotEntry] = {}
         self._entries_lock = threading.Lock()
         self._dirty = False
+        self._pending: set[str] = set()
+        self._pending_lock = threading.Lock()
         self._queue: queue.Queue[object] = queue.Queue(maxsize=queue_size)
         self._thread = threading.Thread(target=self._run, name="content-watch", daemon=True)
 
@@ -138,8 +140,18 @@ class ContentWatch:
         return self._queue.qsize()
 
     def submit_write(self, event: FileEvent, *, sensitive: bool, removable: RemovableMount | None) -> None:
-        """Queues a closed-after-write file: re-index it, or look for copies in it."""
-        self._queue.put(_Write(event, sensitive, removable))
+        """A closed-after-write file: a sensitive one is reported now and re-indexed later (one
+        pending re-index per path, so a burst of writes costs one queue slot per file); any
+        other is queued for copy detection."""
+        if sensitive:
+            self.emit(event)
+            with self._pending_lock:
+                if event.path in self._pending:
+                    return
+                self._pending.add(event.path)
+            self._queue.put(_Index(event.path))
+        else:
+            self._queue.put(_Write(event, removable))
 
     def submit_delete(self, path: str) -> None:
         """Queues forgetting a sensitive file that was deleted or moved away."""
@@ -179,14 +191,13 @@ class ContentWatch:
 
     def _do(self, task: object) -> None:
         if isinstance(task, _Write):
-            if task.sensitive:
-                self._sensitive_write(task.event)
-            else:
-                self._check_copy(task.event, task.removable)
+            self._check_copy(task.event, task.removable)
         elif isinstance(task, _Forget):
             self.index.remove(task.path)
             self._set_entry(task.path, None)
         elif isinstance(task, _Index):
+            with self._pending_lock:
+                self._pending.discard(task.path)
             self._scan_one(task.path)
         elif isinstance(task, _Scan):
             self._scan_all(task.reason)
@@ -213,12 +224,6 @@ class ContentWatch:
         self.index.add(path, scanned.fingerprint)
         self._set_entry(path, _entry(scanned))
         return scanned
-
-    def _sensitive_write(self, event: FileEvent) -> None:
-        scanned = self._scan_one(event.path)
-        if scanned is not None and not event.sha256:
-            event = dataclasses.replace(event, size=scanned.size, sha256=_sha(scanned))
-        self.emit(event)
 
     def _check_copy(self, event: FileEvent, removable: RemovableMount | None) -> None:
         path = event.path
