@@ -51,8 +51,7 @@ def _enrolled(collector: Collector, tmp_path: Path) -> tuple[str, Path]:
                   stdin="a long enough password\n")
     token = collector.cli("api-token", "create", "--username", "ana")
     state = tmp_path / "agent"
-    run(tool("shoumi-agent"), "enroll", "--collector", collector.grpc, "--token",
-        collector.cli("enroll-token", "create"), "--state-dir", str(state))
+    collector.enroll_agent(state)
     return token, state
 
 

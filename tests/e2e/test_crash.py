@@ -26,7 +26,7 @@ import pytest
 
 from tests.e2e.conftest import Collector, eventually, run, stop, tool
 
-AGENT_KINDS = {"agent.start", "agent.heartbeat", "agent.stop"}
+AGENT_KINDS = {"agent.start", "agent.heartbeat", "agent.stop", "policy.applied"}  # what the agent adds itself
 
 
 # --- helpers --------------------------------------------------------------------------------------
@@ -74,9 +74,7 @@ def _enroll_and_spool(collector: Collector, root: Path, events: int) -> tuple[Pa
     from agent.spool import Spool
 
     state = root / "agent"
-    token = collector.cli("enroll-token", "create")
-    agent_id = run(tool("shoumi-agent"), "enroll", "--collector", collector.grpc, "--token", token,
-                   "--state-dir", str(state)).stdout.strip()
+    agent_id = collector.enroll_agent(state).stdout.strip()
     ids = [str(uuid.uuid4()) for _ in range(events)]
     # One read a minute, ending now: far below the read-burst threshold, so ingest does no alert work.
     t0 = time.time_ns() - events * 60 * 10**9
