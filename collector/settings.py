@@ -44,6 +44,7 @@ class CollectorSettings(BaseSettings):
     max_connection_age_seconds: float = Field(
         900.0, gt=0, description="streams are closed after this long, so revocation also cuts idle ones"
     )
+    max_clock_skew_seconds: float = Field(300.0, gt=0, description="alert when an agent's clock is further off")
     tree_head_seconds: float = Field(60.0, gt=0, description="how often a new signed tree head is made")
     silence_check_seconds: float = Field(5.0, gt=0, description="how often agents' silence is checked")
     detection: DetectionSettings = DetectionSettings()

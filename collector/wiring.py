@@ -62,6 +62,7 @@ def build_services(settings: CollectorSettings, store: Store | None = None) -> B
             threshold=det.read_burst_threshold, window_ns=int(det.read_burst_window_minutes * 60e9)
         ),
         max_events_per_batch=settings.max_events_per_batch,
+        max_clock_skew_ns=int(settings.max_clock_skew_seconds * 1e9),
     )
     ca = CertificateAuthority.load_or_create(settings.data_dir)
     tls = None

@@ -66,8 +66,10 @@ class IngestService:
         *,
         read_burst: ReadBurstRule,
         max_events_per_batch: int = chain.MAX_EVENTS_PER_BATCH,
+        max_clock_skew_ns: int = 300 * 1_000_000_000,
         clock: Callable[[], int] = time.time_ns,
     ) -> None:
+        self.max_clock_skew_ns = max_clock_skew_ns
         self.store = store
         self.read_burst = read_burst
         self.max_events = max_events_per_batch
@@ -107,6 +109,14 @@ class IngestService:
             )
             if previous is not None and previous.epoch != batch.epoch:
                 self._epoch_alert(batch.agent_id, previous, batch.epoch)
+            skew_ns = batch.created_unix_ns - heard.last_seen_ns
+            if abs(skew_ns) > self.max_clock_skew_ns:
+                # Refusing would strand the evidence: a sealed batch keeps its time for ever. The
+                # collector's receipt time is stored beside every batch; the analyst is told.
+                self._raise(rule="agent_clock_skew", severity="medium", agent_id=batch.agent_id, merge=True,
+                            summary=(f"agent {batch.agent_id}'s clock is {skew_ns / 1e9:+.0f} s off the collector's "
+                                     f"(batch at seq {batch.first_seq}); its event times are its own claim, the "
+                                     "collector's receipt times are kept beside them"))
             self._detect_and_mark(stored, ack)
         else:
             self.counters["batches.duplicate"] += 1
@@ -119,11 +129,11 @@ class IngestService:
         self._detect(events)
         self.store.mark_detected(agent_id=ack.agent_id, epoch=ack.epoch, seq=ack.acked_seq)
 
-    def _raise(self, *, rule: str, severity: str, agent_id: str, summary: str) -> None:
+    def _raise(self, *, rule: str, severity: str, agent_id: str, summary: str, merge: bool = False) -> None:
         now = self.clock()
         existing = self.store.latest_open_alert(rule=rule, agent_id=agent_id)
-        if existing is not None and existing.summary == summary:
-            self.store.update_alert(replace(existing, updated_at_ns=now))  # the same fault again
+        if existing is not None and (merge or existing.summary == summary):
+            self.store.update_alert(replace(existing, updated_at_ns=now, summary=summary))  # the same fault again
             return
         self.store.add_alert(Alert(rule=rule, severity=severity, status="open", user="", agent_id=agent_id,
                                    created_at_ns=now, updated_at_ns=now, event_ids=(), summary=summary,

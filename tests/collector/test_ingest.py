@@ -231,3 +231,22 @@ def test_detection_cut_short_by_a_crash_is_finished_by_the_redelivery(sqlite_sto
     assert len(alert.event_ids) == 12
     restarted.ingest(batch)  # and again: nothing new
     assert len(_alerts(sqlite_store, "read_burst")) == 1 and _count(sqlite_store) == 12
+
+
+def test_a_skewed_agent_clock_is_stored_and_reported_once(sqlite_store: SqlStore, agent_key: Ed25519PrivateKey) -> None:
+    now = [10**18]
+    ingest = IngestService(sqlite_store, read_burst=ReadBurstRule(threshold=50, window_ns=MIN), clock=lambda: now[0])
+    writer = ChainWriter(_enroll(sqlite_store, agent_key), agent_key)
+    from shoumi.batch import sign_batch
+
+    for hours_ahead in (0, 2, 3):
+        batch = writer.next(0)
+        batch.ClearField("signature")
+        batch.events.append(__import__("tests.conftest", fromlist=["make_event"]).make_event(batch.first_seq))
+        batch.created_unix_ns = now[0] + hours_ahead * 3600 * 10**9
+        writer.next_seq = batch.first_seq + 1
+        writer.last_hash = sign_batch(batch, agent_key)
+        ingest.ingest(batch)
+    assert _count(sqlite_store) == 3  # nothing refused
+    [alert] = _alerts(sqlite_store, "agent_clock_skew")
+    assert "+10800 s off" in alert.summary  # the latest measurement

@@ -149,3 +149,35 @@ def test_revoked_agent_is_cut_off_and_keeps_its_events(collector: Collector, tmp
         assert spool.stats().unacked_events + spool.stats().unsealed > 0  # kept, not dropped
     finally:
         spool.close()
+
+
+@pytest.mark.slow
+def test_a_killed_agent_is_reported_silent_and_a_stopped_one_is_not(
+    collector: Collector, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SHOUMI_COLLECTOR_SILENCE_CHECK_SECONDS", "0.5")
+    collector.start()
+    token, _ = _setup(collector, tmp_path)
+    ids = {}
+    for name in ("stopping", "vanishing"):
+        state = tmp_path / name
+        ids[name] = collector.enroll_agent(state).stdout.strip()
+        watch = tmp_path / f"{name}-watch"
+        watch.mkdir()
+        proc = _agent(state, watch, "--heartbeat-seconds", "1")
+        eventually(lambda: any(e["agent_id"] == ids[name] and e["kind"] == "agent.heartbeat"
+                               for e in collector.events(token)), what=f"{name}'s heartbeat")
+        if name == "stopping":
+            assert stop(proc) == 0  # SIGTERM: a signed agent.stop
+        else:
+            proc.kill()  # a disappearance
+            proc.wait()
+    silent = eventually(
+        lambda: [a for a in collector.get("/api/v1/alerts", token)["items"] if a["rule"] == "agent_silent"],
+        what="an agent_silent alert")
+    assert [a["agent_id"] for a in silent] == [ids["vanishing"]]
+    time.sleep(1.0)
+    assert [a["agent_id"] for a in collector.get("/api/v1/alerts", token)["items"] if a["rule"] == "agent_silent"] == [
+        ids["vanishing"]]
+    listing = collector.cli("agent", "list")
+    assert f"{ids['stopping']}\t" in listing and "stopped" in listing and "silent" in listing
