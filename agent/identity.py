@@ -16,7 +16,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-__all__ = ["IdentityError", "AgentState", "load_or_create_key", "public_key_bytes", "save_state", "load_state", "open_epoch"]
+__all__ = ["IdentityError", "AgentState", "load_or_create_key", "public_key_bytes", "save_state", "load_state", "open_epoch", "write_private"]
 
 KEY_FILE = "agent.key"
 STATE_FILE = "agent.json"
@@ -36,7 +36,8 @@ class AgentState:
     tls: bool = True
 
 
-def _write_private(path: Path, data: bytes) -> None:
+def write_private(path: Path, data: bytes) -> None:
+    """Writes a file readable by its owner only, atomically and durably (file and directory fsynced)."""
     tmp = path.with_suffix(path.suffix + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
@@ -68,7 +69,7 @@ def load_or_create_key(state_dir: Path) -> Ed25519PrivateKey:
     pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    _write_private(path, pem)
+    write_private(path, pem)
     return key
 
 
@@ -92,7 +93,7 @@ def open_epoch(state_dir: Path, *, spool_exists: bool) -> tuple[int, bool]:
         raise IdentityError(f"{path} is corrupt") from exc
     if spool_exists and current > 0:
         return current, False
-    _write_private(path, str(current + 1).encode())
+    write_private(path, str(current + 1).encode())
     return current + 1, True
 
 
@@ -102,7 +103,7 @@ def save_state(state_dir: Path, state: AgentState) -> None:
         {"agent_id": state.agent_id, "collector": state.collector, "hostname": state.hostname, "tls": state.tls},
         indent=2,
     ).encode()
-    _write_private(state_dir / STATE_FILE, data)
+    write_private(state_dir / STATE_FILE, data)
 
 
 def load_state(state_dir: Path) -> AgentState:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
-import os
 import ssl
 import threading
 from pathlib import Path
@@ -28,6 +27,8 @@ from cryptography.x509.oid import NameOID
 
 from shoumi.tls import AGENT_URI_PREFIX, TLS_NAME
 from shoumi.v1 import ingest_pb2, ingest_pb2_grpc
+
+from agent.identity import write_private
 
 __all__ = [
     "TlsError", "fetch_pinned_ca", "new_key_and_csr", "check_issued", "save_identity", "channel_factory",
@@ -90,27 +91,11 @@ def check_issued(cert_pem: bytes, ca_pem: bytes, agent_id: str) -> x509.Certific
     return cert
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
 def save_identity(state_dir: Path, *, key_pem: bytes, cert_pem: bytes, ca_pem: bytes | None = None) -> None:
     """Stores the client identity (one file, atomically) and, at enrollment, the CA."""
     if ca_pem is not None:
-        _write_private(state_dir / CA_FILE, ca_pem)
-    _write_private(state_dir / IDENTITY_FILE, key_pem + cert_pem)
+        write_private(state_dir / CA_FILE, ca_pem)
+    write_private(state_dir / IDENTITY_FILE, key_pem + cert_pem)
 
 
 def _load_identity(state_dir: Path) -> tuple[bytes, bytes, bytes]:
