@@ -127,13 +127,19 @@ def _cmd_ca_fingerprint(settings: CollectorSettings) -> int:
     return 0
 
 
-def _cmd_enroll_token(settings: CollectorSettings) -> int:
+def _cmd_enroll_token(settings: CollectorSettings, args: argparse.Namespace) -> int:
     from collector.enrollment import EnrollmentService
     from collector.storage import open_store
 
     store = open_store(settings.store_location())
     try:
         service = EnrollmentService(store, token_ttl_ns=int(settings.enroll_token_ttl_hours * 3600e9))
+        if args.action == "revoke":
+            if service.revoke_token(token=args.token, actor=_actor()):
+                print("revoked", file=sys.stderr)
+                return 0
+            print("shoumi-collector: no unused, unrevoked token like that", file=sys.stderr)
+            return 2
         print(service.create_token(actor=_actor()))
     finally:
         store.close()
@@ -244,6 +250,9 @@ def _parser() -> argparse.ArgumentParser:
     token = sub.add_parser("enroll-token", help="enrollment tokens for agents")
     token_sub = token.add_subparsers(dest="action", required=True)
     store_args(token_sub.add_parser("create", help="print a new one-time enrollment token"))
+    token_revoke = token_sub.add_parser("revoke", help="revoke an unused enrollment token")
+    store_args(token_revoke)
+    token_revoke.add_argument("token")
 
     user = sub.add_parser("user", help="people who use the UI and API")
     user_sub = user.add_subparsers(dest="action", required=True)
@@ -291,7 +300,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "ca-fingerprint":
             return _cmd_ca_fingerprint(settings)
         if args.command == "enroll-token":
-            return _cmd_enroll_token(settings)
+            return _cmd_enroll_token(settings, args)
         if args.command == "user":
             return _cmd_user_create(settings, args)
         if args.command == "agent":

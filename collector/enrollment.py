@@ -71,6 +71,13 @@ class EnrollmentService:
         )
         return token
 
+    def revoke_token(self, *, token: str, actor: str) -> bool:
+        """Revokes an unused enrollment token; returns whether there was one to revoke."""
+        now = self.clock()
+        done = self.store.revoke_enroll_token(token_hash=secret_hash(token), now_ns=now)
+        self.store.append_audit(AuditEntry(now, actor, "enroll_token.revoke", secret_hash(token)[:12], {"revoked": done}))
+        return done
+
     def enroll(
         self,
         *,

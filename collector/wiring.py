@@ -91,7 +91,7 @@ def build_services(settings: CollectorSettings, store: Store | None = None) -> B
     background = Periodic()
     background.every(settings.silence_check_seconds, "silence-check", fleet.check_silence)
     background.every(settings.tree_head_seconds, "tree-head", lambda: sign_tree_head(signer, store))
-    return Built(store, ingest, enrollment, people, fleet, signer, background, create_app(store=store, people=people),
+    return Built(store, ingest, enrollment, people, fleet, signer, background, create_app(store=store, people=people, counters=ingest.counters),
                  server, listeners, ca)
 
 

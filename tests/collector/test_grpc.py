@@ -114,3 +114,8 @@ def test_undecodable_bytes_are_refused(collector: Built, agent_key: Ed25519Priva
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "undecodable" in refused.value.details()
     assert collector.ingest.counters["rejected.undecodable"] == 1
+    from fastapi.testclient import TestClient
+
+    with TestClient(collector.app) as http:
+        text = http.get("/metrics").text
+    assert 'shoumi_ingest_total{what="rejected.undecodable"} 1' in text

@@ -108,6 +108,10 @@ def test_bad_command_lines_exit_2_with_a_message(tmp_path: Path) -> None:
     short = run(tool("shoumi-collector"), "user", "create", "--data-dir", str(tmp_path / "c"), "--username", "u",
                 "--role", "hr", "--password-stdin", stdin="short\n", check=False)
     assert short.returncode == 2 and "12 characters" in short.stderr
+    token = run(tool("shoumi-collector"), "enroll-token", "create", "--data-dir", str(tmp_path / "c")).stdout.strip()
+    assert run(tool("shoumi-collector"), "enroll-token", "revoke", "--data-dir", str(tmp_path / "c"), token).returncode == 0
+    again = run(tool("shoumi-collector"), "enroll-token", "revoke", "--data-dir", str(tmp_path / "c"), token, check=False)
+    assert again.returncode == 2 and "no unused" in again.stderr
     bad_listen = run(tool("shoumi-collector"), "serve", "--data-dir", str(tmp_path / "c"), "--http-listen", "nonsense", check=False)
     assert bad_listen.returncode == 2 and "HOST:PORT" in bad_listen.stderr
 
