@@ -133,6 +133,7 @@ class AgentRuntime:
         self.watchdog = WatchdogSource(
             watchdog_folders, self._from_source, attribution,
             max_hash_bytes=policy.max_hash_bytes, report_access=not self.use_fanotify,
+            on_new_directory=lambda path: self._on_new_directory(path),
         )
         self.content = ContentWatch(
             policy, self.recorder.record, SnapshotFile(settings.state_dir / "snapshot.json"),
@@ -142,7 +143,8 @@ class AgentRuntime:
         self._mapper = FanotifyEventMapper()
         if self.use_fanotify:
             roots = [str(p) for p in (*self.folders, *self.destinations)]
-            self.fanotify = self._reader(roots)
+            # opens in the sensitive folders are held until the opener is named (see FanotifyReader)
+            self.fanotify = self._reader(roots, hold=[str(p) for p in self.folders])
         self.tracker = RemovableMountTracker(declared=policy.removable_mounts)
         self._overflow_log = _OverflowLog(lambda: self.note_gap("inotify"))
 
@@ -226,8 +228,17 @@ class AgentRuntime:
 
     # -- sources --------------------------------------------------------------------------------
 
-    def _reader(self, roots: list[str]) -> FanotifyReader:
-        return FanotifyReader(roots, self._on_record, on_overflow=lambda: self.note_gap("fanotify"), marks="mount")
+    def _reader(self, roots: list[str], hold: list[str] | None = None) -> FanotifyReader:
+        return FanotifyReader(roots, self._on_record, on_overflow=lambda: self.note_gap("fanotify"), marks="mount",
+                              hold_roots=hold or ())
+
+    def _on_new_directory(self, path: str) -> None:
+        reader = self.fanotify
+        if reader is not None and self.policy.is_sensitive(path):
+            try:
+                reader.hold_directory(path)
+            except OSError as exc:  # gone again already: nothing in it to hold
+                log.debug("not holding %s: %s", path, exc)
 
     def _on_record(self, record: FanotifyRecord) -> None:
         if record.process and self.policy.is_excluded_process(record.process):

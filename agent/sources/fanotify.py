@@ -63,6 +63,9 @@ FAN_CLOSE_WRITE = 0x00000008
 FAN_CLOSE_NOWRITE = 0x00000010
 FAN_OPEN = 0x00000020
 FAN_Q_OVERFLOW = 0x00004000
+FAN_OPEN_PERM = 0x00010000
+FAN_CLASS_CONTENT = 0x00000004
+FAN_ALLOW = 0x01
 FAN_EVENT_ON_CHILD = 0x08000000
 FAN_CLOEXEC = 0x00000001
 FAN_NONBLOCK = 0x00000002
@@ -78,6 +81,7 @@ FANOTIFY_METADATA_VERSION = 3
 _AT_FDCWD = -100
 
 _METADATA = struct.Struct("=IBBHQii")  # event_len, vers, reserved, metadata_len, mask, fd, pid
+_RESPONSE = struct.Struct("=iI")  # struct fanotify_response: fd, response
 _EVENT_MASK = FAN_OPEN | FAN_CLOSE_NOWRITE | FAN_CLOSE_WRITE
 _READ_SIZE = 64 * 1024
 
@@ -165,7 +169,13 @@ class FanotifyReader:
         ignore_pids: Iterable[int] = (),
         unlimited_queue: bool = False,
         poll_timeout: float = 0.5,
+        hold_roots: Iterable[str | os.PathLike[str]] = (),
     ) -> None:
+        """``hold_roots``: folders whose files' opens are held (FAN_OPEN_PERM) until the opener is
+        looked up, so that even a process that exits at once (cp, cat) is named. Keep them to the
+        sensitive folders: every open there waits for this reader's answer."""
+        self._hold_roots = tuple(os.path.normpath(os.fspath(r)) for r in hold_roots)
+        self.held = 0
         self._roots = tuple(os.path.normpath(os.fspath(r)) for r in roots)
         self._on_record = on_record
         self._on_overflow = on_overflow
@@ -196,7 +206,7 @@ class FanotifyReader:
         if not sys.platform.startswith("linux"):
             raise FanotifyError(errno.ENOSYS, "fanotify exists on Linux only")
         self._libc = _libc()
-        flags = FAN_CLASS_NOTIF | FAN_CLOEXEC | FAN_NONBLOCK
+        flags = (FAN_CLASS_CONTENT if self._hold_roots else FAN_CLASS_NOTIF) | FAN_CLOEXEC | FAN_NONBLOCK
         if self._unlimited:
             flags |= FAN_UNLIMITED_QUEUE
         fd = self._libc.fanotify_init(flags, os.O_RDONLY | os.O_LARGEFILE | os.O_CLOEXEC)
@@ -212,6 +222,9 @@ class FanotifyReader:
                 else:
                     how = FAN_MARK_MOUNT if self._marks == "mount" else FAN_MARK_FILESYSTEM
                     self._mark(root, how, _EVENT_MASK)
+            for root in self._hold_roots:
+                for dirpath, _dirs, _files in os.walk(root):
+                    self.hold_directory(dirpath)
         except BaseException:
             os.close(self._fd)
             self._fd = -1
@@ -224,6 +237,11 @@ class FanotifyReader:
     def watch_directory(self, path: str | os.PathLike[str]) -> None:
         """Marks one more directory (``marks="directory"``): its files' events are reported."""
         self._mark(os.fspath(path), FAN_MARK_ONLYDIR, _EVENT_MASK | FAN_EVENT_ON_CHILD)
+
+    def hold_directory(self, path: str | os.PathLike[str]) -> None:
+        """Holds opens of one more directory's files until their opener is looked up."""
+        if self._hold_roots:
+            self._mark(os.fspath(path), FAN_MARK_ONLYDIR, FAN_OPEN_PERM | FAN_EVENT_ON_CHILD)
 
     def _mark(self, path: str, how: int, mask: int) -> None:
         assert self._libc is not None
@@ -287,6 +305,19 @@ class FanotifyReader:
                 log.exception("fanotify record handler failed")
 
     def _handle(self, mask: int, fd: int, pid: int) -> None:
+        if mask & FAN_OPEN_PERM:
+            # The opener waits for our answer: look it up while it surely exists, then let it go.
+            # Always answer (the finally), whatever happens: an unanswered open hangs its process.
+            try:
+                if pid not in self._ignore:
+                    self._process(pid)
+                    self.held += 1
+            finally:
+                try:
+                    os.write(self._fd, _RESPONSE.pack(fd, FAN_ALLOW))
+                finally:
+                    os.close(fd)
+            return
         now = time.time_ns()
         if mask & FAN_Q_OVERFLOW:
             self.overflows += 1

@@ -94,7 +94,9 @@ class WatchdogSource:
         *,
         max_hash_bytes: int = 256 * 1024 * 1024,
         report_access: bool = True,
+        on_new_directory: Callable[[str], None] | None = None,
     ) -> None:
+        self.on_new_directory = on_new_directory
         self.folders = [Path(f) for f in folders]
         self.sink = sink
         self.attribution = attribution
@@ -178,6 +180,9 @@ class WatchdogSource:
     def handle(self, event: FileSystemEvent) -> None:
         """Turns one watchdog event into zero or one domain event."""
         if event.is_directory:
+            if self.on_new_directory is not None and isinstance(event, (DirCreatedEvent, DirMovedEvent)):
+                target = event.dest_path if isinstance(event, DirMovedEvent) else event.src_path
+                self.on_new_directory(os.fsdecode(target))
             return
         path = os.fsdecode(event.src_path)
         if not self.report_access and isinstance(event, (FileOpenedEvent, FileClosedEvent, FileClosedNoWriteEvent)):

@@ -293,3 +293,41 @@ def test_mapper_remembers_a_bounded_number_of_opens() -> None:
     last = mapper.map(record("close_nowrite", pid=3))
     assert first is not None and "open_ms" not in first.attributes
     assert last is not None and "open_ms" in last.attributes
+
+
+@_with_root
+def test_held_opens_name_processes_that_exit_at_once(watched: Path) -> None:
+    """Short-lived readers (a `head -c1` of a small file exits in microseconds) are named every time
+    when their opens are held, even when the reader is busy and reads their records after they are
+    gone (without holding, this test fails: the records come back with no process and uid -1)."""
+    small = watched / "Contracts" / "small.txt"
+    small.write_bytes(b"confidential\n")
+    records = Records()
+    busy = threading.Event()
+
+    def busy_reader(record: FanotifyRecord) -> None:
+        if not busy.is_set():  # the first record finds the reader busy for a while
+            busy.set()
+            time.sleep(1.5)
+        records.add(record)
+
+    r = FanotifyReader([watched], busy_reader, hold_roots=[watched])
+    r.start()
+    try:
+        subprocess.run(["cat", str(watched / "Contracts" / "nda.pdf")], stdout=subprocess.DEVNULL, check=True)
+        assert busy.wait(10)
+        pids: list[int] = []
+        for _ in range(25):
+            done = subprocess.run(["head", "-c1", str(small)], stdout=subprocess.DEVNULL, check=True)
+            assert done.returncode == 0
+        for _ in range(25):
+            pids.append(records.wait_for(lambda rec: rec.kind == "close_nowrite" and rec.path == str(small)
+                                         and rec.pid not in pids).pid)
+        reads = [rec for rec in records.items if rec.kind == "close_nowrite" and rec.path == str(small)]
+        assert len(reads) >= 25
+        assert {(rec.process, rec.uid, rec.user) for rec in reads} == {("head", 0, "root")}
+        assert r.held >= 25
+    finally:
+        r.stop()
+    # once the reader is gone, nothing is held: opens go through
+    assert subprocess.run(["cat", str(small)], capture_output=True, timeout=10).stdout == b"confidential\n"
