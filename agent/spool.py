@@ -82,6 +82,20 @@ class Spool:
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return row[0]
 
+    # The counters are stored as SQLite integers and the chain head as a blob; these narrow what
+    # sqlite3 hands back (untyped) to what the callers need.
+    def _meta_int(self, key: str) -> int:
+        value = self._meta(key)
+        if not isinstance(value, (int, float, str, bytes)):
+            raise TypeError(f"spool meta {key!r} is {type(value).__name__}, not an integer")
+        return int(value)
+
+    def _meta_bytes(self, key: str) -> bytes:
+        value = self._meta(key)
+        if not isinstance(value, bytes):
+            raise TypeError(f"spool meta {key!r} is {type(value).__name__}, not bytes")
+        return value
+
     def _set(self, key: str, value: object) -> None:
         self._db.execute("UPDATE meta SET value = ? WHERE key = ?", (value, key))
 
@@ -89,7 +103,7 @@ class Spool:
     def epoch(self) -> int:
         """The current epoch; it changes only when the spool is reset."""
         with self._lock:
-            return int(self._meta("epoch"))  # type: ignore[call-overload]
+            return self._meta_int("epoch")
 
     def append(self, events: Sequence[FileEvent]) -> int:
         """Stores events durably in order until the cap; returns how many were accepted.
@@ -100,16 +114,16 @@ class Spool:
             return 0
         now = time.time_ns()
         with self._lock, self._tx():
-            seq = int(self._meta("next_seq"))  # type: ignore[call-overload]
-            used = int(self._meta("bytes"))  # type: ignore[call-overload]
-            refused = int(self._meta("refused"))  # type: ignore[call-overload]
+            seq = self._meta_int("next_seq")
+            used = self._meta_int("bytes")
+            refused = self._meta_int("refused")
             notice = None
             if refused:
                 notice = FileEvent(
                     kind="agent.spool_full", time_unix_ns=now,
                     attributes={"refused": refused, "cap_bytes": self.cap_bytes,
-                                "first_refused_ns": int(self._meta("refused_first_ns")),  # type: ignore[call-overload]
-                                "last_refused_ns": int(self._meta("refused_last_ns"))},  # type: ignore[call-overload]
+                                "first_refused_ns": self._meta_int("refused_first_ns"),
+                                "last_refused_ns": self._meta_int("refused_last_ns")},
                 )
             rows = []
             for event in ([notice] if notice else []) + list(events):
@@ -144,9 +158,9 @@ class Spool:
                 return None
             batch = events_pb2.EventBatch(
                 agent_id=self.agent_id,
-                epoch=int(self._meta("epoch")),  # type: ignore[call-overload]
+                epoch=self._meta_int("epoch"),
                 first_seq=rows[0][0],
-                prev_batch_hash=bytes(self._meta("last_hash")),  # type: ignore[call-overload]
+                prev_batch_hash=self._meta_bytes("last_hash"),
                 created_unix_ns=time.time_ns(),
             )
             for _, data in rows:
@@ -160,7 +174,7 @@ class Spool:
             self._db.execute("DELETE FROM events WHERE seq <= ?", (last_seq,))
             sealed_bytes = len(batch.SerializeToString())
             unsealed_bytes = sum(len(data) for _, data in rows)
-            self._set("bytes", int(self._meta("bytes")) - unsealed_bytes + sealed_bytes)  # type: ignore[call-overload]
+            self._set("bytes", self._meta_int("bytes") - unsealed_bytes + sealed_bytes)
             self._set("last_hash", digest)
             self._set("sealed_seq", last_seq)
         return batch
@@ -182,14 +196,14 @@ class Spool:
     def ack(self, *, epoch: int, acked_seq: int) -> int:
         """Deletes what the collector acknowledged; returns how many batches went."""
         with self._lock, self._tx():
-            if epoch != int(self._meta("epoch")):  # type: ignore[call-overload]
+            if epoch != self._meta_int("epoch"):
                 return 0
             freed = self._db.execute(
                 "SELECT coalesce(sum(length(data)), 0) FROM batches WHERE last_seq <= ?", (acked_seq,)
             ).fetchone()[0]
             cur = self._db.execute("DELETE FROM batches WHERE last_seq <= ?", (acked_seq,))
-            self._set("bytes", max(0, int(self._meta("bytes")) - int(freed)))  # type: ignore[call-overload]
-            if acked_seq > int(self._meta("acked_seq")):  # type: ignore[call-overload]
+            self._set("bytes", max(0, self._meta_int("bytes") - int(freed)))
+            if acked_seq > self._meta_int("acked_seq"):
                 self._set("acked_seq", acked_seq)
             return cur.rowcount
 
@@ -205,17 +219,17 @@ class Spool:
     def refused(self) -> int:
         """Events refused at the cap and not yet reported in an agent.spool_full event."""
         with self._lock:
-            return int(self._meta("refused"))  # type: ignore[call-overload]
+            return self._meta_int("refused")
 
     def used_bytes(self) -> int:
         """Bytes of events and batches held, as counted against the cap."""
         with self._lock:
-            return int(self._meta("bytes"))  # type: ignore[call-overload]
+            return self._meta_int("bytes")
 
     def acked_seq(self) -> int:
         """The highest sequence number the collector has acknowledged in this epoch."""
         with self._lock:
-            return int(self._meta("acked_seq"))  # type: ignore[call-overload]
+            return self._meta_int("acked_seq")
 
     def close(self) -> None:
         """Closes the database."""
