@@ -12,6 +12,9 @@ source: backpressure, never a drop). Its tasks, in order of arrival:
   ``file.copy`` or ``usb.write`` with ``source_paths``, ``match`` and ``match_share``, and whether the
   same process read the source shortly before (``RecentReads``);
 * deletes and moves: keep index and snapshot current;
+* a file that appears in a destination by a rename (no close-write to fingerprint): when its inode is
+  a sensitive file's, or was one's within ``DEPARTED_TTL_S``, report ``file.move`` out of the
+  sensitive folder (``attributes.moved_out``);
 * a rescan after a capture gap: compare the folders with the snapshot (``attributes.rescan``).
 
 It must never send content: only hashes, sizes and paths leave in events. Files it cannot read are
@@ -94,6 +97,15 @@ class _Index:
     path: str
 
 
+@dataclasses.dataclass(frozen=True)
+class _Arrival:
+    event: FileEvent
+
+
+DEPARTED_TTL_S = 300.0
+_DEPARTED_MAX = 10_000
+
+
 class ContentWatch:
     """The worker that owns the index and the snapshot; ``submit_*`` from any thread."""
 
@@ -122,6 +134,12 @@ class ContentWatch:
         self._dirty = False
         self._pending: set[str] = set()
         self._pending_lock = threading.Lock()
+        # which sensitive file each inode is, and the ones that left recently (a rename away from a
+        # sensitive folder is seen as a delete there and a create elsewhere, in either order)
+        self._inodes: dict[tuple[int, int], str] = {}
+        self._inode_of: dict[str, tuple[int, int]] = {}
+        self._departed: collections.OrderedDict[tuple[int, int], tuple[str, SnapshotEntry | None, float]] = (
+            collections.OrderedDict())
         self._queue: queue.Queue[object] = queue.Queue(maxsize=queue_size)
         self._thread = threading.Thread(target=self._run, name="content-watch", daemon=True)
 
@@ -161,6 +179,10 @@ class ContentWatch:
         """Queues (re-)indexing one sensitive file (moved in)."""
         self._queue.put(_Index(path))
 
+    def submit_arrival(self, event: FileEvent) -> None:
+        """Queues a file that appeared in a destination, to tell a move out of a sensitive folder."""
+        self._queue.put(_Arrival(event))
+
     def submit_rescan(self) -> None:
         """Queues a rescan of the sensitive folders against the snapshot."""
         self._queue.put(_Scan("rescan"))
@@ -194,7 +216,11 @@ class ContentWatch:
             self._check_copy(task.event, task.removable)
         elif isinstance(task, _Forget):
             self.index.remove(task.path)
+            entry = self._entries_known(task.path)
             self._set_entry(task.path, None)
+            self._forget_inode(task.path, entry)
+        elif isinstance(task, _Arrival):
+            self._check_arrival(task.event)
         elif isinstance(task, _Index):
             with self._pending_lock:
                 self._pending.discard(task.path)
@@ -223,7 +249,47 @@ class ContentWatch:
             return None
         self.index.add(path, scanned.fingerprint)
         self._set_entry(path, _entry(scanned))
+        self._note_inode(path, (scanned.dev, scanned.ino))
         return scanned
+
+    def _note_inode(self, path: str, key: tuple[int, int]) -> None:
+        old = self._inode_of.get(path)
+        if old is not None and old != key and self._inodes.get(old) == path:
+            del self._inodes[old]
+        self._inode_of[path] = key
+        self._inodes[key] = path
+
+    def _forget_inode(self, path: str, entry: SnapshotEntry | None) -> None:
+        key = self._inode_of.pop(path, None)
+        if key is None or self._inodes.get(key) != path:
+            return
+        del self._inodes[key]
+        self._departed[key] = (path, entry, time.monotonic())
+        while len(self._departed) > _DEPARTED_MAX:
+            self._departed.popitem(last=False)
+
+    def _check_arrival(self, event: FileEvent) -> None:
+        try:
+            st = os.lstat(event.path)
+        except OSError:
+            return  # gone again already
+        key = (st.st_dev, st.st_ino)
+        source = self._inodes.get(key)
+        entry = self._entries_known(source) if source else None
+        if source is None:
+            departed = self._departed.get(key)
+            if departed is None or time.monotonic() - departed[2] > DEPARTED_TTL_S:
+                return
+            source, entry = departed[0], departed[1]
+        if source == event.path:
+            return
+        self.counters["moves_out"] += 1
+        self.emit(dataclasses.replace(
+            event, kind="file.move", path=source, dest_path=event.path, size=st.st_size,
+            sha256=entry.sha256 if entry else "",
+            attributes={**dict(event.attributes), "moved_out": True, "source_paths": [source], "match": "exact",
+                        "match_share": 1.0, "same_inode": True},
+        ))
 
     def _check_copy(self, event: FileEvent, removable: RemovableMount | None) -> None:
         path = event.path
@@ -290,12 +356,14 @@ class ContentWatch:
                     continue
                 if (st.st_size, st.st_mtime_ns) == (old.size, old.mtime_ns):
                     after[path] = old  # unchanged and indexed: no need to read it again
+                    self._note_inode(path, (st.st_dev, st.st_ino))
                     continue
             scanned = self._scan_one(path)
             if scanned is not None:
                 after[path] = _entry(scanned)
         for stale in set(self.index.paths()) - set(after):
             self.index.remove(stale)
+            self._forget_inode(stale, before.get(stale))
         with self._entries_lock:
             self._entries = after
             self._dirty = True

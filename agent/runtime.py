@@ -21,6 +21,7 @@ bounded queues' backpressure.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import sys
@@ -127,13 +128,18 @@ class AgentRuntime:
         self.gap_count = 0
         self.limits_set: dict[str, int] = {}
 
-        watchdog_folders = list(self.folders)
-        if not self.use_fanotify:
-            watchdog_folders += [d for d in self.destinations if d not in watchdog_folders]
         self.watchdog = WatchdogSource(
-            watchdog_folders, self._from_source, attribution,
+            list(self.folders), self._from_source, attribution,
             max_hash_bytes=policy.max_hash_bytes, report_access=not self.use_fanotify,
             on_new_directory=lambda path: self._on_new_directory(path),
+        )
+        # The destinations have a watchdog source of their own: files that arrive there by a rename
+        # (a move out of a sensitive folder on the same filesystem has no close-write to fingerprint)
+        # and, without fanotify, close-writes to check for copies. Its events on sensitive paths are
+        # dropped: the sensitive folders' own source reports those.
+        self.dest_watchdog = WatchdogSource(
+            [d for d in self.destinations if d not in self.folders], self._from_destination, attribution,
+            max_hash_bytes=policy.max_hash_bytes, report_access=not self.use_fanotify,
         )
         self.content = ContentWatch(
             policy, self.recorder.record, SnapshotFile(settings.state_dir / "snapshot.json"),
@@ -156,6 +162,7 @@ class AgentRuntime:
         logging.getLogger("watchdog.observers").addHandler(self._overflow_log)
         self.recorder.start()
         self.watchdog.start()
+        self.dest_watchdog.start()
         if self.fanotify is not None:
             self.fanotify.start()
         self.content.start()
@@ -191,7 +198,7 @@ class AgentRuntime:
 
     def counters(self) -> dict[str, int]:
         """Capture counters: source counters, skipped scans by reason, gaps, queue depth."""
-        out: dict[str, int] = dict(self.watchdog.counters)
+        out: dict[str, int] = dict(self.watchdog.counters + self.dest_watchdog.counters)
         out.update({f"scan_skipped_{reason}": n for reason, n in self.content.skipped.items()})
         out.update(self.content.counters)
         out["capture_gaps"] = self.gap_count
@@ -216,6 +223,7 @@ class AgentRuntime:
         for reader in readers:
             reader.stop()
         self.watchdog.stop()
+        self.dest_watchdog.stop()
         self.content.stop()
         self.recorder.record(self.agent_event("agent.stop", reason=reason,
                                               interval_s=self.settings.heartbeat_seconds))
@@ -286,6 +294,22 @@ class AgentRuntime:
             self.recorder.record(event)
             if kind == "file.delete":
                 self.content.submit_delete(path)
+
+    def _from_destination(self, event: FileEvent) -> None:
+        """Routes an event seen in a destination: copies (close-writes) and arrivals by rename."""
+        path = event.path
+        policy = self.policy
+        if policy.is_sensitive(path) or policy.is_excluded(path):
+            return
+        if event.process and policy.is_excluded_process(event.process):
+            return
+        if event.kind == "file.write":
+            self.content.submit_write(event, sensitive=False, removable=None)
+        elif event.kind == "file.create":
+            self.content.submit_arrival(event)
+        elif event.kind == "file.move" and not policy.is_sensitive(event.dest_path):
+            self.content.submit_arrival(dataclasses.replace(event, kind="file.create", path=event.dest_path,
+                                                            dest_path=""))
 
     # -- removable media ------------------------------------------------------------------------
 

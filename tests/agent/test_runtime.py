@@ -132,3 +132,32 @@ def test_watchdog_overflow_warning_becomes_a_gap() -> None:
     finally:
         logger.removeHandler(handler)
     assert len(gaps) == 2
+
+
+def test_a_rename_out_of_a_sensitive_folder_is_a_move_out_in_either_order(tmp_path: Path) -> None:
+    policy, finance, dest = _world(tmp_path)
+    (finance / "plan.bin").write_bytes(SECRET[:50_000])
+    emitted: list[FileEvent] = []
+    watch = ContentWatch(policy, emitted.append, SnapshotFile(tmp_path / "snap.json"))
+    _run(watch)
+    try:
+        # delete seen first, then the arrival
+        os.rename(finance / "nda.bin", dest / "taken.bin")
+        watch.submit_delete(str(finance / "nda.bin"))
+        watch.submit_arrival(FileEvent(kind="file.create", time_unix_ns=time.time_ns(), path=str(dest / "taken.bin")))
+        # arrival seen first, then the delete
+        os.rename(finance / "plan.bin", dest / "plan.bin")
+        watch.submit_arrival(FileEvent(kind="file.create", time_unix_ns=time.time_ns(), path=str(dest / "plan.bin")))
+        watch.submit_delete(str(finance / "plan.bin"))
+        # an unrelated new file is nothing
+        (dest / "mine.txt").write_text("my own notes")
+        watch.submit_arrival(FileEvent(kind="file.create", time_unix_ns=time.time_ns(), path=str(dest / "mine.txt")))
+    finally:
+        watch.stop()
+    moves = [(e.kind, e.path, e.dest_path, e.attributes.get("moved_out")) for e in emitted if e.kind == "file.move"]
+    assert moves == [
+        ("file.move", str(finance / "nda.bin"), str(dest / "taken.bin"), True),
+        ("file.move", str(finance / "plan.bin"), str(dest / "plan.bin"), True),
+    ]
+    first = next(e for e in emitted if e.kind == "file.move")
+    assert first.attributes["source_paths"] == [str(finance / "nda.bin")] and first.sha256 and first.size == len(SECRET)

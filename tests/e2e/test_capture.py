@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import time
 import tempfile
 import zipfile
 from pathlib import Path
@@ -140,6 +141,16 @@ def test_reads_copies_and_removable_writes_are_stored(
                       "the plain usb.write")
         assert "match" not in plain["attributes"]
         (world / "dest" / "unrelated.txt").write_text("nothing sensitive")
+
+        moving = world / "finance" / "to-move.bin"
+        moving.write_bytes(SECRET[:40_000])
+        _wait(collector, token, lambda e: e["kind"] == "file.write" and e["path"] == str(moving), "the write to move")
+        time.sleep(0.5)  # let the content worker index it
+        os.rename(moving, world / "dest" / "moved-out.bin")  # same filesystem: no copy, no close-write
+        moved = _wait(collector, token, lambda e: e["kind"] == "file.move" and e["dest_path"].endswith("moved-out.bin"),
+                      "the move out")
+        assert moved["path"] == str(moving) and moved["attributes"]["moved_out"] is True
+        assert moved["attributes"]["source_paths"] == [str(moving)]
     finally:
         assert stop(agent) == 0
     events = collector.events(token)
