@@ -319,6 +319,28 @@ class AgentRuntime:
                 self._poll_mounts()
             except Exception:  # a bad partition list must not end removable-media capture
                 log.exception("removable mount poll failed")
+            try:
+                self._expand_folders()
+            except Exception:  # nor may a folder that cannot be watched end the others' capture
+                log.exception("sensitive folder expansion failed")
+
+    def _expand_folders(self) -> None:
+        """Watches sensitive folders that appeared since start (a glob such as /home/*/Contracts)."""
+        for folder in self.policy.expand_sensitive_folders():
+            if folder in self.folders:
+                continue
+            self.folders = (*self.folders, folder)
+            self.watchdog.add_folder(folder)
+            if self.fanotify is not None:
+                self.fanotify.add_root(folder, hold=True)
+            for dirpath, _dirs, names in os.walk(folder):
+                for name in names:
+                    path = os.path.join(dirpath, name)
+                    if not self.policy.is_excluded(path):
+                        self.content.submit_index(path)
+            self.recorder.record(self.agent_event("policy.applied", policy=self.policy.to_mapping(),
+                                                  new_sensitive_folder=str(folder)))
+            log.info("now watching the new sensitive folder %s", folder)
 
     def _poll_mounts(self) -> None:
         for change in self.tracker.poll():

@@ -238,6 +238,19 @@ class FanotifyReader:
         """Marks one more directory (``marks="directory"``): its files' events are reported."""
         self._mark(os.fspath(path), FAN_MARK_ONLYDIR, _EVENT_MASK | FAN_EVENT_ON_CHILD)
 
+    def add_root(self, path: str | os.PathLike[str], *, hold: bool = False) -> None:
+        """Watches one more root while running (a sensitive folder that appeared since start)."""
+        root = os.path.normpath(os.fspath(path))
+        if self._marks == "directory":
+            for dirpath, _dirs, _files in os.walk(root):
+                self.watch_directory(dirpath)
+        else:
+            self._mark(root, FAN_MARK_MOUNT if self._marks == "mount" else FAN_MARK_FILESYSTEM, _EVENT_MASK)
+        if hold and self._hold_roots:
+            for dirpath, _dirs, _files in os.walk(root):
+                self.hold_directory(dirpath)
+        self._roots = (*self._roots, root)  # one assignment: the reader thread sees old or new
+
     def hold_directory(self, path: str | os.PathLike[str]) -> None:
         """Holds opens of one more directory's files until their opener is looked up."""
         if self._hold_roots:

@@ -181,3 +181,30 @@ def test_changes_while_stopped_are_caught_up(collector: Collector, tmp_path: Pat
         assert stop(agent) == 0
     assert changed["path"].endswith("nda.bin") and changed["sha256"]
     assert created["path"].endswith("new.txt")
+
+
+@pytest.mark.slow
+def test_a_sensitive_folder_that_appears_later_is_watched(collector: Collector, tmp_path: Path, world: Path) -> None:
+    token, state = _enrolled(collector, tmp_path)
+    (world / "home" / "ann" / "Contracts").mkdir(parents=True)
+    config = tmp_path / "agent.toml"
+    config.write_text(f'[policy]\nsensitive_folders = ["{world}/home/*/Contracts"]\ndestinations = ["{world}/dest"]\n')
+    agent = _agent(state, config)
+    try:
+        _wait(collector, token, lambda e: e["kind"] == "policy.applied", "policy.applied")
+        late = world / "home" / "bob" / "Contracts"
+        late.mkdir(parents=True)  # a new employee's folder, after the agent started
+        _wait(collector, token, lambda e: e["kind"] == "policy.applied"
+              and e["attributes"].get("new_sensitive_folder") == str(late), "the new folder to be watched")
+        (late / "offer.txt").write_text("salary: confidential")
+        subprocess.run(["cat", str(late / "offer.txt")], stdout=subprocess.DEVNULL, check=True)
+        read = _wait(collector, token, lambda e: e["kind"] == "file.read" and e["path"] == str(late / "offer.txt"),
+                     "the read in the new folder")
+        if os.geteuid() == 0:
+            assert read["process"] == "cat"
+        shutil.copy(late / "offer.txt", world / "dest" / "offer-copy.txt")
+        copy = _wait(collector, token, lambda e: e["kind"] == "file.copy" and e["dest_path"].endswith("offer-copy.txt"),
+                     "the copy from the new folder")
+        assert copy["attributes"]["source_paths"] == [str(late / "offer.txt")]
+    finally:
+        assert stop(agent) == 0
