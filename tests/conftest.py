@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+from hypothesis import settings
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from shoumi.batch import GENESIS_HASH, sign_batch
@@ -17,6 +18,12 @@ from shoumi.v1 import events_pb2
 from collector.storage import SqlStore, open_store
 
 PG_DSN = os.environ.get("SHOUMI_TEST_PG_DSN")
+
+# In CI the property tests run the same examples every time (a failure there reproduces); a developer's
+# run explores new ones, and what it finds is kept with @example.
+settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 
 def _pg_store() -> Iterator[SqlStore]:

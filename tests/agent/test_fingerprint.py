@@ -7,7 +7,7 @@ import random
 import statistics
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import example, HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agent.core.fingerprint import (
@@ -180,15 +180,20 @@ def test_copy_with_k_changed_bytes_keeps_the_proved_share(
 
 
 @SLOW
+@example(seed=67973, size=65536)  # the first half holds no whole chunk of the source: no match is right
 @given(seed=st.integers(0, 2**32), size=st.integers(64 * 1024, 512 * 1024))
 def test_first_half_is_a_partial_match_of_about_half(seed: int, size: int) -> None:
     data = random_bytes(seed, size)
     index = FingerprintIndex(min_share=0.0)
     index.add("/s/src", fingerprint_bytes(data))
     n = size // 2
-    [match] = index.match(fingerprint_bytes(data[:n]))
-    assert match.kind == "partial"
-    assert (n - CHUNK_MAX) / size <= match.share <= n / size
+    matches = index.match(fingerprint_bytes(data[:n]))
+    lower = (n - CHUNK_MAX) / size  # at most the chunk cut by the end of the prefix is lost
+    assert all(m.share <= n / size for m in matches)
+    if lower > 0:
+        [match] = matches
+        assert match.kind == "partial"
+        assert lower <= match.share
 
 
 @SLOW
