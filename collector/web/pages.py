@@ -18,6 +18,8 @@ __all__ = ["router"]
 
 router = APIRouter()
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
+# "2026-11-25T15:02:00.197328215Z" -> "2026-11-25 15:02:00 UTC" for people; the datetime attribute keeps it all
+templates.env.filters["readable_time"] = lambda text: f"{text[:10]} {text[11:19]} UTC"
 
 
 def _session_user(request: Request, svc: Services) -> Any:

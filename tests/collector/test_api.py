@@ -125,6 +125,9 @@ def test_alert_page_needs_sign_in(world: dict[str, Any]) -> None:
     assert ok.status_code == 303 and "httponly" in ok.headers["set-cookie"].lower()
     page = client.get("/")
     assert page.status_code == 200 and "read_burst" in page.text and "alice" in page.text
+    import re
+
+    assert re.search(r'<time datetime="\d{4}-\d\d-\d\dT[^"]+Z">\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC</time>', page.text)
     client.post("/logout")
     assert client.get("/", follow_redirects=False).status_code == 303
     actions = [e.action for e in world["store"].list_audit(cursor=None, limit=50).items]
