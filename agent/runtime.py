@@ -365,9 +365,9 @@ class AgentRuntime:
         else:
             with self._mounts_lock:
                 self._mounts.pop(point, None)
-                reader = self._mount_readers.pop(point, None)
-            if reader is not None:
-                reader.stop()
+                held = self._mount_readers.pop(point, None)
+            if held is not None:
+                held.stop()
             elif not self.use_fanotify:
                 self.watchdog.remove_folder(Path(point))
         self.recorder.record(self.agent_event(
