@@ -34,17 +34,18 @@ def main() -> int:
     watch.mkdir(parents=True)
     with open(root / "collector.log", "wb") as log:
         collector = subprocess.Popen([str(BIN / "shoumi-collector"), "serve", "--data-dir", str(cdir),
-                                      "--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"],
+                                      "--grpc-listen", "127.0.0.1:0", "--enroll-listen", "127.0.0.1:0",
+                                      "--http-listen", "127.0.0.1:0"],
                                      stdout=log, stderr=subprocess.STDOUT)
     agent = None
     try:
         while not (cdir / "collector.addr.json").exists():
             time.sleep(0.05)
-        grpc_addr = json.loads((cdir / "collector.addr.json").read_text())["grpc"]
+        addr = json.loads((cdir / "collector.addr.json").read_text())
         token = subprocess.run([str(BIN / "shoumi-collector"), "enroll-token", "create", "--data-dir", str(cdir)],
                                capture_output=True, text=True, check=True).stdout.strip()
-        subprocess.run([str(BIN / "shoumi-agent"), "enroll", "--collector", grpc_addr, "--token", token,
-                        "--state-dir", str(adir)], capture_output=True, check=True)
+        subprocess.run([str(BIN / "shoumi-agent"), "enroll", "--collector", addr["enroll"], "--token", token,
+                        "--ca-fingerprint", addr["ca_fingerprint"], "--state-dir", str(adir)], capture_output=True, check=True)
         with open(root / "agent.log", "wb") as log:
             agent = subprocess.Popen([str(BIN / "shoumi-agent"), "run", "--state-dir", str(adir), "--watch", str(watch)],
                                      stdout=log, stderr=subprocess.STDOUT)
