@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -20,7 +18,9 @@ from pathlib import Path
 
 import psutil
 
-BIN = Path(sys.executable).parent
+sys.path.insert(0, str(Path(__file__).parent))
+from harness import enroll_agent, start_agent, start_collector, stop_all  # noqa: E402
+
 CPU_LIMIT_PCT, RSS_LIMIT_MB = 1.0, 80.0
 
 
@@ -34,22 +34,11 @@ def main() -> int:
     watch.mkdir(parents=True)
     for i in range(200):
         (watch / f"doc-{i}.txt").write_text(f"confidential {i}\n" * 100)
-    with open(root / "collector.log", "wb") as log:
-        collector = subprocess.Popen([str(BIN / "shoumi-collector"), "serve", "--data-dir", str(cdir), "--grpc-listen",
-                                      "127.0.0.1:0", "--enroll-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"],
-                                     stdout=log, stderr=subprocess.STDOUT)
+    collector, addr = start_collector(cdir, root / "collector.log")
     agent = None
     try:
-        while not (cdir / "collector.addr.json").exists():
-            time.sleep(0.05)
-        addr = json.loads((cdir / "collector.addr.json").read_text())
-        token = subprocess.run([str(BIN / "shoumi-collector"), "enroll-token", "create", "--data-dir", str(cdir)],
-                               capture_output=True, text=True, check=True).stdout.strip()
-        subprocess.run([str(BIN / "shoumi-agent"), "enroll", "--collector", addr["enroll"], "--token", token,
-                        "--ca-fingerprint", addr["ca_fingerprint"], "--state-dir", str(adir)], capture_output=True, check=True)
-        with open(root / "agent.log", "wb") as log:
-            agent = subprocess.Popen([str(BIN / "shoumi-agent"), "run", "--state-dir", str(adir), "--watch", str(watch),
-                                      "--capture", args.capture], stdout=log, stderr=subprocess.STDOUT)
+        enroll_agent(cdir, addr, adir)
+        agent = start_agent(adir, root / "agent.log", "--watch", str(watch), "--capture", args.capture)
         proc = psutil.Process(agent.pid)
         time.sleep(4.0)  # start-up: indexing the folder, first heartbeat
         before = proc.cpu_times()
@@ -61,10 +50,7 @@ def main() -> int:
         after = proc.cpu_times()
         elapsed = time.monotonic() - t0
     finally:
-        for p in (agent, collector):
-            if p is not None and p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-                p.wait(timeout=20)
+        stop_all(agent, collector)
     cpu_pct = 100 * ((after.user - before.user) + (after.system - before.system)) / elapsed
     print(f"agent idle over {elapsed:.1f} s ({args.capture}): CPU {cpu_pct:.2f}% of one core (limit {CPU_LIMIT_PCT}%), "
           f"peak RSS {peak_rss:.1f} MB (limit {RSS_LIMIT_MB:.0f} MB)")

@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-BIN = Path(sys.executable).parent
+sys.path.insert(0, str(Path(__file__).parent))
+from harness import enroll_agent, start_agent, start_collector, stop_all  # noqa: E402
+
 LIMIT_S = 1.0
 
 
@@ -32,23 +32,11 @@ def main() -> int:
     root = Path(tempfile.mkdtemp(prefix="shoumi-latency-"))
     cdir, adir, watch = root / "collector", root / "agent", root / "watch"
     watch.mkdir(parents=True)
-    with open(root / "collector.log", "wb") as log:
-        collector = subprocess.Popen([str(BIN / "shoumi-collector"), "serve", "--data-dir", str(cdir),
-                                      "--grpc-listen", "127.0.0.1:0", "--enroll-listen", "127.0.0.1:0",
-                                      "--http-listen", "127.0.0.1:0"],
-                                     stdout=log, stderr=subprocess.STDOUT)
+    collector, addr = start_collector(cdir, root / "collector.log")
     agent = None
     try:
-        while not (cdir / "collector.addr.json").exists():
-            time.sleep(0.05)
-        addr = json.loads((cdir / "collector.addr.json").read_text())
-        token = subprocess.run([str(BIN / "shoumi-collector"), "enroll-token", "create", "--data-dir", str(cdir)],
-                               capture_output=True, text=True, check=True).stdout.strip()
-        subprocess.run([str(BIN / "shoumi-agent"), "enroll", "--collector", addr["enroll"], "--token", token,
-                        "--ca-fingerprint", addr["ca_fingerprint"], "--state-dir", str(adir)], capture_output=True, check=True)
-        with open(root / "agent.log", "wb") as log:
-            agent = subprocess.Popen([str(BIN / "shoumi-agent"), "run", "--state-dir", str(adir), "--watch", str(watch)],
-                                     stdout=log, stderr=subprocess.STDOUT)
+        enroll_agent(cdir, addr, adir)
+        agent = start_agent(adir, root / "agent.log", "--watch", str(watch))
         time.sleep(1.5)
         written: dict[str, int] = {}
         start = time.monotonic()
@@ -70,10 +58,7 @@ def main() -> int:
             time.sleep(0.2)
         lat = sorted((received - written[path]) / 1e9 for path, received in rows if path in written)
     finally:
-        for proc in (agent, collector):
-            if proc is not None and proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                proc.wait(timeout=20)
+        stop_all(agent, collector)
     lost = args.files - len(lat)
     p50 = statistics.median(lat) if lat else float("nan")
     p99 = lat[int(len(lat) * 0.99) - 1] if lat else float("nan")
