@@ -176,6 +176,7 @@ class FanotifyReader:
         sensitive folders: every open there waits for this reader's answer."""
         self._hold_roots = tuple(os.path.normpath(os.fspath(r)) for r in hold_roots)
         self.held = 0
+        self._stop_requested = False
         self._roots = tuple(os.path.normpath(os.fspath(r)) for r in roots)
         self._on_record = on_record
         self._on_overflow = on_overflow
@@ -268,6 +269,7 @@ class FanotifyReader:
         thread = self._thread
         if thread is None:
             return
+        self._stop_requested = True
         self._stopping.set()
         try:
             os.write(self._wake_w, b"x")
@@ -281,15 +283,28 @@ class FanotifyReader:
         self._fd = self._wake_r = self._wake_w = -1
 
     def _run(self) -> None:
-        poller = select.poll()
-        poller.register(self._fd, select.POLLIN)
-        poller.register(self._wake_r, select.POLLIN)
-        while not self._stopping.is_set():
-            ready = poller.poll(self._poll_ms)
-            if self._stopping.is_set():
-                return
-            if any(fd == self._fd for fd, _ in ready):
-                self._drain()
+        try:
+            poller = select.poll()
+            poller.register(self._fd, select.POLLIN)
+            poller.register(self._wake_r, select.POLLIN)
+            while not self._stopping.is_set():
+                ready = poller.poll(self._poll_ms)
+                if self._stopping.is_set():
+                    return
+                if any(fd == self._fd for fd, _ in ready):
+                    self._drain()
+        except Exception:
+            log.exception("the fanotify reader failed")
+        finally:
+            self._release_if_dead()
+
+    def _release_if_dead(self) -> None:
+        # A reader that stops for any reason other than stop() must not leave held opens waiting
+        # for an answer that will never come: closing the group makes the kernel allow them.
+        if self._hold_roots and self._fd >= 0 and not self._stop_requested:
+            log.error("the fanotify reader stopped unexpectedly; releasing held opens")
+            fd, self._fd = self._fd, -1
+            os.close(fd)
 
     def _drain(self) -> None:
         while not self._stopping.is_set():

@@ -331,3 +331,24 @@ def test_held_opens_name_processes_that_exit_at_once(watched: Path) -> None:
         r.stop()
     # once the reader is gone, nothing is held: opens go through
     assert subprocess.run(["cat", str(small)], capture_output=True, timeout=10).stdout == b"confidential\n"
+
+
+@_with_root
+def test_a_reader_that_dies_releases_held_opens(watched: Path) -> None:
+    """If the reader thread ends for any reason but stop(), opens in held folders must not hang."""
+
+    class DyingReader(FanotifyReader):
+        def _drain(self) -> None:
+            raise RuntimeError("the reader broke")
+
+    r = DyingReader([watched], lambda record: None, hold_roots=[watched])
+    r.start()
+    try:
+        done = subprocess.run(["cat", str(watched / "Contracts" / "nda.pdf")], capture_output=True, timeout=20)
+        assert done.returncode == 0 and done.stdout == CONTENT  # allowed: the group was closed, not left waiting
+        deadline = time.monotonic() + 5
+        while r.is_running and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not r.is_running
+    finally:
+        r.stop()
