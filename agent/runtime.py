@@ -205,6 +205,8 @@ class AgentRuntime:
         out["content_queue"] = self.content.pending()
         if self.fanotify is not None:
             out["fanotify_records"] = self.fanotify.records
+            out["fanotify_lost"] = self.fanotify.lost
+            out["fanotify_held_opens"] = self.fanotify.held
             out["fanotify_overflows"] = self.fanotify.overflows
         return out
 

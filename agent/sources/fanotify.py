@@ -37,6 +37,7 @@ import errno
 import logging
 import os
 import pwd
+import queue
 import select
 import struct
 import sys
@@ -170,10 +171,20 @@ class FanotifyReader:
         unlimited_queue: bool = False,
         poll_timeout: float = 0.5,
         hold_roots: Iterable[str | os.PathLike[str]] = (),
+        max_pending: int = 200_000,
     ) -> None:
         """``hold_roots``: folders whose files' opens are held (FAN_OPEN_PERM) until the opener is
         looked up, so that even a process that exits at once (cp, cat) is named. Keep them to the
-        sensitive folders: every open there waits for this reader's answer."""
+        sensitive folders: every open there waits for this reader's answer.
+
+        Records are handed to ``on_record`` by a delivery thread of their own, through a queue of
+        ``max_pending``: the reader thread itself never waits for a callback, so held opens are
+        always answered even while the callback is blocked (on a full queue downstream that waits,
+        in turn, for a held open of the agent's own: that would be a deadlock). A full delivery
+        queue loses records; each loss is counted in ``lost`` and reported through ``on_overflow``."""
+        self._deliveries: queue.Queue[FanotifyRecord | None] = queue.Queue(maxsize=max_pending)
+        self._delivery: threading.Thread | None = None
+        self.lost = 0
         self._hold_roots = tuple(os.path.normpath(os.fspath(r)) for r in hold_roots)
         self.held = 0
         self._stop_requested = False
@@ -232,6 +243,8 @@ class FanotifyReader:
             raise
         self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         self._stopping.clear()
+        self._delivery = threading.Thread(target=self._deliver, name="fanotify-delivery", daemon=True)
+        self._delivery.start()
         self._thread = threading.Thread(target=self._run, name="fanotify-reader", daemon=True)
         self._thread.start()
 
@@ -277,6 +290,10 @@ class FanotifyReader:
             pass
         thread.join()
         self._thread = None
+        if self._delivery is not None:
+            self._deliveries.put(None)  # after every record read so far: they are delivered first
+            self._delivery.join()
+            self._delivery = None
         for fd in (self._fd, self._wake_r, self._wake_w):
             if fd >= 0:
                 os.close(fd)
@@ -371,9 +388,22 @@ class FanotifyReader:
         for bit, kind in _KIND_BITS:
             if mask & bit:
                 self.records += 1
-                self._on_record(
-                    FanotifyRecord(path, kind, pid, proc.uid, proc.user, proc.process, proc.exe, now)
-                )
+                try:
+                    self._deliveries.put_nowait(
+                        FanotifyRecord(path, kind, pid, proc.uid, proc.user, proc.process, proc.exe, now))
+                except queue.Full:
+                    self.lost += 1
+                    self._on_overflow()
+
+    def _deliver(self) -> None:
+        while True:
+            record = self._deliveries.get()
+            if record is None:
+                return
+            try:
+                self._on_record(record)
+            except Exception:  # a callback's bug must not stop delivery
+                log.exception("fanotify record handler failed")
 
     def _wanted(self, path: str) -> bool:
         for root in self._roots:
