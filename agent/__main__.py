@@ -161,7 +161,7 @@ def _run(settings: AgentSettings) -> int:
         open_channel = grpc.insecure_channel
     shipper = Shipper(
         spool, key, targets,
-        max_events=settings.batch_max_events, linger_s=settings.batch_linger_ms / 1000,
+        max_events=settings.batch_max_events,
         in_flight=settings.in_flight_batches, open_channel=open_channel,
     )
     recorder = Recorder(spool, capacity=settings.queue_capacity, on_stored=shipper.wake.set)

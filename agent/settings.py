@@ -28,7 +28,6 @@ class AgentSettings(BaseSettings):
     collector: str | None = Field(None, description="HOST:PORT; default: the one enrolled with")
     attributed_user: str | None = Field(None, description="user for events without a pid (inotify)")
     batch_max_events: int = Field(500, ge=1, le=1000)
-    batch_linger_ms: int = Field(100, ge=1, le=10_000)
     in_flight_batches: int = Field(16, ge=1, le=1000)
     heartbeat_seconds: float = Field(30.0, gt=0)
     queue_capacity: int = Field(100_000, ge=100)

@@ -37,7 +37,7 @@ class Shipper:
         target: str | Sequence[str],
         *,
         max_events: int = 500,
-        linger_s: float = 0.1,
+        idle_wait_s: float = 1.0,
         in_flight: int = 16,
         backoff_max_s: float = 30.0,
         open_channel: Callable[[str], grpc.Channel] = grpc.insecure_channel,
@@ -51,7 +51,7 @@ class Shipper:
             raise ValueError("at least one collector address is needed")
         self._next_target = 0
         self.max_events = max_events
-        self.linger_s = linger_s
+        self.idle_wait_s = idle_wait_s
         self.in_flight = in_flight
         self.backoff_max_s = backoff_max_s
         self.wake = threading.Event()
@@ -125,6 +125,10 @@ class Shipper:
             with self._acked:
                 while sent_upto - self._acked_seq > self.in_flight * self.max_events and not self._stop.is_set():
                     self._acked.wait(0.5)
+            # Cleared before looking, so a wake-up that comes while we look is not lost: new events
+            # (the recorder wakes us after each commit) and stop() end the wait at once; the timeout
+            # only bounds how long an unforeseen miss could delay them.
+            self.wake.clear()
             batches = self.spool.pending(after_seq=sent_upto, limit=self.in_flight)
             if batches:
                 for batch in batches:
@@ -133,5 +137,4 @@ class Shipper:
                 continue
             if self.spool.seal(key=self.key, max_events=self.max_events) is not None:
                 continue
-            self.wake.wait(self.linger_s)
-            self.wake.clear()
+            self.wake.wait(self.idle_wait_s)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pwd
 import subprocess
 import sys
 import time
@@ -15,12 +16,12 @@ from tests.e2e.conftest import Collector, eventually, run, stop, tool
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _agent(state: Path, watch: Path, *extra: str) -> subprocess.Popen[bytes]:
+def _agent(state: Path, watch: Path, *extra: str, capture: str = "inotify") -> subprocess.Popen[bytes]:
     with open(state.parent / f"{state.name}.log", "ab") as log:
         return subprocess.Popen(
-            # inotify capture: the thin path with a known attribution (fanotify is covered by test_capture.py)
+            # inotify capture by default: a known attribution (fanotify is covered by test_capture.py)
             [tool("shoumi-agent"), "run", "--state-dir", str(state), "--watch", str(watch), "--attributed-user", "alice",
-             "--capture", "inotify", *extra],
+             "--capture", capture, *extra],
             stdout=log, stderr=subprocess.STDOUT,
         )
 
@@ -46,7 +47,12 @@ def test_file_operations_become_stored_events_and_an_alert(collector: Collector,
     token, state = _setup(collector, tmp_path)
     watch = tmp_path / "finance"
     watch.mkdir()
-    agent = _agent(state, watch)
+    # As root the agent sees reads through fanotify, which tells its own reads (hashing what was just
+    # written) from the user's by pid; inotify cannot, and merges an identical open/close pair of
+    # the agent's and the user's, so an exact count of reads is only asserted under fanotify.
+    fanotify = os.geteuid() == 0
+    agent = _agent(state, watch, capture="auto" if fanotify else "inotify")
+    reader = pwd.getpwuid(os.geteuid()).pw_name if fanotify else "alice"
     try:
         eventually(lambda: any(e["kind"] == "agent.start" for e in collector.events(token)), what="agent.start")
         for i in range(12):
@@ -60,12 +66,13 @@ def test_file_operations_become_stored_events_and_an_alert(collector: Collector,
             what="the delete to be stored",
         )
         kinds = [e["kind"] for e in events]
-        assert kinds.count("file.create") == 12 and kinds.count("file.write") == 12 and kinds.count("file.read") == 12
+        assert kinds.count("file.create") == 12 and kinds.count("file.write") == 12
+        assert kinds.count("file.read") == 12 if fanotify else 10 <= kinds.count("file.read") <= 12
         moved = next(e for e in events if e["kind"] == "file.move")
         assert moved["path"].endswith("plan-0.txt") and moved["dest_path"].endswith("plan-zero.txt")
         assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
         alerts = eventually(lambda: collector.get("/api/v1/alerts", token)["items"], what="an alert")
-        assert alerts[0]["rule"] == "read_burst" and alerts[0]["user"] == "alice"
+        assert alerts[0]["rule"] == "read_burst" and alerts[0]["user"] == reader
     finally:
         assert stop(agent) == 0
     stored = collector.events(token)
