@@ -124,10 +124,9 @@ def _check_regular(st: os.stat_result, path: str) -> None:
         raise ScanSkipped("not_regular", path, stat.filemode(st.st_mode))
 
 
-def scan_file(path: PathArg, *, max_bytes: int) -> ScannedFile:
-    """Fingerprints the first ``max_bytes`` of a regular file, or raises ``ScanSkipped``."""
-    raw = os.fspath(path)
-    text = os.fsdecode(raw)
+def _open_regular(raw: str | bytes, text: str) -> tuple[int, os.stat_result]:
+    """Opens a regular file that is what lstat saw (no link, FIFO, device, or a file swapped in
+    between); returns the descriptor and its fstat, or raises ``ScanSkipped``."""
     try:
         before = os.lstat(raw)
     except OSError as exc:
@@ -142,6 +141,18 @@ def scan_file(path: PathArg, *, max_bytes: int) -> ScannedFile:
         _check_regular(opened, text)
         if (opened.st_dev, opened.st_ino) != (before.st_dev, before.st_ino):
             raise ScanSkipped("changed", text, "replaced between lstat and open")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, opened
+
+
+def scan_file(path: PathArg, *, max_bytes: int) -> ScannedFile:
+    """Fingerprints the first ``max_bytes`` of a regular file, or raises ``ScanSkipped``."""
+    raw = os.fspath(path)
+    text = os.fsdecode(raw)
+    fd, opened = _open_regular(raw, text)
+    try:
         fingerprinter = Fingerprinter()
         remaining = max_bytes
         while remaining > 0:
@@ -235,17 +246,8 @@ def scan_archive(path: PathArg, *, limits: ArchiveLimits = ArchiveLimits()) -> l
     """Fingerprints the regular members of a zip or tar (.tar, .tar.gz/.tgz, bz2, xz) file."""
     raw = os.fspath(path)
     text = os.fsdecode(raw)
-    try:
-        st = os.lstat(raw)
-    except OSError as exc:
-        raise _skip_for(exc, text) from exc
-    _check_regular(st, text)
-    try:
-        fd = os.open(raw, _OPEN_FLAGS)
-    except OSError as exc:
-        raise _skip_for(exc, text) from exc
+    fd, _ = _open_regular(raw, text)
     with io.open(fd, "rb", closefd=True) as f:
-        _check_regular(os.fstat(f.fileno()), text)
         head = f.read(512)
         kind = _archive_kind(head)
         if not kind:
