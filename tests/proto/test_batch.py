@@ -45,7 +45,10 @@ def test_verify_accepts_what_sign_signed_and_survives_the_wire(rows: list) -> No
 
 @settings(max_examples=60, deadline=None)
 @given(st.lists(events, min_size=1, max_size=4), st.data())
-def test_any_flipped_bit_is_rejected(rows: list, data: st.DataObject) -> None:
+def test_any_flipped_bit_is_rejected_or_changes_nothing(rows: list, data: st.DataObject) -> None:
+    """A flipped bit either gets the batch refused, or the batch still says exactly what was signed:
+    protobuf reads some encodings the same (a bool sent as 3 is true), and what is verified and
+    stored is the canonical form, so no altered content can pass."""
     batch = _batch(rows)
     chain.sign_batch(batch, KEY)
     wire = bytearray(batch.SerializeToString())
@@ -56,9 +59,26 @@ def test_any_flipped_bit_is_rejected(rows: list, data: st.DataObject) -> None:
         received = events_pb2.EventBatch.FromString(bytes(wire))
     except Exception:
         return  # not even parseable: refused before any check
-    with pytest.raises(chain.BatchError):
+    try:
         chain.check_shape(received)
         chain.verify_signature(received, PUB)
+    except chain.BatchError:
+        return
+    assert chain.canonical_bytes(received) == chain.canonical_bytes(batch)
+    assert received.signature == batch.signature
+
+
+def test_a_bool_encoded_as_3_reads_as_true_and_signs_the_same() -> None:
+    """The case hypothesis found: the wire changed, the meaning did not, and nothing else can."""
+    batch = _batch([("agent.start", "/p", "u", 1, {"flag": True})])
+    chain.sign_batch(batch, KEY)
+    wire = batch.SerializeToString()
+    entry = b"\n\x04flag\x12\x02\x20\x01"  # map entry: key "flag", Value{bool_value (field 4): varint 1}
+    assert wire.count(entry) == 1
+    altered = wire.replace(entry, entry[:-1] + b"\x03")
+    received = events_pb2.EventBatch.FromString(altered)
+    assert chain.verify_signature(received, PUB) == chain.batch_hash(batch)
+    assert chain.canonical_bytes(received) == chain.canonical_bytes(batch)
 
 
 def test_wrong_key_is_rejected() -> None:
