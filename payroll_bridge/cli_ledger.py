@@ -51,9 +51,28 @@ def _day(text: str) -> date:
         raise InvalidInput(f"expected an ISO date YYYY-MM-DD, got {text!r}") from exc
 
 
+def _read_bounded(path: str, limit: int) -> tuple[bytes, bool]:
+    """At most ``limit`` + 1 bytes of the file (or stdin), and whether there was more."""
+    try:
+        if path == "-":
+            data = sys.stdin.buffer.read(limit + 1)
+        else:
+            with open(path, "rb") as f:
+                data = f.read(limit + 1)
+    except OSError as exc:
+        raise InvalidInput(f"cannot read {path}: {exc.strerror or exc}") from exc
+    return data[:limit], len(data) > limit
+
+
 def _intake(args: argparse.Namespace, settings: PayrollSettings) -> int:
-    payload = _read(args.case)
+    from payroll_bridge.intake import MAX_CASE_BYTES
+
+    payload, too_large = _read_bounded(args.case, MAX_CASE_BYTES)
     with _ledger(settings) as ledger:
+        if too_large:
+            reason = f"the case file is larger than {MAX_CASE_BYTES} bytes: refused unread"
+            ledger.record_malformed_intake(payload=payload[:4096], reason=reason, actor=args.actor)
+            raise InvalidInput(reason)
         outcome = ledger.intake(payload=payload, actor=args.actor)
     _emit(outcome.to_json())
     return 0 if outcome.decision.accepted else 1

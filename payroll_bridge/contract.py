@@ -31,6 +31,10 @@ __all__ = [
     "ResolvedPeriod",
     "Warning_",
     "decode_json",
+    "json_default",
+    "has_fraction",
+    "MAX_DEPTH",
+    "MAX_INT_DIGITS",
     "parse_request",
     "resolve_terms",
     "run_schedule",
@@ -82,14 +86,66 @@ class Warning_:
         return out
 
 
+# Bounds on what any JSON input may be: deep nesting would exhaust the parser's recursion and a
+# huge integer its int() conversion; no amount of fen needs more than 16 digits (10^14 yuan).
+MAX_DEPTH = 32
+MAX_INT_DIGITS = 16
+
+
 class _Fraction:
     """Marks a JSON number with a fraction or exponent, so that it can be refused by name."""
 
     def __init__(self, text: str) -> None:
-        self.text = text
+        self.text = text[:40]
 
     def __repr__(self) -> str:
         return self.text
+
+
+def json_default(value: object) -> object:
+    """``json.dumps`` default: a fractional number is written back as its text."""
+    if isinstance(value, _Fraction):
+        return value.text
+    raise TypeError(f"not JSON: {type(value).__name__}")
+
+
+def has_fraction(doc: Any) -> bool:
+    """Whether a decoded document holds a fractional number anywhere."""
+    if isinstance(doc, _Fraction):
+        return True
+    if isinstance(doc, dict):
+        return any(has_fraction(v) for v in doc.values())
+    if isinstance(doc, list):
+        return any(has_fraction(v) for v in doc)
+    return False
+
+
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        raise InvalidInput(f"a number has more than {MAX_INT_DIGITS} digits ({text[:20]}…)")
+    return int(text)
+
+
+def _check_depth(text: str) -> None:
+    """Refuses nesting deeper than MAX_DEPTH before the recursive parser sees it."""
+    depth = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise InvalidInput(f"not accepted: JSON nested more than {MAX_DEPTH} levels deep")
+        elif ch in "]}":
+            depth -= 1
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -106,11 +162,16 @@ def _no_constants(name: str) -> Any:
 
 
 def decode_json(text: str | bytes) -> Any:
-    """Parses JSON keeping fractional numbers recognisable and refusing duplicate keys and NaN."""
+    """Parses JSON keeping fractional numbers recognisable and refusing duplicate keys, NaN, deep
+    nesting and over-long integers."""
     try:
+        if isinstance(text, bytes):
+            text = text.decode("utf-8")
+        _check_depth(text)
         return json.loads(
             text,
             parse_float=_Fraction,
+            parse_int=_bounded_int,
             parse_constant=_no_constants,
             object_pairs_hook=_no_duplicates,
         )

@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 from contextlib import contextmanager
 
-from payroll_bridge.contract import decode_json
+from payroll_bridge.contract import decode_json, has_fraction, json_default
 from payroll_bridge.errors import InvalidInput, LedgerError, TableError, UnknownRecord
-from payroll_bridge.intake import IntakeDecision, Refusal, assess
+from payroll_bridge.intake import ClaimedLoss, IntakeDecision, Refusal, assess
 from payroll_bridge.lifecycle import next_case_state, next_line_state
 from payroll_bridge.minimum_wage import MinimumWageTable, RegionRule, WageRow
 from payroll_bridge.period import Period
@@ -244,6 +244,40 @@ def _utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+MAX_ACTOR_CHARS = 128
+REFUSED_PAYLOAD_CHARS = 4096
+
+
+def _check_actor(actor: str) -> None:
+    if not isinstance(actor, str) or not actor.strip():
+        raise InvalidInput("every human action needs an actor")
+    if len(actor) > MAX_ACTOR_CHARS or not actor.isprintable():
+        raise InvalidInput(f"an actor is a printable name of at most {MAX_ACTOR_CHARS} characters")
+
+
+def _truncate(text: str) -> str:
+    """A refused payload is kept for the record, but never more than REFUSED_PAYLOAD_CHARS of it."""
+    if len(text) <= REFUSED_PAYLOAD_CHARS:
+        return text
+    return text[:REFUSED_PAYLOAD_CHARS] + f"…[truncated, {len(text)} characters in all]"
+
+
+def _short(value: str | None) -> str | None:
+    return value[:128] if value is not None else None
+
+
+def _claim(payload: dict[str, Any]) -> tuple[date | None, str, frozenset[str]]:
+    """The incident day, summary and document hashes an accepted case's payload claims."""
+    incident = payload.get("incident") or {}
+    docs = (payload.get("loss") or {}).get("documents") or []
+    try:
+        day: date | None = date.fromisoformat(str(incident.get("date")))
+    except (TypeError, ValueError):
+        day = None
+    return day, str(incident.get("summary") or ""), frozenset(
+        str(d.get("sha256", "")).lower() for d in docs if isinstance(d, dict))
+
+
 class Ledger:
     """The bridge's memory; one instance per connection (per request, per command)."""
 
@@ -284,8 +318,7 @@ class Ledger:
         return self._clock().isoformat()
 
     def _audit(self, actor: str, action: str, subject: str, detail: dict[str, Any]) -> None:
-        if not actor.strip():
-            raise InvalidInput("every human action needs an actor")
+        _check_actor(actor)
         self._db.execute(
             "INSERT INTO audit (at, actor, action, subject, detail) VALUES (?, ?, ?, ?, ?)",
             (self._now(), actor, action, subject, json.dumps(detail, ensure_ascii=False, sort_keys=True)),
@@ -294,11 +327,30 @@ class Ledger:
     # --- intake -------------------------------------------------------------------------------
 
     def intake(self, *, payload: str | bytes, actor: str) -> IntakeOutcome:
-        """Decides on a CASE.json, records the decision and why, and files an accepted case."""
-        doc = decode_json(payload)
-        decision = assess(doc, known_regions=self.table.regions.keys())
-        stored = json.dumps(doc, ensure_ascii=False, sort_keys=True)
+        """Decides on a CASE.json, records the decision and why, and files an accepted case.
+
+        Input that cannot be read as a case (bad JSON, too deep, a number too long) is recorded as
+        a refusal too, its payload truncated, and then raised as ``InvalidInput``.
+        """
+        _check_actor(actor)
+        try:
+            doc = decode_json(payload)
+            if not isinstance(doc, dict):
+                raise InvalidInput("a case must be a JSON object")
+        except InvalidInput as exc:
+            self.record_malformed_intake(payload=payload, reason=str(exc), actor=actor)
+            raise
         with self._tx() as db:
+            claimed = [ClaimedLoss(r["case_id"], r["employee_id"], *_claim(json.loads(r["payload"])))
+                       for r in db.execute("SELECT case_id, employee_id, payload FROM cases")]
+            decision = assess(doc, known_regions=self.table.regions.keys(),
+                              direct_loss_only={c for c, r in self.table.regions.items() if r.direct_loss_only},
+                              claimed=claimed)
+            if has_fraction(doc):
+                decision = IntakeDecision(decision.case_id, decision.employee_id, None, decision.refusals + (Refusal(
+                    "NUMBER_NOT_WHOLE", "the case holds a fractional number: amounts are whole fen, tiers whole "
+                    "numbers"),))
+            stored = json.dumps(doc, ensure_ascii=False, sort_keys=True, default=json_default)
             duplicate = False
             if decision.accepted and decision.case is not None:
                 existing = db.execute("SELECT payload FROM cases WHERE case_id = ?",
@@ -324,21 +376,35 @@ class Ledger:
                     (case.case_id, case.employee_id, case.confirmed_at.isoformat(), case.loss_fen, stored,
                      self._now()),
                 )
-            cur = db.execute(
-                "INSERT INTO intakes (case_id, employee_id, received_at, actor, decision, reasons, payload) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (decision.case_id, decision.employee_id, self._now(), actor,
-                 "accepted" if decision.accepted else "refused",
-                 json.dumps([r.to_json() for r in decision.refusals], ensure_ascii=False), stored),
-            )
-            intake_id = int(cur.lastrowid or 0)
-            self._audit(actor, "intake.accepted" if decision.accepted else "intake.refused",
-                        decision.case_id or "?", {
-                            "intake_id": intake_id, "duplicate": duplicate,
-                            "refusals": [r.code for r in decision.refusals]})
+            intake_id = self._record_intake(
+                case_id=_short(decision.case_id), employee_id=_short(decision.employee_id), actor=actor,
+                accepted=decision.accepted, reasons=[r.to_json() for r in decision.refusals],
+                payload=stored if decision.accepted else _truncate(stored), duplicate=duplicate)
             if decision.accepted and decision.employee_id and not duplicate:
                 self._recompute(decision.employee_id)
         return IntakeOutcome(intake_id, decision, duplicate)
+
+    def record_malformed_intake(self, *, payload: str | bytes, reason: str, actor: str) -> int:
+        """Records a refused intake whose payload could not be read as a case (kept truncated)."""
+        _check_actor(actor)
+        text = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else payload
+        with self._tx():
+            return self._record_intake(case_id=None, employee_id=None, actor=actor, accepted=False,
+                                       reasons=[{"code": "MALFORMED", "message": reason[:500]}],
+                                       payload=_truncate(text), duplicate=False)
+
+    def _record_intake(self, *, case_id: str | None, employee_id: str | None, actor: str, accepted: bool,
+                       reasons: list[dict[str, str]], payload: str, duplicate: bool) -> int:
+        cur = self._db.execute(
+            "INSERT INTO intakes (case_id, employee_id, received_at, actor, decision, reasons, payload) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (case_id, employee_id, self._now(), actor, "accepted" if accepted else "refused",
+             json.dumps(reasons, ensure_ascii=False), payload),
+        )
+        intake_id = int(cur.lastrowid or 0)
+        self._audit(actor, "intake.accepted" if accepted else "intake.refused", case_id or "?", {
+            "intake_id": intake_id, "duplicate": duplicate, "refusals": [r["code"] for r in reasons]})
+        return intake_id
 
     def intakes(self) -> list[dict[str, Any]]:
         """Every intake decision, oldest first, with its reasons."""

@@ -24,6 +24,8 @@ from payroll_bridge.period import Period
 from payroll_bridge.rules import CapBase
 
 __all__ = [
+    "ExcludedItem",
+    "NATIONAL_EXCLUDED_ITEMS",
     "RegionRule",
     "WageRow",
     "MinimumWageTable",
@@ -36,8 +38,30 @@ STALE_AFTER_MONTHS = 18
 
 
 @dataclass(frozen=True)
+class ExcludedItem:
+    """A pay item left out of the minimum-wage comparison, and the text that says so."""
+
+    code: str
+    name: str
+    source: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"code": self.code, "name": self.name, "source": self.source}
+
+
+_NATIONAL = "《最低工资规定》（劳社部令第21号）第十二条"
+# Excluded everywhere (第十二条); a region's list adds to these, never removes one.
+NATIONAL_EXCLUDED_ITEMS: tuple[ExcludedItem, ...] = (
+    ExcludedItem("overtime", "延长工作时间工资（加班工资）", _NATIONAL),
+    ExcludedItem("night_shift", "中班、夜班津贴", _NATIONAL),
+    ExcludedItem("special_conditions", "高温、低温、井下、有毒有害等特殊工作环境、条件下的津贴", _NATIONAL),
+    ExcludedItem("statutory_welfare", "法律、法规和国家规定的劳动者福利待遇", _NATIONAL),
+)
+
+
+@dataclass(frozen=True)
 class RegionRule:
-    """What a region's rules say besides the amount: exclusions, notice, cap."""
+    """What a region's rules say besides the amount: exclusions, notice, cap, kinds of loss."""
 
     code: str
     name: str
@@ -50,6 +74,13 @@ class RegionRule:
     flags_source: str
     flags_checked_on: date
     flags_confirmed: bool
+    direct_loss_only: bool = False
+    disciplinary_shares_limits: bool = False
+    excluded_items: tuple[ExcludedItem, ...] = NATIONAL_EXCLUDED_ITEMS
+
+    def excluded_item(self, code: str) -> ExcludedItem | None:
+        """The region's excluded item with this code, or None when the region counts it as wage."""
+        return next((i for i in self.excluded_items if i.code == code), None)
 
 
 @dataclass(frozen=True)
@@ -151,6 +182,19 @@ def parse_table(doc: Any, *, origin: str) -> MinimumWageTable:
         cap_percent = _int(spec.get("cap_percent", 20), f"{where}.cap_percent")
         if cap_percent > 20:
             raise TableError(f"{where}: cap_percent may not exceed the national 20%")
+        items = list(NATIONAL_EXCLUDED_ITEMS)
+        raw_items = spec.get("excluded_items", [])
+        if not isinstance(raw_items, list):
+            raise TableError(f"{where}.excluded_items: expected a list")
+        for j, item in enumerate(raw_items):
+            iw = f"{where}.excluded_items[{j}]"
+            if not isinstance(item, dict):
+                raise TableError(f"{iw}: expected an object")
+            extra = ExcludedItem(_str(item.get("code"), f"{iw}.code"), _str(item.get("name"), f"{iw}.name"),
+                                 _str(item.get("source"), f"{iw}.source"))
+            if any(i.code == extra.code for i in items):
+                raise TableError(f"{iw}: the item {extra.code} is listed twice")
+            items.append(extra)
         regions[code] = RegionRule(
             code=code,
             name=_str(spec.get("name"), f"{where}.name"),
@@ -163,6 +207,10 @@ def parse_table(doc: Any, *, origin: str) -> MinimumWageTable:
             flags_source=_str(spec.get("flags_source"), f"{where}.flags_source"),
             flags_checked_on=_date(spec.get("flags_checked_on"), f"{where}.flags_checked_on"),
             flags_confirmed=_bool(spec.get("flags_confirmed", False), f"{where}.flags_confirmed"),
+            direct_loss_only=_bool(spec.get("direct_loss_only", False), f"{where}.direct_loss_only"),
+            disciplinary_shares_limits=_bool(spec.get("disciplinary_shares_limits", False),
+                                             f"{where}.disciplinary_shares_limits"),
+            excluded_items=tuple(items),
         )
     rows: list[WageRow] = []
     seen: set[tuple[str, int, date]] = set()

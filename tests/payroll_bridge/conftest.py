@@ -75,18 +75,23 @@ def example() -> dict[str, Any]:
 
 def case_doc(case_id: str = "C-7", *, employee_id: str = "E1001", region: str = "CN-SH",
              loss_fen: int = 500000, confirmed: str = "2026-11-20", incident: str = "2026-10-02") -> dict[str, Any]:
-    """A complete CASE.json that the intake accepts."""
+    """A complete CASE.json that the intake accepts; each case id has its own incident and documents."""
+    import hashlib
+
+    def sha(what: str) -> str:
+        return hashlib.sha256(f"{case_id}/{what}".encode()).hexdigest()
+
     return {
         "case_id": case_id,
         "employee": {"id": employee_id, "name": "张三", "region": region},
-        "incident": {"date": incident, "summary": "将设计图纸复制到个人网盘并外传"},
+        "incident": {"date": incident, "summary": f"将设计图纸复制到个人网盘并外传（{case_id}）"},
         "confirmations": {
             "security": {"by": "li.wei", "at": f"{confirmed}T09:00:00+08:00"},
             "hr": {"by": "wang.fang", "at": f"{confirmed}T15:30:00+08:00"},
         },
-        "loss": {"amount_fen": loss_fen, "documents": [
-            {"title": "第三方鉴定报告", "sha256": "a" * 64},
-            {"title": "返工费用发票", "sha256": "b" * 64},
+        "loss": {"amount_fen": loss_fen, "kind": "direct", "documents": [
+            {"title": "第三方鉴定报告", "sha256": sha("report")},
+            {"title": "返工费用发票", "sha256": sha("invoice")},
         ]},
         "agreement": {
             "title": "保密协议", "version": "NDA-2024-v3", "document_sha256": "c" * 64, "signed_by": employee_id,

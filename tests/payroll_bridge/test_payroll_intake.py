@@ -130,8 +130,153 @@ def test_second_case_with_a_taken_id_is_refused(ledger) -> None:  # type: ignore
     assert ledger.case("C-7").loss_fen == 500000
 
 
-def test_unparseable_case_exits_2_and_records_nothing(cli: Cli, tmp_path: Path) -> None:
+def test_unparseable_case_exits_2_and_no_case_is_filed(cli: Cli, tmp_path: Path) -> None:
     (tmp_path / "case.json").write_text("{oops")
     db = tmp_path / "ledger.sqlite3"
     result = cli("--ledger", str(db), "intake", str(tmp_path / "case.json"))
     assert result.code == 2 and result.stdout == "" and "not valid JSON" in result.stderr
+
+
+# --- issue 14: the same loss twice, signer, confirmers, kind of loss --------------------------------
+
+
+def test_the_same_documents_under_another_case_id_are_refused(ledger) -> None:  # type: ignore[no-untyped-def]
+    assert ledger.intake(payload=json.dumps(case_doc("C-7")), actor="zhao.hr").decision.accepted
+    again = case_doc("C-9")
+    again["loss"]["documents"] = case_doc("C-7")["loss"]["documents"][:1]
+    outcome = ledger.intake(payload=json.dumps(again), actor="zhao.hr")
+    assert [r.code for r in outcome.decision.refusals] == ["LOSS_DOCUMENTS_ALREADY_CLAIMED"]
+    assert "C-7" in outcome.decision.refusals[0].message
+    with pytest.raises(KeyError):
+        ledger.case("C-9")
+
+
+def test_the_same_incident_under_another_case_id_is_refused_unless_hr_states_a_distinct_loss(
+    ledger,  # type: ignore[no-untyped-def]
+) -> None:
+    assert ledger.intake(payload=json.dumps(case_doc("C-7")), actor="zhao.hr").decision.accepted
+    again = case_doc("C-9")
+    again["incident"] = dict(case_doc("C-7")["incident"], summary=" 将设计图纸复制到个人网盘并外传（C-7）")
+    refused = ledger.intake(payload=json.dumps(again), actor="zhao.hr")
+    assert [r.code for r in refused.decision.refusals] == ["INCIDENT_ALREADY_CLAIMED"]
+    again["distinct_loss"] = {"from_cases": ["C-7"], "by": "zhao.hr", "reason": "第二份图纸"}
+    assert [r.code for r in ledger.intake(payload=json.dumps(again), actor="zhao.hr").decision.refusals] == [
+        "DISTINCT_LOSS_NOT_BY_HR", "INCIDENT_ALREADY_CLAIMED"]
+    again["distinct_loss"]["by"] = "Wang.Fang"
+    accepted = ledger.intake(payload=json.dumps(again), actor="zhao.hr")
+    assert accepted.decision.accepted, accepted.decision.refusals
+    assert accepted.decision.case is not None and accepted.decision.case.distinct_from is not None
+
+
+def test_a_dismissed_case_still_holds_its_loss(ledger) -> None:  # type: ignore[no-untyped-def]
+    assert ledger.intake(payload=json.dumps(case_doc("C-7")), actor="zhao.hr").decision.accepted
+    ledger.pause(case_id="C-7", reason="仲裁", actor="zhao.hr")
+    ledger.resume(case_id="C-7", award_fen=0, award_ref="驳回", actor="zhao.hr")
+    again = case_doc("C-9")
+    again["loss"]["documents"] = case_doc("C-7")["loss"]["documents"]
+    assert "LOSS_DOCUMENTS_ALREADY_CLAIMED" in {
+        r.code for r in ledger.intake(payload=json.dumps(again), actor="zhao.hr").decision.refusals}
+
+
+def test_an_agreement_signed_by_someone_else_is_refused() -> None:
+    doc = case_doc()
+    doc["agreement"]["signed_by"] = "E2002"
+    assert codes(doc) == {"AGREEMENT_NOT_SIGNED_BY_EMPLOYEE"}
+    doc["agreement"]["signed_by"] = "e1001"  # the same id, whatever the case
+    assert codes(doc) == set()
+
+
+@pytest.mark.parametrize("side,by,at,code", [
+    ("hr", "E1001", None, "CONFIRMED_BY_EMPLOYEE"),
+    ("security", "e1001", None, "CONFIRMED_BY_EMPLOYEE"),
+    ("security", "li.wei", "2026-10-01T23:00:00+08:00", "CONFIRMATION_BEFORE_INCIDENT"),
+    ("hr", "wang.fang@corp", None, "CONFIRMER_NOT_ACCOUNT_ID"),
+    ("hr", "Wang Fang", None, "CONFIRMER_NOT_ACCOUNT_ID"),
+])
+def test_confirmations_that_make_no_sense_are_refused(side: str, by: str, at: str | None, code: str) -> None:
+    doc = case_doc()
+    doc["confirmations"][side]["by"] = by
+    if at:
+        doc["confirmations"][side]["at"] = at
+    assert codes(doc) == {code}
+
+
+def test_two_spellings_of_one_confirmer_cannot_pass_as_two_people() -> None:
+    doc = case_doc()
+    doc["confirmations"]["security"]["by"] = "wang.fang@corp"
+    assert "CONFIRMER_NOT_ACCOUNT_ID" in codes(doc)  # so only one spelling exists: 'wang.fang' on both
+    doc["confirmations"]["security"]["by"] = "WANG.FANG"
+    assert codes(doc) == {"SAME_PERSON_CONFIRMED_BOTH"}
+
+
+def test_the_kind_of_loss_is_recorded_and_guangdong_refuses_an_indirect_one() -> None:
+    doc = case_doc(region="CN-GD-SZ")
+    del doc["loss"]["kind"]
+    assert codes(doc) == {"LOSS_KIND_MISSING"}
+    doc["loss"]["kind"] = "indirect"
+    decision = assess(doc, known_regions=REGIONS, direct_loss_only={"CN-GD-SZ"})
+    assert [r.code for r in decision.refusals] == ["LOSS_NOT_DIRECT"]
+    shanghai = case_doc()
+    shanghai["loss"]["kind"] = "indirect"
+    accepted = assess(shanghai, known_regions=REGIONS, direct_loss_only={"CN-GD-SZ"})
+    assert accepted.case is not None and accepted.case.loss_kind == "indirect"
+
+
+def test_the_bundled_table_limits_guangdong_to_the_direct_loss(ledger) -> None:  # type: ignore[no-untyped-def]
+    for i, region in enumerate(("CN-GD-SZ", "CN-GD-GZ")):
+        doc = case_doc(f"C-{i}", region=region)
+        doc["loss"]["kind"] = "indirect"
+        refused = ledger.intake(payload=json.dumps(doc), actor="zhao.hr")
+        assert [r.code for r in refused.decision.refusals] == ["LOSS_NOT_DIRECT"]
+
+
+# --- issue 14 item 15: input the intake must refuse, not crash on ------------------------------------
+
+
+@pytest.mark.parametrize("where", ["loss.amount_fen", "employee.tier", "incident.extra"])
+def test_a_fractional_number_anywhere_is_a_recorded_refusal(ledger, where: str) -> None:  # type: ignore[no-untyped-def]
+    doc = case_doc()
+    parent, key = where.split(".")
+    doc[parent][key] = 1.5
+    outcome = ledger.intake(payload=json.dumps(doc), actor="zhao.hr")
+    assert not outcome.decision.accepted
+    assert "NUMBER_NOT_WHOLE" in {r.code for r in outcome.decision.refusals}
+    assert ledger.intakes()[-1]["decision"] == "refused"
+
+
+@pytest.mark.parametrize("text,message", [
+    ("[" * 5000 + "]" * 5000, "nested more than"),
+    ('{"case_id": "C-1", "loss": {"amount_fen": ' + "9" * 5000 + "}}", "more than 16 digits"),
+    ("{oops", "not valid JSON"),
+])
+def test_hostile_json_is_refused_recorded_truncated_and_exits_2(
+    cli: Cli, tmp_path: Path, text: str, message: str
+) -> None:
+    (tmp_path / "case.json").write_text(text)
+    db = tmp_path / "ledger.sqlite3"
+    result = cli("--ledger", str(db), "intake", "--actor", "zhao.hr", str(tmp_path / "case.json"))
+    assert result.code == 2 and result.stdout == "" and message in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM cases").fetchone() == (0,)
+        decision, reasons, payload = conn.execute("SELECT decision, reasons, payload FROM intakes").fetchone()
+    assert decision == "refused" and json.loads(reasons)[0]["code"] == "MALFORMED"
+    assert len(payload) <= 4096 + 64
+
+
+def test_a_case_file_over_the_size_limit_is_refused_unread(cli: Cli, tmp_path: Path) -> None:
+    doc = case_doc()
+    doc["incident"]["summary"] = "x" * (2 * 1024 * 1024)
+    (tmp_path / "case.json").write_text(json.dumps(doc))
+    db = tmp_path / "ledger.sqlite3"
+    result = cli("--ledger", str(db), "intake", "--actor", "zhao.hr", str(tmp_path / "case.json"))
+    assert result.code == 2 and "larger than" in result.stderr
+    with sqlite3.connect(db) as conn:
+        (payload,) = conn.execute("SELECT payload FROM intakes").fetchone()
+    assert len(payload) < 5000
+
+
+def test_an_over_long_actor_is_refused(cli: Cli, write_json: Callable[..., Path], tmp_path: Path) -> None:
+    result = cli("--ledger", str(tmp_path / "l.sqlite3"), "intake", "--actor", "x" * 60000,
+                 str(write_json("case.json", case_doc())))
+    assert result.code == 2 and "at most 128 characters" in result.stderr
