@@ -4,14 +4,16 @@ One worker thread owns the ``FingerprintIndex`` and the snapshot (path -> size, 
 the sensitive folders; sources hand it work through a bounded queue (a full queue blocks the
 source: backpressure, never a drop). Its tasks, in order of arrival:
 
-* the first scan at start: index every sensitive file and, when an earlier run left a snapshot,
-  report what changed meanwhile (``attributes.catch_up``);
-* a write inside a sensitive folder: reported at once by the caller's thread, re-fingerprinted here
-  (coalesced per path, so a burst of writes does not stall the source);
+* the first scan at start: index every sensitive file and, when an earlier run left a complete
+  snapshot, report what changed meanwhile (``attributes.catch_up``);
+* a write inside a sensitive folder: re-fingerprinted here (coalesced per path, so a burst of
+  writes does not stall the source) and reported with the size and hash that were read;
 * a write elsewhere (destinations, removable media): ``find_copies`` against the index and report
   ``file.copy`` or ``usb.write`` with ``source_paths``, ``match`` and ``match_share``, and whether the
   same process read the source shortly before (``RecentReads``);
-* deletes and moves: keep index and snapshot current;
+* creates, deletes and moves in sensitive folders: reported from here, so that each event and
+  the snapshot change it makes are stored together (``Recorded``; see ``agent.snapshot``), and a
+  file the start scan already reported is not reported created a second time;
 * a file that appears in a destination by a rename (no close-write to fingerprint): when its inode is
   a sensitive file's, or was one's within ``DEPARTED_TTL_S``, report ``file.move`` out of the
   sensitive folder (``attributes.moved_out``);
@@ -38,7 +40,14 @@ from agent.core.events import FileEvent
 from agent.core.fingerprint import FingerprintIndex, Match
 from agent.fingerprint_scan import ScanSkipped, ScannedFile, find_copies, scan_file
 from agent.policy import SensitiveFolderPolicy
-from agent.snapshot import SnapshotEntry, SnapshotFile, diff_snapshots
+from agent.snapshot import (
+    LegacySnapshotFile,
+    Recorded,
+    SnapshotEntry,
+    SnapshotStore,
+    SnapshotUpdate,
+    diff_snapshots,
+)
 from agent.sources.removable import RemovableMount
 
 __all__ = ["ContentWatch", "RecentReads"]
@@ -88,8 +97,8 @@ class _Scan:
 
 
 @dataclasses.dataclass(frozen=True)
-class _Forget:
-    path: str
+class _Change:
+    event: FileEvent  # a create, delete or move in (or into) a sensitive folder
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,24 +113,32 @@ class _Arrival:
 
 DEPARTED_TTL_S = 300.0
 _DEPARTED_MAX = 10_000
+_STATE_CHUNK = 1000  # snapshot rows per state-only record (the first run's baseline)
 
 
 class ContentWatch:
-    """The worker that owns the index and the snapshot; ``submit_*`` from any thread."""
+    """The worker that owns the index and the snapshot; ``submit_*`` from any thread.
+
+    ``emit`` receives plain events and ``Recorded`` ones (an event with the snapshot changes it
+    accounts for, to be stored in one transaction); ``store`` is where the durable snapshot is read
+    back at start (the spool).
+    """
 
     def __init__(
         self,
         policy: SensitiveFolderPolicy,
-        emit: Callable[[FileEvent], None],
-        snapshot: SnapshotFile,
+        emit: Callable[[FileEvent | Recorded], None],
+        store: SnapshotStore,
         *,
+        legacy: LegacySnapshotFile | None = None,
         own_read: Callable[[str], ContextManager[None]] = lambda path: contextlib.nullcontext(),
         queue_size: int = 10_000,
         read_window_s: float = 300.0,
     ) -> None:
         self.policy = policy
         self.emit = emit
-        self.snapshot = snapshot
+        self.store = store
+        self.legacy = legacy
         self.own_read = own_read
         self.recent_reads = RecentReads()
         self.read_window_ns = int(read_window_s * 1e9)
@@ -131,8 +148,9 @@ class ContentWatch:
         self.ready = threading.Event()  # set once the first scan is done
         self._entries: dict[str, SnapshotEntry] = {}
         self._entries_lock = threading.Lock()
-        self._dirty = False
-        self._pending: set[str] = set()
+        # sensitive writes waiting for their re-index, per path: one queue slot per path however
+        # many writes, and each write is reported with the hash of what its re-index read
+        self._pending: dict[str, list[FileEvent]] = {}
         self._pending_lock = threading.Lock()
         # which sensitive file each inode is, and the ones that left recently (a rename away from a
         # sensitive folder is seen as a delete there and a create elsewhere, in either order)
@@ -140,6 +158,9 @@ class ContentWatch:
         self._inode_of: dict[str, tuple[int, int]] = {}
         self._departed: collections.OrderedDict[tuple[int, int], tuple[str, SnapshotEntry | None, float]] = (
             collections.OrderedDict())
+        # what the last full scan found (path -> inode), until the events queued meanwhile are done
+        self._scan_seen: dict[str, tuple[int, int]] = {}
+        self._scan_done_ns = 0
         self._queue: queue.Queue[object] = queue.Queue(maxsize=queue_size)
         self._thread = threading.Thread(target=self._run, name="content-watch", daemon=True)
 
@@ -149,7 +170,7 @@ class ContentWatch:
         self._thread.start()
 
     def stop(self) -> None:
-        """Finishes the queued work, saves the snapshot and stops the worker."""
+        """Finishes the queued work and stops the worker."""
         self._queue.put(_STOP)
         self._thread.join()
 
@@ -158,25 +179,31 @@ class ContentWatch:
         return self._queue.qsize()
 
     def submit_write(self, event: FileEvent, *, sensitive: bool, removable: RemovableMount | None) -> None:
-        """A closed-after-write file: a sensitive one is reported now and re-indexed later (one
-        pending re-index per path, so a burst of writes costs one queue slot per file); any
-        other is queued for copy detection."""
+        """A closed-after-write file: a sensitive one is re-indexed and reported with its hash and
+        snapshot entry (writes to one path coalesce into one re-index); any other is queued for
+        copy detection."""
         if sensitive:
-            self.emit(event)
             with self._pending_lock:
-                if event.path in self._pending:
+                waiting = self._pending.get(event.path)
+                if waiting is not None:
+                    waiting.append(event)
                     return
-                self._pending.add(event.path)
+                self._pending[event.path] = [event]
             self._queue.put(_Index(event.path))
         else:
             self._queue.put(_Write(event, removable))
 
-    def submit_delete(self, path: str) -> None:
-        """Queues forgetting a sensitive file that was deleted or moved away."""
-        self._queue.put(_Forget(path))
+    def submit_change(self, event: FileEvent) -> None:
+        """Queues a create, delete or move in (or into) a sensitive folder: reported with the
+        snapshot change it makes."""
+        self._queue.put(_Change(event))
 
     def submit_index(self, path: str) -> None:
-        """Queues (re-)indexing one sensitive file (moved in)."""
+        """Queues indexing one sensitive file that no event reports (its folder became sensitive)."""
+        with self._pending_lock:
+            if path in self._pending:
+                return
+            self._pending[path] = []
         self._queue.put(_Index(path))
 
     def submit_arrival(self, event: FileEvent) -> None:
@@ -187,59 +214,94 @@ class ContentWatch:
         """Queues a rescan of the sensitive folders against the snapshot."""
         self._queue.put(_Scan("rescan"))
 
-    def save(self) -> None:
-        """Saves the snapshot if it changed since the last save."""
-        with self._entries_lock:
-            if not self._dirty:
-                return
-            entries = dict(self._entries)
-            self._dirty = False
-        try:
-            self.snapshot.save(entries)
-        except OSError as exc:
-            log.warning("could not save the snapshot %s: %s", self.snapshot.path, exc)
-
     def _run(self) -> None:
         while True:
             task = self._queue.get()
             if task is _STOP:
-                self.save()
                 return
             try:
                 self._do(task)
             except Exception:  # one odd file must never stop copy detection
                 self.counters["worker_errors"] += 1
                 log.exception("content task %r failed", task)
+            if self._scan_seen and self._queue.empty():
+                self._scan_seen = {}  # every event from during the scan has been handled
 
     def _do(self, task: object) -> None:
         if isinstance(task, _Write):
             self._check_copy(task.event, task.removable)
-        elif isinstance(task, _Forget):
-            self.index.remove(task.path)
-            entry = self._entries_known(task.path)
-            self._set_entry(task.path, None)
-            self._forget_inode(task.path, entry)
+        elif isinstance(task, _Change):
+            self._change(task.event)
         elif isinstance(task, _Arrival):
             self._check_arrival(task.event)
         elif isinstance(task, _Index):
-            with self._pending_lock:
-                self._pending.discard(task.path)
-            self._scan_one(task.path)
+            self._reindex(task.path)
         elif isinstance(task, _Scan):
             self._scan_all(task.reason)
+
+    def _reindex(self, path: str) -> None:
+        with self._pending_lock:
+            events = self._pending.pop(path, [])
+        scanned = self._scan_one(path)
+        update = ((path, self._entries_known(path)),)
+        for event in events[:-1]:
+            self.emit(event)  # superseded by a later write: the state travels with the last one
+        last = events[-1] if events else None
+        if last is not None and scanned is not None:
+            last = dataclasses.replace(last, size=scanned.size, sha256=_sha(scanned))
+        self.emit(Recorded(last, update))
+
+    def _change(self, event: FileEvent) -> None:
+        path = event.path
+        if event.kind == "file.create":
+            try:
+                st = os.lstat(path)
+            except OSError:
+                st = None
+            seen = self._scan_seen.pop(path, None)
+            if st is not None and seen == (st.st_dev, st.st_ino) and event.time_unix_ns < self._scan_done_ns:
+                return  # created while the scan ran, which found (and reported) this very file
+            scanned = self._scan_one(path)
+            entry = self._entries_known(path)
+            if entry is None and st is not None and self.policy.is_sensitive(path):
+                # being written (or unreadable): what it is now; its close-write brings the hash
+                entry = SnapshotEntry(st.st_size, st.st_mtime_ns)
+                self._set_entry(path, entry)
+            if scanned is not None:
+                event = dataclasses.replace(event, size=scanned.size, sha256=_sha(scanned))
+            self.emit(Recorded(event, ((path, entry),)))
+        elif event.kind == "file.delete":
+            self._scan_seen.pop(path, None)
+            self.emit(Recorded(event, (self._forget(path),)))
+        elif event.kind == "file.move":
+            updates: list[SnapshotUpdate] = []
+            if self.policy.is_sensitive(path):
+                updates.append(self._forget(path))
+            dest = event.dest_path
+            if self.policy.is_sensitive(dest) and not self.policy.is_excluded(dest):
+                self._scan_one(dest)
+                updates.append((dest, self._entries_known(dest)))
+            self.emit(Recorded(event, tuple(updates)))
+        else:
+            self.emit(event)
+
+    def _forget(self, path: str) -> SnapshotUpdate:
+        self.index.remove(path)
+        entry = self._entries_known(path)
+        self._set_entry(path, None)
+        self._forget_inode(path, entry)
+        return (path, None)
 
     def _set_entry(self, path: str, entry: SnapshotEntry | None) -> None:
         with self._entries_lock:
             if entry is None:
-                if self._entries.pop(path, None) is not None:
-                    self._dirty = True
-            elif self._entries.get(path) != entry:
+                self._entries.pop(path, None)
+            else:
                 self._entries[path] = entry
-                self._dirty = True
 
     def _scan_one(self, path: str) -> ScannedFile | None:
         try:
-            with self.own_read(path):
+            with self.own_read(path) if self.policy.is_sensitive(path) else contextlib.nullcontext():
                 scanned = scan_file(path, max_bytes=self.policy.max_hash_bytes)
         except ScanSkipped as skip:
             self.skipped[skip.reason] += 1
@@ -342,9 +404,18 @@ class ContentWatch:
         started = time.monotonic()
         with self._entries_lock:
             before = dict(self._entries)
-        saved = reason == "start" and self.snapshot.exists()
-        if saved:
-            before = self.snapshot.load()
+        first_run = False
+        catch_up = True
+        if reason == "start":
+            if self.store.snapshot_baseline():
+                before = self.store.load_snapshot()
+            else:
+                # No complete snapshot: a first run, or one killed before its baseline was stored.
+                first_run = True
+                legacy = self.legacy.load() if self.legacy is not None else None
+                before = legacy if legacy is not None else {}
+                catch_up = legacy is not None
+                self.emit(Recorded(None, reset=True))
         after: dict[str, SnapshotEntry] = {}
         for path in self._walk():
             old = before.get(path)
@@ -365,19 +436,28 @@ class ContentWatch:
             self.index.remove(stale)
             self._forget_inode(stale, before.get(stale))
         with self._entries_lock:
-            self._entries = after
-            self._dirty = True
-        if reason == "rescan" or saved:
+            self._entries = dict(after)
+        self._scan_seen = {p: k for p in after if (k := self._inode_of.get(p)) is not None}
+        self._scan_done_ns = time.time_ns()
+        reported: set[str] = set()
+        if catch_up:
             flag = "rescan" if reason == "rescan" else "catch_up"
             for change in diff_snapshots(before, after):
                 entry = change.entry
-                self.emit(FileEvent(
+                self.emit(Recorded(FileEvent(
                     kind=change.kind, time_unix_ns=time.time_ns(), path=change.path,
                     size=entry.size if entry else -1, sha256=entry.sha256 if entry else "",
                     attributes={flag: True, "source": flag},
-                ))
+                ), ((change.path, entry),)))
+                reported.add(change.path)
                 self.counters[f"{flag}_changes"] += 1
-        self.save()
+        # What changed without being a change (a hash learnt, a time moved with the same content),
+        # or, on a first run, the whole baseline: nothing unreported, so stored on its own.
+        quiet = [(p, e) for p, e in after.items() if p not in reported and (first_run or before.get(p) != e)]
+        for i in range(0, len(quiet), _STATE_CHUNK):
+            self.emit(Recorded(None, tuple(quiet[i:i + _STATE_CHUNK])))
+        if first_run:
+            self.emit(Recorded(None, baseline=True))
         self.counters["index_files"] = len(self.index)
         log.info("%s scan: %d sensitive files indexed in %.2f s", reason, len(after), time.monotonic() - started)
         self.ready.set()

@@ -1,7 +1,9 @@
 """Between the sources and the spool: a bounded queue and one writer that commits in groups.
 
 Sources call ``record`` from their own threads; when the queue is full they block (backpressure
-into the kernel's queue, whose overflow the sources detect and report) rather than drop.
+into the kernel's queue, whose overflow the sources detect and report) rather than drop. A
+``Recorded`` (an event with the snapshot changes it accounts for) is one queue item, so the spool
+stores the two in one transaction.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import time
 from typing import Callable
 
 from agent.core.events import FileEvent
+from agent.snapshot import Recorded
 from agent.spool import Spool
 
 __all__ = ["Recorder"]
@@ -37,8 +40,8 @@ class Recorder:
         """Starts the writer thread."""
         self._thread.start()
 
-    def record(self, event: FileEvent) -> None:
-        """Queues an event for the spool; blocks while the queue is full."""
+    def record(self, event: FileEvent | Recorded) -> None:
+        """Queues an event (or one with its snapshot changes) for the spool; blocks while full."""
         self._queue.put(event)
 
     def stop(self) -> None:
@@ -56,7 +59,7 @@ class Recorder:
                     items.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-            events = [i for i in items if isinstance(i, FileEvent)]
+            events = [i for i in items if isinstance(i, (FileEvent, Recorded))]
             done = any(i is _STOP for i in items)
             while events:
                 try:
@@ -65,6 +68,6 @@ class Recorder:
                     log.exception("spool append failed; retrying %d events", len(events))
                     time.sleep(1.0)
                     continue
-                self.recorded += len(events)
+                self.recorded += sum(1 for e in events if not isinstance(e, Recorded) or e.event is not None)
                 self.on_stored()
                 events = []

@@ -35,7 +35,7 @@ from agent.core.events import FileEvent
 from agent.policy import SensitiveFolderPolicy
 from agent.recorder import Recorder
 from agent.settings import AgentSettings
-from agent.snapshot import SnapshotFile
+from agent.snapshot import LegacySnapshotFile
 from agent.sources.fanotify import FanotifyEventMapper, FanotifyReader, FanotifyRecord, fanotify_available
 from agent.sources.removable import MountChange, RemovableMount, RemovableMountTracker
 from agent.sources.watchdog_source import Attribution, WatchdogSource
@@ -142,7 +142,7 @@ class AgentRuntime:
             max_hash_bytes=policy.max_hash_bytes, report_access=not self.use_fanotify,
         )
         self.content = ContentWatch(
-            policy, self.recorder.record, SnapshotFile(settings.state_dir / "snapshot.json"),
+            policy, self.recorder.record, spool, legacy=LegacySnapshotFile(settings.state_dir / "snapshot.json"),
             own_read=self.watchdog.own_read,
         )
         self.fanotify: FanotifyReader | None = None
@@ -158,6 +158,7 @@ class AgentRuntime:
 
     def start(self) -> None:
         """Starts recording, the sources, the content worker and the pollers; emits agent.start."""
+        previous = self.spool.begin_run()
         self.limits_set = raise_inotify_limits()
         logging.getLogger("watchdog.observers").addHandler(self._overflow_log)
         self.recorder.start()
@@ -173,6 +174,13 @@ class AgentRuntime:
             capture="fanotify" if self.use_fanotify else "inotify", inotify_limits_set=self.limits_set,
         ))
         self.recorder.record(self.agent_event("policy.applied", policy=self.policy.to_mapping()))
+        if previous.unclean:
+            # Killed, crashed or powered off: from its last stored event until now nobody watched.
+            # The catch-up that follows reports what changed in the sensitive folders meanwhile.
+            self.recorder.record(self.agent_event(
+                "agent.capture_gap", source="unclean_stop", when=previous.last_commit_ns / 1e9,
+                until=time.time_ns() / 1e9, folders=[str(p) for p in self.folders], action="catch_up",
+            ))
         self._poll_mounts()
         for target, name in ((self._mount_loop, "mount-poller"), (self._gap_loop, "capture-gaps")):
             thread = threading.Thread(target=target, name=name, daemon=True)
@@ -188,7 +196,6 @@ class AgentRuntime:
     def heartbeat(self) -> None:
         """Records one agent.heartbeat with spool, capture and content counters."""
         stats = self.spool.stats()
-        self.content.save()
         self.recorder.record(self.agent_event(
             "agent.heartbeat", interval_s=self.settings.heartbeat_seconds, spool_unsealed=stats.unsealed,
             spool_unacked_events=stats.unacked_events, spool_bytes=self.spool.used_bytes(),
@@ -230,6 +237,7 @@ class AgentRuntime:
         self.recorder.record(self.agent_event("agent.stop", reason=reason,
                                               interval_s=self.settings.heartbeat_seconds))
         self.recorder.stop()
+        self.spool.end_run()
         return self.shipper.stop(drain_timeout_s=5.0)
 
     def agent_event(self, kind: str, **attributes: Any) -> FileEvent:
@@ -287,15 +295,9 @@ class AgentRuntime:
         elif kind == "file.move":
             dest_sensitive = policy.is_sensitive(event.dest_path) and not policy.is_excluded(event.dest_path)
             if sensitive or dest_sensitive:
-                self.recorder.record(event)
-            if sensitive:
-                self.content.submit_delete(path)
-            if dest_sensitive:
-                self.content.submit_index(event.dest_path)
+                self.content.submit_change(event)  # reported with the snapshot change it makes
         elif sensitive:
-            self.recorder.record(event)
-            if kind == "file.delete":
-                self.content.submit_delete(path)
+            self.content.submit_change(event)
 
     def _from_destination(self, event: FileEvent) -> None:
         """Routes an event seen in a destination: copies (close-writes) and arrivals by rename."""

@@ -1,9 +1,20 @@
-"""What the sensitive folders held when last looked at: path -> (size, mtime_ns, sha256).
+"""What the sensitive folders held when last reported: path -> (size, mtime_ns, sha256).
 
-The agent keeps this in its state directory (``snapshot.json``) and uses it twice: on start, to
-report sensitive files created, changed or deleted while it was not running (catch-up), and after a
-capture gap (a kernel queue overflow), to report what the lost events would have said (rescan).
-``diff_snapshots`` is pure; ``SnapshotFile`` only loads and saves atomically.
+The agent uses it twice: on start, to report sensitive files created, changed or deleted while it
+was not running (catch-up), and after a capture gap (a kernel queue overflow), to report what the
+lost events would have said (rescan).
+
+Crash consistency. The snapshot lives in the spool's SQLite file and every change to it travels
+with the event that reports it (``Recorded``): the spool applies an event's ``updates`` in the
+same transaction that stores the event, and only if the event is accepted. So after any crash
+the durable snapshot is exactly what the durable events say each file was, and the catch-up
+reports only what changed since, never a change already reported (no phantom), never skipping one
+whose event was lost with the process (no miss). Updates without an event (the first run's
+baseline, a hash learnt for a file whose size and time did not change) describe nothing
+unreported and may be committed on their own.
+
+``diff_snapshots`` is pure; the store is ``agent.spool.Spool``; ``LegacySnapshotFile`` only reads
+the ``snapshot.json`` that versions before the spool-held snapshot left.
 
 This module must never keep file content: a snapshot holds stat values and a SHA-256 per file.
 """
@@ -11,12 +22,21 @@ This module must never keep file content: a snapshot holds stat values and a SHA
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Mapping
+from typing import Literal, Mapping, Protocol
 
-__all__ = ["Change", "SnapshotEntry", "SnapshotFile", "diff_snapshots"]
+from agent.core.events import FileEvent
+
+__all__ = [
+    "Change",
+    "LegacySnapshotFile",
+    "Recorded",
+    "SnapshotEntry",
+    "SnapshotStore",
+    "SnapshotUpdate",
+    "diff_snapshots",
+]
 
 
 @dataclass(frozen=True)
@@ -28,6 +48,23 @@ class SnapshotEntry:
     sha256: str = ""
 
 
+SnapshotUpdate = tuple[str, SnapshotEntry | None]  # None: the file is gone
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """An event (or none) and the snapshot changes it accounts for, stored in one transaction.
+
+    ``reset`` empties the snapshot first (a first run starting its baseline afresh); ``baseline``
+    marks the snapshot complete (a later start may catch up against it).
+    """
+
+    event: FileEvent | None
+    updates: tuple[SnapshotUpdate, ...] = ()
+    reset: bool = False
+    baseline: bool = False
+
+
 @dataclass(frozen=True)
 class Change:
     """One difference between two snapshots, as the event kind it becomes."""
@@ -37,52 +74,48 @@ class Change:
     entry: SnapshotEntry | None  # the new entry; None for a delete
 
 
+def same_content(old: SnapshotEntry, new: SnapshotEntry) -> bool:
+    """Tells whether two entries describe the same content (by hash when both have one)."""
+    if old.sha256 and new.sha256:
+        return old.sha256 == new.sha256
+    return (old.size, old.mtime_ns) == (new.size, new.mtime_ns)
+
+
 def diff_snapshots(
     before: Mapping[str, SnapshotEntry], after: Mapping[str, SnapshotEntry]
 ) -> list[Change]:
     """Returns creates, writes (content or size/mtime changed) and deletes, each sorted by path."""
     changes = [Change("file.create", p, after[p]) for p in sorted(set(after) - set(before))]
     for path in sorted(set(after) & set(before)):
-        old, new = before[path], after[path]
-        if old.sha256 and new.sha256:
-            changed = old.sha256 != new.sha256
-        else:
-            changed = (old.size, old.mtime_ns) != (new.size, new.mtime_ns)
-        if changed:
-            changes.append(Change("file.write", path, new))
+        if not same_content(before[path], after[path]):
+            changes.append(Change("file.write", path, after[path]))
     changes += [Change("file.delete", p, None) for p in sorted(set(before) - set(after))]
     return changes
 
 
-class SnapshotFile:
-    """The snapshot on disk: JSON, replaced atomically (write, fsync, rename)."""
+class SnapshotStore(Protocol):
+    """Where the durable snapshot is read back from (the spool)."""
+
+    def snapshot_baseline(self) -> bool:
+        """Tells whether a complete snapshot was recorded by an earlier run."""
+        ...
+
+    def load_snapshot(self) -> dict[str, SnapshotEntry]:
+        """Returns the durable snapshot."""
+        ...
+
+
+class LegacySnapshotFile:
+    """``snapshot.json`` of earlier versions, read once so an upgrade still catches up."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
 
-    def exists(self) -> bool:
-        """Tells whether an earlier run left a snapshot."""
-        return self.path.exists()
-
-    def load(self) -> dict[str, SnapshotEntry]:
-        """Returns the saved snapshot; an unreadable or corrupt file counts as none."""
+    def load(self) -> dict[str, SnapshotEntry] | None:
+        """Returns the saved snapshot, or None when there is none or it is unreadable."""
         try:
             with open(self.path, "rb") as f:
                 raw = json.load(f)
             return {p: SnapshotEntry(int(v[0]), int(v[1]), str(v[2])) for p, v in raw["files"].items()}
         except (OSError, ValueError, KeyError, TypeError, IndexError):
-            return {}
-
-    def save(self, entries: Mapping[str, SnapshotEntry]) -> None:
-        """Writes the snapshot so that a crash leaves either the old or the new one."""
-        tmp = self.path.with_suffix(".tmp")
-        payload = {"version": 1, "files": {p: [e.size, e.mtime_ns, e.sha256] for p, e in entries.items()}}
-        # Paths may hold undecodable bytes (surrogates): keep them exactly with surrogateescape.
-        data = json.dumps(payload, ensure_ascii=True).encode("ascii")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.path)
+            return None

@@ -10,6 +10,11 @@ can recognise it. Theory of operation, per event::
 
 Only ``ack`` deletes, and only what the collector acknowledged for the current epoch.
 
+The same file holds the snapshot of the sensitive folders (``agent.snapshot``): an appended
+``Recorded`` applies its snapshot updates in the transaction that stores its event, so the
+snapshot is never ahead of or behind the events that report it. ``begin_run``/``end_run`` mark a
+run, so the next start can tell an unclean stop and when the last durable event was stored.
+
 At its cap the spool refuses new events instead of dropping old ones. It counts exactly what it
 refused (durably), and the first append that finds room again starts with a signed
 ``agent.spool_full`` event carrying that count and the time span of the refusals.
@@ -17,6 +22,7 @@ refused (durably), and the first append that finds room again starts with a sign
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import time
@@ -29,9 +35,10 @@ from shoumi.batch import GENESIS_HASH, sign_batch
 from shoumi.v1 import events_pb2
 
 from agent.core.events import FileEvent
+from agent.snapshot import Recorded, SnapshotEntry
 from agent.wire import encode_event
 
-__all__ = ["Spool", "SpoolStats", "DEFAULT_CAP_BYTES"]
+__all__ = ["Spool", "SpoolStats", "PreviousRun", "DEFAULT_CAP_BYTES"]
 
 DEFAULT_CAP_BYTES = 1 << 30
 
@@ -40,7 +47,18 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY, data BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS batches (
     first_seq INTEGER PRIMARY KEY, last_seq INTEGER NOT NULL, data BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS snapshot (
+    path BLOB PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, sha256 TEXT NOT NULL);
 """
+
+
+class PreviousRun:
+    """How the run before this one ended: ``unclean`` (killed, crashed, power lost) and when the
+    last event it stored durably was committed (0 if none)."""
+
+    def __init__(self, unclean: bool, last_commit_ns: int) -> None:
+        self.unclean = unclean
+        self.last_commit_ns = last_commit_ns
 
 
 class SpoolStats:
@@ -74,6 +92,9 @@ class Spool:
             self._db.execute("INSERT OR IGNORE INTO meta VALUES ('sealed_seq', 0)")
             self._db.execute("INSERT OR IGNORE INTO meta VALUES ('last_hash', ?)", (GENESIS_HASH,))
             self._db.execute("INSERT OR IGNORE INTO meta VALUES ('acked_seq', 0)")
+            self._db.execute("INSERT OR IGNORE INTO meta VALUES ('running', 0)")
+            self._db.execute("INSERT OR IGNORE INTO meta VALUES ('last_commit_ns', 0)")
+            self._db.execute("INSERT OR IGNORE INTO meta VALUES ('snapshot_baseline', 0)")
 
     def _tx(self) -> "_Tx":
         return _Tx(self._db)
@@ -105,13 +126,17 @@ class Spool:
         with self._lock:
             return self._meta_int("epoch")
 
-    def append(self, events: Sequence[FileEvent]) -> int:
+    def append(self, items: Sequence[FileEvent | Recorded]) -> int:
         """Stores events durably in order until the cap; returns how many were accepted.
 
         The rest are refused and counted; they are never made room for by dropping older events.
+        A ``Recorded`` item's snapshot updates are applied in the same transaction, and only if
+        its event was accepted (a refused event's change must be caught up again later).
         """
-        if not events:
+        if not items:
             return 0
+        recorded = [i if isinstance(i, Recorded) else Recorded(i) for i in items]
+        events = [r.event for r in recorded if r.event is not None]
         now = time.time_ns()
         with self._lock, self._tx():
             seq = self._meta_int("next_seq")
@@ -126,13 +151,18 @@ class Spool:
                                 "last_refused_ns": self._meta_int("refused_last_ns")},
                 )
             rows = []
-            for event in ([notice] if notice else []) + list(events):
-                data = encode_event(event, seq).SerializeToString()
-                if used + len(data) > self.cap_bytes:
-                    break
-                rows.append((seq, data))
-                used += len(data)
-                seq += 1
+            full = False
+            pending = ([Recorded(notice)] if notice else []) + recorded
+            for item in pending:
+                if item.event is not None:
+                    data = encode_event(item.event, seq).SerializeToString() if not full else b""
+                    if full or used + len(data) > self.cap_bytes:
+                        full = True  # refused in order: nothing after a refused event is stored
+                        continue
+                    rows.append((seq, data))
+                    used += len(data)
+                    seq += 1
+                self._apply_snapshot(item)
             accepted = len(rows)
             if notice is not None and rows:
                 accepted -= 1  # the notice went in first: that count is now reported
@@ -146,7 +176,46 @@ class Spool:
             self._db.executemany("INSERT INTO events (seq, data) VALUES (?, ?)", rows)
             self._set("next_seq", seq)
             self._set("bytes", used)
+            if rows:
+                self._set("last_commit_ns", now)
         return accepted
+
+    def _apply_snapshot(self, item: Recorded) -> None:
+        if item.reset:
+            self._db.execute("DELETE FROM snapshot")
+            self._set("snapshot_baseline", 0)
+        gone = [(os.fsencode(p),) for p, e in item.updates if e is None]
+        kept = [(os.fsencode(p), e.size, e.mtime_ns, e.sha256) for p, e in item.updates if e is not None]
+        # Paths are kept as bytes: an undecodable name (a lone surrogate) is stored exactly.
+        if gone:
+            self._db.executemany("DELETE FROM snapshot WHERE path = ?", gone)
+        if kept:
+            self._db.executemany("INSERT OR REPLACE INTO snapshot VALUES (?, ?, ?, ?)", kept)
+        if item.baseline:
+            self._set("snapshot_baseline", 1)
+
+    def snapshot_baseline(self) -> bool:
+        """Tells whether an earlier run recorded a complete snapshot of the sensitive folders."""
+        with self._lock:
+            return bool(self._meta_int("snapshot_baseline"))
+
+    def load_snapshot(self) -> dict[str, SnapshotEntry]:
+        """Returns the durable snapshot: what the stored events say each sensitive file is."""
+        with self._lock:
+            rows = self._db.execute("SELECT path, size, mtime_ns, sha256 FROM snapshot").fetchall()
+        return {os.fsdecode(bytes(p)): SnapshotEntry(int(size), int(mtime), str(sha)) for p, size, mtime, sha in rows}
+
+    def begin_run(self) -> PreviousRun:
+        """Marks a run as started (durably) and says how the one before it ended."""
+        with self._lock, self._tx():
+            previous = PreviousRun(bool(self._meta_int("running")), self._meta_int("last_commit_ns"))
+            self._set("running", 1)
+        return previous
+
+    def end_run(self) -> None:
+        """Marks the run as stopped cleanly (after its agent.stop was stored)."""
+        with self._lock, self._tx():
+            self._set("running", 0)
 
     def seal(self, *, key: Ed25519PrivateKey, max_events: int) -> events_pb2.EventBatch | None:
         """Seals the oldest unsealed events into the next signed batch of the chain, or None."""

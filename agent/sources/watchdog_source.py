@@ -3,8 +3,10 @@ Windows) on the sensitive folders.
 
 inotify names no process and no user, so events from this source are attributed to the user of
 the workstation's session and say so in ``attributes.attribution``. Reads are seen on Linux only
-(IN_OPEN + IN_CLOSE_NOWRITE). The agent's own reads (hashing a written file) are not reported:
-before hashing it notes the path (``own_read``), and the open/close pair that follows is consumed.
+(IN_OPEN + IN_CLOSE_NOWRITE). A close-after-write is passed on without a hash: the content worker
+reads the file once, for its fingerprint and hash together, so each write costs one read by the
+agent. That read is not reported: before it the worker notes the path (``own_read``), and the
+open/close pair that follows is consumed.
 When fanotify reports reads and writes with their process, ``report_access=False`` leaves this
 source only creates, moves and deletes, so nothing is reported twice. Folders can be added and
 removed while it runs (removable media come and go).
@@ -12,10 +14,8 @@ removed while it runs (removable media come and go).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
-import stat
 import threading
 import time
 from collections import Counter
@@ -41,7 +41,7 @@ from watchdog.observers.api import ObservedWatch
 
 from agent.core.events import FileEvent
 
-__all__ = ["Attribution", "WatchdogSource", "hash_file"]
+__all__ = ["Attribution", "WatchdogSource"]
 
 log = logging.getLogger("shoumi.agent.watchdog")
 
@@ -52,23 +52,6 @@ class Attribution:
     def __init__(self, user: str, uid: int) -> None:
         self.user = user
         self.uid = uid
-
-
-def hash_file(path: str, max_bytes: int) -> tuple[int, str]:
-    """Returns (size, sha256 hex) of a regular file; sha256 is '' when the file exceeds max_bytes."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise OSError(f"{path} is not a regular file")
-        if st.st_size > max_bytes:
-            return st.st_size, ""
-        digest = hashlib.sha256()
-        while chunk := os.read(fd, 1 << 20):
-            digest.update(chunk)
-        return st.st_size, digest.hexdigest()
-    finally:
-        os.close(fd)
 
 
 class _Handler(FileSystemEventHandler):
@@ -194,8 +177,7 @@ class WatchdogSource:
                 return
             self.sink(self._event("file.read", path, size=_size(path)))
         elif isinstance(event, FileClosedEvent):
-            size, digest = self._hash(path)
-            self.sink(self._event("file.write", path, size=size, sha256=digest))
+            self.sink(self._event("file.write", path, size=_size(path)))
         elif isinstance(event, FileCreatedEvent):
             self.sink(self._event("file.create", path))
         elif isinstance(event, FileMovedEvent):
@@ -203,21 +185,6 @@ class WatchdogSource:
             self.sink(self._event("file.move", path, dest_path=dest, size=_size(dest)))
         elif isinstance(event, FileDeletedEvent):
             self.sink(self._event("file.delete", path))
-
-    def _hash(self, path: str) -> tuple[int, str]:
-        with self._own_lock:
-            self._own_reads[path] += 1
-        try:
-            return hash_file(path, self.max_hash_bytes)
-        except OSError as exc:
-            # vanished, unreadable or special: report the write without a hash, count why
-            with self._own_lock:
-                self._own_reads[path] -= 1
-                if self._own_reads[path] <= 0:
-                    del self._own_reads[path]
-            self.counters["hash_skipped"] += 1
-            log.info("not hashed %s: %s", path, exc)
-            return _size(path), ""
 
 
 def _size(path: str) -> int:

@@ -11,8 +11,9 @@ from agent.content_watch import ContentWatch, RecentReads
 from agent.core.events import FileEvent
 from agent.policy import SensitiveFolderPolicy
 from agent.runtime import _OverflowLog, raise_inotify_limits
-from agent.snapshot import SnapshotEntry, SnapshotFile, diff_snapshots
+from agent.snapshot import LegacySnapshotFile, Recorded, SnapshotEntry, diff_snapshots
 from agent.sources.removable import RemovableMount
+from agent.spool import Spool
 
 SECRET = os.urandom(200_000)
 
@@ -30,28 +31,75 @@ def _write(path: Path, pid: int = 0) -> FileEvent:
     return FileEvent(kind="file.write", time_unix_ns=time.time_ns(), path=str(path), pid=pid, process="cp")
 
 
+class _Stored(list[FileEvent]):
+    """The events a content worker emitted, each appended (with its snapshot changes) to a real spool."""
+
+    def __init__(self, spool: Spool) -> None:
+        super().__init__()
+        self.spool = spool
+
+    def __call__(self, item: FileEvent | Recorded) -> None:
+        self.spool.append([item])
+        event = item.event if isinstance(item, Recorded) else item
+        if event is not None:
+            self.append(event)
+
+
+def _watch(policy: SensitiveFolderPolicy, spool: Spool, **kw: object) -> tuple[ContentWatch, _Stored]:
+    stored = _Stored(spool)
+    return ContentWatch(policy, stored, spool, **kw), stored  # type: ignore[arg-type]
+
+
 def _run(watch: ContentWatch) -> None:
     watch.start()
     assert watch.ready.wait(10)
 
 
-def test_snapshot_diff_and_round_trip(tmp_path: Path) -> None:
+def test_snapshot_diff_and_spool_round_trip(tmp_path: Path) -> None:
     a = {"/x/a": SnapshotEntry(1, 1, "a" * 64), "/x/b": SnapshotEntry(2, 2, "b" * 64), "/x/\udcff": SnapshotEntry(3, 3)}
     b = {"/x/a": SnapshotEntry(1, 5, "a" * 64), "/x/b": SnapshotEntry(2, 2, "c" * 64), "/x/n": SnapshotEntry(4, 4)}
     changes = [(c.kind, c.path) for c in diff_snapshots(a, b)]
     assert changes == [("file.create", "/x/n"), ("file.write", "/x/b"), ("file.delete", "/x/\udcff")]
-    file = SnapshotFile(tmp_path / "snapshot.json")
-    assert not file.exists() and file.load() == {}
-    file.save(a)
-    assert file.load() == a
+    spool = Spool(tmp_path / "spool.db", agent_id="agt")
+    assert not spool.snapshot_baseline() and spool.load_snapshot() == {}
+    spool.append([Recorded(None, tuple(a.items()), reset=True, baseline=True)])
+    spool.close()
+    spool = Spool(tmp_path / "spool.db", agent_id="agt")
+    assert spool.snapshot_baseline() and spool.load_snapshot() == a  # an undecodable name survives
+    legacy = LegacySnapshotFile(tmp_path / "snapshot.json")
+    assert legacy.load() is None
+    (tmp_path / "snapshot.json").write_text('{"version": 1, "files": {"/x/a": [1, 1, ""]}}')
+    assert legacy.load() == {"/x/a": SnapshotEntry(1, 1)}
     (tmp_path / "snapshot.json").write_text("{not json")
-    assert file.load() == {}
+    assert legacy.load() is None
+
+
+def test_a_refused_event_leaves_the_snapshot_as_it_was(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool.db", agent_id="agt", cap_bytes=64 * 1024)
+    entry = SnapshotEntry(5, 5, "e" * 64)
+    big = FileEvent(kind="file.write", time_unix_ns=time.time_ns(), path="/s/a", attributes={"pad": "x" * 70_000})
+    assert spool.append([Recorded(big, (("/s/a", entry),))]) == 0
+    assert spool.load_snapshot() == {}  # not reported, so still to be caught up
+    small = FileEvent(kind="file.write", time_unix_ns=time.time_ns(), path="/s/a")
+    assert spool.append([Recorded(small, (("/s/a", entry),))]) == 1
+    assert spool.load_snapshot() == {"/s/a": entry}
+
+
+def test_begin_run_tells_an_unclean_stop(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool.db", agent_id="agt")
+    assert not spool.begin_run().unclean
+    spool.append([FileEvent(kind="file.read", time_unix_ns=time.time_ns(), path="/s/a")])
+    spool.close()  # no end_run: as if killed
+    spool = Spool(tmp_path / "spool.db", agent_id="agt")
+    previous = spool.begin_run()
+    assert previous.unclean and 0 < previous.last_commit_ns <= time.time_ns()
+    spool.end_run()
+    assert not spool.begin_run().unclean
 
 
 def test_copies_partials_and_removable_writes(tmp_path: Path) -> None:
     policy, finance, dest = _world(tmp_path)
-    emitted: list[FileEvent] = []
-    watch = ContentWatch(policy, emitted.append, SnapshotFile(tmp_path / "snap.json"))
+    watch, emitted = _watch(policy, Spool(tmp_path / "spool.db", agent_id="agt"))
     _run(watch)
     watch.recent_reads.note(42, str(finance / "nda.bin"), time.time_ns())
     (dest / "copy.bin").write_bytes(SECRET)
@@ -79,18 +127,16 @@ def test_copies_partials_and_removable_writes(tmp_path: Path) -> None:
 
 def test_catch_up_reports_changes_made_while_stopped(tmp_path: Path) -> None:
     policy, finance, _dest = _world(tmp_path)
-    snap = SnapshotFile(tmp_path / "snap.json")
-    first: list[FileEvent] = []
-    watch = ContentWatch(policy, first.append, snap)
+    spool = Spool(tmp_path / "spool.db", agent_id="agt")
+    watch, first = _watch(policy, spool)
     _run(watch)
     watch.stop()
-    assert first == [] and snap.exists()  # the first run only records the baseline
+    assert first == [] and spool.snapshot_baseline()  # the first run only records the baseline
     (finance / "nda.bin").write_bytes(b"edited")
     (finance / "new.txt").write_text("new")
     (finance / "sub").mkdir()
     (finance / "sub" / "deep.txt").write_text("deep")
-    second: list[FileEvent] = []
-    watch = ContentWatch(policy, second.append, snap)
+    watch, second = _watch(policy, spool)
     _run(watch)
     (finance / "new.txt").unlink()
     watch.submit_rescan()
@@ -137,18 +183,17 @@ def test_watchdog_overflow_warning_becomes_a_gap() -> None:
 def test_a_rename_out_of_a_sensitive_folder_is_a_move_out_in_either_order(tmp_path: Path) -> None:
     policy, finance, dest = _world(tmp_path)
     (finance / "plan.bin").write_bytes(SECRET[:50_000])
-    emitted: list[FileEvent] = []
-    watch = ContentWatch(policy, emitted.append, SnapshotFile(tmp_path / "snap.json"))
+    watch, emitted = _watch(policy, Spool(tmp_path / "spool.db", agent_id="agt"))
     _run(watch)
     try:
         # delete seen first, then the arrival
         os.rename(finance / "nda.bin", dest / "taken.bin")
-        watch.submit_delete(str(finance / "nda.bin"))
+        watch.submit_change(FileEvent(kind="file.delete", time_unix_ns=time.time_ns(), path=str(finance / "nda.bin")))
         watch.submit_arrival(FileEvent(kind="file.create", time_unix_ns=time.time_ns(), path=str(dest / "taken.bin")))
         # arrival seen first, then the delete
         os.rename(finance / "plan.bin", dest / "plan.bin")
         watch.submit_arrival(FileEvent(kind="file.create", time_unix_ns=time.time_ns(), path=str(dest / "plan.bin")))
-        watch.submit_delete(str(finance / "plan.bin"))
+        watch.submit_change(FileEvent(kind="file.delete", time_unix_ns=time.time_ns(), path=str(finance / "plan.bin")))
         # an unrelated new file is nothing
         (dest / "mine.txt").write_text("my own notes")
         watch.submit_arrival(FileEvent(kind="file.create", time_unix_ns=time.time_ns(), path=str(dest / "mine.txt")))

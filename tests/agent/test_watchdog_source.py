@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import queue
 import subprocess
@@ -56,22 +55,41 @@ def test_write_read_move_delete(watched: tuple[Path, "queue.Queue[FileEvent]"]) 
     kinds = [e.kind for e in got]
     assert kinds == ["file.create", "file.write", "file.read", "file.move", "file.delete"], kinds
     write = got[1]
-    assert write.sha256 == hashlib.sha256(b"secret numbers" * 100).hexdigest() and write.size == 1400
+    assert write.size == 1400 and write.sha256 == ""  # the content worker's one read hashes it
     assert got[3].dest_path == str(moved / "q3-final.xlsx")
     assert {e.user for e in got} == {"alice"}
     assert got[2].attributes["attribution"] == "session_user"
 
 
-def test_the_agents_own_hashing_is_not_a_read(watched: tuple[Path, "queue.Queue[FileEvent]"]) -> None:
+def test_a_write_costs_the_source_no_read_of_its_own(watched: tuple[Path, "queue.Queue[FileEvent]"]) -> None:
     folder, seen = watched
     for i in range(5):
         (folder / f"f{i}").write_text("x" * i)
     got = _collect(seen, lambda g: sum(e.kind == "file.write" for e in g) == 5)
-    time.sleep(0.5)
+    time.sleep(0.3)
     while not seen.empty():
         got.append(seen.get())
-    assert sum(e.kind == "file.write" for e in got) == 5
     assert [e for e in got if e.kind == "file.read"] == []
+
+
+def test_own_read_consumes_exactly_the_agents_read(tmp_path: Path) -> None:
+    folder = tmp_path / "finance"
+    folder.mkdir()
+    (folder / "a").write_text("secret")
+    seen: queue.Queue[FileEvent] = queue.Queue()
+    source = WatchdogSource([folder], seen.put, Attribution("alice", 1000))
+    source.start()
+    try:
+        time.sleep(0.2)
+        with source.own_read(str(folder / "a")):
+            (folder / "a").read_bytes()  # the agent's fingerprinting read
+        time.sleep(0.2)
+        subprocess.run(["cat", str(folder / "a")], check=True, stdout=subprocess.DEVNULL)  # a user's
+        got = _collect(seen, lambda g: any(e.kind == "file.read" for e in g))
+        got += _collect(seen, lambda g: False, timeout=0.5)
+    finally:
+        source.stop()
+    assert [e.kind for e in got] == ["file.read"]
 
 
 def test_missing_folder_is_a_clear_error(tmp_path: Path) -> None:
