@@ -1,0 +1,1152 @@
+"""Collector ingest capacity: stored events/s, Ack latency, CPU/RSS and concurrent agent streams.
+
+Starts one real collector (`shoumi-collector serve`, as bench/harness.py starts it) on loopback with
+mutual TLS and detection on, enrolls simulated agents through the real enrollment path (a one-time
+token from `shoumi-collector enroll-token create`, the CA pinned by its fingerprint, a CSR over the
+TLS enrollment listener), pre-builds and pre-signs each agent's chained batches (Ed25519, prev hashes
+as the agent chains them; reads, writes and copies under /srv/sensitive/..., and one user's burst of
+thousands of reads) and then streams them from grpc.aio client processes, each agent on its own
+mutual-TLS channel and bidirectional stream with a window of unacknowledged batches. It measures:
+
+* stored events/s (acknowledged, i.e. committed, events over the timed window; checked against the
+  collector's events table afterwards), p50/p99 from batch send to its durable Ack;
+* collector CPU (% of one core) and RSS (psutil on the collector process), client CPU;
+* the raw insert rate of the very same rows (read back from the collector's store) into a fresh store
+  of the same schema, built by the collector's own code: SQLite executemany in 1,000-row transactions
+  (WAL, synchronous=FULL, as the collector opens it) or, with --backend postgres, COPY (psycopg 3
+  cursor.copy) in 1,000-row transactions; ratio = events/s / raw insert/s;
+* with --streams S, a second phase: M agents keep storing while S more enrolled agents each open a
+  stream, send one agent.start batch and then hold the stream idle; reports how many streams were
+  held, refusals by gRPC status, whether the storing agents kept being acknowledged and whether an
+  agent that (re)connects after the idle streams are up is still served.
+
+With --profile PREFIX the collector is sampled by py-spy (`pip install py-spy`) during the timed
+window and the functions where its time goes are printed (PREFIX.raw keeps the collapsed stacks).
+
+    python bench/ingest.py [--agents 16] [--events-per-batch 250] [--seconds 20 | --batches K]
+                           [--window 4] [--rate EVENTS_PER_S] [--backend sqlite|postgres]
+                           [--database-url DSN] [--streams S --storing-agents M --hold-seconds 10]
+                           [--profile /tmp/ingest] [--keep]
+
+It ends with one JSON line: {"events_per_s", "raw_insert_per_s", "ratio", "p99_ack_ms", "streams",
+"backend", ...}. Goals (issue 8): >= 50,000 events/s, ratio >= 0.5, p99 Ack < 500 ms, >= 2,000
+concurrent streams (aim 10,000). The collector runs from the source tree this file is in.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import concurrent.futures
+import hashlib
+import json
+import math
+import multiprocessing as mp
+import os
+import queue
+import random
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+ROOT = Path(__file__).resolve().parents[1]
+# The collector subprocess, the CLI and the client processes all use the tree this file is in.
+_PATHS = [str(ROOT), str(ROOT / "proto")]
+os.environ["PYTHONPATH"] = os.pathsep.join(_PATHS + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
+for _p in reversed(_PATHS):
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
+sys.path.insert(0, str(Path(__file__).parent))
+
+from harness import BIN, start_collector, stop_all  # noqa: E402
+
+GOAL_EVENTS_PER_S = 50_000
+GOAL_RATIO = 0.5
+GOAL_P99_MS = 500.0
+GOAL_STREAMS = 2_000
+AIM_STREAMS = 10_000
+DEFAULT_PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"
+METHOD = "/shoumi.v1.IngestService/StreamEvents"
+RAW_CHUNK = 1_000
+
+
+# --------------------------------------------------------------------------------------------
+# What the client processes are given and give back (all picklable: they are spawned)
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Target:
+    """Where the collector listens and the CA fingerprint agents pin."""
+
+    grpc: str
+    enroll: str
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class StoreJob:
+    """Agents that stream pre-built batches as fast as their window (or the rate) lets them."""
+
+    target: Target
+    tokens: tuple[str, ...]
+    first_index: int
+    events_per_batch: int
+    batches_per_agent: int
+    window: int
+    seconds: float | None
+    batch_interval_s: float  # pacing per agent; 0: as fast as the window allows
+    burst_reads: int
+    late_tokens: tuple[str, ...] = ()  # agents that connect only once `ramped` is set (streams phase)
+    late_batches: int = 5
+
+
+@dataclass(frozen=True)
+class IdleJob:
+    """Agents that open a stream, send agent.start and hold the stream idle until told to stop."""
+
+    target: Target
+    tokens: tuple[str, ...]
+    first_index: int
+    connect_concurrency: int
+    heartbeat_s: float
+
+
+@dataclass
+class AgentOutcome:
+    """One storing agent's figures; times are time.monotonic() (system-wide, so comparable)."""
+
+    agent_id: str
+    acks: list[tuple[float, int]] = field(default_factory=list)  # (ack time, events acknowledged)
+    latencies: list[float] = field(default_factory=list)  # seconds from write to Ack
+    sent_batches: int = 0
+    ran_out: bool = False
+    error: str | None = None  # gRPC status name that ended the stream early
+    late: bool = False
+
+
+# --------------------------------------------------------------------------------------------
+# Realistic events, pre-built and pre-signed
+# --------------------------------------------------------------------------------------------
+NAMES = ("zhang.wei", "wang.fang", "li.na", "liu.yang", "chen.jing", "yang.li", "zhao.lei", "huang.min",
+         "zhou.jie", "wu.xia", "xu.tao", "sun.li", "ma.chao", "zhu.hong", "hu.bin", "guo.qiang")
+DEPTS = ("finance", "hr", "legal", "rnd", "sales", "board")
+EXTS = (".xlsx", ".docx", ".pdf", ".pptx", ".csv", ".dwg")
+READERS = (("soffice.bin", "/usr/lib/libreoffice/program/soffice.bin"), ("evince", "/usr/bin/evince"),
+           ("python3", "/usr/bin/python3.11"), ("cat", "/usr/bin/cat"))
+COPIERS = (("cp", "/usr/bin/cp"), ("rsync", "/usr/bin/rsync"), ("nautilus", "/usr/bin/nautilus"))
+
+
+def _user(index: int) -> tuple[str, int]:
+    return f"{NAMES[index % len(NAMES)]}{index // len(NAMES) or ''}", 10_000 + index
+
+
+class EventFactory:
+    """Builds one agent's events: a workstation user's reads, writes and copies, 30 s apart (below
+    the read-burst threshold), except one burst of `burst_reads` reads 20 ms apart (a `tar` of a
+    project folder) that the read-burst rule must catch. Event times end a minute before now: the
+    agent is draining a backlog, which is when a collector sees its highest load."""
+
+    def __init__(self, index: int, *, total: int, burst_reads: int, now_ns: int) -> None:
+        from google.protobuf import struct_pb2
+
+        self.rng = random.Random(index)
+        self.user, self.uid = _user(index)
+        self.id_prefix = str(uuid.UUID(int=self.rng.getrandbits(128), version=4))[:24]
+        dept = DEPTS[index % len(DEPTS)]
+        self.files = [(f"/srv/sensitive/{dept}/project-{j % 17:02d}/{self.user}-{j:04d}{EXTS[j % len(EXTS)]}",
+                       self.rng.randrange(2_000, 40_000_000), hashlib.sha256(f"{index}/{j}".encode()).hexdigest())
+                      for j in range(400)]
+        self.pids = [self.rng.randrange(1_000, 4_000_000) for _ in range(8)]
+        self.burst_reads = burst_reads
+        self.burst_start = min(total // 10, max(0, total - burst_reads)) if burst_reads else -1
+        gap, burst_gap = 30_000_000_000, 20_000_000
+        span = (total - max(burst_reads, 0)) * gap + max(burst_reads, 0) * burst_gap
+        self.t = now_ns - 60_000_000_000 - span
+        self.gap, self.burst_gap = gap, burst_gap
+        self.read_attrs, self.copy_attrs = [], []
+        for k in range(32):
+            s = struct_pb2.Struct()
+            s.update({"attribution": "fanotify", "open_ms": round(self.rng.uniform(0.2, 4_000), 3)})
+            self.read_attrs.append(s)
+        for k in range(32):
+            src = self.files[k * 7 % len(self.files)][0]
+            s = struct_pb2.Struct()
+            s.update({"attribution": "fanotify", "open_ms": round(self.rng.uniform(1, 900), 3),
+                      "source_paths": [src], "match": "exact" if k % 4 else "partial",
+                      "match_share": 1.0 if k % 4 else round(self.rng.uniform(0.5, 0.99), 4),
+                      "read_by_same_process": True, "read_source": src, "read_time": now_ns / 1e9 - 3600})
+            self.copy_attrs.append(s)
+
+    def fill(self, batch: Any, first_seq: int, count: int) -> None:
+        """Appends `count` events, seq first_seq.. , to the batch message."""
+        rng, files = self.rng, self.files
+        for seq in range(first_seq, first_seq + count):
+            k = seq - 1
+            in_burst = 0 <= self.burst_start <= k < self.burst_start + self.burst_reads
+            self.t += self.burst_gap if in_burst else self.gap + rng.randrange(-5_000_000_000, 5_000_000_000)
+            ev = batch.events.add(id=f"{self.id_prefix}{seq:012x}", seq=seq, time_unix_ns=self.t, user=self.user,
+                                  uid=self.uid, pid=self.pids[(k // 50) % len(self.pids)])
+            if in_burst:
+                path, size, sha = files[(k - self.burst_start) % len(files)]
+                ev.kind, ev.path, ev.size, ev.process, ev.exe = "file.read", path, -1, "tar", "/usr/bin/tar"
+                ev.attributes.CopyFrom(self.read_attrs[k % 32])
+                continue
+            roll = rng.random()
+            path, size, sha = files[rng.randrange(len(files))]
+            if roll < 0.80:
+                ev.kind, ev.path, ev.size = "file.read", path, -1
+                ev.process, ev.exe = READERS[k % len(READERS)]
+                ev.attributes.CopyFrom(self.read_attrs[k % 32])
+            elif roll < 0.92:
+                ev.kind, ev.path, ev.size = "file.write", path, size + rng.randrange(-999, 999)
+                ev.sha256 = hashlib.sha256(ev.id.encode()).hexdigest()
+                ev.process, ev.exe = READERS[0]
+                ev.attributes.CopyFrom(self.read_attrs[k % 32])
+            else:
+                attrs = self.copy_attrs[k % 32]
+                src = attrs.fields["source_paths"].list_value.values[0].string_value
+                ev.kind, ev.path, ev.size, ev.sha256 = "file.copy", src, size, sha
+                ev.dest_path = f"/home/{self.user}/Downloads/{Path(src).name}"
+                ev.process, ev.exe = COPIERS[k % len(COPIERS)]
+                ev.attributes.CopyFrom(attrs)
+
+
+def iter_batches(agent_id: str, key: Any, index: int, *, batches: int, per_batch: int, burst_reads: int,
+                 created_ns: int | None = None) -> Iterator[tuple[bytes, int, int]]:
+    """Yields (wire bytes, last seq, events) of one agent's chained, signed batches (epoch 1), as the
+    agent's spool seals them. created_ns None: each batch is sealed when it is built."""
+    from shoumi.batch import GENESIS_HASH, sign_batch
+    from shoumi.v1 import events_pb2
+
+    factory = EventFactory(index, total=batches * per_batch, burst_reads=burst_reads, now_ns=created_ns or time.time_ns())
+    prev, seq = GENESIS_HASH, 1
+    for _ in range(batches):
+        b = events_pb2.EventBatch(agent_id=agent_id, epoch=1, first_seq=seq, prev_batch_hash=prev,
+                                  created_unix_ns=created_ns or time.time_ns())
+        factory.fill(b, seq, per_batch)
+        prev = sign_batch(b, key)
+        yield b.SerializeToString(), seq + per_batch - 1, per_batch
+        seq += per_batch
+
+
+def single_batch(agent_id: str, key: Any, *, seq: int, prev: bytes, kind: str, now_ns: int) -> tuple[bytes, bytes]:
+    """One signed batch of one agent.* event; returns (wire bytes, its hash)."""
+    from shoumi.batch import sign_batch
+    from shoumi.v1 import events_pb2
+
+    b = events_pb2.EventBatch(agent_id=agent_id, epoch=1, first_seq=seq, prev_batch_hash=prev, created_unix_ns=now_ns)
+    ev = b.events.add(id=str(uuid.uuid4()), kind=kind, seq=seq, time_unix_ns=now_ns, size=-1, uid=-1)
+    ev.attributes.update({"interval_s": 30, "spool_depth": 0, "connected": True})
+    digest = sign_batch(b, key)
+    return b.SerializeToString(), digest
+
+
+# --------------------------------------------------------------------------------------------
+# Enrollment and streaming (inside the client processes)
+# --------------------------------------------------------------------------------------------
+@dataclass
+class Enrolled:
+    agent_id: str
+    key: Any  # Ed25519PrivateKey
+    target: str
+    ca_pem: bytes
+    tls_key_pem: bytes
+    cert_pem: bytes
+
+
+def _channel_options() -> list[tuple[str, Any]]:
+    from shoumi.tls import TLS_NAME
+
+    return [("grpc.ssl_target_name_override", TLS_NAME), ("grpc.use_local_subchannel_pool", 1),
+            ("grpc.max_send_message_length", 8 * 1024 * 1024), ("grpc.max_receive_message_length", 8 * 1024 * 1024)]
+
+
+async def enroll_one(token: str, target: Target, ca_pem: bytes | None, hostname: str) -> Enrolled:
+    """The agent's enrollment (agent/__main__.py _enroll), in-process: pinned CA, token, CSR."""
+    import grpc
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from agent.identity import public_key_bytes
+    from agent.tls import check_issued, fetch_pinned_ca, new_key_and_csr
+    from shoumi.v1 import ingest_pb2, ingest_pb2_grpc
+
+    host, _, port = target.enroll.rpartition(":")
+    if ca_pem is None:  # each storing agent checks the pin itself, over its own TLS connection
+        ca_pem = await asyncio.to_thread(fetch_pinned_ca, host, int(port), target.fingerprint)
+    key = Ed25519PrivateKey.generate()
+    tls_key_pem, csr_pem = new_key_and_csr()
+    async with grpc.aio.secure_channel(target.enroll, grpc.ssl_channel_credentials(root_certificates=ca_pem),
+                                       options=_channel_options()) as channel:
+        reply = await ingest_pb2_grpc.EnrollmentServiceStub(channel).Enroll(
+            ingest_pb2.EnrollRequest(token=token, public_key=public_key_bytes(key), hostname=hostname,
+                                     os="Linux 6.18", agent_version="0.1.0-bench", csr_pem=csr_pem), timeout=60)
+    check_issued(bytes(reply.client_certificate_pem), ca_pem, reply.agent_id)
+    return Enrolled(reply.agent_id, key, f"{host}:{reply.ingest_port}", ca_pem, tls_key_pem,
+                    bytes(reply.client_certificate_pem))
+
+
+async def enroll_all(tokens: Sequence[str], target: Target, first_index: int, *, pin_each: bool,
+                     concurrency: int = 8) -> tuple[list[Enrolled | None], Counter[str]]:
+    """Enrolls agents `concurrency` at a time; returns them (None where refused) and refusals."""
+    from agent.tls import fetch_pinned_ca
+
+    ca_pem: bytes | None = None
+    if not pin_each:
+        host, _, port = target.enroll.rpartition(":")
+        ca_pem = await asyncio.to_thread(fetch_pinned_ca, host, int(port), target.fingerprint)
+    sem = asyncio.Semaphore(concurrency)
+    failures: Counter[str] = Counter()
+
+    async def one(i: int, token: str) -> Enrolled | None:
+        async with sem:
+            try:
+                return await enroll_one(token, target, ca_pem, f"bench-ws-{first_index + i:05d}")
+            except Exception as exc:  # a refusal is a figure, not a crash
+                code = getattr(exc, "code", None)
+                failures[code().name if callable(code) else type(exc).__name__] += 1
+                return None
+
+    return list(await asyncio.gather(*(one(i, t) for i, t in enumerate(tokens)))), failures
+
+
+def _credentials(agent: Enrolled) -> Any:
+    import grpc
+
+    return grpc.ssl_channel_credentials(root_certificates=agent.ca_pem, private_key=agent.tls_key_pem,
+                                        certificate_chain=agent.cert_pem)
+
+
+def _status(exc: BaseException) -> str:
+    code = getattr(exc, "code", None)
+    if callable(code):
+        try:
+            return str(code().name)
+        except Exception:  # noqa: BLE001
+            pass
+    return type(exc).__name__
+
+
+async def stream_batches(agent: Enrolled, batches: Iterable[tuple[bytes, int, int]], *, window: int,
+                         deadline: float | None, interval_s: float, start: float, late: bool = False,
+                         stop: Any = None) -> AgentOutcome:
+    """Streams the agent's batches over its own mutual-TLS stream, at most `window` unacknowledged."""
+    import grpc
+
+    from shoumi.v1 import events_pb2
+
+    out = AgentOutcome(agent.agent_id, late=late)
+    sent_at: dict[int, tuple[float, int]] = {}
+    window_sem = asyncio.Semaphore(window)
+    async with grpc.aio.secure_channel(agent.target, _credentials(agent), options=_channel_options()) as channel:
+        call: Any = channel.stream_stream(METHOD, request_serializer=None,
+                                          response_deserializer=events_pb2.Ack.FromString)()
+
+        async def writer() -> None:
+            for i, (raw, last_seq, n) in enumerate(batches):
+                if (deadline is not None and time.monotonic() >= deadline) or (stop is not None and stop.is_set()):
+                    break
+                if interval_s:
+                    await asyncio.sleep(max(0.0, start + i * interval_s - time.monotonic()))
+                await window_sem.acquire()
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
+                sent_at[last_seq] = (time.monotonic(), n)
+                await call.write(raw)
+                out.sent_batches += 1
+            else:
+                out.ran_out = deadline is not None or stop is not None
+            await call.done_writing()
+
+        async def reader() -> None:
+            while True:
+                ack: Any = await call.read()
+                if ack is grpc.aio.EOF:
+                    return
+                t = time.monotonic()
+                t0, n = sent_at.pop(ack.acked_seq, (t, 0))
+                out.acks.append((t, n))
+                out.latencies.append(t - t0)
+                window_sem.release()
+
+        write_task = asyncio.create_task(writer())
+        try:
+            await asyncio.wait_for(reader(), timeout=None if deadline is None else max(1.0, deadline - time.monotonic()) + 60)
+        except (grpc.aio.AioRpcError, asyncio.TimeoutError) as exc:
+            out.error = _status(exc)
+        finally:
+            if not write_task.done():
+                write_task.cancel()
+            try:
+                await write_task
+            except (asyncio.CancelledError, grpc.aio.AioRpcError, grpc.aio.UsageError, Exception):  # noqa: BLE001
+                pass
+    return out
+
+
+async def _wait_mp_event(ev: Any, timeout: float | None = None) -> bool:
+    limit = None if timeout is None else time.monotonic() + timeout
+    while not ev.is_set():
+        if limit is not None and time.monotonic() > limit:
+            return False
+        await asyncio.sleep(0.05)
+    return True
+
+
+def _cpu_s() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+def store_client(job: StoreJob, results: Any, go: Any, ramped: Any, stop: Any) -> None:
+    """A client process: enroll, pre-build, then stream when `go` is set; results go on the queue.
+
+    With job.seconds None (the streams phase) batches are built as they are sent (the pace is low)
+    and the agents stop when `stop` is set."""
+    async def main() -> None:
+        t0 = time.monotonic()
+        agents, failures = await enroll_all(job.tokens + job.late_tokens, job.target, job.first_index, pin_each=True)
+        enroll_s = time.monotonic() - t0
+        if failures or any(a is None for a in agents):
+            results.put(("error", f"enrollment refused: {dict(failures)}"))
+            return
+        ready = [a for a in agents if a is not None]
+        storing, late = ready[: len(job.tokens)], ready[len(job.tokens):]
+        t1 = time.monotonic()
+        created = time.time_ns() if job.seconds is not None else None
+        built: list[Iterable[tuple[bytes, int, int]]] = []
+        for i, a in enumerate(storing):
+            gen = iter_batches(a.agent_id, a.key, job.first_index + i, batches=job.batches_per_agent,
+                               per_batch=job.events_per_batch, created_ns=created,
+                               burst_reads=job.burst_reads if job.first_index + i == 0 else 0)
+            built.append(list(gen) if job.seconds is not None else gen)
+        late_built = [list(iter_batches(a.agent_id, a.key, job.first_index + len(storing) + i, batches=job.late_batches,
+                                        per_batch=job.events_per_batch, burst_reads=0)) for i, a in enumerate(late)]
+        prebuilt = sum(len(b) for b in built if isinstance(b, list)) * job.events_per_batch
+        results.put(("ready", {"enroll_s": enroll_s, "agents": len(ready), "build_s": time.monotonic() - t1,
+                               "events": prebuilt}))
+        await _wait_mp_event(go)
+        start = time.monotonic()
+        cpu0 = _cpu_s()
+        deadline = None if job.seconds is None else start + job.seconds
+        until = None if job.seconds is not None else stop
+        tasks = [asyncio.create_task(stream_batches(a, b, window=job.window, deadline=deadline, stop=until,
+                                                    interval_s=job.batch_interval_s, start=start))
+                 for a, b in zip(storing, built)]
+        late_outcomes: list[AgentOutcome] = []
+        if late:
+            await _wait_mp_event(ramped)
+            late_outcomes = list(await asyncio.gather(*(
+                stream_batches(a, b, window=job.window, deadline=time.monotonic() + 60, interval_s=0.0,
+                               start=time.monotonic(), late=True)
+                for a, b in zip(late, late_built))))
+        outcomes = list(await asyncio.gather(*tasks))
+        results.put(("done", {"outcomes": outcomes + late_outcomes, "cpu_s": _cpu_s() - cpu0,
+                              "wall_s": time.monotonic() - start, "rss": _rss()}))
+
+    _run_client(main, results)
+
+
+def idle_client(job: IdleJob, results: Any, go: Any, ramped: Any, stop: Any) -> None:
+    """A client process of the streams phase: enroll, then hold one idle stream per agent."""
+    async def main() -> None:
+        import grpc
+
+        from shoumi.batch import GENESIS_HASH
+        from shoumi.v1 import events_pb2
+
+        t0 = time.monotonic()
+        enrolled, failures = await enroll_all(job.tokens, job.target, job.first_index, pin_each=False, concurrency=16)
+        agents = [a for a in enrolled if a is not None]
+        results.put(("ready", {"enroll_s": time.monotonic() - t0, "agents": len(agents),
+                               "enroll_refused": dict(failures), "build_s": 0.0, "events": len(agents)}))
+        await _wait_mp_event(go)
+        stop_flag = asyncio.Event()
+
+        async def watch_stop() -> None:
+            await _wait_mp_event(stop)
+            stop_flag.set()
+
+        asyncio.create_task(watch_stop())
+        sem = asyncio.Semaphore(job.connect_concurrency)
+        status: Counter[str] = Counter()
+        held_at: list[float] = []
+        dropped: Counter[str] = Counter()
+        heartbeats = Counter[str]()
+
+        async def hold(agent: Enrolled) -> None:
+            try:
+                await hold_stream(agent)
+            except Exception as exc:  # noqa: BLE001 - counted, never fatal
+                (dropped if agent.agent_id in acked_ids else status)[f"client:{type(exc).__name__}"] += 1
+
+        acked_ids: set[str] = set()
+
+        async def hold_stream(agent: Enrolled) -> None:
+            async with grpc.aio.secure_channel(agent.target, _credentials(agent), options=_channel_options()) as channel:
+                call: Any = channel.stream_stream(METHOD, request_serializer=None,
+                                                  response_deserializer=events_pb2.Ack.FromString)()
+                async with sem:
+                    try:
+                        raw, prev = single_batch(agent.agent_id, agent.key, seq=1, prev=GENESIS_HASH, kind="agent.start",
+                                                 now_ns=time.time_ns())
+                        await call.write(raw)
+                        ack = await asyncio.wait_for(call.read(), timeout=60)
+                        if ack is grpc.aio.EOF:
+                            status["EOF"] += 1
+                            return
+                        status["OK"] += 1
+                        acked_ids.add(agent.agent_id)
+                        held_at.append(time.monotonic())
+                    except (grpc.aio.AioRpcError, asyncio.TimeoutError) as exc:
+                        status[_status(exc)] += 1
+                        call.cancel()
+                        return
+                seq = 2
+                while not stop_flag.is_set():
+                    reader = asyncio.ensure_future(call.read())
+                    stopper = asyncio.ensure_future(stop_flag.wait())
+                    done, _ = await asyncio.wait({reader, stopper}, timeout=job.heartbeat_s * random.uniform(0.8, 1.2),
+                                                 return_when=asyncio.FIRST_COMPLETED)
+                    stopper.cancel()
+                    if reader in done:  # the collector ended the stream (or sent something unasked)
+                        try:
+                            reader.result()
+                            dropped["EOF"] += 1
+                        except grpc.aio.AioRpcError as exc:
+                            dropped[_status(exc)] += 1
+                        return
+                    if not done:  # heartbeat time
+                        raw, prev = single_batch(agent.agent_id, agent.key, seq=seq, prev=prev, kind="agent.heartbeat",
+                                                 now_ns=time.time_ns())
+                        seq += 1
+                        try:
+                            await call.write(raw)
+                            ack = await asyncio.wait_for(reader, timeout=30)
+                            heartbeats["acked" if ack is not grpc.aio.EOF else "EOF"] += 1
+                            continue
+                        except (grpc.aio.AioRpcError, asyncio.TimeoutError) as exc:
+                            dropped[_status(exc)] += 1
+                            return
+                    reader.cancel()
+                call.cancel()
+
+        cpu0 = _cpu_s()
+        start = time.monotonic()
+        tasks = [asyncio.create_task(hold(a)) for a in agents]
+        try:
+            await asyncio.wait_for(_ramp_done(status, len(agents)), timeout=600)
+        except asyncio.TimeoutError:
+            status["client:ramp_timeout"] += len(agents) - sum(status.values())
+        results.put(("ramped", {"ramp_s": time.monotonic() - start, "status": dict(status), "held": len(held_at)}))
+        await stop_flag.wait()
+        held_end = status["OK"] - sum(dropped.values())
+        await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), timeout=60)
+        results.put(("done", {"status": dict(status), "held_at_stop": held_end, "dropped": dict(dropped),
+                              "heartbeats": dict(heartbeats), "cpu_s": _cpu_s() - cpu0, "rss": _rss(),
+                              "wall_s": time.monotonic() - start}))
+
+    _run_client(main, results)
+
+
+async def _ramp_done(status: Counter[str], total: int) -> None:
+    while sum(status.values()) < total:
+        await asyncio.sleep(0.05)
+
+
+def _rss() -> int:
+    import psutil
+
+    return int(psutil.Process().memory_info().rss)
+
+
+def _run_client(main: Any, results: Any) -> None:
+    try:
+        asyncio.run(main())
+    except BaseException as exc:  # the parent must hear of it rather than wait
+        results.put(("error", f"{type(exc).__name__}: {exc}"))
+        raise
+
+
+# --------------------------------------------------------------------------------------------
+# The parent: collector, tokens, phases, measurements
+# --------------------------------------------------------------------------------------------
+class Sampler(threading.Thread):
+    """Samples the collector's CPU time and RSS every 0.25 s."""
+
+    def __init__(self, pid: int) -> None:
+        import psutil
+
+        super().__init__(daemon=True)
+        self.proc = psutil.Process(pid)
+        self.samples: list[tuple[float, float, int, int]] = []  # (t, cpu s, rss, threads)
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        while not self._halt.is_set():
+            try:
+                with self.proc.oneshot():
+                    c = self.proc.cpu_times()
+                    self.samples.append((time.monotonic(), c.user + c.system, self.proc.memory_info().rss,
+                                         self.proc.num_threads()))
+            except Exception:  # noqa: BLE001 - the collector may be gone
+                return
+            self._halt.wait(0.25)
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(timeout=2)
+
+    def window(self, t0: float, t1: float) -> dict[str, float]:
+        inside = [s for s in self.samples if t0 <= s[0] <= t1]
+        if len(inside) < 2:
+            return {"cpu_pct": float("nan"), "rss_mb": float("nan"), "threads": 0}
+        a, b = inside[0], inside[-1]
+        return {"cpu_pct": round(100 * (b[1] - a[1]) / (b[0] - a[0]), 1),
+                "rss_mb": round(max(s[2] for s in inside) / 2**20, 1), "threads": max(s[3] for s in inside)}
+
+
+def cli_tokens(data_dir: Path, n: int) -> list[str]:
+    """n one-time tokens from `shoumi-collector enroll-token create` (4 at a time)."""
+    def one(_: int) -> str:
+        return subprocess.run([str(BIN / "shoumi-collector"), "enroll-token", "create", "--data-dir", str(data_dir)],
+                              capture_output=True, text=True, check=True, timeout=60).stdout.strip()
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        return list(pool.map(one, range(n)))
+
+
+def inprocess_tokens(location: str, n: int) -> list[str]:
+    """n tokens made by the collector's EnrollmentService.create_token (what the CLI runs), in this process."""
+    from collector.enrollment import EnrollmentService
+    from collector.storage import open_store
+
+    store = open_store(location)
+    try:
+        service = EnrollmentService(store, token_ttl_ns=24 * 3600 * 10**9)
+        return [service.create_token(actor="bench:ingest") for _ in range(n)]
+    finally:
+        store.close()
+
+
+def pct(values: Sequence[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(p * len(ordered)) - 1)]
+
+
+def _collect(results: Any, kind: str, n: int, timeout: float, procs: Sequence[Any]) -> list[dict[str, Any]]:
+    """Waits for n messages of `kind` from the client processes."""
+    got: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout
+    while len(got) < n:
+        try:
+            what, payload = results.get(timeout=1)
+        except queue.Empty:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"client processes did not report {kind!r} within {timeout:.0f} s")
+            if any(p.exitcode not in (None, 0) for p in procs):
+                raise SystemExit("a client process died; see its traceback above")
+            continue
+        if what == "error":
+            raise SystemExit(f"client process failed: {payload}")
+        if what != kind:
+            raise SystemExit(f"unexpected message {what!r} from a client process while waiting for {kind!r}")
+        got.append(payload)
+    return got
+
+
+def _split(items: Sequence[str], parts: int) -> list[tuple[int, tuple[str, ...]]]:
+    size = math.ceil(len(items) / parts) if items else 0
+    return [(i * size, tuple(items[i * size:(i + 1) * size])) for i in range(parts) if items[i * size:(i + 1) * size]]
+
+
+class PyspyRecorder:
+    """py-spy record --format raw on the collector for a given time."""
+
+    def __init__(self, prefix: str | None) -> None:
+        self.prefix = prefix
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.raw = Path(f"{prefix}.raw") if prefix else None
+
+    def start(self, pid: int, seconds: float) -> None:
+        if not self.prefix:
+            return
+        exe = shutil.which("py-spy") or str(BIN / "py-spy")
+        if not Path(exe).exists():
+            print("py-spy is not installed (.venv/bin/pip install py-spy): no profile", file=sys.stderr)
+            self.prefix = None
+            return
+        self.proc = subprocess.Popen([exe, "record", "--pid", str(pid), "--duration", str(max(1, int(seconds))),
+                                      "--rate", "100", "--format", "raw", "--output", str(self.raw), "--nonblocking"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def finish(self) -> list[str]:
+        if self.proc is None or self.raw is None:
+            return []
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.send_signal(signal.SIGINT)
+            self.proc.wait(timeout=10)
+        if not self.raw.exists():
+            err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
+            return [f"py-spy wrote nothing: {err.strip()[-300:]}"]
+        return summarize_profile(self.raw)
+
+
+def _frame_name(frame: str) -> str:
+    # "function (path/to/file.py:123)" -> "function (file.py)"; line numbers are dropped
+    name, _, where = frame.partition(" (")
+    path = where.rstrip(")").rsplit(":", 1)[0]
+    for marker in ("/collector/", "/proto/shoumi/", "/site-packages/", "/lib/python3.11/"):
+        if marker in path:
+            path = path.split(marker, 1)[1]
+            break
+    return f"{name} ({path})"
+
+
+def summarize_profile(raw: Path, top: int = 22) -> list[str]:
+    """Inclusive and self shares of samples per function, from py-spy's collapsed stacks."""
+    total = 0
+    inclusive: Counter[str] = Counter()
+    own: Counter[str] = Counter()
+    for line in raw.read_text(errors="replace").splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not count_text.isdigit():
+            continue
+        count = int(count_text)
+        frames = [_frame_name(f) for f in stack.split(";") if f and "(" in f]
+        if not frames:
+            continue
+        total += count
+        for name in set(frames):
+            inclusive[name] += count
+        own[frames[-1]] += count
+    if not total:
+        return ["py-spy: no samples"]
+    lines = [f"py-spy: {total} samples of busy collector threads (100 Hz)", "  inclusive (time under the function):"]
+    lines += [f"    {100 * c / total:5.1f}%  {name}" for name, c in inclusive.most_common(top)
+              if not name.startswith(("_bootstrap", "run (threading", "_worker (concurrent"))]
+    lines.append("  self (time in the function itself):")
+    lines += [f"    {100 * c / total:5.1f}%  {name}" for name, c in own.most_common(12)]
+    return lines
+
+
+def db_url(backend: str, data_dir: Path, pg_url: str | None) -> str:
+    return pg_url if backend == "postgres" and pg_url else f"sqlite:///{data_dir / 'collector.db'}"
+
+
+def read_back(url: str, limit: int) -> tuple[list[str], list[tuple[Any, ...]], int, dict[str, int]]:
+    """The rows the collector stored (without row_id), the events count and alerts per rule."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+    try:
+        with engine.connect() as conn:
+            table = sa.Table("events", sa.MetaData(), autoload_with=conn)
+            columns = [c.name for c in table.columns if c.name != "row_id"]
+            count = int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
+            rows = [tuple(r) for r in conn.execute(
+                sa.select(*[table.c[c] for c in columns]).order_by(table.c.row_id).limit(limit)).all()]
+            alerts = sa.Table("alerts", sa.MetaData(), autoload_with=conn)
+            per_rule = {str(r): int(n) for r, n in conn.execute(
+                sa.select(alerts.c.rule, sa.func.count()).group_by(alerts.c.rule)).all()}
+    finally:
+        engine.dispose()
+    return columns, rows, count, per_rule
+
+
+def _events_table() -> Any:
+    """The collector's own SQLAlchemy definition of the events table (wherever the module lives now)."""
+    import importlib
+
+    for name in ("collector.storage.sql.schema", "collector.storage.sql"):
+        try:
+            return importlib.import_module(name).events
+        except (ImportError, AttributeError):
+            continue
+    raise SystemExit("cannot find the collector's events table definition")
+
+
+def raw_insert_sqlite(directory: Path, columns: list[str], rows: list[tuple[Any, ...]]) -> dict[str, float]:
+    """Rows/s into fresh stores built by the collector's open_store (its schema and indexes, WAL,
+    synchronous=FULL, BEGIN IMMEDIATE), 1,000 rows per transaction: "dbapi" is sqlite3 executemany of
+    the INSERT compiled from the collector's events table, "sqlalchemy" the same through SQLAlchemy
+    Core (conn.execute(events.insert(), rows)), which adds its per-row parameter processing."""
+    from collector.storage import open_store
+
+    table = _events_table()
+    rates: dict[str, float] = {}
+    for how in ("dbapi", "sqlalchemy"):
+        store = open_store(directory / how)
+        engine = store.engine
+        sql = str(table.insert().compile(dialect=engine.dialect, column_keys=columns))
+        dicts = [dict(zip(columns, r)) for r in rows] if how == "sqlalchemy" else []
+        t0 = time.perf_counter()
+        for i in range(0, len(rows), RAW_CHUNK):
+            with engine.begin() as conn:
+                if how == "dbapi":
+                    cur = conn.connection.cursor()
+                    cur.executemany(sql, rows[i:i + RAW_CHUNK])
+                    cur.close()
+                else:
+                    conn.execute(table.insert(), dicts[i:i + RAW_CHUNK])
+        rates[how] = len(rows) / (time.perf_counter() - t0)
+        with engine.connect() as conn:
+            mode = (conn.exec_driver_sql("PRAGMA journal_mode").scalar(), conn.exec_driver_sql("PRAGMA synchronous").scalar(),
+                    conn.exec_driver_sql("SELECT count(*) FROM events").scalar())
+        store.close()
+        if mode != ("wal", 2, len(rows)):
+            print(f"warning: raw store ({how}): journal_mode={mode[0]} synchronous={mode[1]} rows={mode[2]}, "
+                  "expected wal / 2 (FULL) / all", file=sys.stderr)
+    return rates
+
+
+def raw_insert_postgres(url: str, columns: list[str], rows: list[tuple[Any, ...]]) -> dict[str, float]:
+    """Rows/s with COPY (psycopg 3 cursor.copy), 1,000 rows per transaction, into a fresh store's schema."""
+    import psycopg
+
+    from collector.storage import open_store
+
+    open_store(url).close()  # the collector builds its schema
+    with psycopg.connect(url) as conn:
+        cols = ", ".join(f'"{c}"' for c in columns)
+        t0 = time.perf_counter()
+        for i in range(0, len(rows), RAW_CHUNK):
+            with conn.cursor() as cur:
+                with cur.copy(f"COPY events ({cols}) FROM STDIN") as copy:
+                    for row in rows[i:i + RAW_CHUNK]:
+                        copy.write_row(row)
+            conn.commit()
+        elapsed = time.perf_counter() - t0
+    return {"copy": len(rows) / elapsed}
+
+
+class PgDatabases:
+    """Fresh databases on the PostgreSQL server of the DSN, dropped at the end."""
+
+    def __init__(self, dsn: str) -> None:
+        import psycopg
+        from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+        self.dsn = dsn
+        self.names: list[str] = []
+        self._admin = psycopg.connect(dsn, autocommit=True, connect_timeout=5)
+        self._params = conninfo_to_dict(dsn)
+        self._make = make_conninfo
+
+    def create(self, label: str) -> str:
+        name = f"shoumi_bench_{label}_{os.getpid()}_{secrets.token_hex(3)}"
+        self._admin.execute(f'CREATE DATABASE "{name}"')
+        self.names.append(name)
+        params = dict(self._params, dbname=name)
+        host, port, user = params.get("host", "127.0.0.1"), params.get("port", "5432"), params.get("user", "postgres")
+        password = f":{params['password']}" if params.get("password") else ""
+        return f"postgresql://{user}{password}@{host}:{port}/{name}"
+
+    def drop_all(self) -> None:
+        for name in self.names:
+            try:
+                self._admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            except Exception as exc:  # noqa: BLE001
+                print(f"could not drop database {name}: {exc}", file=sys.stderr)
+        self._admin.close()
+
+
+def _mark(ok: bool) -> str:
+    return "met" if ok else "NOT met"
+
+
+def run_store_phase(ctx: Any, target: Target, tokens: list[str], args: argparse.Namespace, procs_n: int,
+                    sampler: Sampler, collector_pid: int, profile: PyspyRecorder | None) -> dict[str, Any]:
+    """The throughput phase: all agents store as fast as their windows allow; returns its figures."""
+    B = args.events_per_batch
+    if args.batches:
+        per_agent, seconds = args.batches, None
+    else:
+        # enough batches for --max-rate events/s (at most 2,500 batches/s) for the whole window
+        batch_rate = min(args.max_rate / B, 2_500.0)
+        per_agent, seconds = max(4, math.ceil(batch_rate * args.seconds / len(tokens))), args.seconds
+    interval = 0.0 if not args.rate else B * len(tokens) / args.rate
+    results, go, ramped, stop = ctx.Queue(), ctx.Event(), ctx.Event(), ctx.Event()
+    jobs = [StoreJob(target, part, first, B, per_agent, args.window, seconds, interval, args.burst_reads)
+            for first, part in _split(tokens, procs_n)]
+    procs = [ctx.Process(target=store_client, args=(job, results, go, ramped, stop), daemon=True) for job in jobs]
+    for p in procs:
+        p.start()
+    try:
+        ready = _collect(results, "ready", len(procs), 600, procs)
+        enroll_s = max(r["enroll_s"] for r in ready)
+        print(f"enrolled {len(tokens)} storing agents (CLI tokens, pinned CA, CSR) in {enroll_s:.1f} s; "
+              f"pre-built and signed {sum(r['events'] for r in ready):,} events in {per_agent} batches of {B} per agent "
+              f"in {max(r['build_s'] for r in ready):.1f} s ({len(procs)} client processes)")
+        start = time.monotonic()
+        go.set()
+        warm = min(2.0, (seconds or 0) * 0.1)
+        if profile is not None and seconds:
+            threading.Timer(warm, profile.start, args=(collector_pid, seconds - warm)).start()
+        done = _collect(results, "done", len(procs), (seconds or 600) + 180, procs)
+    finally:
+        for p in procs:
+            p.join(timeout=10)
+            if p.is_alive():
+                p.kill()
+    outcomes: list[AgentOutcome] = [o for d in done for o in d["outcomes"]]
+    end = start + seconds if seconds else max((t for o in outcomes for t, _ in o.acks), default=start)
+    t0 = start + warm if seconds else start
+    acked_in = sum(n for o in outcomes for t, n in o.acks if t0 <= t <= end)
+    acked_all = sum(n for o in outcomes for _, n in o.acks)
+    lat = [x for o in outcomes for x in o.latencies]
+    client_cpu = sum(d["cpu_s"] for d in done) / max(d["wall_s"] for d in done) * 100
+    window = sampler.window(t0, end)
+    errors = Counter(o.error for o in outcomes if o.error)
+    return {
+        "events_per_s": round(acked_in / (end - t0)) if end > t0 else 0, "acked": acked_all,
+        "p50_ack_ms": round(pct(lat, 0.50) * 1000, 1), "p99_ack_ms": round(pct(lat, 0.99) * 1000, 1),
+        "max_ack_ms": round(max(lat, default=float("nan")) * 1000, 1), "batches_acked": len(lat),
+        "collector_cpu_pct": window["cpu_pct"], "collector_rss_mb": window["rss_mb"],
+        "collector_threads": window["threads"], "client_cpu_pct": round(client_cpu, 1),
+        "client_procs": len(procs), "streams_held": sum(1 for o in outcomes if o.acks and not o.error),
+        "stream_errors": dict(errors), "ran_out": sum(o.ran_out for o in outcomes),
+        "in_flight_max_events": len(tokens) * args.window * B, "window_s": round(end - t0, 1),
+        "enroll_s": round(enroll_s, 2),
+    }
+
+
+def run_streams_phase(ctx: Any, target: Target, store_tokens: list[str], late_tokens: list[str], idle_tokens: list[str],
+                      args: argparse.Namespace, sampler: Sampler) -> dict[str, Any]:
+    """M agents keep storing (paced) while S idle agents open and hold their streams."""
+    B = args.events_per_batch
+    results, go_store, go, ramped, stop = ctx.Queue(), ctx.Event(), ctx.Event(), ctx.Event(), ctx.Event()
+    rate_batches = args.streams_rate / B  # batches/s over all storing agents, built as they are sent
+    interval = len(store_tokens) / rate_batches
+    store_job = StoreJob(target, tuple(store_tokens), 100_000, B, 10**7, args.window, None, interval, 0,
+                         late_tokens=tuple(late_tokens))
+    idle_jobs = [IdleJob(target, part, 200_000 + first, args.connect_concurrency, args.heartbeat_s)
+                 for first, part in _split(idle_tokens, args.idle_procs)]
+    store_results = ctx.Queue()
+    store_proc = ctx.Process(target=store_client, args=(store_job, store_results, go_store, ramped, stop), daemon=True)
+    idle_procs = [ctx.Process(target=idle_client, args=(job, results, go, ramped, stop), daemon=True) for job in idle_jobs]
+    all_procs = [store_proc, *idle_procs]
+    for p in all_procs:
+        p.start()
+    try:
+        _collect(store_results, "ready", 1, 600, [store_proc])
+        ready = _collect(results, "ready", len(idle_procs), 1800, idle_procs)
+        enrolled = sum(r["agents"] for r in ready)
+        enroll_s = max(r["enroll_s"] for r in ready)
+        refused_enroll: Counter[str] = Counter()
+        for r in ready:
+            refused_enroll.update(r["enroll_refused"])
+        print(f"streams phase: enrolled {enrolled} idle agents in {enroll_s:.1f} s "
+              f"({enrolled / enroll_s:.0f}/s, {len(idle_procs)} client processes){'; refused: ' + str(dict(refused_enroll)) if refused_enroll else ''}")
+        go_store.set()  # the storing agents connect first, then the idle ones come
+        time.sleep(2)
+        start = time.monotonic()
+        go.set()
+        ramp = _collect(results, "ramped", len(idle_procs), 900, idle_procs)
+        ramp_end = time.monotonic()
+        ramped.set()
+        ramp_status: Counter[str] = Counter()
+        for r in ramp:
+            ramp_status.update(r["status"])
+        print(f"  ramp: {ramp_status['OK']} of {enrolled} idle streams acknowledged in {ramp_end - start:.1f} s; "
+              f"refused: {dict((k, v) for k, v in ramp_status.items() if k != 'OK') or 'none'}")
+        time.sleep(args.hold_seconds)
+        hold_end = time.monotonic()
+        stop.set()
+        idle_done = _collect(results, "done", len(idle_procs), 120, idle_procs)
+        store_done = _collect(store_results, "done", 1, 180, [store_proc])
+    finally:
+        stop.set()
+        for p in all_procs:
+            p.join(timeout=15)
+            if p.is_alive():
+                p.kill()
+    outcomes: list[AgentOutcome] = store_done[0]["outcomes"]
+    storing = [o for o in outcomes if not o.late]
+    late = [o for o in outcomes if o.late]
+    acks_t = sorted(t for o in storing for t, _ in o.acks)
+    during = [t for t in acks_t if start <= t <= hold_end]
+    gaps = [b - a for a, b in zip([start] + during, during + [hold_end])]
+    lat = [x for o in storing for x in o.latencies]
+    held_stop = sum(d["held_at_stop"] for d in idle_done)
+    dropped: Counter[str] = Counter()
+    for d in idle_done:
+        dropped.update(d["dropped"])
+    storing_alive = sum(1 for o in storing if o.acks and (o.error is None or o.acks[-1][0] >= hold_end))
+    window = sampler.window(ramp_end, hold_end)
+    return {
+        "streams_requested": len(idle_tokens), "idle_enrolled": enrolled, "enroll_per_s": round(enrolled / enroll_s, 1),
+        "enroll_refused": dict(refused_enroll), "idle_acked": ramp_status["OK"],
+        "idle_refused": {k: v for k, v in ramp_status.items() if k != "OK"}, "ramp_s": round(ramp_end - start, 1),
+        "idle_held_at_end": held_stop, "idle_dropped": dict(dropped),
+        "streams_held": held_stop + storing_alive, "storing_agents": len(storing),
+        "storing_acks_during": len(during), "storing_max_ack_gap_s": round(max(gaps, default=float("nan")), 2),
+        "storing_p99_ack_ms": round(pct(lat, 0.99) * 1000, 1),
+        "storing_errors": dict(Counter(o.error for o in storing if o.error)),
+        "storing_kept_acked": bool(during) and max(gaps, default=99) < 5 and all(o.error is None for o in storing),
+        "late_agent_acked": [len(o.acks) for o in late], "late_agent_errors": [o.error for o in late],
+        "collector_cpu_pct_hold": window["cpu_pct"], "collector_rss_mb_hold": window["rss_mb"],
+        "client_rss_mb": round(sum(d["rss"] for d in idle_done) / 2**20, 1),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--agents", type=int, default=16, help="storing agents in the throughput phase")
+    parser.add_argument("--events-per-batch", type=int, default=250)
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--seconds", type=float, default=20.0, help="length of the timed window")
+    group.add_argument("--batches", type=int, help="send exactly this many batches per agent instead")
+    parser.add_argument("--window", type=int, default=4, help="unacknowledged batches per agent stream")
+    parser.add_argument("--rate", type=float, help="pace all agents to this many events/s (default: as fast as acked)")
+    parser.add_argument("--max-rate", type=float, default=60_000,
+                        help="pre-build enough batches for this many events/s (capped at 2,500 batches/s)")
+    parser.add_argument("--burst-reads", type=int, default=5_000, help="one user's burst of reads (agent 0)")
+    parser.add_argument("--client-procs", type=int, default=2, help="client processes of the throughput phase")
+    parser.add_argument("--backend", choices=("sqlite", "postgres"), default="sqlite")
+    parser.add_argument("--database-url", help=f"PostgreSQL server (default $SHOUMI_TEST_PG_DSN or {DEFAULT_PG_DSN}); "
+                        "fresh databases are created on it and dropped")
+    parser.add_argument("--raw-rows", type=int, default=300_000, help="at most this many stored rows for the raw insert")
+    parser.add_argument("--streams", type=int, default=0, help="idle agent streams to hold in the streams phase")
+    parser.add_argument("--storing-agents", type=int, default=2, help="agents that keep storing in the streams phase")
+    parser.add_argument("--streams-rate", type=float, default=2_000, help="their events/s in the streams phase")
+    parser.add_argument("--hold-seconds", type=float, default=10.0, help="how long the idle streams are held")
+    parser.add_argument("--heartbeat-s", type=float, default=30.0, help="idle agents' heartbeat interval")
+    parser.add_argument("--idle-procs", type=int, default=2, help="client processes holding idle streams")
+    parser.add_argument("--connect-concurrency", type=int, default=64, help="stream openings in flight per process")
+    parser.add_argument("--profile", metavar="PREFIX", help="py-spy the collector during the timed window")
+    parser.add_argument("--keep", action="store_true", help="keep the data directory and logs")
+    args = parser.parse_args()
+    if args.agents < 1 or args.events_per_batch < 1 or args.window < 1:
+        parser.error("--agents, --events-per-batch and --window must be positive")
+
+    root = Path(tempfile.mkdtemp(prefix="shoumi-ingest-"))
+    data_dir = root / "collector"
+    pg: PgDatabases | None = None
+    pg_url: str | None = None
+    collector = None
+    sampler = None
+    ctx = mp.get_context("spawn")
+    figures: dict[str, Any] = {}
+    try:
+        if args.backend == "postgres":
+            pg = PgDatabases(args.database_url or os.environ.get("SHOUMI_TEST_PG_DSN") or DEFAULT_PG_DSN)
+            pg_url = pg.create("collector")
+            os.environ["SHOUMI_COLLECTOR_DATABASE_URL"] = pg_url  # the collector, its CLI and in-process tokens
+        collector, addr = start_collector(data_dir, root / "collector.log")
+        target = Target(addr["grpc"], addr["enroll"], addr["ca_fingerprint"])
+        sampler = Sampler(collector.pid)
+        sampler.start()
+        print(f"collector pid {collector.pid} on {target.grpc} (mutual TLS), enrollment {target.enroll}, "
+              f"store {args.backend}; detection on (read burst: defaults)")
+        t = time.monotonic()
+        tokens = cli_tokens(data_dir, args.agents)
+        print(f"{args.agents} tokens from `shoumi-collector enroll-token create` in {time.monotonic() - t:.1f} s")
+        profile = PyspyRecorder(args.profile) if args.profile else None
+        main_figs = run_store_phase(ctx, target, tokens, args, max(1, min(args.client_procs, args.agents)), sampler,
+                                    collector.pid, profile)
+        figures.update(main_figs)
+        profile_lines = profile.finish() if profile else []
+        streams_figs: dict[str, Any] | None = None
+        if args.streams:
+            t = time.monotonic()
+            idle_tokens = inprocess_tokens(pg_url or str(data_dir), args.streams)
+            token_s = time.monotonic() - t
+            print(f"streams phase: {args.streams} tokens by the collector's EnrollmentService.create_token in-process "
+                  f"in {token_s:.1f} s; {args.storing_agents} + 1 late storing agents with CLI tokens")
+            store_tokens = cli_tokens(data_dir, args.storing_agents + 1)
+            streams_figs = run_streams_phase(ctx, target, store_tokens[:-1], store_tokens[-1:], idle_tokens, args, sampler)
+            streams_figs["tokens_per_s"] = round(args.streams / token_s, 1)
+        time.sleep(0.5)
+        columns, rows, stored, alerts = read_back(db_url(args.backend, data_dir, pg_url), min(args.raw_rows, max(main_figs["acked"], 1)))
+        sampler.stop()
+        stop_all(collector)
+        collector = None
+        if args.backend == "postgres":
+            assert pg is not None
+            raws = raw_insert_postgres(pg.create("raw"), columns, rows)
+            raw = raws["copy"]
+            raw_how = "COPY (psycopg cursor.copy), 1,000 rows per transaction"
+        else:
+            raws = raw_insert_sqlite(root / "raw", columns, rows)
+            raw = raws["dbapi"]
+            raw_how = (f"sqlite3 executemany, 1,000 rows per transaction, WAL, synchronous=FULL; through SQLAlchemy "
+                       f"Core executemany {raws['sqlalchemy']:,.0f} rows/s")
+    finally:
+        if sampler is not None:
+            sampler.stop()
+        if collector is not None:
+            stop_all(collector)
+        if pg is not None:
+            pg.drop_all()
+        if args.keep:
+            print(f"data and logs kept in {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+
+    eps = figures["events_per_s"]
+    ratio = round(eps / raw, 3) if raw else 0.0
+    streams = streams_figs["streams_held"] if streams_figs else figures["streams_held"]
+    p99 = figures["p99_ack_ms"]
+    print()
+    print(f"throughput phase: {args.agents} agents, {args.events_per_batch} events/batch, window {args.window} batches "
+          f"(<= {figures['in_flight_max_events']:,} events in flight), {figures['window_s']} s timed"
+          f"{f', paced at {args.rate:,.0f} events/s' if args.rate else ''}")
+    print(f"  stored {eps:,} events/s  (goal >= {GOAL_EVENTS_PER_S:,}: {_mark(eps >= GOAL_EVENTS_PER_S)}); "
+          f"acked {figures['acked']:,} events in {figures['batches_acked']:,} batches, "
+          f"events table holds {stored:,}")
+    print(f"  raw insert of the same {len(rows):,} rows: {raw:,.0f} rows/s ({raw_how}); "
+          f"ratio {ratio}  (goal >= {GOAL_RATIO}: {_mark(ratio >= GOAL_RATIO)})")
+    print(f"  send -> durable Ack: p50 {figures['p50_ack_ms']} ms, p99 {p99} ms, max {figures['max_ack_ms']} ms  "
+          f"(goal p99 < {GOAL_P99_MS:.0f} ms: {_mark(p99 < GOAL_P99_MS)})")
+    print(f"  collector: {figures['collector_cpu_pct']} % of a core, RSS {figures['collector_rss_mb']} MB, "
+          f"{figures['collector_threads']} threads; clients: {figures['client_cpu_pct']} % of a core in "
+          f"{figures['client_procs']} processes")
+    print(f"  alerts raised: {alerts or 'none'}; stream errors: {figures['stream_errors'] or 'none'}"
+          f"{'; ' + str(figures['ran_out']) + ' agents ran out of pre-built batches (rate is a lower bound)' if figures['ran_out'] else ''}")
+    if streams_figs:
+        s = streams_figs
+        print(f"streams phase: {s['streams_requested']} idle agents (enrolled {s['idle_enrolled']} at {s['enroll_per_s']}/s) "
+              f"+ {s['storing_agents']} storing at {args.streams_rate:,.0f} events/s, held {args.hold_seconds:g} s")
+        print(f"  idle streams acknowledged {s['idle_acked']}, refused {s['idle_refused'] or 'none'}, "
+              f"held at the end {s['idle_held_at_end']}, dropped {s['idle_dropped'] or 'none'}; "
+              f"concurrent streams held: {s['streams_held']}  (goal >= {GOAL_STREAMS:,}: "
+              f"{_mark(s['streams_held'] >= GOAL_STREAMS)}; aim {AIM_STREAMS:,})")
+        print(f"  storing agents kept being acknowledged: {s['storing_kept_acked']} ({s['storing_acks_during']} Acks, "
+              f"longest gap {s['storing_max_ack_gap_s']} s, p99 {s['storing_p99_ack_ms']} ms, errors "
+              f"{s['storing_errors'] or 'none'}); an agent connecting after the ramp: "
+              f"{'acknowledged' if s['late_agent_acked'] and s['late_agent_acked'][0] else 'refused ' + str(s['late_agent_errors'])}")
+        print(f"  collector while holding: {s['collector_cpu_pct_hold']} % of a core, RSS {s['collector_rss_mb_hold']} MB; "
+              f"idle clients RSS {s['client_rss_mb']} MB")
+    for line in profile_lines:
+        print(line)
+    out: dict[str, Any] = {
+        "events_per_s": eps, "raw_insert_per_s": round(raw), "ratio": ratio, "p99_ack_ms": p99, "streams": streams,
+        "backend": args.backend, "events_per_batch": args.events_per_batch, "agents": args.agents,
+        "window": args.window, "p50_ack_ms": figures["p50_ack_ms"], "collector_cpu_pct": figures["collector_cpu_pct"],
+        "collector_rss_mb": figures["collector_rss_mb"], "client_cpu_pct": figures["client_cpu_pct"],
+        "acked": figures["acked"], "stored_rows": stored, "alerts": alerts,
+        "raw_rows": len(rows), **{f"raw_{k}_per_s": round(v) for k, v in raws.items()},
+    }
+    if streams_figs:
+        out["streams_phase"] = streams_figs
+    out["goals_met"] = {"events_per_s": eps >= GOAL_EVENTS_PER_S, "ratio": ratio >= GOAL_RATIO,
+                        "p99_ack_ms": p99 < GOAL_P99_MS, "streams": streams >= GOAL_STREAMS}
+    print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
