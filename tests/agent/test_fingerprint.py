@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bisect
 import random
+import shutil
 import statistics
 
 import pytest
@@ -19,6 +20,7 @@ from agent.core.fingerprint import (
     FileFingerprint,
     FingerprintIndex,
     Fingerprinter,
+    compiled,
     fingerprint_bytes,
 )
 
@@ -93,6 +95,32 @@ def test_chunks_do_not_depend_on_how_bytes_are_fed(seed: int, size: int, cuts: l
     whole = fingerprint_bytes(data)
     assert tuple(fed) == whole.chunks
     check_tiling(whole, size)
+
+
+@pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler here: the Python loop is used")
+def test_the_extension_is_built_here() -> None:
+    # CI and developers install with a compiler: the C loop must be what runs (the Python loop is
+    # ~100 times slower and only a fallback).
+    assert compiled()
+
+
+@SLOW
+@given(
+    seed=st.integers(0, 2**32),
+    size=st.integers(0, 300_000),
+    zeros=st.integers(0, 200_000),
+    cuts=st.lists(st.integers(0, 500_000), max_size=8),
+)
+def test_the_c_loop_cuts_exactly_where_the_python_rule_does(seed: int, size: int, zeros: int, cuts: list[int]) -> None:
+    # random data, then a run without natural cuts (forced cuts), then random again
+    data = random_bytes(seed, size) + bytes(zeros) + random_bytes(seed + 1, size // 3)
+    fast, fed, previous = Chunker(), [], 0
+    for cut in sorted(c for c in cuts if c <= len(data)) + [len(data)]:
+        fed.extend(fast.feed(data[previous:cut]))
+        previous = cut
+    fed.extend(fast.finish())
+    slow = Chunker(pure=True)
+    assert fed == slow.feed(data) + slow.finish()
 
 
 def test_fingerprinter_streams_to_the_same_result() -> None:
