@@ -12,7 +12,7 @@ import getpass
 import json
 import sys
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Sequence, cast
 
 from payroll_bridge.errors import InvalidInput, PayrollError
 from payroll_bridge.settings import PayrollSettings
@@ -49,9 +49,23 @@ def _cmd_schedule(args: argparse.Namespace, settings: PayrollSettings) -> int:
     from payroll_bridge.minimum_wage import load_table
 
     request = parse_request(decode_json(_read(args.input)))
-    output = run_schedule(request, load_table(settings.minimum_wage_table), settings.stale_after_months)
+    output = run_schedule(request, load_table(settings.minimum_wage_table), settings.stale_after_months,
+                          force_override=args.force_override)
+    warnings = cast(list[dict[str, Any]], output["warnings"])
+    forced = [w for w in warnings if w["code"] in _FORCED]
+    if forced:
+        # A forced override weakens the law for this schedule: it is said on stderr and audited.
+        from payroll_bridge.ledger import Ledger
+
+        for w in forced:
+            sys.stderr.write(f"{PROG}: warning: {w['code']}: {w['message']}\n")
+        with Ledger(settings.resolved_ledger_path(), table=load_table(settings.minimum_wage_table)) as ledger:
+            ledger.audit_forced_override(employee_id=request.employee_id, warnings=forced, actor=args.actor)
     _emit(output)
     return 0
+
+
+_FORCED = ("OVERRIDE_BELOW_CONFIRMED_MINIMUM_WAGE", "OVERRIDE_WEAKENS_CONFIRMED_EXCLUSIONS")
 
 
 def _cmd_table(args: argparse.Namespace, settings: PayrollSettings) -> int:
@@ -72,6 +86,9 @@ def _cmd_table(args: argparse.Namespace, settings: PayrollSettings) -> int:
                 "flags_source": r.flags_source,
                 "flags_checked_on": r.flags_checked_on.isoformat(),
                 "flags_confirmed": r.flags_confirmed,
+                "direct_loss_only": r.direct_loss_only,
+                "disciplinary_shares_limits": r.disciplinary_shares_limits,
+                "excluded_items": [i.to_json() for i in r.excluded_items],
             }
             for code, r in sorted(table.regions.items()) if args.region in (None, code)
         },
@@ -89,6 +106,9 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("schedule", help="compute a schedule from INPUT.json (stateless)")
     p.add_argument("input", help="INPUT.json, or - for stdin")
+    p.add_argument("--force-override", action="store_true",
+                   help="apply an override weaker than the confirmed table (warned, and audited in the ledger)")
+    p.add_argument("--actor", default=_default_actor(), help="who forces an override (recorded in the audit)")
     p.set_defaults(run=_cmd_schedule)
 
     p = sub.add_parser("table", help="print the minimum-wage table in use")

@@ -40,7 +40,7 @@ def create_app(settings: PayrollSettings, *, table: MinimumWageTable | None = No
                                 headers={"WWW-Authenticate": "Bearer"})
 
     def open_ledger() -> Ledger:
-        return Ledger(settings.ledger_path, table=table)
+        return Ledger(settings.resolved_ledger_path(), table=table)
 
     @app.exception_handler(PayrollError)
     async def payroll_error(_: Request, exc: PayrollError) -> JSONResponse:

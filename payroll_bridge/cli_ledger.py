@@ -17,6 +17,7 @@ from payroll_bridge.errors import InvalidInput
 from payroll_bridge.ledger import Ledger
 from payroll_bridge.minimum_wage import load_table
 from payroll_bridge.period import Period
+from payroll_bridge.rules import claim_deadline
 from payroll_bridge.settings import PayrollSettings
 
 __all__ = ["register"]
@@ -27,7 +28,8 @@ def _emit(doc: Any) -> None:
 
 
 def _ledger(settings: PayrollSettings) -> Ledger:
-    return Ledger(settings.ledger_path, table=load_table(settings.minimum_wage_table))
+    return Ledger(settings.resolved_ledger_path(), table=load_table(settings.minimum_wage_table),
+                  appeal_days=settings.appeal_days)
 
 
 def _read(path: str) -> str:
@@ -95,7 +97,8 @@ def _lines(args: argparse.Namespace, settings: PayrollSettings) -> int:
     with _ledger(settings) as ledger:
         lines = ledger.lines(employee_id=args.employee, case_id=args.case,
                              period=_period(args.period) if args.period else None)
-        _emit({"lines": [x.to_json() for x in lines], "violations": ledger.violations(employee_id=args.employee)})
+        _emit({"lines": [x.to_json() for x in lines], "violations": ledger.violations(employee_id=args.employee),
+               "refunds": [r.to_json() for r in ledger.refunds(employee_id=args.employee, case_id=args.case)]})
     return 0
 
 
@@ -117,7 +120,11 @@ def _end(args: argparse.Namespace, settings: PayrollSettings) -> int:
         result = ledger.end_employment(employee_id=args.employee, last_period=_period(args.last_period),
                                        actor=args.actor)
         doc = result.to_json()
-        doc["remaining_fen"] = ledger.remaining_fen(employee_id=args.employee)
+        remaining = ledger.remaining_fen(employee_id=args.employee)
+        doc["remaining_fen"] = remaining
+        # The balance left is never taken from final pay: it is a claim, with the employer's deadline.
+        deadline = claim_deadline(_period(args.last_period)).isoformat()
+        doc["claim_deadlines"] = {c: deadline for c, left in remaining.items() if left > 0}
     _emit(doc)
     return 0
 
@@ -129,6 +136,20 @@ def _notice(args: argparse.Namespace, settings: PayrollSettings) -> int:
     with _ledger(settings) as ledger:
         _emit(issue_notice(ledger, case_id=args.case, settings=settings, out_dir=Path(args.out),
                            issued_on=issued, actor=args.actor))
+    return 0
+
+
+def _object(args: argparse.Namespace, settings: PayrollSettings) -> int:
+    with _ledger(settings) as ledger:
+        _emit(ledger.object_to_notice(case_id=args.case, notice_id=args.notice_id, received_on=_day(args.received_on),
+                                      reason=args.reason, actor=args.actor).to_json())
+    return 0
+
+
+def _answer(args: argparse.Namespace, settings: PayrollSettings) -> int:
+    with _ledger(settings) as ledger:
+        _emit(ledger.answer_objection(case_id=args.case, response=args.response, upheld=args.upheld,
+                                      actor=args.actor).to_json())
     return 0
 
 
@@ -237,6 +258,15 @@ def register(sub: Any, *, actor_default: str) -> None:
     p.add_argument("case")
     p.add_argument("--notice-id", required=True)
     p.add_argument("--served-on", required=True)
+    p = add("object", _object, "record the employee's written objection to a notice (pauses within the window)")
+    p.add_argument("case")
+    p.add_argument("--notice-id", required=True)
+    p.add_argument("--received-on", required=True)
+    p.add_argument("--reason", required=True)
+    p = add("answer-objection", _answer, "HR's answer to an objection: rejected (deduct again) or --upheld")
+    p.add_argument("case")
+    p.add_argument("--response", required=True)
+    p.add_argument("--upheld", action="store_true", help="the objection is accepted: the claim is withdrawn")
     p = add("export", _export, "freeze a period's lines and write CSV / Frappe files, optionally push")
     p.add_argument("--period", required=True)
     p.add_argument("--csv")

@@ -19,6 +19,7 @@ from payroll_bridge.period import Period
 from payroll_bridge.rules import (
     Case,
     CapBase,
+    other_deductions_fen,
     PeriodTerms,
     PeriodWage,
     Schedule,
@@ -28,6 +29,10 @@ from payroll_bridge.rules import (
 
 __all__ = [
     "ScheduleRequest",
+    "parse_period_wage",
+    "check_excluded_items",
+    "override_findings",
+    "excluded_items_json",
     "ResolvedPeriod",
     "Warning_",
     "decode_json",
@@ -64,8 +69,9 @@ class ResolvedPeriod:
 
     wage: PeriodWage
     terms: PeriodTerms
-    row: WageRow | None
+    row: WageRow | None  # the row used (None under a minimum_wage_fen override)
     region: RegionRule | None
+    table_row: WageRow | None = None  # the table's row in force, used or not
 
 
 @dataclass(frozen=True)
@@ -237,7 +243,35 @@ def _bool(value: Any, where: str) -> bool:
 _TOP = ("employee_id", "region", "cases", "periods", "minimum_wage_fen",
         "minimum_wage_excludes_contributions", "employment_ends", "minimum_wage_tier")
 _CASE = ("case_id", "confirmed_at", "loss_fen", "paused")
-_PERIOD = ("period", "wage_fen", "excluded_items_fen", "social_insurance_fen", "housing_fund_fen")
+_AMOUNTS = ("wage_fen", "excluded_items_fen", "social_insurance_fen", "housing_fund_fen",
+            "other_loss_deductions_fen", "disciplinary_deductions_fen")
+_PERIOD = ("period", *_AMOUNTS, "excluded_items")
+
+
+def parse_period_wage(raw: Any, where: str) -> PeriodWage:
+    """One period's wage object (schedule and wages share it); item codes are checked per region later."""
+    p = expect_object(raw, where, _PERIOD, ("period", "wage_fen"))
+    period = _period(p["period"], f"{where}.period")
+    amounts = {name: expect_fen(p.get(name, 0), f"{where}.{name} ({period})") for name in _AMOUNTS}
+    items: list[tuple[str, int]] = []
+    raw_items = p.get("excluded_items", {})
+    if not isinstance(raw_items, dict):
+        raise InvalidInput(f"{where}.excluded_items must be an object of item code -> fen")
+    for code, fen in sorted(raw_items.items()):
+        items.append((code, expect_fen(fen, f"{where}.excluded_items.{code} ({period})")))
+    # The items are excluded on top of excluded_items_fen (the national items given as one total).
+    amounts["excluded_items_fen"] += sum(fen for _, fen in items)
+    return PeriodWage(period, **amounts, excluded_items=tuple(items))
+
+
+def check_excluded_items(wage: PeriodWage, region: RegionRule | None) -> None:
+    """Refuses an itemized exclusion the region's list does not name (it counts as wage there)."""
+    for code, _ in wage.excluded_items:
+        if region is None or region.excluded_item(code) is None:
+            known = ", ".join(i.code for i in region.excluded_items) if region else "none without a table region"
+            raise InvalidInput(
+                f"{wage.period}: {code!r} is not excluded from the minimum-wage comparison in "
+                f"{region.code if region else 'this region'} (excluded there: {known})")
 
 
 def parse_request(doc: Any) -> ScheduleRequest:
@@ -269,16 +303,11 @@ def parse_request(doc: Any) -> ScheduleRequest:
     seen: set[Period] = set()
     for i, raw in enumerate(top["periods"]):
         where = f"periods[{i}]"
-        p = expect_object(raw, where, _PERIOD, ("period", "wage_fen"))
-        period = _period(p["period"], f"{where}.period")
-        if period in seen:
-            raise InvalidInput(f"{where}.period {period} is listed twice")
-        seen.add(period)
-        amounts = {
-            name: expect_fen(p.get(name, 0), f"{where}.{name} ({period})")
-            for name in _PERIOD[1:]
-        }
-        periods.append(PeriodWage(period, **amounts))
+        wage = parse_period_wage(raw, where)
+        if wage.period in seen:
+            raise InvalidInput(f"{where}.period {wage.period} is listed twice")
+        seen.add(wage.period)
+        periods.append(wage)
 
     minimum = None
     if top.get("minimum_wage_fen") is not None:
@@ -307,12 +336,13 @@ def resolve_terms(request: ScheduleRequest, table: MinimumWageTable) -> tuple[Re
     tier = request.tier or (region.default_tier if region else 1)
     resolved = []
     for wage in sorted(request.periods, key=lambda w: w.period):
-        row = None
+        check_excluded_items(wage, region)
+        # The table's row is looked up even under an override, so that an override can be compared.
+        row = table.row_in_force(region.code, tier, wage.period) if region is not None else None
         if request.minimum_wage_fen is not None:
             minimum = request.minimum_wage_fen
         else:
             assert region is not None
-            row = table.row_in_force(region.code, tier, wage.period)
             if row is None:
                 raise InvalidInput(
                     f"the minimum-wage table ({table.origin}) has no row for {region.code} tier {tier} "
@@ -330,9 +360,40 @@ def resolve_terms(request: ScheduleRequest, table: MinimumWageTable) -> tuple[Re
             excludes_housing_fund=ex_hf,
             cap_percent=region.cap_percent if region else 20,
             cap_base=region.cap_base if region else CapBase.WAGE,
+            disciplinary_shares_cap=region.disciplinary_shares_limits if region else False,
         )
-        resolved.append(ResolvedPeriod(wage, terms, row, region))
+        used = row if request.minimum_wage_fen is None else None
+        resolved.append(ResolvedPeriod(wage, terms, used, region, row))
     return tuple(resolved)
+
+
+def override_findings(request: ScheduleRequest, resolved: Iterable[ResolvedPeriod]) -> tuple[list[Warning_], list[Warning_]]:
+    """Overrides weaker than the table: (those that need --force-override, those that only warn).
+
+    An override below a *confirmed* row, or one that counts the contributions where the region's
+    *confirmed* rule excludes them, weakens the law and is refused without the force flag; below an
+    unconfirmed row it is only a warning.
+    """
+    forced: dict[str, list[Period]] = {}
+    warned: dict[str, list[Period]] = {}
+    texts: dict[str, str] = {}
+    for rp in resolved:
+        row = rp.table_row
+        if request.minimum_wage_fen is not None and row is not None and row.monthly_fen > request.minimum_wage_fen:
+            code = "OVERRIDE_BELOW_CONFIRMED_MINIMUM_WAGE" if row.confirmed else "OVERRIDE_BELOW_TABLE_MINIMUM_WAGE"
+            (forced if row.confirmed else warned).setdefault(code, []).append(rp.wage.period)
+            texts[code] = (f"minimum_wage_fen {request.minimum_wage_fen} is below the "
+                           f"{'confirmed' if row.confirmed else 'unconfirmed'} table row for {row.region} "
+                           f"({row.monthly_fen} fen from {row.effective_from}, {row.source})")
+        region = rp.region
+        if request.excludes_contributions is False and region is not None and region.flags_confirmed \
+                and (region.excludes_social_insurance or region.excludes_housing_fund):
+            code = "OVERRIDE_WEAKENS_CONFIRMED_EXCLUSIONS"
+            forced.setdefault(code, []).append(rp.wage.period)
+            texts[code] = (f"minimum_wage_excludes_contributions false counts contributions that {region.code}'s "
+                           f"confirmed rule excludes from the minimum wage ({region.flags_source})")
+    return ([Warning_(c, texts[c], tuple(ps)) for c, ps in forced.items()],
+            [Warning_(c, texts[c], tuple(ps)) for c, ps in warned.items()])
 
 
 def table_warnings(
@@ -381,6 +442,20 @@ def table_warnings(
     return warnings
 
 
+def excluded_items_json(wage: PeriodWage, region: RegionRule | None) -> list[dict[str, object]]:
+    """What was left out of the minimum-wage comparison, item by item, with each item's source."""
+    out: list[dict[str, object]] = []
+    for code, fen in wage.excluded_items:
+        item = region.excluded_item(code) if region else None
+        out.append({"code": code, "name": item.name if item else code, "amount_fen": fen,
+                    "source": item.source if item else ""})
+    rest = wage.excluded_items_fen - sum(fen for _, fen in wage.excluded_items)
+    if rest:
+        out.append({"code": "national", "name": "加班工资、特殊条件津贴及法定福利（合计）", "amount_fen": rest,
+                    "source": "《最低工资规定》第十二条"})
+    return out
+
+
 def schedule_warnings(request: ScheduleRequest, result: Schedule) -> list[Warning_]:
     """Paused cases and balances left when employment ends."""
     warnings: list[Warning_] = []
@@ -407,13 +482,22 @@ def schedule_warnings(request: ScheduleRequest, result: Schedule) -> list[Warnin
 
 
 def run_schedule(
-    request: ScheduleRequest, table: MinimumWageTable, stale_after_months: int = STALE_AFTER_MONTHS
+    request: ScheduleRequest, table: MinimumWageTable, stale_after_months: int = STALE_AFTER_MONTHS,
+    *, force_override: bool = False,
 ) -> dict[str, object]:
-    """Computes the schedule and encodes the contract's output document."""
+    """Computes the schedule and encodes the contract's output document.
+
+    An override weaker than the confirmed table is refused (``InvalidInput``) unless
+    ``force_override``; then it is applied and its warning is in the output.
+    """
     try:
         resolved = resolve_terms(request, table)
     except TableError as exc:
         raise InvalidInput(str(exc)) from exc
+    forced, weaker = override_findings(request, resolved)
+    if forced and not force_override:
+        raise InvalidInput("; ".join(f"{w.code}: {w.message}" for w in forced)
+                           + " (refused: give --force-override to apply it anyway, recorded in the audit)")
     result = schedule(
         cases=request.cases,
         periods=[(rp.wage, rp.terms) for rp in resolved],
@@ -422,7 +506,7 @@ def run_schedule(
     warnings = table_warnings(
         resolved, request_overrides_flags=request.excludes_contributions is not None,
         stale_after_months=stale_after_months,
-    ) + schedule_warnings(request, result)
+    ) + schedule_warnings(request, result) + forced + weaker
     return {
         "employee_id": request.employee_id,
         "lines": [line.to_json() for line in result.lines],
@@ -437,6 +521,8 @@ def run_schedule(
                 "excludes_housing_fund": rp.terms.excludes_housing_fund,
                 "cap_percent": rp.terms.cap_percent,
                 "source": rp.row.source if rp.row else "minimum_wage_fen given in the input",
+                "other_deductions_fen": dict(zip(("floor", "cap"), other_deductions_fen(rp.wage, rp.terms))),
+                "excluded_items": excluded_items_json(rp.wage, rp.region),
             }
             for rp in resolved
         ],

@@ -13,15 +13,16 @@ line that, with the corrected wage, broke a limit.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 from contextlib import contextmanager
 
-from payroll_bridge.contract import decode_json, has_fraction, json_default
-from payroll_bridge.errors import InvalidInput, LedgerError, TableError, UnknownRecord
+from payroll_bridge.contract import check_excluded_items, decode_json, has_fraction, json_default
+from payroll_bridge.errors import InvalidInput, LedgerError, TableError, TransitionRefused, UnknownRecord
 from payroll_bridge.intake import ClaimedLoss, IntakeDecision, Refusal, assess
 from payroll_bridge.lifecycle import next_case_state, next_line_state
 from payroll_bridge.minimum_wage import MinimumWageTable, RegionRule, WageRow
@@ -32,15 +33,21 @@ from payroll_bridge.rules import (
     DeductionLine,
     PeriodTerms,
     PeriodWage,
+    Refund,
     Violation,
     schedule_period,
 )
+
+# Case states in which nothing new is deducted: under appeal or arbitration, under objection, dismissed.
+_NOT_DEDUCTING = ("paused", "objected", "dismissed")
 
 __all__ = [
     "Ledger",
     "CaseRecord",
     "LedgerLine",
     "ExportBatch",
+    "RefundLine",
+    "RefundRecord",
     "Recomputation",
     "IntakeOutcome",
     "AuditEntry",
@@ -63,7 +70,9 @@ CREATE TABLE IF NOT EXISTS intakes (
 CREATE TABLE IF NOT EXISTS wages (
     employee_id TEXT NOT NULL, period TEXT NOT NULL, wage_fen INTEGER NOT NULL,
     excluded_items_fen INTEGER NOT NULL, social_insurance_fen INTEGER NOT NULL,
-    housing_fund_fen INTEGER NOT NULL, recorded_at TEXT NOT NULL, PRIMARY KEY (employee_id, period));
+    housing_fund_fen INTEGER NOT NULL, recorded_at TEXT NOT NULL,
+    other_loss_deductions_fen INTEGER NOT NULL DEFAULT 0, disciplinary_deductions_fen INTEGER NOT NULL DEFAULT 0,
+    excluded_items TEXT NOT NULL DEFAULT '[]', PRIMARY KEY (employee_id, period));
 CREATE TABLE IF NOT EXISTS lines (
     case_id TEXT NOT NULL REFERENCES cases(case_id), period TEXT NOT NULL, employee_id TEXT NOT NULL,
     deduction_fen INTEGER NOT NULL CHECK (deduction_fen >= 0), cap_fen INTEGER NOT NULL,
@@ -77,7 +86,17 @@ CREATE TABLE IF NOT EXISTS pushes (
     remote_name TEXT NOT NULL, pushed_at TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS notices (
     notice_id TEXT PRIMARY KEY, case_id TEXT NOT NULL REFERENCES cases(case_id), issued_on TEXT NOT NULL,
-    served_on TEXT);
+    served_on TEXT, amounts TEXT NOT NULL DEFAULT '{}');
+CREATE TABLE IF NOT EXISTS refunds (
+    refund_id TEXT PRIMARY KEY, case_id TEXT NOT NULL REFERENCES cases(case_id), employee_id TEXT NOT NULL,
+    period TEXT NOT NULL, limit_name TEXT NOT NULL, amount_fen INTEGER NOT NULL CHECK (amount_fen > 0),
+    created_at TEXT NOT NULL, state TEXT NOT NULL, export_id TEXT, paid_period TEXT);
+CREATE TABLE IF NOT EXISTS objections (
+    objection_id INTEGER PRIMARY KEY AUTOINCREMENT, case_id TEXT NOT NULL REFERENCES cases(case_id),
+    notice_id TEXT NOT NULL REFERENCES notices(notice_id), received_on TEXT NOT NULL, reason TEXT NOT NULL,
+    answered_at TEXT, answer TEXT, upheld INTEGER);
+CREATE TABLE IF NOT EXISTS clients (
+    name TEXT PRIMARY KEY, token_sha256 TEXT NOT NULL UNIQUE, created_at TEXT NOT NULL, revoked_at TEXT);
 CREATE TABLE IF NOT EXISTS violations (
     case_id TEXT NOT NULL DEFAULT '', employee_id TEXT NOT NULL, period TEXT NOT NULL,
     limit_name TEXT NOT NULL, excess_fen INTEGER NOT NULL, message TEXT NOT NULL, found_at TEXT NOT NULL,
@@ -86,6 +105,13 @@ CREATE TABLE IF NOT EXISTS audit (
     audit_id INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, actor TEXT NOT NULL,
     action TEXT NOT NULL, subject TEXT NOT NULL, detail TEXT NOT NULL);
 """
+
+_ADDED_COLUMNS = (
+    ("wages", "other_loss_deductions_fen", "INTEGER NOT NULL DEFAULT 0"),
+    ("wages", "disciplinary_deductions_fen", "INTEGER NOT NULL DEFAULT 0"),
+    ("wages", "excluded_items", "TEXT NOT NULL DEFAULT '[]'"),
+    ("notices", "amounts", "TEXT NOT NULL DEFAULT '{}'"),
+)
 
 
 @dataclass(frozen=True)
@@ -150,14 +176,41 @@ class ExportLine:
 
 
 @dataclass(frozen=True)
+class RefundLine:
+    """Money an export gives back to an employee for one case: one payroll record per case and month."""
+
+    idempotency_key: str
+    employee_id: str
+    period: Period  # the payroll month it is paid in
+    case_id: str
+    amount_fen: int
+    refund_ids: tuple[str, ...]
+    over_periods: tuple[Period, ...]  # the months whose deductions went over a limit
+    limits: tuple[Binding, ...]
+
+
+def _refund_lines(records: Sequence[RefundRecord], period: Period) -> tuple[RefundLine, ...]:
+    by_case: dict[str, list[RefundRecord]] = {}
+    for r in records:
+        by_case.setdefault(r.case_id, []).append(r)
+    return tuple(
+        RefundLine(f"shoumi-refund:{case_id}:{period}", rs[0].employee_id, period, case_id,
+                   sum(r.amount_fen for r in rs), tuple(r.refund_id for r in rs),
+                   tuple(sorted({r.period for r in rs})), tuple(dict.fromkeys(r.limit for r in rs)))
+        for case_id, rs in sorted(by_case.items(), key=lambda kv: (kv[1][0].employee_id, kv[0])))
+
+
+@dataclass(frozen=True)
 class ExportBatch:
-    """An export: the lines it froze and sent, and those it froze at zero for want of a notice."""
+    """An export: the lines it froze and sent, those it froze at zero (no notice, window open, amount
+    not stated), and the refunds it pays."""
 
     export_id: str | None
     period: Period
     lines: tuple[ExportLine, ...]
     blocked: tuple[LedgerLine, ...] = ()
     already_exported: int = 0
+    refunds: tuple[RefundLine, ...] = ()
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -174,19 +227,33 @@ class ExportBatch:
                  "reason": b.blocked}
                 for b in self.blocked
             ],
+            "refunds": [
+                {"idempotency_key": r.idempotency_key, "employee_id": r.employee_id, "case_id": r.case_id,
+                 "amount_fen": r.amount_fen, "refund_ids": list(r.refund_ids),
+                 "over_periods": [str(p) for p in r.over_periods], "limits": [b.value for b in r.limits]}
+                for r in self.refunds
+            ],
             "already_exported": self.already_exported,
         }
 
 
 @dataclass(frozen=True)
 class Recomputation:
-    """What a change did: lines that moved, and past (exported) lines now seen to break a limit."""
+    """What a change did: lines that moved, past (exported) lines seen to break a limit, refunds owed."""
 
     employee_id: str
     changed: tuple[LedgerLine, ...] = ()
     violations: tuple[Violation, ...] = ()
     corrected_periods: tuple[Period, ...] = ()
-    refunds_fen: dict[str, int] = field(default_factory=dict)
+    refunds: tuple[Refund, ...] = ()
+
+    @property
+    def refunds_fen(self) -> dict[str, int]:
+        """The new refunds, summed per case."""
+        out: dict[str, int] = {}
+        for r in self.refunds:
+            out[r.case_id] = out.get(r.case_id, 0) + r.amount_fen
+        return out
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -195,7 +262,29 @@ class Recomputation:
             "violations": [v.to_json() for v in self.violations],
             "corrected_periods": [str(p) for p in self.corrected_periods],
             "refunds_fen": self.refunds_fen,
+            "refunds": [r.to_json() for r in self.refunds],
         }
+
+
+@dataclass(frozen=True)
+class RefundRecord:
+    """A refund as the ledger holds it: what was over-deducted in ``period`` and when it is paid."""
+
+    refund_id: str
+    case_id: str
+    employee_id: str
+    period: Period
+    limit: Binding
+    amount_fen: int
+    state: str
+    export_id: str | None
+    paid_period: Period | None
+
+    def to_json(self) -> dict[str, object]:
+        return {"refund_id": self.refund_id, "case_id": self.case_id, "employee_id": self.employee_id,
+                "period": str(self.period), "limit": self.limit.value, "amount_fen": self.amount_fen,
+                "state": self.state, "export_id": self.export_id,
+                "paid_period": str(self.paid_period) if self.paid_period else None}
 
 
 @dataclass(frozen=True)
@@ -226,6 +315,10 @@ class AuditEntry:
     detail: dict[str, Any]
 
 
+_WAGE_COLUMNS = ("wage_fen", "excluded_items_fen", "social_insurance_fen", "housing_fund_fen",
+                 "other_loss_deductions_fen", "disciplinary_deductions_fen", "excluded_items")
+
+
 def terms_in_force(
     table: MinimumWageTable, region: RegionRule, tier: int | None, period: Period
 ) -> tuple[PeriodTerms, WageRow]:
@@ -236,8 +329,28 @@ def terms_in_force(
         raise TableError(f"the minimum-wage table ({table.origin}) has no row for {region.code} tier "
                          f"{use_tier} in force in {period}: add one to the customer table")
     terms = PeriodTerms(row.monthly_fen, region.excludes_social_insurance, region.excludes_housing_fund,
-                        region.cap_percent, region.cap_base)
+                        region.cap_percent, region.cap_base, region.disciplinary_shares_limits)
     return terms, row
+
+
+def _create_private(path: Path) -> None:
+    """Creates the ledger file 0600 (its directory 0700 when missing); tightens a file others can read.
+
+    SQLite gives its -wal and -shm files the database file's mode, so they follow.
+    """
+    if not path.exists():
+        if not path.parent.exists():
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        try:
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        except FileExistsError:
+            pass
+    mode = path.stat().st_mode
+    if mode & 0o077 and path.stat().st_uid == os.getuid():
+        os.chmod(path, 0o600)
+
+
+_CHINA = timezone(timedelta(hours=8))  # days (appeal windows) are counted on the employee's calendar
 
 
 def _utcnow() -> datetime:
@@ -282,18 +395,28 @@ class Ledger:
     """The bridge's memory; one instance per connection (per request, per command)."""
 
     def __init__(self, path: Path, *, table: MinimumWageTable,
-                 clock: Callable[[], datetime] = _utcnow) -> None:
+                 clock: Callable[[], datetime] = _utcnow, appeal_days: int = 15) -> None:
         self.path = Path(path)
         self.table = table
+        self.appeal_days = appeal_days
         self._clock = clock
         try:
+            _create_private(self.path)
             self._db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             raise LedgerError(f"cannot open the ledger {self.path}: {exc}") from exc
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA foreign_keys = ON")
         self._db.execute("PRAGMA journal_mode = WAL")
         self._db.executescript(_SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Adds the columns later versions need to a ledger file made by an earlier one."""
+        for table, column, decl in _ADDED_COLUMNS:
+            have = {r["name"] for r in self._db.execute(f"PRAGMA table_info({table})")}
+            if column not in have:
+                self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
 
     def close(self) -> None:
         self._db.close()
@@ -406,6 +529,11 @@ class Ledger:
             "intake_id": intake_id, "duplicate": duplicate, "refusals": [r["code"] for r in reasons]})
         return intake_id
 
+    def audit_forced_override(self, *, employee_id: str, warnings: list[dict[str, Any]], actor: str) -> None:
+        """Records that a schedule was computed with an override weaker than the confirmed table."""
+        with self._tx():
+            self._audit(actor, "schedule.override_forced", employee_id, {"warnings": warnings})
+
     def intakes(self) -> list[dict[str, Any]]:
         """Every intake decision, oldest first, with its reasons."""
         rows = self._db.execute("SELECT * FROM intakes ORDER BY intake_id").fetchall()
@@ -480,68 +608,91 @@ class Ledger:
     def record_wages(self, *, employee_id: str, wages: Sequence[PeriodWage], actor: str) -> Recomputation:
         """Stores (or corrects) wages and recomputes; corrections name the periods they changed."""
         with self._tx() as db:
-            self._employee(employee_id)
+            emp = self._employee(employee_id)
+            region = self.table.region(emp["region"])
+            for w in wages:
+                check_excluded_items(w, region)
             corrected: list[Period] = []
             for w in wages:
                 old = db.execute("SELECT * FROM wages WHERE employee_id = ? AND period = ?",
                                  (employee_id, str(w.period))).fetchone()
-                values = (w.wage_fen, w.excluded_items_fen, w.social_insurance_fen, w.housing_fund_fen)
-                if old is not None and tuple(old[k] for k in (
-                        "wage_fen", "excluded_items_fen", "social_insurance_fen", "housing_fund_fen")) == values:
+                values = (w.wage_fen, w.excluded_items_fen, w.social_insurance_fen, w.housing_fund_fen,
+                          w.other_loss_deductions_fen, w.disciplinary_deductions_fen,
+                          json.dumps(w.excluded_items))
+                if old is not None and tuple(old[k] for k in _WAGE_COLUMNS) == values:
                     continue
                 if old is not None:
                     corrected.append(w.period)
                 db.execute(
-                    "INSERT INTO wages VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (employee_id, period) DO UPDATE SET "
-                    "wage_fen = excluded.wage_fen, excluded_items_fen = excluded.excluded_items_fen, "
-                    "social_insurance_fen = excluded.social_insurance_fen, "
-                    "housing_fund_fen = excluded.housing_fund_fen, recorded_at = excluded.recorded_at",
+                    f"INSERT INTO wages (employee_id, period, {', '.join(_WAGE_COLUMNS)}, recorded_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (employee_id, period) DO UPDATE SET "
+                    + ", ".join(f"{k} = excluded.{k}" for k in (*_WAGE_COLUMNS, "recorded_at")),
                     (employee_id, str(w.period), *values, self._now()),
                 )
             result = self._recompute(employee_id, corrected=tuple(sorted(corrected)))
             if corrected:
                 self._audit(actor, "wages.corrected", employee_id, {
                     "periods": [str(p) for p in sorted(corrected)],
-                    "violations": [v.to_json() for v in result.violations]})
+                    "violations": [v.to_json() for v in result.violations],
+                    "refunds": [r.to_json() for r in result.refunds]})
         return result
 
     def _wages(self, employee_id: str) -> list[PeriodWage]:
         rows = self._db.execute("SELECT * FROM wages WHERE employee_id = ? ORDER BY period",
                                 (employee_id,)).fetchall()
         return [PeriodWage(Period.parse(r["period"]), r["wage_fen"], r["excluded_items_fen"],
-                           r["social_insurance_fen"], r["housing_fund_fen"]) for r in rows]
+                           r["social_insurance_fen"], r["housing_fund_fen"], r["other_loss_deductions_fen"],
+                           r["disciplinary_deductions_fen"],
+                           tuple((str(c), int(f)) for c, f in json.loads(r["excluded_items"]))) for r in rows]
+
+    def wage(self, *, employee_id: str, period: Period) -> PeriodWage | None:
+        """The recorded wage of one period, or None."""
+        return next((w for w in self._wages(employee_id) if w.period == period), None)
+
+    def _refunded(self, employee_id: str) -> dict[tuple[str, Period], int]:
+        rows = self._db.execute("SELECT case_id, period, SUM(amount_fen) AS fen FROM refunds WHERE employee_id = ? "
+                                "GROUP BY case_id, period", (employee_id,)).fetchall()
+        return {(r["case_id"], Period.parse(r["period"])): int(r["fen"]) for r in rows}
 
     def _recompute(self, employee_id: str, *, corrected: tuple[Period, ...] = ()) -> Recomputation:
-        """Re-derives every scheduled line of the employee; frozen lines stay and are checked."""
+        """Re-derives every scheduled line of the employee; frozen lines stay, are checked, and any
+        excess found in them becomes a refund."""
         emp = self._employee(employee_id)
         region = self.table.region(emp["region"])
         if region is None:
             raise TableError(f"region {emp['region']} of {employee_id} is no longer in the minimum-wage table")
         ends = Period.parse(emp["employment_ends"]) if emp["employment_ends"] else None
         records = self.cases(employee_id=employee_id)
-        live = [c for c in records if c.state != "dismissed"]
         existing = {(x.line.case_id, x.line.period): x for x in self.lines(employee_id=employee_id)}
-        balances = {c.case_id: c.recoverable_fen for c in live}
+        refunded = self._refunded(employee_id)
+        # A dismissed case may recover nothing: its balance is zero, so whatever it took is refunded.
+        balances = {c.case_id: 0 if c.state == "dismissed" else c.recoverable_fen for c in records}
         changed: list[LedgerLine] = []
         violations: list[Violation] = []
+        refunds: list[Refund] = []
         produced: set[tuple[str, Period]] = set()
         now = self._now()
 
         for wage in self._wages(employee_id):
-            eligible = [c for c in live if Period.of(c.confirmed_at) <= wage.period]
+            frozen = {c.case_id for c in records if (c.case_id, wage.period) in existing
+                      and existing[(c.case_id, wage.period)].state == "exported"}
+            eligible = [c for c in records if Period.of(c.confirmed_at) <= wage.period
+                        and (c.state != "dismissed" or c.case_id in frozen)]
             if not eligible:
                 continue
-            settled = {c.case_id: existing[(c.case_id, wage.period)].line.deduction_fen for c in eligible
-                       if (c.case_id, wage.period) in existing
-                       and existing[(c.case_id, wage.period)].state == "exported"}
+            settled = {cid: existing[(cid, wage.period)].line.deduction_fen - refunded.get((cid, wage.period), 0)
+                       for cid in frozen}
             terms, _row = terms_in_force(self.table, region, emp["tier"], wage.period)
-            engine_cases = [Case(c.case_id, c.confirmed_at, max(1, c.recoverable_fen), c.state == "paused")
+            engine_cases = [Case(c.case_id, c.confirmed_at, max(1, c.recoverable_fen), c.state in _NOT_DEDUCTING)
                             for c in eligible]
             out = schedule_period(wage=wage, terms=terms, cases=engine_cases, ended=ends is not None
                                   and wage.period > ends, settled=settled,
                                   balances={c.case_id: balances[c.case_id] for c in eligible})
             balances.update(out.balances)
             violations.extend(out.violations)
+            for r in out.refunds:
+                self._add_refund(employee_id, r, now)
+                refunds.append(r)
             for line in out.lines:
                 produced.add((line.case_id, line.period))
                 old = existing.get((line.case_id, line.period))
@@ -573,13 +724,25 @@ class Ledger:
                 (v.case_id or "", employee_id, str(v.period), v.limit.value, v.excess_fen, v.describe(), now))
             if cur.rowcount:
                 new_violations.append(v)
-        refunds = {}
-        for c in records:
-            taken = sum(x.line.deduction_fen for (cid, _), x in existing.items()
-                        if cid == c.case_id and x.state == "exported")
-            if taken > (0 if c.state == "dismissed" else c.recoverable_fen):
-                refunds[c.case_id] = taken - (0 if c.state == "dismissed" else c.recoverable_fen)
-        return Recomputation(employee_id, tuple(changed), tuple(new_violations), corrected, refunds)
+        return Recomputation(employee_id, tuple(changed), tuple(new_violations), corrected, tuple(refunds))
+
+    def _add_refund(self, employee_id: str, refund: Refund, now: str) -> None:
+        n = self._db.execute("SELECT COUNT(*) FROM refunds WHERE case_id = ? AND period = ?",
+                             (refund.case_id, str(refund.period))).fetchone()[0]
+        self._db.execute(
+            "INSERT INTO refunds (refund_id, case_id, employee_id, period, limit_name, amount_fen, created_at, state)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, 'scheduled')",
+            (f"R-{refund.case_id}-{refund.period}-{n + 1:03d}", refund.case_id, employee_id, str(refund.period),
+             refund.limit.value, refund.amount_fen, now))
+
+    def refunds(self, *, employee_id: str | None = None, case_id: str | None = None) -> list[RefundRecord]:
+        """Refunds owed or paid, oldest first."""
+        rows = self._db.execute(
+            "SELECT * FROM refunds WHERE (? IS NULL OR employee_id = ?) AND (? IS NULL OR case_id = ?) "
+            "ORDER BY created_at, refund_id", (employee_id, employee_id, case_id, case_id)).fetchall()
+        return [RefundRecord(r["refund_id"], r["case_id"], r["employee_id"], Period.parse(r["period"]),
+                             Binding(r["limit_name"]), r["amount_fen"], r["state"], r["export_id"],
+                             Period.parse(r["paid_period"]) if r["paid_period"] else None) for r in rows]
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -625,51 +788,155 @@ class Ledger:
             return result
 
     def remaining_fen(self, *, employee_id: str) -> dict[str, int]:
-        """Each case's balance after its last stored line (or its whole amount if none)."""
+        """Each case's balance after its stored lines, net of refunds (a refund puts money back owed)."""
         out = {}
+        refunded = self._refunded(employee_id)
         for c in self.cases(employee_id=employee_id):
-            lines = self.lines(case_id=c.case_id)
-            out[c.case_id] = 0 if c.state == "dismissed" else (
-                lines[-1].line.balance_after_fen if lines else c.recoverable_fen)
+            taken = sum(x.line.deduction_fen for x in self.lines(case_id=c.case_id))
+            back = sum(fen for (cid, _), fen in refunded.items() if cid == c.case_id)
+            out[c.case_id] = (0 if c.state == "dismissed" else c.recoverable_fen) - taken + back
         return out
 
-    # --- notices ------------------------------------------------------------------------------
+    # --- notices and objections ---------------------------------------------------------------
+    #
+    # Every region: a line deducts only once a notice stating that month's amount was served on or
+    # before the period's last day and the appeal window after service has passed with no
+    # objection (Guangdong requires the notice in writing; elsewhere it is what an arbitrator
+    # expects). An objection within the window puts the case in ``objected`` until HR answers.
 
-    def record_notice(self, *, case_id: str, notice_id: str, issued_on: date, actor: str) -> None:
-        """Records that a written notice was produced for the case."""
+    def next_notice_id(self, *, case_id: str, issued_on: date) -> str:
+        """N-<case>-<yyyymmdd>, then -2, -3 … for further notices the same day."""
+        base = f"N-{case_id}-{issued_on:%Y%m%d}"
+        taken = {r["notice_id"] for r in self._db.execute(
+            "SELECT notice_id FROM notices WHERE notice_id = ? OR notice_id LIKE ?", (base, base + "-%"))}
+        n = 1
+        while (base if n == 1 else f"{base}-{n}") in taken:
+            n += 1
+        return base if n == 1 else f"{base}-{n}"
+
+    def record_notice(self, *, case_id: str, notice_id: str, issued_on: date, amounts: dict[Period, int],
+                      actor: str) -> None:
+        """Records a notice produced for the case and the amount it states for each month."""
         with self._tx() as db:
             self.case(case_id)
-            db.execute("INSERT INTO notices (notice_id, case_id, issued_on) VALUES (?, ?, ?) "
-                       "ON CONFLICT (notice_id) DO NOTHING", (notice_id, case_id, issued_on.isoformat()))
-            self._audit(actor, "notice.issued", case_id, {"notice_id": notice_id, "issued_on": issued_on.isoformat()})
+            if db.execute("SELECT 1 FROM notices WHERE notice_id = ?", (notice_id,)).fetchone():
+                raise TransitionRefused(f"notice {notice_id} was already issued")
+            stated = {str(p): fen for p, fen in sorted(amounts.items())}
+            db.execute("INSERT INTO notices (notice_id, case_id, issued_on, amounts) VALUES (?, ?, ?, ?)",
+                       (notice_id, case_id, issued_on.isoformat(), json.dumps(stated)))
+            self._audit(actor, "notice.issued", case_id, {"notice_id": notice_id, "issued_on": issued_on.isoformat(),
+                                                          "amounts": stated})
 
     def notice_served(self, *, case_id: str, notice_id: str, served_on: date, actor: str) -> None:
-        """Records the day the written notice reached the employee (Guangdong needs it before export)."""
+        """Records the day an issued notice reached the employee (never before it was issued)."""
         with self._tx() as db:
             self.case(case_id)
-            db.execute("INSERT INTO notices (notice_id, case_id, issued_on, served_on) VALUES (?, ?, ?, ?) "
-                       "ON CONFLICT (notice_id) DO UPDATE SET served_on = excluded.served_on",
-                       (notice_id, case_id, served_on.isoformat(), served_on.isoformat()))
-            row = db.execute("SELECT case_id FROM notices WHERE notice_id = ?", (notice_id,)).fetchone()
+            row = db.execute("SELECT * FROM notices WHERE notice_id = ?", (notice_id,)).fetchone()
+            if row is None:
+                raise UnknownRecord(f"notice {notice_id!r} was never issued: issue it with `notice {case_id}` first")
             if row["case_id"] != case_id:
-                raise InvalidInput(f"notice {notice_id} belongs to case {row['case_id']}, not {case_id}")
+                raise LedgerError(f"notice {notice_id} belongs to case {row['case_id']}, not {case_id}")
+            issued = date.fromisoformat(row["issued_on"])
+            if served_on < issued:
+                raise LedgerError(f"notice {notice_id} was issued on {issued}: it cannot have been served on "
+                                  f"{served_on}")
+            if row["served_on"] is not None and row["served_on"] != served_on.isoformat():
+                raise TransitionRefused(f"notice {notice_id} was already recorded as served on {row['served_on']}")
+            db.execute("UPDATE notices SET served_on = ? WHERE notice_id = ?", (served_on.isoformat(), notice_id))
             self._audit(actor, "notice.served", case_id, {"notice_id": notice_id, "served_on": served_on.isoformat()})
 
-    def _served_notice(self, case_id: str, period: Period) -> tuple[str, date] | None:
-        row = self._db.execute(
-            "SELECT notice_id, served_on FROM notices WHERE case_id = ? AND served_on IS NOT NULL "
-            "AND served_on <= ? ORDER BY served_on DESC, notice_id LIMIT 1",
-            (case_id, period.last_day.isoformat())).fetchone()
-        return (row["notice_id"], date.fromisoformat(row["served_on"])) if row else None
+    def notices(self, *, case_id: str) -> list[dict[str, Any]]:
+        """The case's notices: id, issue and service days, the amounts they state."""
+        rows = self._db.execute("SELECT * FROM notices WHERE case_id = ? ORDER BY issued_on, notice_id",
+                                (case_id,)).fetchall()
+        return [{"notice_id": r["notice_id"], "issued_on": r["issued_on"], "served_on": r["served_on"],
+                 "amounts": json.loads(r["amounts"])} for r in rows]
+
+    def _today(self) -> date:
+        return self._clock().astimezone(_CHINA).date()
+
+    def window_ends(self, served_on: date) -> date:
+        """The last day on which the employee may still object to a notice served on ``served_on``."""
+        return served_on + timedelta(days=self.appeal_days)
+
+    def _gate(self, case_id: str, period: Period, amount: int) -> tuple[str | None, tuple[str, date] | None]:
+        """Why a deduction may not be exported yet (or None), and the notice that allows it."""
+        rows = self._db.execute(
+            "SELECT notice_id, served_on, amounts FROM notices WHERE case_id = ? AND served_on IS NOT NULL "
+            "AND served_on <= ? ORDER BY served_on DESC, notice_id DESC",
+            (case_id, period.last_day.isoformat())).fetchall()
+        if not rows:
+            return "WRITTEN_NOTICE_MISSING", None
+        stating = [r for r in rows if json.loads(r["amounts"]).get(str(period)) == amount]
+        if not stating:
+            return "NOTICE_AMOUNT_MISMATCH", None
+        notice = (stating[0]["notice_id"], date.fromisoformat(stating[0]["served_on"]))
+        if self._today() <= self.window_ends(notice[1]):
+            return "APPEAL_WINDOW_OPEN", notice
+        return None, notice
+
+    def _served_notice(self, case_id: str, period: Period, amount: int) -> tuple[str, date] | None:
+        return self._gate(case_id, period, amount)[1]
+
+    def object_to_notice(self, *, case_id: str, notice_id: str, received_on: date, reason: str,
+                         actor: str) -> Recomputation:
+        """Records the employee's written objection; within the window it pauses the case until answered."""
+        if not reason.strip():
+            raise InvalidInput("an objection needs the employee's reason (as received)")
+        with self._tx() as db:
+            record = self.case(case_id)
+            row = db.execute("SELECT * FROM notices WHERE notice_id = ? AND case_id = ?",
+                             (notice_id, case_id)).fetchone()
+            if row is None or row["served_on"] is None:
+                raise UnknownRecord(f"no served notice {notice_id!r} for case {case_id}")
+            served = date.fromisoformat(row["served_on"])
+            if not served <= received_on <= self.window_ends(served):
+                raise LedgerError(
+                    f"the objection was received on {received_on}, outside the appeal window of notice {notice_id} "
+                    f"({served} to {self.window_ends(served)}): it does not pause the case; if the employee "
+                    "applies for arbitration, `pause` the case")
+            state = next_case_state(record.state, "object", case_id=case_id)
+            db.execute("UPDATE cases SET state = ? WHERE case_id = ?", (state, case_id))
+            cur = db.execute("INSERT INTO objections (case_id, notice_id, received_on, reason) VALUES (?, ?, ?, ?)",
+                             (case_id, notice_id, received_on.isoformat(), reason))
+            self._audit(actor, "objection.received", case_id, {
+                "objection_id": cur.lastrowid, "notice_id": notice_id, "received_on": received_on.isoformat(),
+                "reason": reason})
+            return self._recompute(record.employee_id)
+
+    def answer_objection(self, *, case_id: str, response: str, upheld: bool, actor: str) -> Recomputation:
+        """HR's answer: rejected, the case deducts again; upheld, the claim is withdrawn (and refunded)."""
+        if not response.strip():
+            raise InvalidInput("an answer to an objection needs HR's response (what was reviewed and why)")
+        with self._tx() as db:
+            record = self.case(case_id)
+            state = next_case_state(record.state, "uphold" if upheld else "answer", case_id=case_id)
+            db.execute("UPDATE cases SET state = ? WHERE case_id = ?", (state, case_id))
+            if upheld:
+                db.execute("UPDATE cases SET award_fen = 0, award_ref = ? WHERE case_id = ?",
+                           (f"objection upheld: {response}"[:200], case_id))
+            db.execute("UPDATE objections SET answered_at = ?, answer = ?, upheld = ? WHERE case_id = ? "
+                       "AND answered_at IS NULL", (self._now(), response, int(upheld), case_id))
+            result = self._recompute(record.employee_id)
+            self._audit(actor, "objection.upheld" if upheld else "objection.rejected", case_id, {
+                "response": response, "refunds_fen": result.refunds_fen})
+            return result
+
+    def objections(self, *, case_id: str) -> list[dict[str, Any]]:
+        """The case's objections and HR's answers."""
+        rows = self._db.execute("SELECT * FROM objections WHERE case_id = ? ORDER BY objection_id",
+                                (case_id,)).fetchall()
+        return [dict(r) for r in rows]
 
     # --- exports ------------------------------------------------------------------------------
 
     def export(self, *, period: Period, actor: str) -> ExportBatch:
-        """Freezes the period's scheduled lines and returns the ones to deduct; never the same line twice."""
+        """Freezes the period's scheduled lines, pays pending refunds; never the same line twice."""
         with self._tx() as db:
             pending = [x for x in self.lines(period=period) if x.state == "scheduled"]
             already = sum(1 for x in self.lines(period=period) if x.state == "exported" and x.line.deduction_fen)
-            if not pending:
+            owed = self._payable_refunds(period)
+            if not pending and not owed:
                 self._audit(actor, "export.nothing_new", str(period), {"already_exported": already})
                 return ExportBatch(None, period, (), (), already)
             n = db.execute("SELECT COUNT(*) FROM exports WHERE period = ?", (str(period),)).fetchone()[0]
@@ -680,13 +947,9 @@ class Ledger:
             touched: set[str] = set()
             for x in pending:
                 next_line_state(x.state, "export")
-                emp = self._employee(x.employee_id)
-                region = self.table.region(emp["region"])
-                notice = self._served_notice(x.line.case_id, period)
-                reason = None
-                if region is not None and region.requires_written_notice and notice is None \
-                        and x.line.deduction_fen > 0:
-                    reason = "WRITTEN_NOTICE_MISSING"
+                reason, notice = (None, None)
+                if x.line.deduction_fen > 0:
+                    reason, notice = self._gate(x.line.case_id, period, x.line.deduction_fen)
                 amount = 0 if reason else x.line.deduction_fen
                 db.execute("UPDATE lines SET state = 'exported', export_id = ?, blocked = ?, deduction_fen = ? "
                            "WHERE case_id = ? AND period = ?",
@@ -699,12 +962,24 @@ class Ledger:
                     out.append(ExportLine(x.idempotency_key, x.employee_id, period, x.line.case_id, amount,
                                           x.line.binding, notice[0] if notice else None,
                                           notice[1] if notice else None))
+            for r in owed:
+                db.execute("UPDATE refunds SET state = 'exported', export_id = ?, paid_period = ? WHERE refund_id = ?",
+                           (export_id, str(period), r.refund_id))
             for employee_id in sorted(touched):
                 self._recompute(employee_id)  # a blocked line deducted nothing: later periods may take more
+            refunds = _refund_lines(owed, period)
             self._audit(actor, "export.created", export_id, {
                 "period": str(period), "lines": len(out), "total_fen": sum(x.amount_fen for x in out),
-                "blocked": [b.line.case_id for b in blocked]})
-            return ExportBatch(export_id, period, tuple(out), tuple(blocked), already)
+                "blocked": [b.line.case_id for b in blocked],
+                "refunds_fen": sum(r.amount_fen for r in refunds)})
+            return ExportBatch(export_id, period, tuple(out), tuple(blocked), already, refunds)
+
+    def _payable_refunds(self, period: Period) -> list[RefundRecord]:
+        """Refunds owed, except for a case already refunded in this payroll month (one record per case
+        and month keeps the payroll system's look-up unique); those wait for the next month."""
+        paid = {r["case_id"] for r in self._db.execute(
+            "SELECT case_id FROM refunds WHERE state = 'exported' AND paid_period = ?", (str(period),))}
+        return [r for r in self.refunds() if r.state == "scheduled" and r.case_id not in paid]
 
     def export_batch(self, export_id: str) -> ExportBatch:
         """Gets an export by id, with the lines it sent (for re-rendering or a retried push)."""
@@ -721,11 +996,12 @@ class Ledger:
             if x.blocked:
                 blocked.append(x)
             elif x.line.deduction_fen > 0:
-                notice = self._served_notice(x.line.case_id, period)
+                notice = self._served_notice(x.line.case_id, period, x.line.deduction_fen)
                 out.append(ExportLine(x.idempotency_key, x.employee_id, period, x.line.case_id,
                                       x.line.deduction_fen, x.line.binding, notice[0] if notice else None,
                                       notice[1] if notice else None))
-        return ExportBatch(export_id, period, tuple(out), tuple(blocked))
+        refunds = _refund_lines([r for r in self.refunds() if r.export_id == export_id], period)
+        return ExportBatch(export_id, period, tuple(out), tuple(blocked), 0, refunds)
 
     def audit_export_file(self, *, export_id: str, fmt: str, path: str, actor: str) -> None:
         """Records that an export was written to a file."""

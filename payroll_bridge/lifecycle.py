@@ -3,7 +3,10 @@
 Theory of operation: a case enters the ledger ``active`` when the intake accepts it. An appeal or
 arbitration ``pause``s it: its future lines become PAUSED and deduct nothing. The award ends the
 pause: ``resume`` puts the case back to ``active`` with the award's amount replacing HR's figure,
-or, when the award is nothing, ``dismiss`` closes it (anything already deducted must be refunded).
+or, when the award is nothing, ``dismiss`` closes it (anything already deducted is refunded). A
+written objection to a notice within its appeal window ``object``s: the case deducts nothing until
+HR ``answer``s it (rejected: active again) or ``uphold``s it (the claim is withdrawn and refunded),
+or the employee goes to arbitration (``pause``).
 A line is ``scheduled`` (recomputed whenever wages, cases or employment change) until its period
 is exported; ``export`` freezes it for good, so exporting twice never deducts twice. Nothing else
 moves: a step not in these tables is refused.
@@ -21,6 +24,10 @@ CASE_TRANSITIONS: Mapping[tuple[str, str], str] = {
     ("active", "pause"): "paused",
     ("paused", "resume"): "active",
     ("paused", "dismiss"): "dismissed",
+    ("active", "object"): "objected",  # the employee's written objection, within the appeal window
+    ("objected", "answer"): "active",  # HR reviewed and rejected it
+    ("objected", "uphold"): "dismissed",  # HR accepted it: the claim is withdrawn, what was taken refunded
+    ("objected", "pause"): "paused",  # the employee went on to arbitration
 }
 
 LINE_TRANSITIONS: Mapping[tuple[str, str], str] = {

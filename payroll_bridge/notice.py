@@ -15,14 +15,21 @@ from datetime import date
 
 from payroll_bridge.period import Period, format_yuan
 
-__all__ = ["NoticeLine", "NoticeContent", "render_text", "render_pdf", "notice_id_for"]
+__all__ = ["NoticeLine", "NoticeRefund", "NoticeContent", "render_text", "render_pdf", "notice_id_for"]
 
 _BINDING_ZH = {
     "BALANCE": "本案余额扣完",
     "FLOOR": "扣除后不低于最低工资",
     "CAP20": "不超过当月工资的20%",
     "ENDED": "劳动关系已终止，不再扣除",
-    "PAUSED": "申诉/仲裁期间暂停",
+    "PAUSED": "异议、申诉或仲裁期间暂停",
+    "BEFORE_CONFIRMATION": "案件确认之前，不扣除",
+}
+_LIMIT_ZH = {
+    "FLOOR": "扣除后低于当地月最低工资",
+    "CAP20": "超过当月工资的20%",
+    "BALANCE": "超过应赔偿金额",
+    "ENDED": "劳动关系终止后扣除",
 }
 
 
@@ -33,6 +40,17 @@ class NoticeLine:
     binding: str
     minimum_wage_fen: int
     balance_after_fen: int
+    excluded: tuple[tuple[str, int], ...] = ()  # (item name, fen) left out of the minimum-wage comparison
+
+
+@dataclass(frozen=True)
+class NoticeRefund:
+    """Money taken over a limit and given back."""
+
+    period: Period
+    amount_fen: int
+    limit: str
+    paid_period: Period | None
 
 
 @dataclass(frozen=True)
@@ -58,6 +76,10 @@ class NoticeContent:
     employment_ends: Period | None
     appeal_days: int
     requires_written_notice: bool
+    excluded_items: tuple[str, ...] = ()  # names of what the region leaves out of the comparison
+    excludes_contributions: tuple[str, ...] = ()  # "个人缴纳的社会保险费", "个人缴纳的住房公积金"
+    refunds: tuple[NoticeRefund, ...] = ()
+    claim_deadline: date | None = None  # the employer's last day to claim a balance left at the end
 
 
 def notice_id_for(case_id: str, issued_on: date) -> str:
@@ -77,9 +99,12 @@ def _sections(c: NoticeContent) -> list[tuple[str, list[str]]]:
     amount = c.award_fen if c.award_fen is not None else c.loss_fen
     schedule_rows = [
         f"{_cn_period(x.period)}：扣除 {format_yuan(x.deduction_fen)} 元（{_BINDING_ZH.get(x.binding, x.binding)}；"
-        f"当地月最低工资 {format_yuan(x.minimum_wage_fen)} 元；扣除后余额 {format_yuan(x.balance_after_fen)} 元）"
+        f"当地月最低工资 {format_yuan(x.minimum_wage_fen)} 元；扣除后余额 {format_yuan(x.balance_after_fen)} 元"
+        + ("；不计入最低工资比较：" + "、".join(f"{n} {format_yuan(f)} 元" for n, f in x.excluded) if x.excluded else "")
+        + "）"
         for x in c.lines
-    ] or ["目前尚无已核定工资的月份；每月金额将在当月工资核定后按上述规则计算并另行告知。"]
+    ] or ["目前尚无已核定工资的月份，本通知不载明任何月份的扣除数额，不据此扣除；每月金额在当月工资核定后另行书面通知。"]
+    excluded = "、".join(c.excluded_items + c.excludes_contributions) or "加班工资及各类津贴"
     loss_rows = [f"经核实的实际经济损失：人民币 {format_yuan(c.loss_fen)} 元。"]
     if c.award_fen is not None:
         loss_rows.append(f"依据仲裁裁决或调解结果，应赔偿金额调整为：人民币 {format_yuan(c.award_fen)} 元。")
@@ -87,6 +112,14 @@ def _sections(c: NoticeContent) -> list[tuple[str, list[str]]]:
     end_rows = [
         "劳动关系解除或终止时，公司依法一次性付清您的工资，不从最后一个月工资之外的款项或经济补偿中扣除未清余额；"
         "届时尚未扣完的余额，由双方协商解决，或通过劳动争议调解、仲裁、诉讼处理。"
+    ]
+    if c.claim_deadline is not None and c.remaining_fen > 0:
+        end_rows.append(f"公司如就届时未扣完的余额申请仲裁，应在劳动关系终止后一年内、即{_cn_date(c.claim_deadline)}前提出"
+                        "（《劳动争议调解仲裁法》第二十七条）；逾期公司不再主张。")
+    refund_rows = [
+        f"{_cn_period(r.period)}多扣 {format_yuan(r.amount_fen)} 元（{_LIMIT_ZH.get(r.limit, r.limit)}），"
+        + (f"已在{_cn_period(r.paid_period)}工资中退还。" if r.paid_period else "将在下一次发放工资时退还。")
+        for r in c.refunds
     ]
     if c.employment_ends is not None:
         end_rows.insert(0, f"您的劳动关系预计于{_cn_period(c.employment_ends)}结束，此后不再从工资中扣除。")
@@ -106,17 +139,19 @@ def _sections(c: NoticeContent) -> list[tuple[str, list[str]]]:
         ]),
         ("三、赔偿金额", loss_rows + [f"应赔偿总额：人民币 {format_yuan(amount)} 元；尚余 {format_yuan(c.remaining_fen)} 元。"]),
         ("四、每月扣除计划", [
-            "每月扣除额不超过当月工资的20%，且扣除后剩余工资（不含加班费及各类津贴"
-            "、依地方规定亦不含个人缴纳的社会保险费和住房公积金）不低于当地月最低工资标准；工资变动时按实际工资重新计算。",
+            "每月扣除额（连同公司当月其他赔偿扣款）不超过当月工资的20%，且扣除后剩余工资不低于当地月最低工资标准；"
+            f"与最低工资比较时不计入：{excluded}。工资变动时按实际工资重新计算，扣除数额变化的，公司另行书面通知。",
             *schedule_rows,
         ]),
         ("五、劳动关系结束", end_rows),
         ("六、异议与救济途径", [
-            f"如您对上述事实、金额或扣除计划有异议，可自收到本通知之日起{c.appeal_days}日内向人力资源部门书面提出，"
-            "提出异议期间相关扣除暂停执行，直至复核或裁决结果作出。",
-            "您也可以依法向本单位劳动争议调解委员会申请调解，或向当地劳动人事争议仲裁委员会申请仲裁"
-            "（《劳动争议调解仲裁法》第二十七条，仲裁时效为一年）；对仲裁裁决不服的，可依法向人民法院起诉。",
+            f"如您对上述事实、金额或扣除计划有异议，可自收到本通知之日起{c.appeal_days}日内向人力资源部门书面提出。"
+            "该期限届满前公司不依本通知扣除；您在期限内提出异议的，相关扣除暂停执行，直至公司书面答复。",
+            "您也可以依法向本单位劳动争议调解委员会申请调解，或向当地劳动人事争议仲裁委员会申请仲裁；"
+            "劳动关系存续期间因拖欠劳动报酬发生的争议，申请仲裁不受一年仲裁时效期间的限制，劳动关系终止的，"
+            "应当自劳动关系终止之日起一年内提出（《劳动争议调解仲裁法》第二十七条第四款）；对仲裁裁决不服的，可依法向人民法院起诉。",
         ]),
+        *([("七、多扣款项的退还", refund_rows)] if refund_rows else []),
     ]
 
 

@@ -12,16 +12,23 @@ left falls below the local monthly minimum wage. For one employee and one period
     headroom = max(0, floor - minimum wage)                                 (FLOOR)
 
 and the employee's total deduction is min(cap, headroom, sum of open balances), shared among open
-cases oldest first (confirmation date, then case id).
+cases oldest first (confirmation date, then case id). The employer's other deductions of the month
+use the same allowance first: other deductions for losses count against both cap and floor;
+disciplinary deductions count against the floor everywhere (nothing may leave less than the minimum
+wage) and against the cap where the region says so (Shenzhen, 深圳市员工工资支付条例 第三十四条).
 
-Every line is bounded by five limits, in this order: BALANCE (the case's balance), FLOOR (headroom
-not yet used in the period by older cases), CAP20 (cap not yet used), ENDED (zero after the last
-month of employment), PAUSED (zero while the case is under appeal). The deduction is the smallest
-bound and the line names the *first* limit whose bound equals it: ties go to the earlier limit.
+Every line is bounded by six limits, in this order: BEFORE_CONFIRMATION (zero in a month before the
+case's confirmation), BALANCE (the case's balance), FLOOR (headroom not yet used in the period),
+CAP20 (cap not yet used), ENDED (zero after the last month of employment), PAUSED (zero while the
+case is under appeal or objection). The deduction is the smallest bound and the line names the
+*first* limit whose bound equals it: ties go to the earlier limit.
 
-Lines already exported ("settled") are facts: they consume the period's allowance first, and if a
-corrected wage shows they went over a limit, the period reports a ``Violation``; the engine never
-rewrites them.
+Lines already exported ("settled") are facts: they consume the period's allowance first. If a
+corrected wage, an award or the end of employment shows they went over a limit, the period reports
+a ``Violation`` and the excess is refunded: case-specific excesses (BALANCE, ENDED) from that case,
+then whatever still exceeds the floor or the cap from the youngest settled case first. The period's
+new lines and balances are computed as if the refunds were paid, so the balance is right and what
+was refunded may be recovered again later, lawfully.
 
 This module must never import sqlite3, httpx, fastapi or anything else that does I/O.
 """
@@ -43,20 +50,24 @@ __all__ = [
     "PeriodTerms",
     "DeductionLine",
     "Violation",
+    "Refund",
     "PeriodOutcome",
     "Schedule",
     "cap_fen",
     "floor_base_fen",
     "headroom_fen",
     "order_cases",
+    "other_deductions_fen",
     "schedule_period",
     "schedule",
+    "claim_deadline",
 ]
 
 
 class Binding(str, Enum):
     """What bound a line, in tie-break order: the first equal limit is named."""
 
+    BEFORE_CONFIRMATION = "BEFORE_CONFIRMATION"
     BALANCE = "BALANCE"
     FLOOR = "FLOOR"
     CAP20 = "CAP20"
@@ -102,10 +113,19 @@ class PeriodWage:
     excluded_items_fen: int = 0
     social_insurance_fen: int = 0
     housing_fund_fen: int = 0
+    other_loss_deductions_fen: int = 0  # the employer's other deductions for losses this month
+    disciplinary_deductions_fen: int = 0  # deductions under the work rules (e.g. Shenzhen 第三十四条)
+    # The part of excluded_items_fen given item by item (code, fen), so that the notice can say what.
+    excluded_items: tuple[tuple[str, int], ...] = ()
 
     def __post_init__(self) -> None:
-        for name in ("wage_fen", "excluded_items_fen", "social_insurance_fen", "housing_fund_fen"):
+        for name in ("wage_fen", "excluded_items_fen", "social_insurance_fen", "housing_fund_fen",
+                     "other_loss_deductions_fen", "disciplinary_deductions_fen"):
             _check_fen(f"{name} of {self.period}", getattr(self, name))
+        for code, fen in self.excluded_items:
+            _check_fen(f"excluded item {code} of {self.period}", fen)
+        if sum(fen for _, fen in self.excluded_items) > self.excluded_items_fen:
+            raise ValueError(f"the excluded items of {self.period} add up to more than excluded_items_fen")
 
 
 @dataclass(frozen=True)
@@ -117,6 +137,7 @@ class PeriodTerms:
     excludes_housing_fund: bool
     cap_percent: int = 20
     cap_base: CapBase = CapBase.WAGE
+    disciplinary_shares_cap: bool = False
 
     def __post_init__(self) -> None:
         _check_fen("minimum_wage_fen", self.minimum_wage_fen, positive=True)
@@ -163,6 +184,7 @@ class Violation:
         """One sentence for HR."""
         who = f"case {self.case_id}" if self.case_id else "the employee's total"
         what = {
+            Binding.BEFORE_CONFIRMATION: "was taken before the case was confirmed",
             Binding.CAP20: "exceeded the 20% cap",
             Binding.FLOOR: "left less than the minimum wage",
             Binding.BALANCE: "exceeded the case's balance",
@@ -182,12 +204,27 @@ class Violation:
 
 
 @dataclass(frozen=True)
+class Refund:
+    """Money to give back: what a settled line of ``period`` took over ``limit``."""
+
+    period: Period
+    case_id: str
+    amount_fen: int
+    limit: Binding
+
+    def to_json(self) -> dict[str, object]:
+        return {"period": str(self.period), "case_id": self.case_id, "amount_fen": self.amount_fen,
+                "limit": self.limit.value}
+
+
+@dataclass(frozen=True)
 class PeriodOutcome:
-    """The result of one period: its new lines, the balances after it, and any violations."""
+    """The result of one period: its new lines, the balances after it, violations and refunds."""
 
     lines: tuple[DeductionLine, ...]
     balances: Mapping[str, int]
     violations: tuple[Violation, ...] = ()
+    refunds: tuple[Refund, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -233,6 +270,13 @@ def order_cases(cases: Iterable[Case]) -> tuple[Case, ...]:
 _UNBOUNDED = 1 << 62
 
 
+def other_deductions_fen(wage: PeriodWage, terms: PeriodTerms) -> tuple[int, int]:
+    """The month's other deductions as they count against (the floor, the cap)."""
+    floor = wage.other_loss_deductions_fen + wage.disciplinary_deductions_fen
+    cap = wage.other_loss_deductions_fen + (wage.disciplinary_deductions_fen if terms.disciplinary_shares_cap else 0)
+    return floor, cap
+
+
 def schedule_period(
     *,
     wage: PeriodWage,
@@ -243,7 +287,7 @@ def schedule_period(
     settled: Mapping[str, int] | None = None,
 ) -> PeriodOutcome:
     """Computes one period for one employee, given the balances before it."""
-    settled = settled or {}
+    settled = dict(settled or {})
     ordered = order_cases(cases)
     known = {c.case_id for c in ordered}
     stray = set(settled) - known
@@ -251,39 +295,61 @@ def schedule_period(
         raise ValueError(f"settled lines for unknown cases: {sorted(stray)}")
     cap = cap_fen(wage, terms)
     headroom = headroom_fen(wage, terms)
+    other_floor, other_cap = other_deductions_fen(wage, terms)
     after = dict(balances)
     violations: list[Violation] = []
+    refunds: list[Refund] = []
 
-    used = 0
+    def refund(case_id: str, amount: int, limit: Binding) -> None:
+        settled[case_id] -= amount
+        refunds.append(Refund(wage.period, case_id, amount, limit))
+
     for case in ordered:
-        if case.case_id in settled:
-            taken = settled[case.case_id]
-            before = after[case.case_id]
-            if taken > before:
-                violations.append(Violation(wage.period, Binding.BALANCE, taken - before, case.case_id))
-            if ended and taken > 0:
-                violations.append(Violation(wage.period, Binding.ENDED, taken, case.case_id))
-            after[case.case_id] = max(0, before - taken)
-            used += taken
-    if used > headroom:
-        violations.append(Violation(wage.period, Binding.FLOOR, used - headroom))
-    if used > cap:
-        violations.append(Violation(wage.period, Binding.CAP20, used - cap))
+        if case.case_id not in settled:
+            continue
+        taken, before = settled[case.case_id], after[case.case_id]
+        if ended and taken > 0:
+            violations.append(Violation(wage.period, Binding.ENDED, taken, case.case_id))
+            refund(case.case_id, taken, Binding.ENDED)
+        elif taken > before:
+            violations.append(Violation(wage.period, Binding.BALANCE, taken - before, case.case_id))
+            refund(case.case_id, taken - before, Binding.BALANCE)
+        after[case.case_id] = before - settled[case.case_id]
+    ours = sum(settled.values())
+    floor_excess = min(ours, max(0, other_floor + ours - headroom))
+    cap_excess = min(ours, max(0, other_cap + ours - cap))
+    if floor_excess:
+        violations.append(Violation(wage.period, Binding.FLOOR, floor_excess))
+    if cap_excess:
+        violations.append(Violation(wage.period, Binding.CAP20, cap_excess))
+    excess = max(floor_excess, cap_excess)
+    for case in reversed(ordered):  # the youngest case took last, so it gives back first
+        if excess == 0:
+            break
+        give = min(excess, settled.get(case.case_id, 0))
+        if give:
+            refund(case.case_id, give, Binding.FLOOR if floor_excess >= cap_excess else Binding.CAP20)
+            after[case.case_id] += give
+            excess -= give
+    used_floor = other_floor + sum(settled.values())
+    used_cap = other_cap + sum(settled.values())
 
     lines: list[DeductionLine] = []
     for case in ordered:
         if case.case_id in settled:
             continue
         bounds = (
+            (Binding.BEFORE_CONFIRMATION, 0 if Period.of(case.confirmed_at) > wage.period else _UNBOUNDED),
             (Binding.BALANCE, after[case.case_id]),
-            (Binding.FLOOR, max(0, headroom - used)),
-            (Binding.CAP20, max(0, cap - used)),
+            (Binding.FLOOR, max(0, headroom - used_floor)),
+            (Binding.CAP20, max(0, cap - used_cap)),
             (Binding.ENDED, 0 if ended else _UNBOUNDED),
             (Binding.PAUSED, 0 if case.paused else _UNBOUNDED),
         )
         deduction = min(b for _, b in bounds)
         binding = next(limit for limit, b in bounds if b == deduction)
-        used += deduction
+        used_floor += deduction
+        used_cap += deduction
         after[case.case_id] -= deduction
         lines.append(
             DeductionLine(
@@ -296,7 +362,7 @@ def schedule_period(
                 balance_after_fen=after[case.case_id],
             )
         )
-    return PeriodOutcome(tuple(lines), after, tuple(violations))
+    return PeriodOutcome(tuple(lines), after, tuple(violations), tuple(refunds))
 
 
 def schedule(
@@ -319,3 +385,13 @@ def schedule(
         lines.extend(outcome.lines)
         current = dict(outcome.balances)
     return Schedule(tuple(lines), current)
+
+
+def claim_deadline(employment_ends: Period) -> date:
+    """The employer's last day to claim, in arbitration, a balance left when employment ends.
+
+    《劳动争议调解仲裁法》第二十七条: one year. The bridge counts it from the last day of employment
+    (the last time the loss could be claimed from the wage), which is the latest reading; an earlier
+    demand may have started it sooner, so the date is a limit, not a target.
+    """
+    return employment_ends.shift(12).last_day

@@ -12,19 +12,17 @@ from typing import Any
 
 import httpx
 
-from payroll_bridge.contract import decode_json, expect_fen, expect_object, expect_text
+from payroll_bridge.contract import decode_json, excluded_items_json, expect_object, expect_text, parse_period_wage
 from payroll_bridge.errors import InvalidInput, PushError
 from payroll_bridge.exports.frappe import FrappeClient, PushResult, additional_salary_records
 from payroll_bridge.exports.neutral_csv import render_csv
 from payroll_bridge.ledger import ExportBatch, Ledger
-from payroll_bridge.notice import NoticeContent, NoticeLine, notice_id_for, render_pdf, render_text
+from payroll_bridge.notice import NoticeContent, NoticeLine, NoticeRefund, render_pdf, render_text
 from payroll_bridge.period import Period
-from payroll_bridge.rules import PeriodWage
+from payroll_bridge.rules import PeriodWage, claim_deadline
 from payroll_bridge.settings import PayrollSettings
 
 __all__ = ["parse_wages", "build_notice", "issue_notice", "write_export", "push_export"]
-
-_PERIOD_FIELDS = ("period", "wage_fen", "excluded_items_fen", "social_insurance_fen", "housing_fund_fen")
 
 
 def parse_wages(text: str | bytes) -> tuple[str, list[PeriodWage]]:
@@ -36,16 +34,11 @@ def parse_wages(text: str | bytes) -> tuple[str, list[PeriodWage]]:
     wages: list[PeriodWage] = []
     seen: set[Period] = set()
     for i, raw in enumerate(doc["periods"]):
-        p = expect_object(raw, f"periods[{i}]", _PERIOD_FIELDS, ("period", "wage_fen"))
-        try:
-            period = Period.parse(p["period"])
-        except ValueError as exc:
-            raise InvalidInput(f"periods[{i}].period: {exc}") from exc
-        if period in seen:
-            raise InvalidInput(f"periods[{i}].period {period} is listed twice")
-        seen.add(period)
-        amounts = {k: expect_fen(p.get(k, 0), f"periods[{i}].{k} ({period})") for k in _PERIOD_FIELDS[1:]}
-        wages.append(PeriodWage(period, **amounts))
+        wage = parse_period_wage(raw, f"periods[{i}]")
+        if wage.period in seen:
+            raise InvalidInput(f"periods[{i}].period {wage.period} is listed twice")
+        seen.add(wage.period)
+        wages.append(wage)
     return employee_id, wages
 
 
@@ -56,10 +49,21 @@ def build_notice(ledger: Ledger, *, case_id: str, settings: PayrollSettings, iss
     region = ledger.table.region(employee["region"])
     payload: dict[str, Any] = case.payload
     lines = [x for x in ledger.lines(case_id=case_id)]
-    remaining = lines[-1].line.balance_after_fen if lines else case.recoverable_fen
+    remaining = ledger.remaining_fen(employee_id=case.employee_id)[case_id]
     agreement = payload["agreement"]
+    ends = Period.parse(employee["employment_ends"]) if employee["employment_ends"] else None
+
+    def excluded(period: Period) -> tuple[tuple[str, int], ...]:
+        wage = ledger.wage(employee_id=case.employee_id, period=period)
+        if wage is None:
+            return ()
+        return tuple((str(i["name"]), int(str(i["amount_fen"]))) for i in excluded_items_json(wage, region))
+
+    contributions = tuple(name for name, on in (
+        ("个人缴纳的社会保险费", region is not None and region.excludes_social_insurance),
+        ("个人缴纳的住房公积金", region is not None and region.excludes_housing_fund)) if on)
     return NoticeContent(
-        notice_id=notice_id_for(case_id, issued_on),
+        notice_id=ledger.next_notice_id(case_id=case_id, issued_on=issued_on),
         issued_on=issued_on,
         employer=settings.employer_name,
         employee_id=case.employee_id,
@@ -74,17 +78,22 @@ def build_notice(ledger: Ledger, *, case_id: str, settings: PayrollSettings, iss
         agreement_version=str(agreement["version"]),
         agreement_signed_on=date.fromisoformat(str(agreement["signed_at"])[:10]),
         lines=tuple(NoticeLine(x.line.period, x.line.deduction_fen, x.line.binding.value, x.minimum_wage_fen,
-                               x.line.balance_after_fen) for x in lines),
+                               x.line.balance_after_fen, excluded(x.line.period)) for x in lines),
         remaining_fen=remaining,
-        employment_ends=Period.parse(employee["employment_ends"]) if employee["employment_ends"] else None,
+        employment_ends=ends,
         appeal_days=settings.appeal_days,
         requires_written_notice=bool(region and region.requires_written_notice),
+        excluded_items=tuple(i.name for i in region.excluded_items) if region else (),
+        excludes_contributions=contributions,
+        refunds=tuple(NoticeRefund(r.period, r.amount_fen, r.limit.value, r.paid_period)
+                      for r in ledger.refunds(case_id=case_id)),
+        claim_deadline=claim_deadline(ends) if ends is not None else None,
     )
 
 
 def issue_notice(ledger: Ledger, *, case_id: str, settings: PayrollSettings, out_dir: Path, issued_on: date,
                  actor: str) -> dict[str, str]:
-    """Writes the notice as .txt and .pdf into ``out_dir`` and records it in the ledger."""
+    """Writes the notice as .txt and .pdf into ``out_dir`` and records it, with the amount of each month."""
     content = build_notice(ledger, case_id=case_id, settings=settings, issued_on=issued_on)
     out_dir = out_dir.resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -92,7 +101,8 @@ def issue_notice(ledger: Ledger, *, case_id: str, settings: PayrollSettings, out
     pdf = out_dir / f"{content.notice_id}.pdf"
     txt.write_text(render_text(content), encoding="utf-8")
     pdf.write_bytes(render_pdf(content))
-    ledger.record_notice(case_id=case_id, notice_id=content.notice_id, issued_on=issued_on, actor=actor)
+    ledger.record_notice(case_id=case_id, notice_id=content.notice_id, issued_on=issued_on,
+                         amounts={x.period: x.deduction_fen for x in content.lines}, actor=actor)
     return {"notice_id": content.notice_id, "text": str(txt), "pdf": str(pdf)}
 
 

@@ -1,7 +1,7 @@
 """Frappe HRMS "Additional Salary" records: as a file, and pushed over Frappe's REST API with retries.
 
-One non-recurring record per deduction line (so one per case per month), dated the first day of
-the period, referring to the case through ``ref_doctype``/``ref_docname``, with
+One non-recurring record per deduction line (so one per case per month), and one per case for the
+refunds an export pays (under the refund component, an earning), dated the first day of the period, referring to the case through ``ref_doctype``/``ref_docname``, with
 ``overwrite_salary_structure_amount`` off so that two cases in one month add up instead of
 colliding. Amounts are yuan as decimal strings ("1600.00"): Frappe casts them; a float never
 carries money here.
@@ -53,6 +53,23 @@ def additional_salary_records(batch: ExportBatch, settings: FrappeSettings) -> l
         if settings.submit:
             doc["docstatus"] = 1
         records.append({"idempotency_key": line.idempotency_key, "doc": doc})
+    for refund in batch.refunds:
+        # A refund is an earning ("Confidentiality Loss Refund") in the month it is paid: one per case.
+        doc = {
+            "doctype": DOCTYPE,
+            "employee": refund.employee_id,
+            "salary_component": settings.refund_component,
+            "amount": _yuan(refund.amount_fen),
+            "payroll_date": refund.period.first_day.isoformat(),
+            "company": settings.company,
+            "is_recurring": 0,
+            "overwrite_salary_structure_amount": 0,
+            "ref_doctype": settings.ref_doctype,
+            "ref_docname": refund.case_id,
+        }
+        if settings.submit:
+            doc["docstatus"] = 1
+        records.append({"idempotency_key": refund.idempotency_key, "doc": doc})
     return records
 
 

@@ -1,4 +1,8 @@
-"""The neutral CSV: one row per deduction, for any payroll system. UTF-8, RFC 4180 quoting."""
+"""The neutral CSV: one row per deduction, for any payroll system. UTF-8, RFC 4180 quoting.
+
+A refund is a row of its own with a negative ``amount_fen`` (a negative deduction), the refund
+component code, and in ``binding`` the limit the refunded deduction went over.
+"""
 
 from __future__ import annotations
 
@@ -26,5 +30,11 @@ def render_csv(batch: ExportBatch, settings: ExportSettings) -> str:
             line.idempotency_key, line.employee_id, str(line.period), settings.component_code, line.amount_fen,
             line.case_id, settings.legal_basis, line.binding.value, line.notice_id or "",
             line.notice_date.isoformat() if line.notice_date else "", batch.export_id or "",
+        ])
+    for refund in batch.refunds:
+        writer.writerow([
+            refund.idempotency_key, refund.employee_id, str(refund.period), settings.refund_component_code,
+            -refund.amount_fen, refund.case_id, settings.legal_basis, "+".join(b.value for b in refund.limits),
+            "", "", batch.export_id or "",
         ])
     return out.getvalue()

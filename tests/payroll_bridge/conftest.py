@@ -34,6 +34,7 @@ def cli(tmp_path: Path) -> Cli:
 
     def run(*args: str, env: dict[str, str] | None = None, stdin: str | None = None) -> CliResult:
         base = {k: v for k, v in os.environ.items() if not k.startswith("SHOUMI_PAYROLL_")}
+        base["XDG_STATE_HOME"] = str(tmp_path / "state")  # the default ledger goes there, not to ~
         base.update(env or {})
         cmd = [str(_BIN)] if _BIN.exists() else [sys.executable, "-m", "payroll_bridge"]
         proc = subprocess.run(
@@ -107,6 +108,25 @@ def wages_doc(employee_id: str = "E1001", periods: tuple[str, ...] = ("2026-12",
         {"period": p, "wage_fen": wage_fen, "social_insurance_fen": si, "housing_fund_fen": hf} for p in periods]}
 
 
+class Clock:
+    """A clock the test moves: the ledger reads it for timestamps and for appeal windows."""
+
+    def __init__(self, now: Any) -> None:
+        self.now = now
+
+    def __call__(self) -> Any:
+        return self.now
+
+    def at_least(self, day: Any) -> None:
+        """Moves the clock forward to noon (China time) of ``day`` unless it is already later."""
+        from datetime import datetime, timedelta, timezone
+
+        when = datetime(day.year, day.month, day.day, 4, 0, tzinfo=timezone.utc)
+        if when > self.now:
+            self.now = when
+        self.now += timedelta(seconds=1)
+
+
 @pytest.fixture
 def ledger(tmp_path: Path):  # type: ignore[no-untyped-def]
     from datetime import datetime, timezone
@@ -115,9 +135,25 @@ def ledger(tmp_path: Path):  # type: ignore[no-untyped-def]
     from payroll_bridge.minimum_wage import load_table
 
     led = Ledger(tmp_path / "ledger.sqlite3", table=load_table(),
-                 clock=lambda: datetime(2026, 11, 25, 8, 0, tzinfo=timezone.utc))
+                 clock=Clock(datetime(2026, 11, 25, 8, 0, tzinfo=timezone.utc)))
     yield led
     led.close()
+
+
+def notify(ledger: Any, case_id: str, *, issued: Any = None, served: Any = None) -> str:
+    """Issues a notice stating the case's current monthly amounts, serves it, and lets its appeal
+    window pass on the ledger's clock (as HR would before the export)."""
+    from datetime import date, timedelta
+
+    issued = issued or date(2026, 11, 26)
+    served = served or issued
+    notice_id = ledger.next_notice_id(case_id=case_id, issued_on=issued)
+    ledger.record_notice(case_id=case_id, notice_id=notice_id, issued_on=issued,
+                         amounts={x.line.period: x.line.deduction_fen for x in ledger.lines(case_id=case_id)},
+                         actor="zhao.hr")
+    ledger.notice_served(case_id=case_id, notice_id=notice_id, served_on=served, actor="zhao.hr")
+    ledger._clock.at_least(ledger.window_ends(served) + timedelta(days=1))
+    return str(notice_id)
 
 
 class FakeFrappe:
@@ -213,3 +249,15 @@ def frappe() -> Any:
     site = FakeFrappe()
     yield site
     site.close()
+
+
+def cli_notify(cli: Cli, env: dict[str, str], case_id: str = "C-7", day: str = "2026-11-26") -> str:
+    """Issues and serves a notice through the CLI on ``day`` (in the past, so with
+    SHOUMI_PAYROLL_APPEAL_DAYS=1 in ``env`` its window has passed)."""
+    issued = cli("notice", case_id, "--out", "notices", "--date", day, "--actor", "zhao.hr", env=env)
+    assert issued.code == 0, issued.stderr
+    notice_id = str(issued.json()["notice_id"])
+    served = cli("notice-served", case_id, "--notice-id", notice_id, "--served-on", day, "--actor", "zhao.hr",
+                 env=env)
+    assert served.code == 0, served.stderr
+    return notice_id

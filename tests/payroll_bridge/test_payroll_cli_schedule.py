@@ -32,6 +32,7 @@ def test_reads_stdin_with_dash(cli: Cli, example: dict) -> None:
 def test_table_is_used_without_overrides(cli: Cli, write_json: Callable[..., Path], example: dict) -> None:
     del example["minimum_wage_fen"], example["minimum_wage_excludes_contributions"]
     example["periods"].append({"period": "2025-06", "wage_fen": 300000, "social_insurance_fen": 20000})
+    example["cases"][0]["confirmed_at"] = "2025-05-20"
     out = cli("schedule", str(write_json("in.json", example))).json()
     minimums = {p["period"]: p["minimum_wage_fen"] for p in out["periods"]}
     assert minimums == {"2025-06": 269000, "2026-12": 274000}  # effective-dated rows

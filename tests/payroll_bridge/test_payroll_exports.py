@@ -12,7 +12,7 @@ from typing import Any, Callable
 import pytest
 from pydantic import SecretStr
 
-from conftest import Cli, FakeFrappe, case_doc, wages_doc
+from conftest import Cli, FakeFrappe, case_doc, cli_notify, notify, wages_doc
 from payroll_bridge.errors import PushError
 from payroll_bridge.exports import CSV_COLUMNS, additional_salary_records, render_csv
 from payroll_bridge.ledger import Ledger
@@ -27,6 +27,8 @@ def _setup(ledger: Ledger, *, cases: int = 1) -> str:
         assert ledger.intake(payload=json.dumps(doc), actor="zhao.hr").decision.accepted
     employee, wages = parse_wages(json.dumps(wages_doc(periods=("2026-12",))))
     ledger.record_wages(employee_id=employee, wages=wages, actor="payroll")
+    for i in range(cases):
+        notify(ledger, f"C-{7 + i}")
     batch = ledger.export(period=Period(2026, 12), actor="zhao.hr")
     assert batch.export_id
     return batch.export_id
@@ -113,9 +115,10 @@ def test_cli_export_writes_files_pushes_and_never_twice(cli: Cli, write_json: Ca
     env = {"SHOUMI_PAYROLL_LEDGER_PATH": str(tmp_path / "ledger.sqlite3"),
            "SHOUMI_PAYROLL_FRAPPE__URL": frappe.url, "SHOUMI_PAYROLL_FRAPPE__API_KEY": "k3y",
            "SHOUMI_PAYROLL_FRAPPE__API_SECRET": "s3cret", "SHOUMI_PAYROLL_FRAPPE__COMPANY": "ACME",
-           "SHOUMI_PAYROLL_FRAPPE__BACKOFF_SECONDS": "0.01"}
+           "SHOUMI_PAYROLL_FRAPPE__BACKOFF_SECONDS": "0.01", "SHOUMI_PAYROLL_APPEAL_DAYS": "1"}
     assert cli("intake", "--actor", "zhao.hr", str(write_json("case.json", case_doc())), env=env).code == 0
     assert cli("wages", str(write_json("w.json", wages_doc(periods=("2026-12", "2027-01")))), env=env).code == 0
+    cli_notify(cli, env)
     out = cli("export", "--period", "2026-12", "--actor", "zhao.hr", "--csv", "dec.csv", "--frappe", "dec.json",
               "--push", env=env)
     assert out.code == 0, out.stderr
@@ -130,7 +133,7 @@ def test_cli_export_writes_files_pushes_and_never_twice(cli: Cli, write_json: Ca
     assert pushed.code == 0 and len(frappe.records) == 1
     with sqlite3.connect(tmp_path / "ledger.sqlite3") as conn:
         actions = [r[0] for r in conn.execute("SELECT action FROM audit ORDER BY audit_id")]
-    assert actions == ["intake.accepted", "export.created", "export.written", "export.written", "export.pushed",
+    assert actions == ["intake.accepted", "notice.issued", "notice.served", "export.created", "export.written", "export.written", "export.pushed",
                        "export.nothing_new", "export.pushed"]
 
 
@@ -138,9 +141,10 @@ def test_cli_push_failure_exits_3(cli: Cli, write_json: Callable[..., Path], tmp
     env = {"SHOUMI_PAYROLL_LEDGER_PATH": str(tmp_path / "ledger.sqlite3"),
            "SHOUMI_PAYROLL_FRAPPE__URL": "http://127.0.0.1:9", "SHOUMI_PAYROLL_FRAPPE__API_KEY": "k",
            "SHOUMI_PAYROLL_FRAPPE__API_SECRET": "s", "SHOUMI_PAYROLL_FRAPPE__RETRIES": "1",
-           "SHOUMI_PAYROLL_FRAPPE__BACKOFF_SECONDS": "0.01"}
+           "SHOUMI_PAYROLL_FRAPPE__BACKOFF_SECONDS": "0.01", "SHOUMI_PAYROLL_APPEAL_DAYS": "1"}
     cli("intake", str(write_json("case.json", case_doc())), env=env)
     cli("wages", str(write_json("w.json", wages_doc())), env=env)
+    cli_notify(cli, env)
     assert cli("export", "--period", "2026-12", env=env).code == 0
     result = cli("push", "X-2026-12-001", env=env)
     assert result.code == 3 and "Run the push again" in result.stderr

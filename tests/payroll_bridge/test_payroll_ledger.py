@@ -11,7 +11,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import case_doc, wages_doc
+from conftest import Clock, case_doc, notify, wages_doc
 from payroll_bridge.errors import TransitionRefused
 from payroll_bridge.ledger import Ledger
 from payroll_bridge.minimum_wage import load_table
@@ -60,6 +60,7 @@ def test_periods_before_the_case_was_confirmed_get_no_line(ledger: Ledger) -> No
 def test_exporting_twice_never_deducts_twice(ledger: Ledger) -> None:
     accept(ledger)
     record(ledger, "2026-12", "2027-01")
+    notify(ledger, "C-7")
     batch = ledger.export(period=P("2026-12"), actor="zhao.hr")
     assert batch.export_id == "X-2026-12-001"
     assert [(x.case_id, x.amount_fen, x.idempotency_key) for x in batch.lines] == [
@@ -76,6 +77,7 @@ def test_exporting_twice_never_deducts_twice(ledger: Ledger) -> None:
 def test_wage_correction_recomputes_later_periods_and_reports_past_lines(ledger: Ledger) -> None:
     accept(ledger)
     record(ledger, "2026-12", "2027-01", "2027-02")
+    notify(ledger, "C-7")
     ledger.export(period=P("2026-12"), actor="zhao.hr")
     # December's wage was really 3,000 yuan: the exported 1,600 left less than the minimum wage.
     employee, wages = parse_wages(json.dumps({"employee_id": "E1001", "periods": [
@@ -85,11 +87,15 @@ def test_wage_correction_recomputes_later_periods_and_reports_past_lines(ledger:
     assert result.corrected_periods == (P("2026-12"), P("2027-01"))
     limits = {(str(v.period), v.limit, v.excess_fen) for v in result.violations}
     assert limits == {("2026-12", Binding.FLOOR, 160000 - 26000), ("2026-12", Binding.CAP20, 160000 - 60000)}
-    # the exported line stands; January is recomputed on the corrected wage and the real balance
+    # the exported line stands as a fact; what it took over the floor (the larger excess) is refunded,
+    # so December nets 26,000 and the refunded 134,000 is owed again; January follows the real balance
+    assert [(str(r.period), r.case_id, r.amount_fen, r.limit) for r in result.refunds] == [
+        ("2026-12", "C-7", 134000, Binding.FLOOR)]
     assert summary(ledger) == [
         ("2026-12", "C-7", 160000, "CAP20", "exported"), ("2027-01", "C-7", 100000, "CAP20", "scheduled"),
         ("2027-02", "C-7", 160000, "CAP20", "scheduled")]
-    assert ledger.remaining_fen(employee_id="E1001") == {"C-7": 80000}
+    assert ledger.remaining_fen(employee_id="E1001") == {"C-7": 500000 - 26000 - 100000 - 160000}
+    assert [(r.amount_fen, r.state) for r in ledger.refunds(employee_id="E1001")] == [(134000, "scheduled")]
     stored = ledger.violations(employee_id="E1001")
     assert {(v["period"], v["limit_name"]) for v in stored} == {("2026-12", "FLOOR"), ("2026-12", "CAP20")}
     audit = [e for e in ledger.audit_log() if e.action == "wages.corrected"]
@@ -101,6 +107,7 @@ def test_wage_correction_recomputes_later_periods_and_reports_past_lines(ledger:
 def test_pause_and_resume_with_the_award(ledger: Ledger) -> None:
     accept(ledger)
     record(ledger, "2026-12", "2027-01", "2027-02")
+    notify(ledger, "C-7")
     ledger.export(period=P("2026-12"), actor="zhao.hr")
     ledger.pause(case_id="C-7", reason="劳动仲裁 京劳仲字(2027)第12号", actor="zhao.hr")
     assert summary(ledger)[1:] == [("2027-01", "C-7", 0, "PAUSED", "scheduled"),
@@ -118,6 +125,7 @@ def test_pause_and_resume_with_the_award(ledger: Ledger) -> None:
 def test_award_below_what_was_taken_reports_a_refund_and_zero_dismisses(ledger: Ledger) -> None:
     accept(ledger)
     record(ledger, "2026-12", "2027-01")
+    notify(ledger, "C-7")
     ledger.export(period=P("2026-12"), actor="zhao.hr")
     ledger.pause(case_id="C-7", reason="仲裁", actor="zhao.hr")
     result = ledger.resume(case_id="C-7", award_fen=0, award_ref="驳回", actor="zhao.hr")
@@ -153,7 +161,7 @@ def test_guangdong_needs_a_served_notice_before_export(ledger: Ledger) -> None:
     # December deducted nothing, so January plans from the whole balance, and is exported with the notice
     assert summary(ledger) == [("2026-12", "C-7", 0, "CAP20", "exported"),
                                ("2027-01", "C-7", 160000, "CAP20", "scheduled")]
-    ledger.notice_served(case_id="C-7", notice_id="N-C-7-20270105", served_on=date(2027, 1, 5), actor="zhao.hr")
+    notify(ledger, "C-7", issued=date(2027, 1, 5))
     batch = ledger.export(period=P("2027-01"), actor="zhao.hr")
     assert [(x.amount_fen, x.notice_id, x.notice_date) for x in batch.lines] == [
         (160000, "N-C-7-20270105", date(2027, 1, 5))]
@@ -163,7 +171,7 @@ def test_guangdong_needs_a_served_notice_before_export(ledger: Ledger) -> None:
 def test_notice_served_after_the_period_does_not_unlock_it(ledger: Ledger) -> None:
     accept(ledger, region="CN-GD-GZ")
     record(ledger, "2026-12")
-    ledger.notice_served(case_id="C-7", notice_id="N-1", served_on=date(2027, 1, 2), actor="zhao.hr")
+    notify(ledger, "C-7", issued=date(2027, 1, 2))
     assert ledger.export(period=P("2026-12"), actor="zhao.hr").lines == ()
 
 
@@ -188,7 +196,7 @@ MONTH_WAGE = st.tuples(st.integers(0, 2_000_000), st.integers(0, 200_000), st.in
 def test_month_by_month_in_the_ledger_equals_the_engine_all_at_once(tmp_path: Path, months, losses) -> None:
     path = tmp_path / f"prop-{abs(hash((tuple(months), tuple(losses))))}.sqlite3"
     path.unlink(missing_ok=True)
-    clock = lambda: datetime(2026, 11, 25, tzinfo=timezone.utc)  # noqa: E731
+    clock = Clock(datetime(2026, 11, 25, tzinfo=timezone.utc))
     periods = [P("2026-12").shift(i) for i in range(len(months))]
     wages = [PeriodWage(p, w, 0, si, hf) for p, (w, si, hf) in zip(periods, months)]
     with Ledger(path, table=load_table(), clock=clock) as ledger:
@@ -196,6 +204,8 @@ def test_month_by_month_in_the_ledger_equals_the_engine_all_at_once(tmp_path: Pa
             accept(ledger, case_id=f"C-{i}", loss_fen=loss, confirmed=f"2026-11-{10 + i}")
         for w in wages:  # one payroll month at a time, exporting each as it closes
             ledger.record_wages(employee_id="E1001", wages=[w], actor="payroll")
+            for i in range(len(losses)):
+                notify(ledger, f"C-{i}", issued=w.period.first_day)
             ledger.export(period=w.period, actor="zhao.hr")
         stored = [(x.line.period, x.line.case_id, x.line.deduction_fen, x.line.binding) for x in ledger.lines()]
     terms = PeriodTerms(274000, True, True)

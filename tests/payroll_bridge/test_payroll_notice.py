@@ -42,8 +42,10 @@ def test_cli_notice_writes_text_and_pdf_with_basis_schedule_and_appeal(
     served = cli("notice-served", "C-7", "--notice-id", doc["notice_id"], "--served-on", "2026-11-27",
                  "--actor", "zhao.hr", env=env)
     assert served.code == 0
-    export = cli("export", "--period", "2026-12", "--actor", "zhao.hr", env=env).json()
-    assert export["lines"][0]["notice_id"] == "N-C-7-20261126" and export["blocked"] == []
+    # the appeal window runs from service; whatever today's date, a window of 100 years is still open
+    export = cli("export", "--period", "2026-12", "--actor", "zhao.hr",
+                 env={**env, "SHOUMI_PAYROLL_APPEAL_DAYS": "36500"}).json()
+    assert export["lines"] == [] and [b["reason"] for b in export["blocked"]] == ["APPEAL_WINDOW_OPEN"]
     audit = [a["action"] for a in cli("audit", env=env).json()["audit"]]
     assert audit == ["intake.accepted", "notice.issued", "notice.served", "export.created"]
 

@@ -63,6 +63,9 @@ def test_no_line_exceeds_its_cap_or_headroom(cases, periods, ends) -> None:
             assert line.deduction_fen == 0
         if ends is not None and line.period > ends:
             assert line.deduction_fen == 0
+        confirmed_at = next(c.confirmed_at for c in cases if c.case_id == line.case_id)
+        if line.period < Period.of(confirmed_at):  # issue 14 item 4: as the ledger, nothing before it
+            assert line.deduction_fen == 0 and line.binding is Binding.BEFORE_CONFIRMATION
 
 
 @settings(max_examples=300, deadline=None)
@@ -91,7 +94,8 @@ def test_the_employer_takes_all_that_is_lawful_and_no_more(cases, periods, ends)
         by_period[line.period].append(line)
     for period in sorted(by_period):
         lines = by_period[period]
-        open_total = sum(b for cid, b in balances.items() if cid not in paused)
+        confirmed = {c.case_id for c in cases if Period.of(c.confirmed_at) <= period}
+        open_total = sum(b for cid, b in balances.items() if cid not in paused and cid in confirmed)
         ended = ends is not None and period > ends
         expected = 0 if ended else min(lines[0].cap_fen, lines[0].headroom_fen, open_total)
         assert sum(line.deduction_fen for line in lines) == expected
