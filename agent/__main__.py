@@ -162,7 +162,7 @@ def _run(settings: AgentSettings) -> int:
     shipper = Shipper(
         spool, key, targets,
         max_events=settings.batch_max_events,
-        in_flight=settings.in_flight_batches, open_channel=open_channel,
+        in_flight=settings.in_flight_batches, linger_s=settings.batch_linger_s, open_channel=open_channel,
     )
     recorder = Recorder(spool, capacity=settings.queue_capacity, on_stored=shipper.wake.set)
     user, uid = _session_user(settings.attributed_user)

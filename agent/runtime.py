@@ -3,8 +3,10 @@
 ``AgentRuntime`` is built in ``__main__`` from the settings, the policy and the spool, recorder and
 shipper, and owns everything that runs between ``start()`` and ``stop()``:
 
-* **reads and writes**: as root (fanotify usable) a ``FanotifyReader`` with mount marks on the
-  sensitive folders and destinations, attributed to pid, user and process; otherwise the
+* **reads and writes**: as root (fanotify usable) a ``FanotifyReader`` with directory marks on
+  the sensitive folders and destinations (so nothing elsewhere on the filesystem costs the agent
+  anything) and held program starts (so short-lived processes are named without holding any
+  file open), attributed to pid, user and process; otherwise the
   ``WatchdogSource`` reports them, attributed to the session user. Creates, moves and deletes
   always come from watchdog (fanotify open/close marks do not see them); with fanotify running
   watchdog is told not to report reads and writes, so nothing is reported twice.
@@ -24,11 +26,12 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import stat
 import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Sequence
 
 from agent.content_watch import ContentWatch
 from agent.core.events import FileEvent
@@ -46,6 +49,8 @@ __all__ = ["AgentRuntime", "raise_inotify_limits"]
 
 log = logging.getLogger("shoumi.agent.runtime")
 
+# Program starts on these filesystems are held until the new process is noted (see FanotifyReader).
+EXEC_ROOTS = ("/", "/usr", "/bin", "/opt", "/home", "/tmp", "/var/tmp", "/dev/shm")
 INOTIFY_LIMITS = {"max_queued_events": 1 << 20, "max_user_watches": 1 << 19}
 
 
@@ -140,6 +145,7 @@ class AgentRuntime:
         self.dest_watchdog = WatchdogSource(
             [d for d in self.destinations if d not in self.folders], self._from_destination, attribution,
             max_hash_bytes=policy.max_hash_bytes, report_access=not self.use_fanotify,
+            on_new_directory=lambda path: self._on_new_destination_directory(path),
         )
         self.content = ContentWatch(
             policy, self.recorder.record, spool, legacy=LegacySnapshotFile(settings.state_dir / "snapshot.json"),
@@ -150,7 +156,7 @@ class AgentRuntime:
         if self.use_fanotify:
             roots = [str(p) for p in (*self.folders, *self.destinations)]
             # opens in the sensitive folders are held until the opener is named (see FanotifyReader)
-            self.fanotify = self._reader(roots, hold=[str(p) for p in self.folders])
+            self.fanotify = self._reader(roots, marks="directory", hold_execs=[*EXEC_ROOTS, *roots])
         self.tracker = RemovableMountTracker(declared=policy.removable_mounts)
         self._overflow_log = _OverflowLog(lambda: self.note_gap("inotify"))
 
@@ -213,7 +219,7 @@ class AgentRuntime:
         if self.fanotify is not None:
             out["fanotify_records"] = self.fanotify.records
             out["fanotify_lost"] = self.fanotify.lost
-            out["fanotify_held_opens"] = self.fanotify.held
+            out["fanotify_held_execs"] = self.fanotify.held_execs
             out["fanotify_overflows"] = self.fanotify.overflows
         return out
 
@@ -246,17 +252,46 @@ class AgentRuntime:
 
     # -- sources --------------------------------------------------------------------------------
 
-    def _reader(self, roots: list[str], hold: list[str] | None = None) -> FanotifyReader:
-        return FanotifyReader(roots, self._on_record, on_overflow=lambda: self.note_gap("fanotify"), marks="mount",
-                              hold_roots=hold or ())
+    def _reader(self, roots: list[str], *, marks: Literal["mount", "directory"] = "mount",
+                hold_execs: Sequence[str] = ()) -> FanotifyReader:
+        return FanotifyReader(roots, self._on_record, on_overflow=lambda: self.note_gap("fanotify"), marks=marks,
+                              hold_execs=hold_execs)
+
+    def _watch_new_directory(self, path: str) -> bool:
+        reader = self.fanotify
+        if reader is None:
+            return False
+        try:
+            reader.watch_directory(path)
+        except OSError as exc:  # gone again already: nothing in it to watch
+            log.debug("not watching %s: %s", path, exc)
+            return False
+        return True
 
     def _on_new_directory(self, path: str) -> None:
-        reader = self.fanotify
-        if reader is not None and self.policy.is_sensitive(path):
+        if self.policy.is_sensitive(path):
+            self._watch_new_directory(path)
+
+    def _on_new_destination_directory(self, path: str) -> None:
+        """A directory appeared in a destination (cp -r): mark it, then check what was written in
+        it before the mark could see it."""
+        if not self._watch_new_directory(path) or self.policy.is_sensitive(path):
+            return
+        try:
+            names = os.listdir(path)
+        except OSError:
+            return
+        for name in names:
+            full = os.path.join(path, name)
             try:
-                reader.hold_directory(path)
-            except OSError as exc:  # gone again already: nothing in it to hold
-                log.debug("not holding %s: %s", path, exc)
+                st = os.lstat(full)
+            except OSError:
+                continue
+            if stat.S_ISREG(st.st_mode) and not self.policy.is_excluded(full):
+                self.content.submit_write(
+                    FileEvent(kind="file.write", time_unix_ns=time.time_ns(), path=full, size=st.st_size,
+                              attributes={"attribution": "directory_scan"}),
+                    sensitive=False, removable=None)
 
     def _on_record(self, record: FanotifyRecord) -> None:
         if record.process and self.policy.is_excluded_process(record.process):
@@ -336,7 +371,7 @@ class AgentRuntime:
             self.folders = (*self.folders, folder)
             self.watchdog.add_folder(folder)
             if self.fanotify is not None:
-                self.fanotify.add_root(folder, hold=True)
+                self.fanotify.add_root(folder)
             for dirpath, _dirs, names in os.walk(folder):
                 for name in names:
                     path = os.path.join(dirpath, name)

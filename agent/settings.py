@@ -29,6 +29,7 @@ class AgentSettings(BaseSettings):
     attributed_user: str | None = Field(None, description="user for events without a pid (inotify)")
     batch_max_events: int = Field(500, ge=1, le=1000)
     in_flight_batches: int = Field(16, ge=1, le=1000)
+    batch_linger_s: float = Field(0.15, ge=0, le=0.5, description="how long a part-full batch waits for more events")
     heartbeat_seconds: float = Field(30.0, gt=0)
     queue_capacity: int = Field(100_000, ge=100)
     max_hash_bytes: int = Field(256 * 1024 * 1024, ge=0)

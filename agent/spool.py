@@ -276,6 +276,11 @@ class Spool:
                 self._set("acked_seq", acked_seq)
             return cur.rowcount
 
+    def unsealed_count(self) -> int:
+        """Events appended and not yet sealed (from the counters, without counting rows)."""
+        with self._lock:
+            return self._meta_int("next_seq") - 1 - self._meta_int("sealed_seq")
+
     def stats(self) -> SpoolStats:
         """Counts what is waiting."""
         with self._lock:

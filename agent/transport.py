@@ -1,5 +1,7 @@
 """The shipper: seals spooled events into signed batches and streams them to the collector.
 
+Batches are sealed when ``max_events`` are waiting or ``linger_s`` after the first of them
+arrived, so a burst travels in full batches and a single event in well under a second.
 One bidirectional gRPC stream at a time, to the first collector of the list that answers (after a
 failure the next address is tried). Batches go out in order; Acks come back after the
 collector's commit and only then is anything deleted from the spool. On any error the stream is
@@ -40,6 +42,7 @@ class Shipper:
         idle_wait_s: float = 1.0,
         in_flight: int = 16,
         backoff_max_s: float = 30.0,
+        linger_s: float = 0.15,
         open_channel: Callable[[str], grpc.Channel] = grpc.insecure_channel,
     ) -> None:
         self.open_channel = open_channel
@@ -54,6 +57,7 @@ class Shipper:
         self.idle_wait_s = idle_wait_s
         self.in_flight = in_flight
         self.backoff_max_s = backoff_max_s
+        self.linger_s = linger_s
         self.wake = threading.Event()
         self._stop = threading.Event()
         self._acked = threading.Condition()
@@ -121,6 +125,7 @@ class Shipper:
 
     def _outgoing(self) -> Iterator[events_pb2.EventBatch]:
         sent_upto = self.spool.acked_seq()
+        lingered = False
         while not self._stop.is_set():
             with self._acked:
                 while sent_upto - self._acked_seq > self.in_flight * self.max_events and not self._stop.is_set():
@@ -135,6 +140,14 @@ class Shipper:
                     yield batch
                     sent_upto = batch.first_seq + len(batch.events) - 1
                 continue
-            if self.spool.seal(key=self.key, max_events=self.max_events) is not None:
+            unsealed = self.spool.unsealed_count()
+            if 0 < unsealed < self.max_events and not lingered and self.linger_s > 0:
+                # Each batch costs the collector a transaction and a signature check: under load,
+                # let events gather for a moment; a lone event still leaves within linger_s.
+                lingered = True
+                self._stop.wait(self.linger_s)
+                continue
+            lingered = False
+            if unsealed and self.spool.seal(key=self.key, max_events=self.max_events) is not None:
                 continue
             self.wake.wait(self.idle_wait_s)

@@ -17,9 +17,17 @@ Which marks (``marks=``):
   recursive); new directories must be added with ``watch_directory``, and what happens in one
   before that call is missed. Cheaper on a busy mount; use it when the roots are small.
 
+Held events (permission class, only when asked for): ``hold_execs`` holds each program start on
+the filesystems named until the new process is noted, which is how a ``cat`` that exits
+microseconds after its read is still named, at the cost of one round trip per process;
+``hold_roots`` holds every open under the folders named (one round trip per open: a ``grep -r``
+through a held folder runs ~25 times slower, which is why the agent itself holds execs instead).
+Every held event is answered (allow) in a ``finally``; a reader that dies closes its group, and
+the kernel then allows whatever was held.
+
 This module must never read the files it reports (only the descriptor's link is looked at), never
-block the kernel (notification class, not permission class), and never report the agent's own
-pid: the agent reading a sensitive file to fingerprint it is not a user's read.
+deny an open or exec, and never report the agent's own pid: the agent reading a sensitive file to
+fingerprint it is not a user's read.
 
 Exceptions::
 
@@ -31,6 +39,7 @@ Exceptions::
 from __future__ import annotations
 
 import collections
+import dataclasses
 import ctypes
 import ctypes.util
 import errno
@@ -65,6 +74,7 @@ FAN_CLOSE_NOWRITE = 0x00000010
 FAN_OPEN = 0x00000020
 FAN_Q_OVERFLOW = 0x00004000
 FAN_OPEN_PERM = 0x00010000
+FAN_OPEN_EXEC_PERM = 0x00040000
 FAN_CLASS_CONTENT = 0x00000004
 FAN_ALLOW = 0x01
 FAN_EVENT_ON_CHILD = 0x08000000
@@ -84,7 +94,7 @@ _AT_FDCWD = -100
 _METADATA = struct.Struct("=IBBHQii")  # event_len, vers, reserved, metadata_len, mask, fd, pid
 _RESPONSE = struct.Struct("=iI")  # struct fanotify_response: fd, response
 _EVENT_MASK = FAN_OPEN | FAN_CLOSE_NOWRITE | FAN_CLOSE_WRITE
-_READ_SIZE = 64 * 1024
+_READ_SIZE = 256 * 1024  # ~10,000 records per read() when a burst has queued them
 
 RecordKind = Literal["open", "close_nowrite", "close_write"]
 _KIND_BITS: tuple[tuple[int, RecordKind], ...] = (
@@ -118,9 +128,26 @@ class _Process:
     user: str
     process: str
     exe: str
+    start: int = -1  # /proc/PID/stat starttime: tells this process from a later one with its pid
+    confirmed: bool = True  # False: learnt at exec, before the new program ran (comm not final)
 
 
 _UNKNOWN = _Process(-1, "", "", "")
+
+
+def _start_time(pid: int) -> int:
+    """The process's start time in clock ticks since boot, or -1 when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            raw = f.read()
+    except OSError:
+        return -1
+    # comm (field 2) may hold spaces and parentheses: the fields after the last ")" are plain
+    fields = raw[raw.rfind(b")") + 2:].split()
+    try:
+        return int(fields[19])  # field 22, starttime
+    except (IndexError, ValueError):
+        return -1
 
 
 def _libc() -> ctypes.CDLL:
@@ -171,6 +198,7 @@ class FanotifyReader:
         unlimited_queue: bool = False,
         poll_timeout: float = 0.5,
         hold_roots: Iterable[str | os.PathLike[str]] = (),
+        hold_execs: Iterable[str | os.PathLike[str]] = (),
         max_pending: int = 200_000,
     ) -> None:
         """``hold_roots``: folders whose files' opens are held (FAN_OPEN_PERM) until the opener is
@@ -181,11 +209,20 @@ class FanotifyReader:
         ``max_pending``: the reader thread itself never waits for a callback, so held opens are
         always answered even while the callback is blocked (on a full queue downstream that waits,
         in turn, for a held open of the agent's own: that would be a deadlock). A full delivery
-        queue loses records; each loss is counted in ``lost`` and reported through ``on_overflow``."""
+        queue loses records; each loss is counted in ``lost`` and reported through ``on_overflow``.
+
+        ``hold_execs``: paths whose filesystems' program starts are held (FAN_OPEN_EXEC_PERM) until
+        the new process is noted (pid, start time, uid, program): a process that opens a file and
+        exits at once is then named from that note, although its opens are never held. One held
+        exec per process instead of one held open per file: a ``grep -r`` costs one round trip,
+        not one per file. Processes are cached by pid and start time, so a known opener costs no
+        /proc look-up beyond one start-time check per pid per read."""
         self._deliveries: queue.Queue[FanotifyRecord | None] = queue.Queue(maxsize=max_pending)
         self._delivery: threading.Thread | None = None
         self.lost = 0
         self._hold_roots = tuple(os.path.normpath(os.fspath(r)) for r in hold_roots)
+        self._hold_execs = tuple(os.path.normpath(os.fspath(r)) for r in hold_execs)
+        self.held_execs = 0
         self.held = 0
         self._stop_requested = False
         self._roots = tuple(os.path.normpath(os.fspath(r)) for r in roots)
@@ -218,7 +255,8 @@ class FanotifyReader:
         if not sys.platform.startswith("linux"):
             raise FanotifyError(errno.ENOSYS, "fanotify exists on Linux only")
         self._libc = _libc()
-        flags = (FAN_CLASS_CONTENT if self._hold_roots else FAN_CLASS_NOTIF) | FAN_CLOEXEC | FAN_NONBLOCK
+        holding = bool(self._hold_roots or self._hold_execs)
+        flags = (FAN_CLASS_CONTENT if holding else FAN_CLASS_NOTIF) | FAN_CLOEXEC | FAN_NONBLOCK
         if self._unlimited:
             flags |= FAN_UNLIMITED_QUEUE
         fd = self._libc.fanotify_init(flags, os.O_RDONLY | os.O_LARGEFILE | os.O_CLOEXEC)
@@ -237,6 +275,7 @@ class FanotifyReader:
             for root in self._hold_roots:
                 for dirpath, _dirs, _files in os.walk(root):
                     self.hold_directory(dirpath)
+            self._mark_execs()
         except BaseException:
             os.close(self._fd)
             self._fd = -1
@@ -247,6 +286,22 @@ class FanotifyReader:
         self._delivery.start()
         self._thread = threading.Thread(target=self._run, name="fanotify-reader", daemon=True)
         self._thread.start()
+
+    def _mark_execs(self) -> None:
+        seen: set[int] = set()
+        for path in self._hold_execs:
+            try:
+                dev = os.stat(path).st_dev
+            except OSError:
+                continue
+            if dev in seen:
+                continue
+            seen.add(dev)
+            try:
+                self._mark(path, FAN_MARK_FILESYSTEM, FAN_OPEN_EXEC_PERM)
+            except FanotifyError:
+                # some filesystems (overlay, FUSE) refuse filesystem marks; their mount will do
+                self._mark(path, FAN_MARK_MOUNT, FAN_OPEN_EXEC_PERM)
 
     def watch_directory(self, path: str | os.PathLike[str]) -> None:
         """Marks one more directory (``marks="directory"``): its files' events are reported."""
@@ -318,7 +373,7 @@ class FanotifyReader:
     def _release_if_dead(self) -> None:
         # A reader that stops for any reason other than stop() must not leave held opens waiting
         # for an answer that will never come: closing the group makes the kernel allow them.
-        if self._hold_roots and self._fd >= 0 and not self._stop_requested:
+        if (self._hold_roots or self._hold_execs) and self._fd >= 0 and not self._stop_requested:
             log.error("the fanotify reader stopped unexpectedly; releasing held opens")
             fd, self._fd = self._fd, -1
             os.close(fd)
@@ -337,6 +392,7 @@ class FanotifyReader:
 
     def _parse(self, buf: bytes) -> None:
         offset = 0
+        checked: set[int] = set()  # pids whose start time was checked in this read
         while offset + _METADATA.size <= len(buf):
             event_len, vers, _, _meta_len, mask, fd, pid = _METADATA.unpack_from(buf, offset)
             if vers != FANOTIFY_METADATA_VERSION or event_len < _METADATA.size:
@@ -345,18 +401,22 @@ class FanotifyReader:
                 return
             offset += event_len
             try:
-                self._handle(mask, fd, pid)
+                self._handle(mask, fd, pid, checked)
             except Exception:  # a callback's bug must not stop capture
                 log.exception("fanotify record handler failed")
 
-    def _handle(self, mask: int, fd: int, pid: int) -> None:
-        if mask & FAN_OPEN_PERM:
-            # The opener waits for our answer: look it up while it surely exists, then let it go.
+    def _handle(self, mask: int, fd: int, pid: int, checked: set[int]) -> None:
+        if mask & (FAN_OPEN_PERM | FAN_OPEN_EXEC_PERM):
+            # The opener waits for our answer: note it while it surely exists, then let it go.
             # Always answer (the finally), whatever happens: an unanswered open hangs its process.
             try:
                 if pid not in self._ignore:
-                    self._process(pid)
-                    self.held += 1
+                    if mask & FAN_OPEN_EXEC_PERM:
+                        self._note_exec(pid, fd)
+                        self.held_execs += 1
+                    else:
+                        self._identify(pid, checked)
+                        self.held += 1
             finally:
                 try:
                     os.write(self._fd, _RESPONSE.pack(fd, FAN_ALLOW))
@@ -384,7 +444,7 @@ class FanotifyReader:
         path = os.fsdecode(raw)
         if not self._wanted(path):
             return
-        proc = self._process(pid)
+        proc = self._identify(pid, checked)
         for bit, kind in _KIND_BITS:
             if mask & bit:
                 self.records += 1
@@ -411,14 +471,57 @@ class FanotifyReader:
                 return True
         return False
 
+    def _note_exec(self, pid: int, fd: int) -> None:
+        """A program start, held: the process is noted under the program it is about to run (its
+        comm and exe still name the old one), to be confirmed by a look-up once it runs."""
+        try:
+            program = os.fsdecode(os.readlink(b"/proc/self/fd/%d" % fd))
+        except OSError:
+            return
+        uid = self._uid(pid)
+        start = _start_time(pid)
+        if uid < 0 or start < 0:
+            return
+        name = os.path.basename(program)
+        noted = self._processes.get(pid)
+        if noted is not None and not noted.confirmed and noted.start == start:
+            # The same exec opening more: the ELF loader (ld-linux*.so) changes nothing; a script's
+            # interpreter becomes the exe while the process keeps the script's name (as comm does).
+            if not name.startswith(("ld-linux", "ld.so", "ld-musl")):
+                self._remember(pid, dataclasses.replace(noted, exe=program))
+            return
+        self._remember(pid, _Process(uid, self._user(uid), name[:15], program, start, confirmed=False))
+
+    def _identify(self, pid: int, checked: set[int]) -> _Process:
+        """Who ``pid`` is: from the cache when it is still the process cached (same start time),
+        checked once per pid per read; otherwise looked up in /proc."""
+        cached = self._processes.get(pid)
+        if cached is not None and pid in checked:
+            return cached
+        checked.add(pid)
+        if cached is not None:
+            start = _start_time(pid)
+            if start < 0 or (start == cached.start and cached.confirmed):
+                return cached  # the same live process, or gone: what we learnt is the best we know
+        return self._process(pid)
+
+    def _uid(self, pid: int) -> int:
+        for line in _read_text(f"/proc/{pid}/status").splitlines():
+            if line.startswith("Uid:"):
+                return int(line.split()[1])  # real uid: who ran it, even through setuid
+        return -1
+
+    def _remember(self, pid: int, found: _Process) -> None:
+        self._processes[pid] = found
+        self._processes.move_to_end(pid)
+        if len(self._processes) > 4096:
+            self._processes.popitem(last=False)
+
     def _process(self, pid: int) -> _Process:
         base = f"/proc/{pid}"
+        start = _start_time(pid)
         process = _read_text(f"{base}/comm")
-        uid = -1
-        for line in _read_text(f"{base}/status").splitlines():
-            if line.startswith("Uid:"):
-                uid = int(line.split()[1])  # real uid: who ran it, even through setuid
-                break
+        uid = self._uid(pid)
         try:
             exe = os.fsdecode(os.readlink(f"{base}/exe"))
         except OSError:
@@ -430,11 +533,8 @@ class FanotifyReader:
         if not exe and cached is not None and cached.process == process:
             # A zombie still has comm and status but no exe link; keep the one seen alive.
             exe = cached.exe
-        found = _Process(uid, self._user(uid), process, exe)
-        self._processes[pid] = found
-        self._processes.move_to_end(pid)
-        if len(self._processes) > 4096:
-            self._processes.popitem(last=False)
+        found = _Process(uid, self._user(uid), process, exe, start)
+        self._remember(pid, found)
         return found
 
     def _user(self, uid: int) -> str:

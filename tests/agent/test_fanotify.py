@@ -360,6 +360,65 @@ def test_held_opens_name_processes_that_exit_at_once(watched: Path) -> None:
 
 
 @_with_root
+def test_held_execs_name_processes_that_exit_at_once_without_holding_opens(watched: Path) -> None:
+    """The agent's way: program starts are held, opens are not; a `head -c1` that is long gone
+    when its records are read is still named, from what was noted when it started."""
+    small = watched / "Contracts" / "small.txt"
+    small.write_bytes(b"confidential\n")
+    records = Records()
+    busy = threading.Event()
+
+    def busy_reader(record: FanotifyRecord) -> None:
+        if not busy.is_set():
+            busy.set()
+            time.sleep(1.5)
+        records.add(record)
+
+    r = FanotifyReader([watched], busy_reader, marks="directory", hold_execs=["/", str(watched)])
+    r.start()
+    try:
+        subprocess.run(["cat", str(watched / "Contracts" / "nda.pdf")], stdout=subprocess.DEVNULL, check=True)
+        assert busy.wait(10)
+        for _ in range(25):
+            subprocess.run(["head", "-c1", str(small)], stdout=subprocess.DEVNULL, check=True)
+        pids: list[int] = []
+        for _ in range(25):
+            pids.append(records.wait_for(lambda rec: rec.kind == "close_nowrite" and rec.path == str(small)
+                                         and rec.pid not in pids).pid)
+        reads = [rec for rec in records.items if rec.kind == "close_nowrite" and rec.path == str(small)]
+        assert {(rec.process, rec.uid, rec.user, rec.exe.rsplit("/", 1)[-1]) for rec in reads} == {("head", 0, "root", "head")}
+        assert r.held == 0 and r.held_execs >= 26
+    finally:
+        r.stop()
+    assert subprocess.run(["cat", str(small)], capture_output=True, timeout=10).stdout == b"confidential\n"
+
+
+@_with_root
+def test_a_reused_pid_is_not_taken_for_the_process_cached_under_it(watched: Path) -> None:
+    """The cache is keyed by pid and start time: a process whose pid an earlier one had is looked up."""
+    from agent.sources.fanotify import _Process
+
+    records = Records()
+    r = FanotifyReader([watched], records.add, marks="directory")
+    r.start()
+    try:
+        # cat reads the file, then waits on its stdin: alive when its record is read
+        proc = subprocess.Popen(["sh", "-c", f"read x; exec cat {watched}/Contracts/nda.pdf -"],
+                                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+        # what an earlier process with this pid taught the cache
+        r._processes[proc.pid] = _Process(12345, "mallory", "evil", "/bin/evil", start=1)
+        assert proc.stdin is not None
+        proc.stdin.write(b"go\n")
+        proc.stdin.flush()
+        rec = records.wait_for(lambda rec: rec.kind == "close_nowrite" and rec.pid == proc.pid)
+        proc.stdin.close()
+        assert proc.wait(10) == 0
+        assert (rec.process, rec.uid, rec.user) == ("cat", 0, "root")
+    finally:
+        r.stop()
+
+
+@_with_root
 def test_a_reader_that_dies_releases_held_opens(watched: Path) -> None:
     """If the reader thread ends for any reason but stop(), opens in held folders must not hang."""
 
