@@ -118,6 +118,7 @@ class IdleJob:
     first_index: int
     connect_concurrency: int
     heartbeat_s: float
+    enroll_concurrency: int
 
 
 @dataclass
@@ -150,9 +151,9 @@ def _user(index: int) -> tuple[str, int]:
 
 
 class EventFactory:
-    """Builds one agent's events: a workstation user's reads, writes and copies, 30 s apart (below
-    the read-burst threshold), except one burst of `burst_reads` reads 20 ms apart (a `tar` of a
-    project folder) that the read-burst rule must catch. Event times end a minute before now: the
+    """Builds one agent's events: a workstation user's reads (80 %), writes (12 %) and copies (8 %),
+    30 s apart (below the read-burst threshold), except one burst of `burst_reads` reads 20 ms apart
+    (a `tar` of a project folder, from event 500 on) that the read-burst rule must catch. Event times end a minute before now: the
     agent is draining a backlog, which is when a collector sees its highest load."""
 
     def __init__(self, index: int, *, total: int, burst_reads: int, now_ns: int) -> None:
@@ -167,12 +168,13 @@ class EventFactory:
                       for j in range(400)]
         self.pids = [self.rng.randrange(1_000, 4_000_000) for _ in range(8)]
         self.burst_reads = burst_reads
-        self.burst_start = min(total // 10, max(0, total - burst_reads)) if burst_reads else -1
+        self.burst_start = min(500, total // 10, max(0, total - burst_reads)) if burst_reads else -1
         gap, burst_gap = 30_000_000_000, 20_000_000
         span = (total - max(burst_reads, 0)) * gap + max(burst_reads, 0) * burst_gap
         self.t = now_ns - 60_000_000_000 - span
         self.gap, self.burst_gap = gap, burst_gap
-        self.read_attrs, self.copy_attrs = [], []
+        self.read_attrs: list[Any] = []
+        self.copies: list[tuple[str, str, Any]] = []
         for k in range(32):
             s = struct_pb2.Struct()
             s.update({"attribution": "fanotify", "open_ms": round(self.rng.uniform(0.2, 4_000), 3)})
@@ -184,40 +186,38 @@ class EventFactory:
                       "source_paths": [src], "match": "exact" if k % 4 else "partial",
                       "match_share": 1.0 if k % 4 else round(self.rng.uniform(0.5, 0.99), 4),
                       "read_by_same_process": True, "read_source": src, "read_time": now_ns / 1e9 - 3600})
-            self.copy_attrs.append(s)
+            self.copies.append((src, f"/home/{self.user}/Downloads/{Path(src).name}", s))
 
     def fill(self, batch: Any, first_seq: int, count: int) -> None:
         """Appends `count` events, seq first_seq.. , to the batch message."""
-        rng, files = self.rng, self.files
+        rnd, files, nfiles = self.rng.random, self.files, len(self.files)
+        add, user, uid, prefix = batch.events.add, self.user, self.uid, self.id_prefix
         for seq in range(first_seq, first_seq + count):
             k = seq - 1
-            in_burst = 0 <= self.burst_start <= k < self.burst_start + self.burst_reads
-            self.t += self.burst_gap if in_burst else self.gap + rng.randrange(-5_000_000_000, 5_000_000_000)
-            ev = batch.events.add(id=f"{self.id_prefix}{seq:012x}", seq=seq, time_unix_ns=self.t, user=self.user,
-                                  uid=self.uid, pid=self.pids[(k // 50) % len(self.pids)])
-            if in_burst:
-                path, size, sha = files[(k - self.burst_start) % len(files)]
-                ev.kind, ev.path, ev.size, ev.process, ev.exe = "file.read", path, -1, "tar", "/usr/bin/tar"
-                ev.attributes.CopyFrom(self.read_attrs[k % 32])
+            pid = self.pids[(k // 50) % len(self.pids)]
+            eid = f"{prefix}{seq:012x}"
+            if 0 <= self.burst_start <= k < self.burst_start + self.burst_reads:
+                self.t += self.burst_gap
+                path = files[(k - self.burst_start) % nfiles][0]
+                add(id=eid, kind="file.read", seq=seq, time_unix_ns=self.t, path=path, size=-1, user=user, uid=uid,
+                    pid=pid, process="tar", exe="/usr/bin/tar").attributes.CopyFrom(self.read_attrs[k % 32])
                 continue
-            roll = rng.random()
-            path, size, sha = files[rng.randrange(len(files))]
+            self.t += self.gap + int((rnd() - 0.5) * 10_000_000_000)
+            roll = rnd()
+            path, size, sha = files[int(rnd() * nfiles)]
             if roll < 0.80:
-                ev.kind, ev.path, ev.size = "file.read", path, -1
-                ev.process, ev.exe = READERS[k % len(READERS)]
-                ev.attributes.CopyFrom(self.read_attrs[k % 32])
+                process, exe = READERS[k % len(READERS)]
+                add(id=eid, kind="file.read", seq=seq, time_unix_ns=self.t, path=path, size=-1, user=user, uid=uid,
+                    pid=pid, process=process, exe=exe).attributes.CopyFrom(self.read_attrs[k % 32])
             elif roll < 0.92:
-                ev.kind, ev.path, ev.size = "file.write", path, size + rng.randrange(-999, 999)
-                ev.sha256 = hashlib.sha256(ev.id.encode()).hexdigest()
-                ev.process, ev.exe = READERS[0]
-                ev.attributes.CopyFrom(self.read_attrs[k % 32])
+                add(id=eid, kind="file.write", seq=seq, time_unix_ns=self.t, path=path, size=size + k % 1999 - 999,
+                    sha256=hashlib.sha256(eid.encode()).hexdigest(), user=user, uid=uid, pid=pid,
+                    process=READERS[0][0], exe=READERS[0][1]).attributes.CopyFrom(self.read_attrs[k % 32])
             else:
-                attrs = self.copy_attrs[k % 32]
-                src = attrs.fields["source_paths"].list_value.values[0].string_value
-                ev.kind, ev.path, ev.size, ev.sha256 = "file.copy", src, size, sha
-                ev.dest_path = f"/home/{self.user}/Downloads/{Path(src).name}"
-                ev.process, ev.exe = COPIERS[k % len(COPIERS)]
-                ev.attributes.CopyFrom(attrs)
+                src, dest, attrs = self.copies[k % 32]
+                process, exe = COPIERS[k % len(COPIERS)]
+                add(id=eid, kind="file.copy", seq=seq, time_unix_ns=self.t, path=src, dest_path=dest, size=size,
+                    sha256=sha, user=user, uid=uid, pid=pid, process=process, exe=exe).attributes.CopyFrom(attrs)
 
 
 def iter_batches(agent_id: str, key: Any, index: int, *, batches: int, per_batch: int, burst_reads: int,
@@ -305,17 +305,26 @@ async def enroll_all(tokens: Sequence[str], target: Target, first_index: int, *,
         ca_pem = await asyncio.to_thread(fetch_pinned_ca, host, int(port), target.fingerprint)
     sem = asyncio.Semaphore(concurrency)
     failures: Counter[str] = Counter()
+    retries: Counter[str] = Counter()
 
     async def one(i: int, token: str) -> Enrolled | None:
         async with sem:
-            try:
-                return await enroll_one(token, target, ca_pem, f"bench-ws-{first_index + i:05d}")
-            except Exception as exc:  # a refusal is a figure, not a crash
-                code = getattr(exc, "code", None)
-                failures[code().name if callable(code) else type(exc).__name__] += 1
-                return None
+            for attempt in range(6):  # as an installer would retry: a full collector is not a refusal
+                try:
+                    return await enroll_one(token, target, ca_pem, f"bench-ws-{first_index + i:05d}")
+                except Exception as exc:  # a refusal is a figure, not a crash
+                    status = _status(exc)
+                    if status in ("RESOURCE_EXHAUSTED", "UNAVAILABLE") and attempt < 5:
+                        retries[status] += 1
+                        await asyncio.sleep(0.2 * 2**attempt * random.uniform(0.5, 1.5))
+                        continue
+                    failures[status] += 1
+                    return None
+        return None
 
-    return list(await asyncio.gather(*(one(i, t) for i, t in enumerate(tokens)))), failures
+    enrolled = list(await asyncio.gather(*(one(i, t) for i, t in enumerate(tokens))))
+    failures.update({f"retried:{k}": v for k, v in retries.items()})
+    return enrolled, failures
 
 
 def _credentials(agent: Enrolled) -> Any:
@@ -415,7 +424,7 @@ def store_client(job: StoreJob, results: Any, go: Any, ramped: Any, stop: Any) -
         t0 = time.monotonic()
         agents, failures = await enroll_all(job.tokens + job.late_tokens, job.target, job.first_index, pin_each=True)
         enroll_s = time.monotonic() - t0
-        if failures or any(a is None for a in agents):
+        if any(a is None for a in agents):
             results.put(("error", f"enrollment refused: {dict(failures)}"))
             return
         ready = [a for a in agents if a is not None]
@@ -464,7 +473,8 @@ def idle_client(job: IdleJob, results: Any, go: Any, ramped: Any, stop: Any) -> 
         from shoumi.v1 import events_pb2
 
         t0 = time.monotonic()
-        enrolled, failures = await enroll_all(job.tokens, job.target, job.first_index, pin_each=False, concurrency=16)
+        enrolled, failures = await enroll_all(job.tokens, job.target, job.first_index, pin_each=False,
+                                              concurrency=job.enroll_concurrency)
         agents = [a for a in enrolled if a is not None]
         results.put(("ready", {"enroll_s": time.monotonic() - t0, "agents": len(agents),
                                "enroll_refused": dict(failures), "build_s": 0.0, "events": len(agents)}))
@@ -489,6 +499,7 @@ def idle_client(job: IdleJob, results: Any, go: Any, ramped: Any, stop: Any) -> 
                 (dropped if agent.agent_id in acked_ids else status)[f"client:{type(exc).__name__}"] += 1
 
         acked_ids: set[str] = set()
+        details: dict[str, str] = {}
 
         async def hold_stream(agent: Enrolled) -> None:
             async with grpc.aio.secure_channel(agent.target, _credentials(agent), options=_channel_options()) as channel:
@@ -508,6 +519,8 @@ def idle_client(job: IdleJob, results: Any, go: Any, ramped: Any, stop: Any) -> 
                         held_at.append(time.monotonic())
                     except (grpc.aio.AioRpcError, asyncio.TimeoutError) as exc:
                         status[_status(exc)] += 1
+                        if isinstance(exc, grpc.aio.AioRpcError):
+                            details.setdefault(_status(exc), str(exc.details())[:160])
                         call.cancel()
                         return
                 seq = 2
@@ -546,7 +559,8 @@ def idle_client(job: IdleJob, results: Any, go: Any, ramped: Any, stop: Any) -> 
             await asyncio.wait_for(_ramp_done(status, len(agents)), timeout=600)
         except asyncio.TimeoutError:
             status["client:ramp_timeout"] += len(agents) - sum(status.values())
-        results.put(("ramped", {"ramp_s": time.monotonic() - start, "status": dict(status), "held": len(held_at)}))
+        results.put(("ramped", {"ramp_s": time.monotonic() - start, "status": dict(status), "held": len(held_at),
+                                "details": details}))
         await stop_flag.wait()
         held_end = status["OK"] - sum(dropped.values())
         await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), timeout=60)
@@ -617,8 +631,13 @@ class Sampler(threading.Thread):
 def cli_tokens(data_dir: Path, n: int) -> list[str]:
     """n one-time tokens from `shoumi-collector enroll-token create` (4 at a time)."""
     def one(_: int) -> str:
-        return subprocess.run([str(BIN / "shoumi-collector"), "enroll-token", "create", "--data-dir", str(data_dir)],
-                              capture_output=True, text=True, check=True, timeout=60).stdout.strip()
+        for attempt in range(3):
+            done = subprocess.run([str(BIN / "shoumi-collector"), "enroll-token", "create", "--data-dir", str(data_dir)],
+                                  capture_output=True, text=True, timeout=60)
+            if done.returncode == 0 and done.stdout.strip():
+                return done.stdout.strip()
+            print(f"enroll-token create failed (attempt {attempt + 1}): {done.stderr.strip()[-300:]}", file=sys.stderr)
+        raise SystemExit("cannot create enrollment tokens")
 
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         return list(pool.map(one, range(n)))
@@ -673,8 +692,9 @@ def _split(items: Sequence[str], parts: int) -> list[tuple[int, tuple[str, ...]]
 class PyspyRecorder:
     """py-spy record --format raw on the collector for a given time."""
 
-    def __init__(self, prefix: str | None) -> None:
+    def __init__(self, prefix: str | None, top: int = 22) -> None:
         self.prefix = prefix
+        self.top = top
         self.proc: subprocess.Popen[bytes] | None = None
         self.raw = Path(f"{prefix}.raw") if prefix else None
 
@@ -701,7 +721,7 @@ class PyspyRecorder:
         if not self.raw.exists():
             err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
             return [f"py-spy wrote nothing: {err.strip()[-300:]}"]
-        return summarize_profile(self.raw)
+        return summarize_profile(self.raw, top=self.top)
 
 
 def _frame_name(frame: str) -> str:
@@ -735,8 +755,9 @@ def summarize_profile(raw: Path, top: int = 22) -> list[str]:
     if not total:
         return ["py-spy: no samples"]
     lines = [f"py-spy: {total} samples of busy collector threads (100 Hz)", "  inclusive (time under the function):"]
-    lines += [f"    {100 * c / total:5.1f}%  {name}" for name, c in inclusive.most_common(top)
-              if not name.startswith(("_bootstrap", "run (threading", "_worker (concurrent"))]
+    wrappers = ("(threading.py)", "(concurrent/futures/thread.py)", "(grpc/_server.py)")
+    lines += [f"    {100 * c / total:5.1f}%  {name}" for name, c in
+              [(n, c) for n, c in inclusive.most_common() if not n.endswith(wrappers)][:top]]
     lines.append("  self (time in the function itself):")
     lines += [f"    {100 * c / total:5.1f}%  {name}" for name, c in own.most_common(12)]
     return lines
@@ -764,6 +785,18 @@ def read_back(url: str, limit: int) -> tuple[list[str], list[tuple[Any, ...]], i
     finally:
         engine.dispose()
     return columns, rows, count, per_rule
+
+
+def count_events(url: str) -> int:
+    """Rows in the collector's events table now."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+    try:
+        with engine.connect() as conn:
+            return int(conn.exec_driver_sql("SELECT count(*) FROM events").scalar_one())
+    finally:
+        engine.dispose()
 
 
 def _events_table() -> Any:
@@ -930,9 +963,10 @@ def run_streams_phase(ctx: Any, target: Target, store_tokens: list[str], late_to
     results, go_store, go, ramped, stop = ctx.Queue(), ctx.Event(), ctx.Event(), ctx.Event(), ctx.Event()
     rate_batches = args.streams_rate / B  # batches/s over all storing agents, built as they are sent
     interval = len(store_tokens) / rate_batches
-    store_job = StoreJob(target, tuple(store_tokens), 100_000, B, 10**7, args.window, None, interval, 0,
+    per_agent = math.ceil(rate_batches / max(1, len(store_tokens)) * 1_800)  # enough for 30 minutes
+    store_job = StoreJob(target, tuple(store_tokens), 100_000, B, per_agent, args.window, None, interval, 0,
                          late_tokens=tuple(late_tokens))
-    idle_jobs = [IdleJob(target, part, 200_000 + first, args.connect_concurrency, args.heartbeat_s)
+    idle_jobs = [IdleJob(target, part, 200_000 + first, args.connect_concurrency, args.heartbeat_s, args.enroll_concurrency)
                  for first, part in _split(idle_tokens, args.idle_procs)]
     store_results = ctx.Queue()
     store_proc = ctx.Process(target=store_client, args=(store_job, store_results, go_store, ramped, stop), daemon=True)
@@ -949,7 +983,7 @@ def run_streams_phase(ctx: Any, target: Target, store_tokens: list[str], late_to
         for r in ready:
             refused_enroll.update(r["enroll_refused"])
         print(f"streams phase: enrolled {enrolled} idle agents in {enroll_s:.1f} s "
-              f"({enrolled / enroll_s:.0f}/s, {len(idle_procs)} client processes){'; refused: ' + str(dict(refused_enroll)) if refused_enroll else ''}")
+              f"({enrolled / enroll_s:.0f}/s, {len(idle_procs)} client processes){'; refused or retried: ' + str(dict(refused_enroll)) if refused_enroll else ''}")
         go_store.set()  # the storing agents connect first, then the idle ones come
         time.sleep(2)
         start = time.monotonic()
@@ -958,10 +992,14 @@ def run_streams_phase(ctx: Any, target: Target, store_tokens: list[str], late_to
         ramp_end = time.monotonic()
         ramped.set()
         ramp_status: Counter[str] = Counter()
+        details: dict[str, str] = {}
         for r in ramp:
             ramp_status.update(r["status"])
+            details.update(r["details"])
         print(f"  ramp: {ramp_status['OK']} of {enrolled} idle streams acknowledged in {ramp_end - start:.1f} s; "
               f"refused: {dict((k, v) for k, v in ramp_status.items() if k != 'OK') or 'none'}")
+        for code, text in details.items():
+            print(f"    {code}: {text}")
         time.sleep(args.hold_seconds)
         hold_end = time.monotonic()
         stop.set()
@@ -990,6 +1028,7 @@ def run_streams_phase(ctx: Any, target: Target, store_tokens: list[str], late_to
         "streams_requested": len(idle_tokens), "idle_enrolled": enrolled, "enroll_per_s": round(enrolled / enroll_s, 1),
         "enroll_refused": dict(refused_enroll), "idle_acked": ramp_status["OK"],
         "idle_refused": {k: v for k, v in ramp_status.items() if k != "OK"}, "ramp_s": round(ramp_end - start, 1),
+        "refusal_details": details,
         "idle_held_at_end": held_stop, "idle_dropped": dict(dropped),
         "streams_held": held_stop + storing_alive, "storing_agents": len(storing),
         "storing_acks_during": len(during), "storing_max_ack_gap_s": round(max(gaps, default=float("nan")), 2),
@@ -1011,9 +1050,9 @@ def main() -> int:
     group.add_argument("--batches", type=int, help="send exactly this many batches per agent instead")
     parser.add_argument("--window", type=int, default=4, help="unacknowledged batches per agent stream")
     parser.add_argument("--rate", type=float, help="pace all agents to this many events/s (default: as fast as acked)")
-    parser.add_argument("--max-rate", type=float, default=60_000,
+    parser.add_argument("--max-rate", type=float, default=40_000,
                         help="pre-build enough batches for this many events/s (capped at 2,500 batches/s)")
-    parser.add_argument("--burst-reads", type=int, default=5_000, help="one user's burst of reads (agent 0)")
+    parser.add_argument("--burst-reads", type=int, default=3_000, help="one user's burst of reads (agent 0)")
     parser.add_argument("--client-procs", type=int, default=2, help="client processes of the throughput phase")
     parser.add_argument("--backend", choices=("sqlite", "postgres"), default="sqlite")
     parser.add_argument("--database-url", help=f"PostgreSQL server (default $SHOUMI_TEST_PG_DSN or {DEFAULT_PG_DSN}); "
@@ -1025,10 +1064,16 @@ def main() -> int:
     parser.add_argument("--hold-seconds", type=float, default=10.0, help="how long the idle streams are held")
     parser.add_argument("--heartbeat-s", type=float, default=30.0, help="idle agents' heartbeat interval")
     parser.add_argument("--idle-procs", type=int, default=2, help="client processes holding idle streams")
+    parser.add_argument("--enroll-concurrency", type=int, default=8, help="enrollments in flight per idle process")
     parser.add_argument("--connect-concurrency", type=int, default=64, help="stream openings in flight per process")
     parser.add_argument("--profile", metavar="PREFIX", help="py-spy the collector during the timed window")
+    parser.add_argument("--summarize", metavar="RAW", help="only print the summary of a py-spy raw profile")
+    parser.add_argument("--top", type=int, default=22, help="functions listed in the profile summary")
     parser.add_argument("--keep", action="store_true", help="keep the data directory and logs")
     args = parser.parse_args()
+    if args.summarize:
+        print("\n".join(summarize_profile(Path(args.summarize), top=args.top)))
+        return 0
     if args.agents < 1 or args.events_per_batch < 1 or args.window < 1:
         parser.error("--agents, --events-per-batch and --window must be positive")
 
@@ -1054,10 +1099,11 @@ def main() -> int:
         t = time.monotonic()
         tokens = cli_tokens(data_dir, args.agents)
         print(f"{args.agents} tokens from `shoumi-collector enroll-token create` in {time.monotonic() - t:.1f} s")
-        profile = PyspyRecorder(args.profile) if args.profile else None
+        profile = PyspyRecorder(args.profile, args.top) if args.profile else None
         main_figs = run_store_phase(ctx, target, tokens, args, max(1, min(args.client_procs, args.agents)), sampler,
                                     collector.pid, profile)
         figures.update(main_figs)
+        figures["stored_rows"] = count_events(db_url(args.backend, data_dir, pg_url))
         profile_lines = profile.finish() if profile else []
         streams_figs: dict[str, Any] | None = None
         if args.streams:
@@ -1105,8 +1151,8 @@ def main() -> int:
           f"(<= {figures['in_flight_max_events']:,} events in flight), {figures['window_s']} s timed"
           f"{f', paced at {args.rate:,.0f} events/s' if args.rate else ''}")
     print(f"  stored {eps:,} events/s  (goal >= {GOAL_EVENTS_PER_S:,}: {_mark(eps >= GOAL_EVENTS_PER_S)}); "
-          f"acked {figures['acked']:,} events in {figures['batches_acked']:,} batches, "
-          f"events table holds {stored:,}")
+          f"acked {figures['acked']:,} events in {figures['batches_acked']:,} batches; "
+          f"events table held {figures['stored_rows']:,} after this phase")
     print(f"  raw insert of the same {len(rows):,} rows: {raw:,.0f} rows/s ({raw_how}); "
           f"ratio {ratio}  (goal >= {GOAL_RATIO}: {_mark(ratio >= GOAL_RATIO)})")
     print(f"  send -> durable Ack: p50 {figures['p50_ack_ms']} ms, p99 {p99} ms, max {figures['max_ack_ms']} ms  "
@@ -1137,7 +1183,7 @@ def main() -> int:
         "backend": args.backend, "events_per_batch": args.events_per_batch, "agents": args.agents,
         "window": args.window, "p50_ack_ms": figures["p50_ack_ms"], "collector_cpu_pct": figures["collector_cpu_pct"],
         "collector_rss_mb": figures["collector_rss_mb"], "client_cpu_pct": figures["client_cpu_pct"],
-        "acked": figures["acked"], "stored_rows": stored, "alerts": alerts,
+        "acked": figures["acked"], "stored_rows": figures["stored_rows"], "alerts": alerts,
         "raw_rows": len(rows), **{f"raw_{k}_per_s": round(v) for k, v in raws.items()},
     }
     if streams_figs:
