@@ -1,17 +1,18 @@
 """The bridge's HTTP intake (FastAPI): views only authorize, call the ledger and shape the response.
 
-    POST /cases            CASE.json as the body -> 201 accepted, 200 already filed, 422 refused
-                           (the refusal is recorded with its reasons either way)
-    GET  /cases/{case_id}  the case, its lines and its balance
+    POST /cases            CASE.json as the body -> 201 accepted, 200 already filed, 422 refused or
+                           malformed, 413 over 1 MiB (every refusal is recorded with its reasons)
+    GET  /cases/{case_id}  the case, its lines and its balance: only to the client that filed it
     GET  /healthz          liveness
 
-When ``intake_token`` is set, every call but /healthz needs ``Authorization: Bearer <token>``.
-``X-Shoumi-Actor`` names who submits (recorded in the audit; default "intake-api").
+Every call but /healthz needs ``Authorization: Bearer <token>`` with a client's own credential
+(``shoumi-payroll client create NAME``); the audit names the client the credential belongs to
+(``client:NAME``), never anything the caller writes in a header. No API docs are served: they would
+describe the intake to anyone who asks.
 """
 
 from __future__ import annotations
 
-import hmac
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Request
@@ -19,6 +20,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from payroll_bridge.errors import PayrollError
+from payroll_bridge.intake import MAX_CASE_BYTES
 from payroll_bridge.ledger import Ledger
 from payroll_bridge.minimum_wage import MinimumWageTable, load_table
 from payroll_bridge.settings import PayrollSettings
@@ -29,18 +31,23 @@ __all__ = ["create_app"]
 def create_app(settings: PayrollSettings, *, table: MinimumWageTable | None = None) -> FastAPI:
     """Builds the app for one settings object; no configuration lives in module globals."""
     table = table or load_table(settings.minimum_wage_table)
-    app = FastAPI(title="Shoumi payroll bridge", version="1")
-
-    def authorized(authorization: Annotated[str | None, Header()] = None) -> None:
-        if settings.intake_token is None:
-            return
-        expected = f"Bearer {settings.intake_token.get_secret_value()}"
-        if authorization is None or not hmac.compare_digest(authorization.encode(), expected.encode()):
-            raise HTTPException(status_code=401, detail="a valid bearer token is required",
-                                headers={"WWW-Authenticate": "Bearer"})
+    app = FastAPI(title="Shoumi payroll bridge", version="1", docs_url=None, redoc_url=None, openapi_url=None)
 
     def open_ledger() -> Ledger:
-        return Ledger(settings.resolved_ledger_path(), table=table)
+        return Ledger(settings.resolved_ledger_path(), table=table, appeal_days=settings.appeal_days)
+
+    async def client(authorization: Annotated[str | None, Header()] = None) -> str:
+        scheme, _, token = (authorization or "").partition(" ")
+
+        def lookup() -> str | None:
+            with open_ledger() as ledger:
+                return ledger.authenticate(token.strip())
+
+        actor = await run_in_threadpool(lookup) if scheme.lower() == "bearer" and token else None
+        if actor is None:
+            raise HTTPException(status_code=401, detail="a valid client credential is required (Bearer token)",
+                                headers={"WWW-Authenticate": "Bearer"})
+        return actor
 
     @app.exception_handler(PayrollError)
     async def payroll_error(_: Request, exc: PayrollError) -> JSONResponse:
@@ -50,23 +57,36 @@ def create_app(settings: PayrollSettings, *, table: MinimumWageTable | None = No
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.post("/cases", dependencies=[Depends(authorized)])
-    async def intake(request: Request,
-                     x_shoumi_actor: Annotated[str, Header()] = "intake-api") -> JSONResponse:
-        body = await request.body()
+    @app.post("/cases")
+    # Depends() as a default, not in Annotated: the dependency is local to this app, and string
+    # annotations (from __future__) are resolved against module globals only.
+    async def intake(request: Request, actor: str = Depends(client)) -> JSONResponse:
+        body, too_large = await _bounded_body(request, MAX_CASE_BYTES)
+        if too_large:
+            detail = f"the case is larger than {MAX_CASE_BYTES} bytes: refused unread"
+
+            def refuse() -> None:
+                with open_ledger() as ledger:
+                    ledger.record_malformed_intake(payload=body[:4096], reason=detail, actor=actor)
+
+            await run_in_threadpool(refuse)
+            return JSONResponse({"error": "InvalidInput", "detail": detail}, status_code=413)
 
         def run() -> dict[str, Any]:
             with open_ledger() as ledger:
-                return ledger.intake(payload=body, actor=x_shoumi_actor).to_json()
+                return ledger.intake(payload=body, actor=actor).to_json()
 
         outcome = await run_in_threadpool(run)
         status = 422 if outcome["status"] == "refused" else 200 if outcome["duplicate"] else 201
         return JSONResponse(outcome, status_code=status)
 
-    @app.get("/cases/{case_id}", dependencies=[Depends(authorized)])
-    async def get_case(case_id: str) -> dict[str, Any]:
+    @app.get("/cases/{case_id}")
+    async def get_case(case_id: str, actor: str = Depends(client)) -> dict[str, Any]:
         def run() -> dict[str, Any]:
             with open_ledger() as ledger:
+                if not ledger.filed_by(case_id=case_id, actor=actor):
+                    # The same answer whether the case is absent or another client's: no probing.
+                    raise HTTPException(status_code=404, detail=f"no case {case_id[:64]!r} filed by this client")
                 case = ledger.case(case_id)
                 return {
                     "case_id": case.case_id,
@@ -82,3 +102,18 @@ def create_app(settings: PayrollSettings, *, table: MinimumWageTable | None = No
         return await run_in_threadpool(run)
 
     return app
+
+
+async def _bounded_body(request: Request, limit: int) -> tuple[bytes, bool]:
+    """The body, read no further than ``limit`` + 1 bytes; and whether it was longer."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        return b"", True
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            return b"".join(chunks)[:4096], True
+    return b"".join(chunks), False

@@ -209,6 +209,23 @@ def _audit(args: argparse.Namespace, settings: PayrollSettings) -> int:
     return 0
 
 
+def _client(args: argparse.Namespace, settings: PayrollSettings) -> int:
+    with _ledger(settings) as ledger:
+        if args.action == "list":
+            _emit({"clients": ledger.clients()})
+            return 0
+        if not args.name:
+            raise InvalidInput(f"client {args.action} needs the client's NAME")
+        if args.action == "create":
+            token = ledger.create_client(name=args.name, actor=args.actor)
+            _emit({"name": args.name, "actor": f"client:{args.name}", "token": token,
+                   "note": "shown once: give it to the client as its bearer token; only its hash is kept"})
+        else:
+            ledger.revoke_client(name=args.name, actor=args.actor)
+            _emit({"name": args.name, "revoked": True})
+    return 0
+
+
 def _serve(args: argparse.Namespace, settings: PayrollSettings) -> int:
     import uvicorn
 
@@ -218,7 +235,18 @@ def _serve(args: argparse.Namespace, settings: PayrollSettings) -> int:
     host, _, port = listen.rpartition(":")
     if not host or not port.isdigit():
         raise InvalidInput(f"--listen expects HOST:PORT, got {listen!r}")
-    uvicorn.run(create_app(settings), host=host.strip("[]"), port=int(port), log_level="info")
+    if settings.intake_token is not None:
+        raise InvalidInput("SHOUMI_PAYROLL_INTAKE_TOKEN is no longer used: one shared token cannot say who acted. "
+                           "Give each client its own credential (`shoumi-payroll client create NAME`) and unset it")
+    with _ledger(settings) as ledger:
+        if not ledger.clients():
+            raise InvalidInput("refusing to serve the HTTP intake without any client credential: create one with "
+                               "`shoumi-payroll client create NAME` (e.g. collector) and give the client its token")
+    host = host.strip("[]")
+    if host not in ("127.0.0.1", "::1", "localhost"):
+        sys.stderr.write(f"shoumi-payroll: warning: serving on {host} in plain HTTP: bearer tokens and cases cross "
+                         "the network readable; put a TLS proxy in front or listen on loopback\n")
+    uvicorn.run(create_app(settings), host=host, port=int(port), log_level="info")
     return 0
 
 
@@ -279,5 +307,8 @@ def register(sub: Any, *, actor_default: str) -> None:
     p = add("push", _push, "push an existing export to Frappe (what it already took is skipped)")
     p.add_argument("export_id")
     add("audit", _audit, "print the audit trail and every intake decision", actor=False)
-    p = add("serve", _serve, "serve the HTTP intake", actor=False)
+    p = add("client", _client, "HTTP client credentials: create NAME (prints its token once), list, revoke NAME")
+    p.add_argument("action", choices=("create", "list", "revoke"))
+    p.add_argument("name", nargs="?")
+    p = add("serve", _serve, "serve the HTTP intake (needs at least one client credential)", actor=False)
     p.add_argument("--listen", help="HOST:PORT (default: $SHOUMI_PAYROLL_HTTP_LISTEN)")

@@ -12,8 +12,11 @@ line that, with the corrected wage, broke a limit.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
+import secrets
 import sqlite3
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
@@ -359,6 +362,13 @@ def _utcnow() -> datetime:
 
 MAX_ACTOR_CHARS = 128
 REFUSED_PAYLOAD_CHARS = 4096
+
+
+_CLIENT_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def _check_actor(actor: str) -> None:
@@ -927,6 +937,51 @@ class Ledger:
         rows = self._db.execute("SELECT * FROM objections WHERE case_id = ? ORDER BY objection_id",
                                 (case_id,)).fetchall()
         return [dict(r) for r in rows]
+
+    # --- HTTP clients -------------------------------------------------------------------------
+    #
+    # Each HTTP client (the collector, an HR tool) has its own bearer credential. Only its SHA-256
+    # is stored; the token is shown once. Whoever acts over HTTP is recorded as ``client:<name>``,
+    # taken from the credential, never from a header the caller writes.
+
+    def create_client(self, *, name: str, actor: str) -> str:
+        """Creates a client credential and returns its token (shown once, stored only as a hash)."""
+        if not _CLIENT_NAME.match(name):
+            raise InvalidInput(f"a client name is 1-64 of a-z, 0-9, '.', '_', '-', got {name[:64]!r}")
+        token = "spc_" + secrets.token_urlsafe(32)
+        with self._tx() as db:
+            if db.execute("SELECT 1 FROM clients WHERE name = ?", (name,)).fetchone():
+                raise TransitionRefused(f"client {name} exists: revoke it first to issue a new credential")
+            db.execute("INSERT INTO clients (name, token_sha256, created_at) VALUES (?, ?, ?)",
+                       (name, _token_hash(token), self._now()))
+            self._audit(actor, "client.created", name, {})
+        return token
+
+    def revoke_client(self, *, name: str, actor: str) -> None:
+        """Revokes a client's credential for good (the name can then be issued again)."""
+        with self._tx() as db:
+            row = db.execute("SELECT * FROM clients WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                raise UnknownRecord(f"no client {name!r}")
+            db.execute("DELETE FROM clients WHERE name = ?", (name,))
+            self._audit(actor, "client.revoked", name, {"created_at": row["created_at"]})
+
+    def clients(self) -> list[dict[str, str]]:
+        """The clients with a credential, by name (never their tokens)."""
+        return [{"name": r["name"], "created_at": r["created_at"]}
+                for r in self._db.execute("SELECT name, created_at FROM clients ORDER BY name")]
+
+    def authenticate(self, token: str) -> str | None:
+        """The actor a bearer token stands for (``client:<name>``), or None."""
+        if not token.startswith("spc_") or len(token) > 100:
+            return None
+        row = self._db.execute("SELECT name FROM clients WHERE token_sha256 = ?", (_token_hash(token),)).fetchone()
+        return f"client:{row['name']}" if row else None
+
+    def filed_by(self, *, case_id: str, actor: str) -> bool:
+        """Whether ``actor`` filed the case (a client sees only the cases it filed)."""
+        return self._db.execute("SELECT 1 FROM intakes WHERE case_id = ? AND actor = ? AND decision = 'accepted'",
+                                (case_id, actor)).fetchone() is not None
 
     # --- exports ------------------------------------------------------------------------------
 
