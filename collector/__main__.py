@@ -73,14 +73,14 @@ def _cmd_serve(settings: CollectorSettings) -> int:
     from collector.wiring import build_services, sign_tree_head
 
     built = build_services(settings)
-    grpc_server, grpc_port = built.grpc_server, built.grpc_port
     http_host, http_port = parse_listen(settings.http_listen)
     family = socket.AF_INET6 if ":" in http_host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((http_host, http_port))
     http_port = sock.getsockname()[1]
-    grpc_server.start()
+    listeners = built.grpc.start()
+    grpc_port = listeners.agent_port
     built.background.start()
     config = uvicorn.Config(built.app, log_level="warning", access_log=False, lifespan="off")
     server = _QuietServer(config)
@@ -113,7 +113,8 @@ def _cmd_serve(settings: CollectorSettings) -> int:
         server.run(sockets=[sock])  # returns once _stop was called
     finally:
         built.background.stop()
-        grpc_server.stop(grace=5).wait(10)
+        built.grpc.stop(grace=5)
+        built.detection.run_until_idle()  # what was stored is looked at before the process ends
         sign_tree_head(built.signer, built.store)  # the last batches are covered by a head too
         built.store.close()
         print("shoumi-collector: stopped", flush=True)
@@ -128,26 +129,31 @@ def _cmd_ca_fingerprint(settings: CollectorSettings) -> int:
 
 
 def _cmd_enroll_token(settings: CollectorSettings, args: argparse.Namespace) -> int:
-    from collector.enrollment import EnrollmentService
+    from collector.enrollment.service import EnrollmentService
     from collector.storage import open_store
 
     store = open_store(settings.store_location())
     try:
-        service = EnrollmentService(store, token_ttl_ns=int(settings.enroll_token_ttl_hours * 3600e9))
+        service = EnrollmentService(token_ttl_ns=int(settings.enroll_token_ttl_hours * 3600e9))
+        with store.transaction() as tx:  # the action and its audit row commit together
+            if args.action == "revoke":
+                done = service.revoke_token(tx=tx, token=args.token, actor=_actor())
+            else:
+                token = service.create_token(tx=tx, actor=_actor())
         if args.action == "revoke":
-            if service.revoke_token(token=args.token, actor=_actor()):
+            if done:
                 print("revoked", file=sys.stderr)
                 return 0
             print("shoumi-collector: no unused, unrevoked token like that", file=sys.stderr)
             return 2
-        print(service.create_token(actor=_actor()))
+        print(token)
     finally:
         store.close()
     return 0
 
 
 def _cmd_user_create(settings: CollectorSettings, args: argparse.Namespace) -> int:
-    from collector.people import PeopleService
+    from collector.people.service import PeopleService
     from collector.storage import open_store
 
     password = None
@@ -155,8 +161,9 @@ def _cmd_user_create(settings: CollectorSettings, args: argparse.Namespace) -> i
         password = sys.stdin.readline().rstrip("\r\n")
     store = open_store(settings.store_location())
     try:
-        people = PeopleService(store, session_ttl_ns=int(settings.session_hours * 3600e9))
-        user = people.create_user(username=args.username, role=args.role, password=password, actor=_actor())
+        people = PeopleService(session_ttl_ns=int(settings.session_hours * 3600e9))
+        with store.transaction() as tx:
+            user = people.create_user(tx=tx, username=args.username, role=args.role, password=password, actor=_actor())
     finally:
         store.close()
     print(f"created user {user.username} with role {user.role}", file=sys.stderr)
@@ -164,32 +171,40 @@ def _cmd_user_create(settings: CollectorSettings, args: argparse.Namespace) -> i
 
 
 def _cmd_api_token(settings: CollectorSettings, args: argparse.Namespace) -> int:
-    from collector.people import PeopleService
+    from collector.people.service import PeopleService
     from collector.storage import open_store
 
     store = open_store(settings.store_location())
     try:
-        people = PeopleService(store, session_ttl_ns=int(settings.session_hours * 3600e9))
-        print(people.create_api_token(username=args.username, actor=_actor()))
+        people = PeopleService(session_ttl_ns=int(settings.session_hours * 3600e9))
+        with store.transaction() as tx:
+            token = people.create_api_token(tx=tx, username=args.username, actor=_actor())
+        print(token)
     finally:
         store.close()
     return 0
 
 
 def _cmd_agent(settings: CollectorSettings, args: argparse.Namespace) -> int:
-    from collector.fleet import FleetService
+    import time
+
+    from collector.fleet import service as fleet
     from collector.storage import open_store
     from collector.web.timefmt import format_ns
 
     store = open_store(settings.store_location())
     try:
         if args.action == "revoke":
-            if FleetService(store).revoke(agent_id=args.agent_id, actor=_actor()):
+            with store.transaction() as tx:
+                done = fleet.revoke(tx=tx, agent_id=args.agent_id, actor=_actor(), now_ns=time.time_ns())
+            if done:
                 print(f"revoked {args.agent_id}", file=sys.stderr)
                 return 0
             print(f"shoumi-collector: no unrevoked agent {args.agent_id!r}", file=sys.stderr)
             return 2
-        for a in store.list_agents():
+        with store.read() as tx:
+            agents = tx.list_agents()
+        for a in agents:
             seen = format_ns(a.last_seen_ns) if a.last_seen_ns else "-"
             state = "revoked" if a.revoked_at_ns else a.liveness
             print(f"{a.agent_id}\t{a.hostname}\t{state}\t{seen}")
@@ -203,7 +218,7 @@ def _cmd_verify(settings: CollectorSettings, args: argparse.Namespace) -> int:
     from collector.transparency import TREE_KEY_FILE, TreeKeyError, load_tree_key, tree_public_key
     from collector.verify import verify_store
 
-    if settings.database_url is None and not (settings.data_dir / "collector.db").exists():
+    if settings.database_url is None and not (settings.data_dir / "collector.db").exists():  # verify creates nothing
         print(f"shoumi-collector: no collector store in {settings.data_dir}", file=sys.stderr)
         return 2
     public_key = None
@@ -288,7 +303,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    from collector.people import PeopleError
+    from collector.people.service import PeopleError
     from collector.pki import PkiError
     from collector.storage.base import StoreError
 

@@ -40,13 +40,20 @@ class CollectorSettings(BaseSettings):
     max_events_per_batch: int = Field(1000, ge=1, le=10000)
     enroll_token_ttl_hours: float = Field(24.0, gt=0)
     session_hours: float = Field(12.0, gt=0)
-    grpc_workers: int = Field(32, ge=2)
+    ingest_workers: int = Field(4, ge=1, le=64, description="threads that verify and store batches")
+    max_streams_per_agent: int = Field(4, ge=1, le=64, description="streams one agent certificate may hold at once")
+    enroll_timeout_seconds: float = Field(10.0, gt=0, description="an enrollment call that sends nothing is ended")
+    max_enroll_calls: int = Field(256, ge=1, description="enrollment calls served at once (its own listener)")
     max_connection_age_seconds: float = Field(
         900.0, gt=0, description="streams are closed after this long, so revocation also cuts idle ones"
     )
     max_clock_skew_seconds: float = Field(300.0, gt=0, description="alert when an agent's clock is further off")
     tree_head_seconds: float = Field(60.0, gt=0, description="how often a new signed tree head is made")
     silence_check_seconds: float = Field(5.0, gt=0, description="how often agents' silence is checked")
+    detection_seconds: float = Field(0.25, gt=0, description="how often detection runs over newly stored events")
+    retention_days: float | None = Field(
+        365.0, gt=0, description="events older than this are deleted unless a legal hold covers them; unset: kept")
+    retention_check_seconds: float = Field(3600.0, gt=0, description="how often retention runs")
     detection: DetectionSettings = DetectionSettings()
 
     def store_location(self) -> str:

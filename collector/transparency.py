@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from collector.domain.evidence import SignedTreeHead, TreeLeaf, batch_leaf_hash, sign_tree_head
 from collector.domain.merkle import EMPTY_ROOT, TreeBuilder
-from collector.storage.base import ChainConflict, Store
+from collector.storage.base import ChainConflict, Store, TreeArea
 
 __all__ = [
     "TREE_KEY_FILE",
@@ -135,12 +135,20 @@ class TreeHeadSigner:
 
     def sign_if_grown(self) -> SignedTreeHead | None:
         """Signs a new tree head if batches were stored since the last one; returns it, or None."""
-        latest = self.store.latest_tree_head()
+        try:
+            with self.store.transaction() as tx:
+                return self._sign_if_grown(tx)
+        except ChainConflict:
+            log.info("another collector extended the tree first; trying again next time")
+            return None
+
+    def _sign_if_grown(self, tx: TreeArea) -> SignedTreeHead | None:
+        latest = tx.latest_tree_head()
         size = 0 if latest is None else latest.tree_size
         builder = self._builder
         if builder is None or builder.size != size or builder.root() != (EMPTY_ROOT if latest is None else latest.root_hash):
-            builder = self._rebuild(latest)
-        new = list(self.store.batches_outside_tree(limit=self.max_leaves_per_head))
+            builder = self._rebuild(tx, latest)
+        new = list(tx.batches_outside_tree(limit=self.max_leaves_per_head))
         if not new:
             self._builder = builder
             return None
@@ -152,19 +160,15 @@ class TreeHeadSigner:
             leaves.append(TreeLeaf(size + offset, row.row_id, digest))
         timestamp = max(self.clock(), 0 if latest is None else latest.timestamp_ns)
         head = sign_tree_head(self.key, tree_size=builder.size, root_hash=builder.root(), timestamp_ns=timestamp)
-        try:
-            self.store.add_tree_head(head, leaves, previous_size=size)
-        except ChainConflict:
-            log.info("another collector extended the tree first; trying again next time")
-            return None
+        tx.add_tree_head(head, leaves, previous_size=size)
         self._builder = builder
         log.info("signed tree head: %d leaves, root %s", head.tree_size, head.root_hash.hex())
         return head
 
-    def _rebuild(self, latest: SignedTreeHead | None) -> TreeBuilder:
+    def _rebuild(self, tx: TreeArea, latest: SignedTreeHead | None) -> TreeBuilder:
         builder = TreeBuilder()
         while True:
-            page = self.store.list_tree_leaves(start=builder.size, limit=_PAGE)
+            page = tx.list_tree_leaves(start=builder.size, limit=_PAGE)
             for leaf in page:
                 if leaf.leaf_index != builder.size:
                     raise TreeInconsistent(f"leaf {builder.size} is missing from the stored tree")

@@ -40,9 +40,9 @@ from shoumi.v1 import events_pb2
 
 from collector.domain.evidence import BatchRow, EventRow, SignedTreeHead, TreeLeaf, batch_leaf_hash, key_id, tree_head_signature_ok
 from collector.domain.merkle import TreeBuilder, consistency_proof, verify_consistency
-from collector.domain.records import StoredEvent
+from collector.events.models import StoredEvent
 from collector.ingest.codec import decode_events
-from collector.storage.base import Store
+from collector.storage.base import Store, Transaction
 
 __all__ = ["Finding", "VerifyReport", "verify_store"]
 
@@ -133,7 +133,7 @@ class _Link:
         return f"{self.first_seq}..{self.last_seq}"
 
 
-def _pages_of_batches(store: Store) -> Iterator[BatchRow]:
+def _pages_of_batches(store: Transaction) -> Iterator[BatchRow]:
     after = 0
     while True:
         page = store.batch_leaves(after_row_id=after, limit=_PAGE)
@@ -143,7 +143,7 @@ def _pages_of_batches(store: Store) -> Iterator[BatchRow]:
         after = page[-1].row_id
 
 
-def _pages_of_events(store: Store) -> Iterator[EventRow]:
+def _pages_of_events(store: Transaction) -> Iterator[EventRow]:
     after = 0
     while True:
         page = store.event_rows(after_row_id=after, limit=_PAGE)
@@ -153,7 +153,7 @@ def _pages_of_events(store: Store) -> Iterator[EventRow]:
         after = page[-1].row_id
 
 
-def _all_leaves(store: Store) -> list[TreeLeaf]:
+def _all_leaves(store: Transaction) -> list[TreeLeaf]:
     out: list[TreeLeaf] = []
     while True:
         page = store.list_tree_leaves(start=len(out), limit=_PAGE)
@@ -205,7 +205,7 @@ def _decode(row: BatchRow) -> events_pb2.EventBatch | None:
 
 
 class _Verifier:
-    def __init__(self, store: Store, tree_public_key: bytes | None) -> None:
+    def __init__(self, store: Transaction, tree_public_key: bytes | None) -> None:
         self.store = store
         self.tree_public_key = tree_public_key
         self.report = VerifyReport()
@@ -426,9 +426,10 @@ class _Verifier:
 
 def verify_store(store: Store, *, tree_public_key: bytes | None) -> VerifyReport:
     """Checks every batch, chain, event and signed tree head of the store; returns the report."""
-    v = _Verifier(store, tree_public_key)
-    v.check_batches()
-    v.check_chains()
-    v.check_events()
-    v.check_tree()
+    with store.read() as tx:  # one snapshot of the store, on both databases
+        v = _Verifier(tx, tree_public_key)
+        v.check_batches()
+        v.check_chains()
+        v.check_events()
+        v.check_tree()
     return v.report

@@ -6,7 +6,7 @@ import os
 import time
 import uuid
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 from hypothesis import settings
@@ -15,7 +15,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from shoumi.batch import GENESIS_HASH, sign_batch
 from shoumi.v1 import events_pb2
 
-from collector.storage import SqlStore, open_store
+from collector.storage import MemoryStore, SqlStore, open_store
+from collector.storage.base import Store
 
 PG_DSN = os.environ.get("SHOUMI_TEST_PG_DSN")
 
@@ -24,6 +25,40 @@ PG_DSN = os.environ.get("SHOUMI_TEST_PG_DSN")
 settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
 if os.environ.get("CI"):
     settings.load_profile("ci")
+
+
+class PerCall:
+    """A store whose area methods each run in a transaction of their own (the contract tests call
+    them one at a time); ``transaction()``, ``read()``, ``health()`` and ``close()`` are the store's."""
+
+    def __init__(self, store: Store) -> None:
+        self.inner = store
+
+    def transaction(self) -> Any:
+        return self.inner.transaction()
+
+    def read(self) -> Any:
+        return self.inner.read()
+
+    def health(self) -> str | None:
+        return self.inner.health()
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def __getattr__(self, name: str) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            with self.inner.transaction() as tx:
+                return getattr(tx, name)(*args, **kwargs)
+        return call
+
+
+def pg_url(schema: str) -> str:
+    """A SQLAlchemy URL for the test server with ``schema`` as the search path."""
+    assert PG_DSN
+    base = PG_DSN.replace("postgresql://", "postgresql+psycopg://", 1)
+    sep = "&" if "?" in base else "?"
+    return f"{base}{sep}options=-csearch_path%3D{schema}"
 
 
 def _pg_store() -> Iterator[SqlStore]:
@@ -36,8 +71,7 @@ def _pg_store() -> Iterator[SqlStore]:
     admin = sa.create_engine(base)
     with admin.begin() as conn:
         conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
-    sep = "&" if "?" in base else "?"
-    store = SqlStore(sa.create_engine(f"{base}{sep}options=-csearch_path%3D{schema}"))
+    store = SqlStore(sa.create_engine(pg_url(schema)))
     try:
         yield store
     finally:
@@ -47,21 +81,24 @@ def _pg_store() -> Iterator[SqlStore]:
         admin.dispose()
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqlStore]:
+@pytest.fixture(params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
     """Every store backend, each fresh: the contract suite runs against all of them."""
-    if request.param == "sqlite":
+    if request.param == "memory":
+        yield PerCall(MemoryStore())
+    elif request.param == "sqlite":
         store = open_store(tmp_path / "collector")
-        yield store
+        yield PerCall(store)
         store.close()
     else:
-        yield from _pg_store()
+        for store in _pg_store():
+            yield PerCall(store)
 
 
 @pytest.fixture
-def sqlite_store(tmp_path: Path) -> Iterator[SqlStore]:
+def sqlite_store(tmp_path: Path) -> Iterator[Any]:
     store = open_store(tmp_path / "collector")
-    yield store
+    yield PerCall(store)
     store.close()
 
 

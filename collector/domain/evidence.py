@@ -27,7 +27,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from collector.domain.merkle import HASH_SIZE, leaf_hash
-from collector.domain.records import StoredBatch
+from collector.events.models import StoredBatch
 
 __all__ = [
     "TREE_HEAD_DOMAIN",

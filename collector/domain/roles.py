@@ -12,6 +12,7 @@ ROLES: frozenset[str] = frozenset({"it_admin", "security_analyst", "hr", "audito
 PERMISSIONS: dict[str, frozenset[str]] = {
     "events:read": frozenset({"security_analyst", "auditor"}),
     "alerts:read": frozenset({"security_analyst", "auditor"}),
+    "alerts:triage": frozenset({"security_analyst"}),
     "agents:read": frozenset({"it_admin", "security_analyst", "auditor"}),
     "audit:read": frozenset({"auditor"}),
 }

@@ -1,33 +1,45 @@
-"""The gRPC adapter: the agent listener (mutual TLS) and the enrollment listener (TLS).
+"""The gRPC adapter on grpc.aio: the agent listener (mutual TLS) and the enrollment listener (TLS).
 
-Translates IngestError / EnrollmentError into gRPC statuses; a refused stream ends with a status
-and never disturbs another agent's stream. On the agent listener every stream is bound to the
-client certificate it came with: the certificate must be one the collector issued and has not
-revoked, and every batch on the stream must be that agent's.
+A stream costs no thread: both listeners run on one asyncio loop in a thread of their own, and the
+work of a batch (signature, transaction) runs in a small pool, so thousands of idle agent streams
+are held at the cost of their memory. The enrollment listener is a server of its own, with its own
+call limit, and a call that sends no message within ``enroll_timeout_s`` is ended: nobody without
+a certificate can use up the agents' capacity. Each agent certificate may hold at most
+``max_streams_per_agent`` streams at once, so one stolen certificate cannot either.
+
+Errors become statuses here and nowhere else: IngestError and EnrollmentError carry theirs;
+StoreUnavailable is UNAVAILABLE (the agent retries; nothing was stored); anything else is INTERNAL
+with no details, and logged. Every stream is bound to its client certificate: the certificate must
+be one the collector issued and has not revoked, and every batch on the stream must be that agent's.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
-from concurrent import futures
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Iterator
+from typing import Any, AsyncIterator, Callable, TypeVar
 
 import grpc
 from cryptography import x509
 
 from shoumi.batch import MalformedBatch
-from shoumi.v1 import events_pb2, ingest_pb2, ingest_pb2_grpc
+from shoumi.v1 import events_pb2, ingest_pb2
 
-from collector.enrollment import EnrollmentError, EnrollmentService
+from collector.enrollment.service import EnrollmentError, EnrollmentService
 from collector.ingest.codec import decode_batch
-from collector.ingest.service import IngestError, IngestService
+from collector.ingest.service import AckValue, IngestError, IngestService
 from collector.pki import agent_id_of
+from collector.storage.base import Store, StoreUnavailable
 
-__all__ = ["TlsMaterial", "Listeners", "build_grpc_server"]
+__all__ = ["TlsMaterial", "Listeners", "Limits", "GrpcServers"]
 
 log = logging.getLogger("shoumi.collector.grpc")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -48,147 +60,236 @@ class Listeners:
     enroll_port: int
 
 
-@lru_cache(maxsize=4096)
+@dataclass(frozen=True)
+class Limits:
+    """How much of the collector one caller may hold."""
+
+    max_message_bytes: int = 4 * 1024 * 1024
+    max_connection_age_s: float = 900.0
+    max_streams_per_agent: int = 4
+    workers: int = 4  # threads that verify and store batches
+    enroll_timeout_s: float = 10.0
+    max_enroll_calls: int = 256
+    handshake_timeout_s: float = 10.0
+
+
+@lru_cache(maxsize=8192)
 def _identity(cert_pem: bytes) -> tuple[str | None, int]:
     cert = x509.load_pem_x509_certificate(cert_pem)
     return agent_id_of(cert_pem), cert.serial_number
 
 
-def _peer_agent(context: grpc.ServicerContext) -> tuple[str, int] | None:
+def _peer_agent(context: grpc.aio.ServicerContext[Any, Any]) -> tuple[str, int] | None:
     """The (agent id, certificate serial) of a verified client certificate, or None."""
-    pems = context.auth_context().get("x509_pem_cert")
+    pems = list(context.auth_context().get("x509_pem_cert") or ())
     if not pems:
         return None
     agent_id, serial = _identity(bytes(pems[0]))
     return (agent_id, serial) if agent_id else None
 
 
-class _IngestServicer:
-    """StreamEvents takes raw bytes: we decode them ourselves, so that undecodable input gets a
-    clean INVALID_ARGUMENT from our code (grpcio's own deserialization failure path left the
-    server unable to stop in tests)."""
+class _Calls:
+    """Runs blocking work in the pool and maps its errors to statuses."""
 
-    def __init__(self, service: IngestService, *, require_certificate: bool) -> None:
+    def __init__(self, pool: ThreadPoolExecutor) -> None:
+        self.pool = pool
+
+    async def run(self, context: grpc.aio.ServicerContext[Any, Any], fn: Callable[[], T]) -> T:
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self.pool, fn)
+        except IngestError as exc:
+            await context.abort(getattr(grpc.StatusCode, exc.status), f"{exc.reason}: {exc}")
+        except EnrollmentError as exc:
+            await context.abort(getattr(grpc.StatusCode, exc.status), str(exc))
+        except StoreUnavailable:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "the collector's store is unavailable; retry later")
+        except Exception:
+            log.exception("internal error serving %s", context.peer())
+            await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+        raise AssertionError("abort returned")  # pragma: no cover
+
+
+class _Ingest:
+    """StreamEvents takes raw bytes: we decode them ourselves, so that undecodable input gets a clean
+    INVALID_ARGUMENT from our code."""
+
+    def __init__(self, service: IngestService, calls: _Calls, *, require_certificate: bool, limits: Limits) -> None:
         self.service = service
+        self.calls = calls
         self.require_certificate = require_certificate
+        self.limits = limits
+        self.streams: dict[str, int] = {}  # agent id -> open streams; touched only on the loop's thread
 
     def handler(self) -> grpc.GenericRpcHandler:
-        return grpc.method_handlers_generic_handler(
-            "shoumi.v1.IngestService",
-            {
-                "StreamEvents": grpc.stream_stream_rpc_method_handler(
-                    self.StreamEvents, response_serializer=events_pb2.Ack.SerializeToString
-                )
-            },
-        )
+        return grpc.method_handlers_generic_handler("shoumi.v1.IngestService", {
+            "StreamEvents": grpc.stream_stream_rpc_method_handler(
+                self.stream_events, response_serializer=events_pb2.Ack.SerializeToString)})
 
-    def StreamEvents(self, request_iterator: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[events_pb2.Ack]:
+    async def stream_events(self, requests: AsyncIterator[bytes],
+                            context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[events_pb2.Ack]:
         peer = _peer_agent(context)
         if self.require_certificate and peer is None:
-            context.abort(grpc.StatusCode.UNAUTHENTICATED,
-                          "agents stream on the agent listener with their client certificate")
-        for raw in request_iterator:
-            try:
-                batch = decode_batch(raw)
-            except MalformedBatch as exc:
-                self.service.counters["rejected.undecodable"] += 1
-                log.warning("refused undecodable batch from %s: %s", context.peer(), exc)
-                context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed: {exc}")
-            try:
-                ack = self.service.ingest(
-                    batch,
-                    authenticated_agent=peer[0] if peer else None,
-                    certificate_serial=peer[1] if peer else None,
-                )
-            except IngestError as exc:
-                context.abort(getattr(grpc.StatusCode, exc.status), f"{exc.reason}: {exc}")
-            yield events_pb2.Ack(
-                agent_id=ack.agent_id, epoch=ack.epoch, acked_seq=ack.acked_seq, batch_hash=ack.batch_hash
-            )
-
-
-class _EnrollmentServicer(ingest_pb2_grpc.EnrollmentServiceServicer):
-    def __init__(self, service: EnrollmentService, *, ingest_port: int) -> None:
-        self.service = service
-        self.ingest_port = ingest_port
-
-    def Enroll(
-        self, request: ingest_pb2.EnrollRequest, context: grpc.ServicerContext
-    ) -> ingest_pb2.EnrollResponse:
-        peer = context.peer()
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "agents stream on the agent listener with their client certificate")
+        key = peer[0] if peer else context.peer()
+        if self.streams.get(key, 0) >= self.limits.max_streams_per_agent:
+            self.service.counters["rejected.too_many_streams"] += 1
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                f"agent already holds {self.limits.max_streams_per_agent} streams")
+        self.streams[key] = self.streams.get(key, 0) + 1
         try:
-            done = self.service.enroll(
-                token=request.token,
-                public_key=bytes(request.public_key),
-                hostname=request.hostname,
-                os_name=request.os,
-                agent_version=request.agent_version,
-                peer=peer,
-                csr_pem=bytes(request.csr_pem),
-            )
-        except EnrollmentError as exc:
-            log.warning("enrollment refused from %s: %s", peer, exc)
-            context.abort(getattr(grpc.StatusCode, exc.status), str(exc))
-        return ingest_pb2.EnrollResponse(
-            agent_id=done.agent_id,
-            client_certificate_pem=done.certificate.pem if done.certificate else b"",
-            ca_certificate_pem=done.ca_pem,
-            ingest_port=self.ingest_port,
-        )
+            async for raw in requests:
+                ack = await self.calls.run(context, functools.partial(self._one, raw, peer))
+                yield events_pb2.Ack(agent_id=ack.agent_id, epoch=ack.epoch, acked_seq=ack.acked_seq,
+                                     batch_hash=ack.batch_hash)
+        finally:
+            left = self.streams.get(key, 1) - 1
+            if left:
+                self.streams[key] = left
+            else:
+                self.streams.pop(key, None)
+
+    def _one(self, raw: bytes, peer: tuple[str, int] | None) -> AckValue:
+        try:
+            batch = decode_batch(raw)
+        except MalformedBatch as exc:
+            error = IngestError("INVALID_ARGUMENT", "undecodable", f"malformed: {exc}")
+            self.service.refused(error, agent_id=peer[0] if peer else "", authenticated_agent=peer[0] if peer else None)
+            raise error from exc
+        return self.service.ingest(batch, authenticated_agent=peer[0] if peer else None,
+                                   certificate_serial=peer[1] if peer else None)
 
 
-class _CertificateServicer(ingest_pb2_grpc.CertificateServiceServicer):
-    def __init__(self, service: EnrollmentService) -> None:
+class _Enrollment:
+    """Enroll is served as a client stream so that a call that never sends its one message times out."""
+
+    def __init__(self, service: EnrollmentService, store: Store, calls: _Calls, *, ingest_port: Callable[[], int],
+                 limits: Limits) -> None:
         self.service = service
+        self.store = store
+        self.calls = calls
+        self.ingest_port = ingest_port
+        self.limits = limits
 
-    def Renew(self, request: ingest_pb2.RenewRequest, context: grpc.ServicerContext) -> ingest_pb2.RenewResponse:
+    def enroll_handler(self) -> grpc.GenericRpcHandler:
+        return grpc.method_handlers_generic_handler("shoumi.v1.EnrollmentService", {
+            "Enroll": grpc.stream_unary_rpc_method_handler(
+                self.enroll, request_deserializer=ingest_pb2.EnrollRequest.FromString,
+                response_serializer=ingest_pb2.EnrollResponse.SerializeToString)})
+
+    def renew_handler(self) -> grpc.GenericRpcHandler:
+        return grpc.method_handlers_generic_handler("shoumi.v1.CertificateService", {
+            "Renew": grpc.unary_unary_rpc_method_handler(
+                self.renew, request_deserializer=ingest_pb2.RenewRequest.FromString,
+                response_serializer=ingest_pb2.RenewResponse.SerializeToString)})
+
+    async def enroll(self, requests: AsyncIterator[ingest_pb2.EnrollRequest],
+                     context: grpc.aio.ServicerContext[Any, Any]) -> ingest_pb2.EnrollResponse:
+        try:
+            request = await asyncio.wait_for(requests.__anext__(), self.limits.enroll_timeout_s)
+        except (asyncio.TimeoutError, StopAsyncIteration):
+            await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "no enrollment request arrived in time")
+            raise AssertionError("abort returned")  # pragma: no cover
+        peer = context.peer()
+
+        def work() -> Any:
+            with self.store.transaction() as tx:
+                try:
+                    return self.service.enroll(tx=tx, token=request.token, public_key=bytes(request.public_key),
+                                               hostname=request.hostname, os_name=request.os,
+                                               agent_version=request.agent_version, peer=peer,
+                                               csr_pem=bytes(request.csr_pem))
+                except EnrollmentError as exc:
+                    log.warning("enrollment refused from %s: %s", peer, exc)
+                    return exc  # the refusal's audit row commits; the caller gets the status
+        done = await self.calls.run(context, work)
+        if isinstance(done, EnrollmentError):
+            await context.abort(getattr(grpc.StatusCode, done.status), str(done))
+        return ingest_pb2.EnrollResponse(
+            agent_id=done.agent_id, client_certificate_pem=done.certificate.pem if done.certificate else b"",
+            ca_certificate_pem=done.ca_pem, ingest_port=self.ingest_port())
+
+    async def renew(self, request: ingest_pb2.RenewRequest,
+                    context: grpc.aio.ServicerContext[Any, Any]) -> ingest_pb2.RenewResponse:
         peer = _peer_agent(context)
         if peer is None:
-            context.abort(grpc.StatusCode.UNAUTHENTICATED, "renewal needs the current client certificate")
-        try:
-            issued = self.service.renew(agent_id=peer[0], serial=peer[1], csr_pem=bytes(request.csr_pem))
-        except EnrollmentError as exc:
-            log.warning("renewal refused for %s: %s", peer[0], exc)
-            context.abort(getattr(grpc.StatusCode, exc.status), str(exc))
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "renewal needs the current client certificate")
+            raise AssertionError("abort returned")  # pragma: no cover
+
+        def work() -> Any:
+            with self.store.transaction() as tx:
+                return self.service.renew(tx=tx, agent_id=peer[0], serial=peer[1], csr_pem=bytes(request.csr_pem))
+        issued = await self.calls.run(context, work)
         return ingest_pb2.RenewResponse(client_certificate_pem=issued.pem)
 
 
-def build_grpc_server(
-    *,
-    ingest: IngestService,
-    enrollment: EnrollmentService,
-    listen: str,
-    enroll_listen: str | None,
-    tls: TlsMaterial | None,
-    max_message_bytes: int,
-    workers: int,
-    max_connection_age_s: float = 900.0,
-) -> tuple[grpc.Server, Listeners]:
-    """Builds (not starts) the server and binds its listeners.
+class GrpcServers:
+    """Both listeners on one asyncio loop in a thread of its own; ``start`` binds, ``stop`` drains."""
 
-    With ``tls`` None (plaintext development mode) one plaintext listener serves everything.
-    """
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grpc"),
-        options=[
-            ("grpc.max_receive_message_length", max_message_bytes),
-            ("grpc.max_send_message_length", max_message_bytes),
-            ("grpc.max_connection_age_ms", int(max_connection_age_s * 1000)),
+    def __init__(self, *, ingest: IngestService, enrollment: EnrollmentService, store: Store, listen: str,
+                 enroll_listen: str | None, tls: TlsMaterial | None, limits: Limits = Limits()) -> None:
+        self._args = (ingest, enrollment, store, listen, enroll_listen, tls, limits)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="grpc-loop", daemon=True)
+        self._pool = ThreadPoolExecutor(max_workers=limits.workers, thread_name_prefix="ingest")
+        self._servers: list[grpc.aio.Server] = []
+        self.listeners = Listeners(0, 0)
+        self.ingest_servicer: _Ingest | None = None
+
+    def start(self) -> Listeners:
+        """Binds and starts both listeners; raises OSError if a port cannot be bound."""
+        self._thread.start()
+        self.listeners = asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(30)
+        return self.listeners
+
+    async def _start(self) -> Listeners:
+        ingest, enrollment, store, listen, enroll_listen, tls, limits = self._args
+        calls = _Calls(self._pool)
+        options = [
+            ("grpc.max_receive_message_length", limits.max_message_bytes),
+            ("grpc.max_send_message_length", limits.max_message_bytes),
+            ("grpc.max_connection_age_ms", int(limits.max_connection_age_s * 1000)),
             ("grpc.max_connection_age_grace_ms", 30_000),
-        ],
-        maximum_concurrent_rpcs=workers - 1,
-    )
-    if tls is None:
-        agent_port = server.add_insecure_port(listen)
-        enroll_port = agent_port
-    else:
-        agent_port = server.add_secure_port(listen, grpc.ssl_server_credentials(
-            [(tls.server_key_pem, tls.server_chain_pem)], root_certificates=tls.ca_pem, require_client_auth=True))
-        enroll_port = server.add_secure_port(enroll_listen or "127.0.0.1:0", grpc.ssl_server_credentials(
-            [(tls.ca_key_pem, tls.ca_pem)]))
-    if agent_port == 0 or enroll_port == 0:
-        raise OSError(f"cannot listen on {listen} / {enroll_listen}")
-    server.add_generic_rpc_handlers((_IngestServicer(ingest, require_certificate=tls is not None).handler(),))
-    ingest_pb2_grpc.add_EnrollmentServiceServicer_to_server(_EnrollmentServicer(enrollment, ingest_port=agent_port), server)
-    ingest_pb2_grpc.add_CertificateServiceServicer_to_server(_CertificateServicer(enrollment), server)
-    return server, Listeners(agent_port, enroll_port)
+            ("grpc.server_handshake_timeout_ms", int(limits.handshake_timeout_s * 1000)),
+        ]
+        agents = grpc.aio.server(options=options)
+        self.ingest_servicer = _Ingest(ingest, calls, require_certificate=tls is not None, limits=limits)
+        enroll = _Enrollment(enrollment, store, calls, ingest_port=lambda: self.listeners.agent_port, limits=limits)
+        agents.add_generic_rpc_handlers((self.ingest_servicer.handler(), enroll.renew_handler()))
+        self._servers.append(agents)
+        if tls is None:
+            agent_port = agents.add_insecure_port(listen)
+            agents.add_generic_rpc_handlers((enroll.enroll_handler(),))
+            enroll_port = agent_port
+        else:
+            agent_port = agents.add_secure_port(listen, grpc.ssl_server_credentials(
+                [(tls.server_key_pem, tls.server_chain_pem)], root_certificates=tls.ca_pem, require_client_auth=True))
+            enrollers = grpc.aio.server(options=options, maximum_concurrent_rpcs=limits.max_enroll_calls)
+            enrollers.add_generic_rpc_handlers((enroll.enroll_handler(),))
+            enroll_port = enrollers.add_secure_port(enroll_listen or "127.0.0.1:0", grpc.ssl_server_credentials(
+                [(tls.ca_key_pem, tls.ca_pem)]))
+            self._servers.append(enrollers)
+        if agent_port == 0 or enroll_port == 0:
+            raise OSError(f"cannot listen on {listen} / {enroll_listen}")
+        for server in self._servers:
+            await server.start()
+        return Listeners(agent_port, enroll_port)
+
+    def open_streams(self) -> int:
+        """How many agent streams are open now."""
+        servicer = self.ingest_servicer
+        return 0 if servicer is None else sum(servicer.streams.values())
+
+    def stop(self, grace: float = 5.0) -> None:
+        """Stops taking calls, lets running ones finish for ``grace`` seconds, then ends the loop."""
+        if not self._thread.is_alive():
+            return
+
+        async def _stop() -> None:
+            await asyncio.gather(*(s.stop(grace) for s in self._servers))
+
+        try:
+            asyncio.run_coroutine_threadsafe(_stop(), self._loop).result(grace + 10)
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
+            self._pool.shutdown(wait=True)

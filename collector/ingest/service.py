@@ -1,32 +1,38 @@
-"""The ingest decision for one batch: verify, store exactly once, detect, acknowledge.
+"""Ingest of one batch as one unit of work: verify, store exactly once, acknowledge.
 
-No gRPC here: errors carry a ``status`` (a gRPC status code name) that the server adapter maps.
-
-Theory of operation: a batch is checked for shape, then its signature against the enrolled key,
-then whether it is a redelivery (same position, same hash: acknowledge again, store nothing), a
-forgery of a stored position (same position, other hash: refuse), or the next link of the chain.
-Only then are its events stored, in one transaction that re-checks the chain head. The Ack is
-returned after that commit, so an agent deletes nothing that is not durably stored.
+No gRPC here: refusals carry a ``status`` (a gRPC status code name) that the server adapter maps.
+What to do with a batch is decided by ``admission.admit`` from values; this module gathers them
+(the signature is checked with the agent's enrolled key outside the transaction, keys are cached:
+an agent's key never changes) and carries the decision out in one transaction, together with the
+agent's liveness and any alert. The Ack is returned after that commit, so an agent deletes nothing
+that is not durably stored. Detection runs later, over the stored stream (collector/detection).
 
 Errors::
 
-    IngestError (status, reason)
+    IngestError (status, reason)      refused: nothing stored
+    StoreUnavailable (storage)        not now: nothing stored, the agent retries
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections import Counter
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Callable
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from shoumi import batch as chain
 from shoumi.v1 import events_pb2
 
-from collector.domain.detection import ReadBurstRule, merge_finding
-from collector.domain.liveness import heard_from
-from collector.domain.records import Alert, StoredBatch, StoredEvent
+from collector.alerts.service import raise_alert
+from collector.events.models import StoredBatch
+from collector.fleet import service as fleet
+from collector.fleet.liveness import heard_from
+from collector.ingest.admission import TAMPER_REASONS, Known, Offered, Redelivered, Refuse, admit
 from collector.ingest.codec import decode_events
 from collector.storage.base import ChainConflict, Store
 
@@ -34,8 +40,8 @@ __all__ = ["IngestError", "IngestService", "AckValue"]
 
 log = logging.getLogger("shoumi.collector.ingest")
 
-# Refusals that mean someone or something altered, forged or replayed a batch of an enrolled agent.
-TAMPER_REASONS = frozenset({"bad_signature", "chain_broken", "conflicting_batch", "identity_mismatch"})
+# Refusals that say nothing about the agent: it retries, or it was revoked on purpose.
+_NOT_ALERTED = frozenset({"contention", "revoked_certificate", "revoked_agent", "unknown_agent"})
 
 
 class IngestError(Exception):
@@ -58,30 +64,26 @@ class AckValue:
 
 
 class IngestService:
-    """Verifies and stores batches; one instance serves all streams."""
+    """Verifies and stores batches; one instance serves all streams, from any thread."""
 
     def __init__(
         self,
         store: Store,
         *,
-        read_burst: ReadBurstRule,
         max_events_per_batch: int = chain.MAX_EVENTS_PER_BATCH,
         max_clock_skew_ns: int = 300 * 1_000_000_000,
         clock: Callable[[], int] = time.time_ns,
     ) -> None:
-        self.max_clock_skew_ns = max_clock_skew_ns
         self.store = store
-        self.read_burst = read_burst
         self.max_events = max_events_per_batch
+        self.max_clock_skew_ns = max_clock_skew_ns
         self.clock = clock
         self.counters: Counter[str] = Counter()
+        self._keys: dict[str, Ed25519PublicKey] = {}
+        self.spool_depths: dict[str, int] = {}  # agent id -> events in its spool, as its last heartbeat said
 
     def ingest(
-        self,
-        batch: events_pb2.EventBatch,
-        *,
-        authenticated_agent: str | None = None,
-        certificate_serial: int | None = None,
+        self, batch: events_pb2.EventBatch, *, authenticated_agent: str | None = None, certificate_serial: int | None = None
     ) -> AckValue:
         """Verifies and stores one batch; returns the Ack to send, or raises IngestError.
 
@@ -89,159 +91,115 @@ class IngestService:
         certificate; None only in plaintext development mode.
         """
         try:
-            ack, stored, previous = self._ingest(batch, authenticated_agent, certificate_serial)
+            return self._ingest(batch, authenticated_agent, certificate_serial)
         except IngestError as exc:
-            self.counters[f"rejected.{exc.reason}"] += 1
-            log.warning(
-                "refused batch agent=%s epoch=%s first_seq=%s: %s (%s)",
-                batch.agent_id[:64], batch.epoch, batch.first_seq, exc, exc.reason,
-            )
-            if exc.reason in TAMPER_REASONS:
-                self._tamper_alert(batch.agent_id, exc)
+            self.refused(exc, agent_id=batch.agent_id[:64], authenticated_agent=authenticated_agent,
+                         where=f"epoch={batch.epoch} first_seq={batch.first_seq}")
             raise
-        if stored:
-            self.counters["batches.stored"] += 1
-            self.counters["events.stored"] += len(stored)
-            heard = heard_from(stored, received_ns=self.clock())
-            self.store.update_agent_liveness(
-                agent_id=batch.agent_id, liveness=heard.liveness, last_seen_ns=heard.last_seen_ns,
-                heartbeat_interval_s=heard.heartbeat_interval_s,
-            )
-            if previous is not None and previous.epoch != batch.epoch:
-                self._epoch_alert(batch.agent_id, previous, batch.epoch)
-            skew_ns = batch.created_unix_ns - heard.last_seen_ns
-            if abs(skew_ns) > self.max_clock_skew_ns:
-                # Refusing would strand the evidence: a sealed batch keeps its time for ever. The
-                # collector's receipt time is stored beside every batch; the analyst is told.
-                self._raise(rule="agent_clock_skew", severity="medium", agent_id=batch.agent_id, merge=True,
-                            summary=(f"agent {batch.agent_id}'s clock is {skew_ns / 1e9:+.0f} s off the collector's "
-                                     f"(batch at seq {batch.first_seq}); its event times are its own claim, the "
-                                     "collector's receipt times are kept beside them"))
-            self._detect_and_mark(stored, ack)
-        else:
-            self.counters["batches.duplicate"] += 1
-            if self.store.detected_upto(batch.agent_id) < (ack.epoch, ack.acked_seq):
-                # stored before a crash cut detection short: the resent batch finishes the job
-                self._detect_and_mark(decode_events(batch), ack)
-        return ack
 
-    def _detect_and_mark(self, events: list[StoredEvent], ack: AckValue) -> None:
-        self._detect(events)
-        self.store.mark_detected(agent_id=ack.agent_id, epoch=ack.epoch, seq=ack.acked_seq)
-
-    def _raise(self, *, rule: str, severity: str, agent_id: str, summary: str, merge: bool = False) -> None:
-        now = self.clock()
-        existing = self.store.latest_open_alert(rule=rule, agent_id=agent_id)
-        if existing is not None and (merge or existing.summary == summary):
-            self.store.update_alert(replace(existing, updated_at_ns=now, summary=summary))  # the same fault again
+    def refused(self, exc: IngestError, *, agent_id: str, authenticated_agent: str | None, where: str = "") -> None:
+        """Counts a refusal and files it, grouped by agent and reason, against the certificate's agent."""
+        self.counters[f"rejected.{exc.reason}"] += 1
+        log.warning("refused batch agent=%s %s: %s (%s)", agent_id, where, exc, exc.reason)
+        if exc.reason in _NOT_ALERTED:
             return
-        self.store.add_alert(Alert(rule=rule, severity=severity, status="open", user="", agent_id=agent_id,
-                                   created_at_ns=now, updated_at_ns=now, event_ids=(), summary=summary,
-                                   last_event_ns=now))
-        self.counters[f"alerts.{rule}"] += 1
+        # A batch naming agent B sent on agent A's certificate is A's doing: file it against A.
+        culprit = authenticated_agent or agent_id
+        rule = "agent_tamper" if exc.reason in TAMPER_REASONS else "agent_malformed"
+        now = self.clock()
+        with self.store.transaction() as tx:
+            if tx.get_agent(culprit) is None:
+                return  # not one of ours: nothing to attach an alert to (logged and counted above)
+            alert = raise_alert(
+                tx=tx, rule=rule, severity="high" if rule == "agent_tamper" else "medium", agent_id=culprit, now_ns=now,
+                group_key=f"{rule}|{culprit}|{exc.reason}",
+                summary=f"batch from agent {culprit} refused, nothing of it stored: {exc.reason}: {exc}")
+        if alert.occurrences == 1:
+            self.counters[f"alerts.{rule}"] += 1
 
-    def _tamper_alert(self, agent_id: str, exc: IngestError) -> None:
-        if self.store.get_agent(agent_id) is None:
-            return  # not one of ours: nothing to attach an alert to (logged and counted above)
-        self._raise(rule="agent_tamper", severity="high", agent_id=agent_id,
-                    summary=f"batch from agent {agent_id} refused, nothing of it stored: {exc.reason}: {exc}")
+    def _public_key(self, agent_id: str) -> Ed25519PublicKey | None:
+        key = self._keys.get(agent_id)
+        if key is None:
+            with self.store.read() as tx:
+                agent = tx.get_agent(agent_id)
+            if agent is None:
+                return None
+            key = Ed25519PublicKey.from_public_bytes(agent.public_key)
+            if len(self._keys) > 100_000:
+                self._keys.clear()
+            self._keys[agent_id] = key
+        return key
 
-    def _epoch_alert(self, agent_id: str, previous: chain.ChainHead, epoch: int) -> None:
-        self._raise(rule="agent_epoch_reset", severity="medium", agent_id=agent_id,
-                    summary=(f"agent {agent_id} started epoch {epoch} after epoch {previous.epoch} ended at seq "
-                             f"{previous.last_seq}: its spool was reset; undelivered events of epoch "
-                             f"{previous.epoch} cannot arrive any more"))
-
-    def _ingest(
-        self, batch: events_pb2.EventBatch, authenticated_agent: str | None, certificate_serial: int | None
-    ) -> tuple[AckValue, list[StoredEvent], chain.ChainHead | None]:
+    def _ingest(self, batch: events_pb2.EventBatch, stream_agent: str | None, stream_serial: int | None) -> AckValue:
         try:
             chain.check_shape(batch, max_events=self.max_events)
         except chain.MalformedBatch as exc:
             raise IngestError("INVALID_ARGUMENT", exc.reason, str(exc)) from exc
-        if authenticated_agent is not None and authenticated_agent != batch.agent_id:
-            raise IngestError(
-                "PERMISSION_DENIED", "identity_mismatch",
-                f"the client certificate belongs to agent {authenticated_agent}, the batch names {batch.agent_id}",
-            )
-        if certificate_serial is not None:
-            status = self.store.certificate_status(serial=certificate_serial)
-            if status is None or status[0] != batch.agent_id or status[1]:
-                raise IngestError("PERMISSION_DENIED", "revoked_certificate",
-                                  f"certificate {certificate_serial:x} is revoked or was not issued to {batch.agent_id}")
-        agent = self.store.get_agent(batch.agent_id)
-        if agent is None:
-            raise IngestError("UNAUTHENTICATED", "unknown_agent", f"unknown agent {batch.agent_id!r}")
-        if agent.revoked_at_ns is not None:
-            raise IngestError("PERMISSION_DENIED", "revoked_agent", f"agent {agent.agent_id} is revoked")
-        try:
-            digest = chain.verify_signature(batch, agent.public_key)
-        except chain.BadSignature as exc:
-            raise IngestError("PERMISSION_DENIED", exc.reason, str(exc)) from exc
-        try:
-            events = decode_events(batch)
-        except chain.MalformedBatch as exc:
-            raise IngestError("INVALID_ARGUMENT", exc.reason, str(exc)) from exc
+        # a batch on another agent's certificate is refused for identity before any key is looked up
+        mismatch = stream_agent is not None and stream_agent != batch.agent_id
+        key = None if mismatch else self._public_key(batch.agent_id)
+        canonical = chain.canonical_bytes(batch)
+        digest = None
+        if key is not None:
+            try:
+                key.verify(batch.signature, canonical)
+                digest = hashlib.sha256(canonical).digest()
+            except InvalidSignature:
+                digest = None
         last_seq = batch.first_seq + len(batch.events) - 1
-        ack = AckValue(batch.agent_id, batch.epoch, last_seq, digest)
+        offered = Offered(batch.agent_id, batch.epoch, batch.first_seq, last_seq, bytes(batch.prev_batch_hash), digest)
+        events = None
         for _attempt in range(3):
-            stored_hash = self.store.batch_hash_at(
-                agent_id=batch.agent_id, epoch=batch.epoch, first_seq=batch.first_seq
-            )
-            if stored_hash == digest:
-                return ack, [], None  # a redelivery after a lost Ack: acknowledge again, store nothing
-            if stored_hash is not None:
-                raise IngestError(
-                    "FAILED_PRECONDITION",
-                    "conflicting_batch",
-                    f"a different batch is already stored at epoch {batch.epoch} seq {batch.first_seq}",
+            with self.store.transaction() as tx:
+                known = Known(
+                    agent=tx.get_agent(batch.agent_id),
+                    certificate=None if stream_serial is None else tx.certificate_status(serial=stream_serial),
+                    stored_hash=tx.batch_hash_at(agent_id=batch.agent_id, epoch=batch.epoch, first_seq=batch.first_seq),
+                    head=tx.chain_head(batch.agent_id),
                 )
-            head = self.store.chain_head(batch.agent_id)
-            try:
-                chain.check_continues(batch, head)
-            except chain.ChainBroken as exc:
-                raise IngestError("FAILED_PRECONDITION", exc.reason, str(exc)) from exc
-            record = StoredBatch(
-                agent_id=batch.agent_id,
-                epoch=batch.epoch,
-                first_seq=batch.first_seq,
-                last_seq=last_seq,
-                batch_hash=digest,
-                prev_hash=bytes(batch.prev_batch_hash),
-                signature=bytes(batch.signature),
-                canonical=chain.canonical_bytes(batch),
-                received_at_ns=self.clock(),
-            )
-            try:
-                self.store.store_batch(record, events, expected_head=head)
-            except ChainConflict:
-                continue  # another stream of the same agent moved the head: look again
-            return ack, events, head
+                decision = admit(offered, known, stream_agent=stream_agent, stream_serial=stream_serial)
+                if isinstance(decision, Refuse):
+                    raise IngestError(decision.status, decision.reason, decision.message)
+                assert digest is not None
+                ack = AckValue(batch.agent_id, batch.epoch, last_seq, digest)
+                if isinstance(decision, Redelivered):
+                    self.counters["batches.duplicate"] += 1
+                    return ack  # a redelivery after a lost Ack: acknowledge again, store nothing
+                if events is None:
+                    try:
+                        events = decode_events(batch)
+                    except chain.MalformedBatch as exc:
+                        raise IngestError("INVALID_ARGUMENT", exc.reason, str(exc)) from exc
+                received = self.clock()
+                record = StoredBatch(batch.agent_id, batch.epoch, batch.first_seq, last_seq, digest,
+                                     bytes(batch.prev_batch_hash), bytes(batch.signature), canonical, received)
+                try:
+                    tx.store_batch(record, events, expected_head=decision.head)
+                except ChainConflict:
+                    continue  # another stream of the same agent moved the head: look again
+                assert known.agent is not None
+                heard = heard_from(events, received_ns=received)
+                fleet.record_heard(tx=tx, agent=known.agent, heard=heard)
+                if known.head is not None and known.head.epoch != batch.epoch:
+                    raise_alert(tx=tx, rule="agent_epoch_reset", severity="medium", agent_id=batch.agent_id, now_ns=received,
+                                summary=(f"agent {batch.agent_id} started epoch {batch.epoch} after epoch "
+                                         f"{known.head.epoch} ended at seq {known.head.last_seq}: its spool was reset; "
+                                         f"undelivered events of epoch {known.head.epoch} cannot arrive any more"))
+                skew_ns = batch.created_unix_ns - received
+                if abs(skew_ns) > self.max_clock_skew_ns:
+                    # Refusing would strand the evidence: a sealed batch keeps its time for ever. The
+                    # collector's receipt time is stored beside every batch; the analyst is told.
+                    raise_alert(tx=tx, rule="agent_clock_skew", severity="medium", agent_id=batch.agent_id, now_ns=received,
+                                group_key=f"agent_clock_skew|{batch.agent_id}",
+                                summary=(f"agent {batch.agent_id}'s clock is {skew_ns / 1e9:+.0f} s off the collector's "
+                                         f"(batch at seq {batch.first_seq}); its event times are its own claim, the "
+                                         "collector's receipt times are kept beside them"))
+            self.counters["batches.stored"] += 1
+            self.counters["events.stored"] += len(events)
+            for e in events:
+                if e.kind == "agent.heartbeat":
+                    depth = e.attributes.get("spool_unsealed", 0), e.attributes.get("spool_unacked_events", 0)
+                    if all(isinstance(d, (int, float)) for d in depth):
+                        self.spool_depths[batch.agent_id] = int(depth[0]) + int(depth[1])
+            return ack
         raise IngestError("ABORTED", "contention", "the agent's chain kept moving; retry")
-
-    def _detect(self, stored: list[StoredEvent]) -> None:
-        rule = self.read_burst
-        spans: dict[str, tuple[int, int]] = {}
-        for e in stored:
-            if e.kind == rule.kind and e.user:
-                lo, hi = spans.get(e.user, (e.time_ns, e.time_ns))
-                spans[e.user] = (min(lo, e.time_ns), max(hi, e.time_ns))
-        for user, (lo, hi) in spans.items():
-            # New reads can make reads up to one window earlier part of a burst, and deciding that
-            # needs one more window before them.
-            reads = self.store.events_in_window(
-                user=user, kind=rule.kind, since_ns=lo - 2 * rule.window_ns, until_ns=hi + rule.window_ns, cap=50_000
-            )
-            for finding in rule.evaluate(reads):
-                if finding.last_ns < lo - rule.window_ns:
-                    continue  # a burst the new reads cannot have touched: already recorded
-                existing = self.store.latest_open_alert(rule=rule.name, user=user)
-                alert = merge_finding(existing, finding, window_ns=rule.window_ns, now_ns=self.clock())
-                if alert is existing:
-                    continue
-                if alert.id is None:
-                    alert = self.store.add_alert(alert)
-                    self.counters["alerts.raised"] += 1
-                    log.info("alert %s raised: %s", alert.id, alert.summary)
-                else:
-                    self.store.update_alert(alert)

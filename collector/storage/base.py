@@ -1,30 +1,44 @@
-"""The storage interface of the collector.
+"""The storage interface of the collector, by area, and its unit of work.
 
-Every backend implements ``Store``; the contract suite in tests/collector/storage runs against
-each. Errors::
+A ``Store`` hands out transactions; a ``Transaction`` is every area's interface at once, so one
+request, ingest call or CLI command does all its reads and writes, audit rows included, in one
+transaction that commits together or not at all::
+
+    with store.transaction() as tx:     # commits on leaving, rolls back on an exception
+        tx.revoke_agent(agent_id=..., now_ns=...)
+        tx.append_audit(AuditEntry(...))
+
+Services type their ``tx`` argument with the narrowest area they need. Backends: the in-memory
+fake (collector/storage/memory.py) and SQL (collector/storage/sql/: SQLite, PostgreSQL); the
+contract suite in tests/collector/storage runs against all three. Errors::
 
     StoreError
-     ├── AlreadyExists   (a unique key is taken: user name, token, agent id)
-     └── ChainConflict   (another writer moved the agent's chain head between check and write)
+     ├── AlreadyExists     (a unique key is taken: user name, token, agent id)
+     ├── ChainConflict     (another writer moved the agent's chain head between check and write)
+     └── StoreUnavailable  (the database cannot be reached or written: retry later; nothing was written)
 """
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from typing import Protocol, Sequence
 
 from shoumi.batch import ChainHead
 
+from collector.alerts.models import Alert
+from collector.audit.models import AuditEntry
 from collector.domain.evidence import BatchRow, EventRow, SignedTreeHead, TreeLeaf
-from collector.domain.records import (
-    AgentRecord,
-    Alert,
-    AuditEntry,
-    EventFilter,
-    Page,
-    StoredBatch,
-    StoredEvent,
-    User,
-)
+from collector.domain.records import Page
+from collector.events.models import EventFilter, StoredBatch, StoredEvent
+from collector.fleet.models import AgentRecord
+from collector.people.models import User
+from collector.retention.models import LegalHold, RetentionRun
+
+__all__ = [
+    "StoreError", "AlreadyExists", "ChainConflict", "StoreUnavailable",
+    "EnrollmentArea", "AgentArea", "CertificateArea", "BatchArea", "EventArea", "AlertArea",
+    "PeopleArea", "AuditArea", "TreeArea", "RetentionArea", "Transaction", "Store",
+]
 
 
 class StoreError(Exception):
@@ -39,57 +53,109 @@ class ChainConflict(StoreError):
     """The chain head changed under the writer: the batch was not stored."""
 
 
-class Store(Protocol):
-    """What the collector needs from a database. Each call is its own transaction."""
+class StoreUnavailable(StoreError):
+    """The database cannot be reached or written just now; the transaction was rolled back."""
 
-    # agents and enrollment
+
+class EnrollmentArea(Protocol):
+    """Enrollment tokens."""
+
     def add_enroll_token(self, *, token_hash: str, created_at_ns: int, expires_at_ns: int, created_by: str) -> None: ...
     def consume_enroll_token(self, *, token_hash: str, agent: AgentRecord, now_ns: int) -> str | None:
-        """Uses a valid token and records the agent in one step; returns None if it worked,
-        else why not ('unknown', 'used', 'expired', 'revoked')."""
+        """Uses a valid token and records the agent; returns None if it worked, else why not
+        ('unknown', 'used', 'expired', 'revoked')."""
         ...
     def revoke_enroll_token(self, *, token_hash: str, now_ns: int) -> bool: ...
+
+
+class AgentArea(Protocol):
+    """Enrolled agents."""
+
     def get_agent(self, agent_id: str) -> AgentRecord | None: ...
     def list_agents(self) -> Sequence[AgentRecord]: ...
-    def update_agent_liveness(self, *, agent_id: str, liveness: str, last_seen_ns: int | None = None, heartbeat_interval_s: float | None = None) -> None: ...
+    def update_agent_liveness(self, *, agent_id: str, liveness: str, last_seen_ns: int | None = None,
+                              heartbeat_interval_s: float | None = None) -> None: ...
     def revoke_agent(self, *, agent_id: str, now_ns: int) -> bool: ...
+
+
+class CertificateArea(Protocol):
+    """Client certificates the collector issued."""
+
     def add_certificate(self, *, serial: int, agent_id: str, not_before_ns: int, not_after_ns: int) -> None: ...
     def certificate_status(self, *, serial: int) -> tuple[str, bool] | None: ...
     def revoke_certificate(self, *, serial: int, now_ns: int) -> bool: ...
 
-    # ingest
+
+class BatchArea(Protocol):
+    """Agents' chains, stored batches and how far detection has run over each agent's stream."""
+
     def chain_head(self, agent_id: str) -> ChainHead | None: ...
     def batch_hash_at(self, *, agent_id: str, epoch: int, first_seq: int) -> bytes | None: ...
-    def detected_upto(self, agent_id: str) -> tuple[int, int]: ...
-    def mark_detected(self, *, agent_id: str, epoch: int, seq: int) -> None: ...
     def store_batch(self, batch: StoredBatch, events: Sequence[StoredEvent], *, expected_head: ChainHead | None) -> None:
-        """Stores the batch and its events atomically if the head is still ``expected_head``."""
+        """Stores the batch and its events if the head is still ``expected_head``."""
         ...
     def list_batches(self, *, agent_id: str | None = None) -> Sequence[StoredBatch]: ...
+    def detected_upto(self, agent_id: str) -> tuple[int, int]: ...
+    def mark_detected(self, *, agent_id: str, epoch: int, seq: int) -> None: ...
+    def agents_behind_detection(self, *, limit: int) -> Sequence[str]:
+        """Agents whose chain head is ahead of their detection position."""
+        ...
+    def claim_detection(self) -> bool:
+        """Takes the detection lock for this transaction; False if another collector holds it."""
+        ...
+    def detection_lag(self) -> int:
+        """Events stored but not yet run through detection, over all agents."""
+        ...
 
-    # events
+
+class EventArea(Protocol):
+    """Stored events."""
+
     def list_events(self, flt: EventFilter, *, cursor: int | None, limit: int) -> Page: ...
     def events_in_window(self, *, user: str, kind: str, since_ns: int, until_ns: int, cap: int) -> Sequence[StoredEvent]: ...
+    def events_after(self, *, agent_id: str, epoch: int, seq: int, limit: int) -> Sequence[StoredEvent]:
+        """One agent's events after (epoch, seq), in chain order."""
+        ...
+    def count_events(self) -> int: ...
 
-    # alerts
+
+class AlertArea(Protocol):
+    """Alerts."""
+
     def add_alert(self, alert: Alert) -> Alert: ...
     def update_alert(self, alert: Alert) -> None: ...
+    def get_alert(self, alert_id: int) -> Alert | None: ...
     def latest_open_alert(self, *, rule: str, user: str | None = None, agent_id: str | None = None) -> Alert | None: ...
+    def open_alert_in_group(self, group_key: str) -> Alert | None: ...
     def list_alerts(self, *, cursor: int | None, limit: int, status: str | None = None) -> Page: ...
+    def count_alerts(self) -> dict[str, int]:
+        """Alerts by rule."""
+        ...
 
-    # people
+
+class PeopleArea(Protocol):
+    """Users and their tokens."""
+
     def add_user(self, user: User) -> None: ...
     def get_user(self, username: str) -> User | None: ...
     def add_token(self, *, token_hash: str, username: str, kind: str, created_at_ns: int, expires_at_ns: int | None) -> None: ...
     def user_for_token(self, *, token_hash: str, kind: str, now_ns: int) -> User | None: ...
     def revoke_token(self, *, token_hash: str) -> None: ...
+
+
+class AuditArea(Protocol):
+    """The audit log."""
+
     def append_audit(self, entry: AuditEntry) -> None: ...
     def list_audit(self, *, cursor: int | None, limit: int) -> Page: ...
 
-    # tamper evidence (collector/transparency.py writes, collector/verify.py reads)
+
+class TreeArea(Protocol):
+    """Tamper evidence (collector/transparency.py writes, collector/verify.py reads)."""
+
     def add_tree_head(self, head: SignedTreeHead, leaves: Sequence[TreeLeaf], *, previous_size: int) -> None:
-        """Appends leaves and their signed head in one step; raises ChainConflict if the tree
-        no longer has ``previous_size`` leaves or a leaf or batch is already in it."""
+        """Appends leaves and their signed head; raises ChainConflict if the tree no longer has
+        ``previous_size`` leaves or a leaf or batch is already in it."""
         ...
     def latest_tree_head(self) -> SignedTreeHead | None: ...
     def list_tree_heads(self) -> Sequence[SignedTreeHead]: ...
@@ -97,5 +163,40 @@ class Store(Protocol):
     def batches_outside_tree(self, *, limit: int) -> Sequence[BatchRow]: ...
     def batch_leaves(self, *, after_row_id: int, limit: int) -> Sequence[BatchRow]: ...
     def event_rows(self, *, after_row_id: int, limit: int) -> Sequence[EventRow]: ...
+
+
+class RetentionArea(Protocol):
+    """Legal holds and the deletion of events past their retention."""
+
+    def add_legal_hold(self, hold: LegalHold) -> LegalHold: ...
+    def release_legal_hold(self, *, hold_id: int, now_ns: int) -> bool: ...
+    def list_legal_holds(self, *, active_only: bool = True) -> Sequence[LegalHold]: ...
+    def prune_batches(self, *, before_ns: int, now_ns: int, limit: int, after_row_id: int = 0) -> RetentionRun:
+        """Deletes the events (and blanks the signed bytes) of up to ``limit`` batches received
+        before ``before_ns``, after row ``after_row_id``, that are already leaves of the Merkle tree
+        and that no active hold covers; keeps each batch's hashes and signature."""
+        ...
+    def list_retention_runs(self) -> Sequence[RetentionRun]: ...
+
+
+class Transaction(EnrollmentArea, AgentArea, CertificateArea, BatchArea, EventArea, AlertArea, PeopleArea,
+                  AuditArea, TreeArea, RetentionArea, Protocol):
+    """Every area at once, inside one transaction."""
+
+
+class Store(Protocol):
+    """A database: hands out transactions."""
+
+    def transaction(self) -> AbstractContextManager[Transaction]:
+        """A read-write unit of work: commits on leaving, rolls back on an exception."""
+        ...
+
+    def read(self) -> AbstractContextManager[Transaction]:
+        """A unit of work that only reads (takes no write lock)."""
+        ...
+
+    def health(self) -> str | None:
+        """Returns None when the store can be read and written, else why not (no internals)."""
+        ...
 
     def close(self) -> None: ...

@@ -1,17 +1,28 @@
-"""Builds the FastAPI application from services built elsewhere; keeps no config in globals."""
+"""Builds the FastAPI application from services built elsewhere; keeps no config in globals.
+
+Feature routers are included here; errors common to every view are mapped here: a bad request is
+400 with the reason, a store that cannot be reached or written is 503 with a reason (never the
+driver's text, which names hosts and ports).
+"""
 
 from __future__ import annotations
 
 import logging
-from typing import Mapping
+from typing import Callable, Mapping
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 
-from collector.people import PeopleService
-from collector.storage.base import Store
-from collector.web import api, pages
+from collector.alerts import views as alerts_views
+from collector.audit import views as audit_views
+from collector.detection.service import DetectionStage
+from collector.enrollment.service import EnrollmentService
+from collector.events import views as events_views
+from collector.fleet import views as fleet_views
+from collector.people import views as people_views
+from collector.people.service import PeopleService
+from collector.storage.base import Store, StoreUnavailable
 from collector.web.deps import Services
 
 __all__ = ["create_app"]
@@ -19,13 +30,15 @@ __all__ = ["create_app"]
 log = logging.getLogger("shoumi.collector.http")
 
 
-def create_app(*, store: Store, people: PeopleService, counters: Mapping[str, int] | None = None) -> FastAPI:
-    """Returns the collector's web app wired to the given store and people service.
+def create_app(*, store: Store, people: PeopleService, enrollment: EnrollmentService | None = None,
+               counters: Mapping[str, int] | None = None, detection: DetectionStage | None = None,
+               open_streams: Callable[[], int] | None = None, spool_depths: Mapping[str, int] | None = None) -> FastAPI:
+    """Returns the collector's web app wired to the given store and services.
 
     ``counters`` (ingest's) are served at /metrics in the Prometheus text format.
     """
     app = FastAPI(title="Shoumi collector", version="1", docs_url="/api/docs", redoc_url=None)
-    app.state.services = Services(store=store, people=people)
+    app.state.services = Services(store=store, people=people, enrollment=enrollment or EnrollmentService(token_ttl_ns=1))
 
     @app.exception_handler(RequestValidationError)
     async def _bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -35,20 +48,45 @@ def create_app(*, store: Store, people: PeopleService, counters: Mapping[str, in
         log.info("bad request %s %s: %s", request.method, request.url.path, reasons)
         return JSONResponse({"detail": reasons}, status_code=400)
 
+    @app.exception_handler(StoreUnavailable)
+    async def _unavailable(request: Request, exc: StoreUnavailable) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "5"})
+
     @app.get("/healthz")
-    def healthz() -> dict[str, str]:
-        """Answers 200 while the process serves."""
-        return {"status": "ok"}
+    def healthz() -> JSONResponse:
+        """200 while the store can be written, else 503 with the reason."""
+        why_not = store.health()
+        if why_not is None:
+            return JSONResponse({"status": "ok"})
+        return JSONResponse({"status": "unavailable", "detail": why_not}, status_code=503)
 
     @app.get("/metrics", response_class=PlainTextResponse)
     def metrics() -> str:
-        """Ingest counters (stored, duplicate, refused by reason) for Prometheus; no personal data."""
+        """Ingest, detection and fleet figures for Prometheus; no personal data."""
         lines = ["# HELP shoumi_ingest_total Batches, events and refusals counted by the ingest service.",
                  "# TYPE shoumi_ingest_total counter"]
         for name, value in sorted((counters or {}).items()):
             lines.append(f'shoumi_ingest_total{{what="{name}"}} {value}')
+        try:
+            with store.read() as tx:
+                by_rule = tx.count_alerts()
+                lag = tx.detection_lag()
+        except StoreUnavailable:
+            by_rule, lag = {}, -1
+        lines += ["# HELP shoumi_alerts Alerts stored, by rule.", "# TYPE shoumi_alerts gauge"]
+        lines += [f'shoumi_alerts{{rule="{rule}"}} {n}' for rule, n in sorted(by_rule.items())]
+        lines += ["# HELP shoumi_detection_lag_events Events stored but not yet run through detection (-1: store away).",
+                  "# TYPE shoumi_detection_lag_events gauge", f"shoumi_detection_lag_events {lag}"]
+        if open_streams is not None:
+            lines += ["# HELP shoumi_agent_streams Agent streams open on this collector.",
+                      "# TYPE shoumi_agent_streams gauge", f"shoumi_agent_streams {open_streams()}"]
+        depths = dict(spool_depths or {})
+        if depths:
+            lines += ["# HELP shoumi_agent_spool_events Events waiting in an agent's spool, as it last reported.",
+                      "# TYPE shoumi_agent_spool_events gauge"]
+            lines += [f'shoumi_agent_spool_events{{agent="{a}"}} {n}' for a, n in sorted(depths.items())]
         return "\n".join(lines) + "\n"
 
-    app.include_router(api.router)
-    app.include_router(pages.router)
+    for feature in (events_views, alerts_views, fleet_views, audit_views, people_views):
+        app.include_router(feature.router)
     return app

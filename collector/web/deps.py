@@ -1,18 +1,23 @@
-"""FastAPI dependencies: who is asking, and may they. Views ask for a permission, never a role."""
+"""FastAPI dependencies: who is asking, and may they. Views ask for a permission, never a role.
+
+A view is one unit of work: it opens ``svc.store.transaction()`` (or ``read()``), calls the
+feature's service inside it, and the action and its audit row commit together.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 from fastapi import Depends, HTTPException, Request
 
-from collector.domain.records import User
 from collector.domain.roles import allowed
-from collector.people import NotAuthenticated, PeopleService
+from collector.enrollment.service import EnrollmentService
+from collector.people.models import User
+from collector.people.service import NotAuthenticated, PeopleService
 from collector.storage.base import Store
 
-__all__ = ["SESSION_COOKIE", "Services", "services", "current_user", "require"]
+__all__ = ["SESSION_COOKIE", "Services", "services", "current_user", "session_user", "require", "cursor_value"]
 
 SESSION_COOKIE = "shoumi_session"
 
@@ -23,6 +28,7 @@ class Services:
 
     store: Store
     people: PeopleService
+    enrollment: EnrollmentService
 
 
 def services(request: Request) -> Services:
@@ -35,17 +41,30 @@ def current_user(request: Request, svc: Services = Depends(services)) -> User:
     """Identifies the caller by a bearer token, or else by the session cookie."""
     header = request.headers.get("authorization", "")
     try:
-        if header:
-            scheme, _, token = header.partition(" ")
-            if scheme.lower() != "bearer" or not token.strip():
-                raise NotAuthenticated("use Authorization: Bearer TOKEN")
-            return svc.people.authenticate(token=token.strip(), kind="api")
-        cookie = request.cookies.get(SESSION_COOKIE)
-        if cookie:
-            return svc.people.authenticate(token=cookie, kind="session")
+        with svc.store.read() as tx:
+            if header:
+                scheme, _, token = header.partition(" ")
+                if scheme.lower() != "bearer" or not token.strip():
+                    raise NotAuthenticated("use Authorization: Bearer TOKEN")
+                return svc.people.authenticate(tx=tx, token=token.strip(), kind="api")
+            cookie = request.cookies.get(SESSION_COOKIE)
+            if cookie:
+                return svc.people.authenticate(tx=tx, token=cookie, kind="session")
     except NotAuthenticated as exc:
         raise HTTPException(401, str(exc), headers={"WWW-Authenticate": "Bearer"}) from exc
     raise HTTPException(401, "authentication required", headers={"WWW-Authenticate": "Bearer"})
+
+
+def session_user(request: Request, svc: Services) -> User | None:
+    """The signed-in user of a page request, or None."""
+    token = request.cookies.get(SESSION_COOKIE)
+    if not token:
+        return None
+    try:
+        with svc.store.read() as tx:
+            return svc.people.authenticate(tx=tx, token=token, kind="session")
+    except NotAuthenticated:
+        return None
 
 
 def require(permission: str) -> Callable[..., User]:
@@ -57,3 +76,17 @@ def require(permission: str) -> Callable[..., User]:
         return user
 
     return check
+
+
+def cursor_value(text: str | None) -> int | None:
+    """Reads a page cursor; 400 for anything but one we handed out."""
+    if text is None or text == "":
+        return None
+    if not text.isdigit() or int(text) >= 2**63:
+        raise HTTPException(400, f"invalid cursor {text!r}: pass back next_cursor unchanged")
+    return int(text)
+
+
+def page_json(items: list[dict[str, Any]], next_cursor: str | None) -> dict[str, Any]:
+    """The shape of every list the API returns."""
+    return {"items": items, "next_cursor": next_cursor}

@@ -43,6 +43,7 @@ __all__ = [
     "verify_signature",
     "check_shape",
     "check_continues",
+    "check_link",
 ]
 
 DOMAIN = b"shoumi.v1.EventBatch\n"
@@ -132,25 +133,26 @@ def check_shape(batch: events_pb2.EventBatch, *, max_events: int = MAX_EVENTS_PE
 
 
 def check_continues(batch: events_pb2.EventBatch, head: ChainHead | None) -> None:
-    """Checks that the batch extends the chain whose head is given (None: nothing stored yet).
+    """Checks that the batch extends the chain whose head is given (None: nothing stored yet)."""
+    check_link(epoch=batch.epoch, first_seq=batch.first_seq, prev_hash=bytes(batch.prev_batch_hash), head=head)
+
+
+def check_link(*, epoch: int, first_seq: int, prev_hash: bytes, head: ChainHead | None) -> None:
+    """Checks that a batch at (epoch, first_seq) naming ``prev_hash`` extends the chain at ``head``.
 
     A batch of a new epoch must start that epoch (first_seq 1, genesis hash). Whether a batch
     that is already stored is a harmless redelivery is the caller's question, asked before this.
+    The collector's ingest and ``verify`` both check links with this one function.
     """
-    if head is None or batch.epoch != head.epoch:
-        if head is not None and batch.epoch < head.epoch:
-            raise ChainBroken(f"epoch {batch.epoch} is older than the current epoch {head.epoch}")
-        if batch.first_seq != 1 or batch.prev_batch_hash != GENESIS_HASH:
+    if head is None or epoch != head.epoch:
+        if head is not None and epoch < head.epoch:
+            raise ChainBroken(f"epoch {epoch} is older than the current epoch {head.epoch}")
+        if first_seq != 1 or prev_hash != GENESIS_HASH:
             raise ChainBroken(
-                f"epoch {batch.epoch} must start at seq 1 with the genesis hash, "
-                f"got first_seq {batch.first_seq}"
+                f"epoch {epoch} must start at seq 1 with the genesis hash, got first_seq {first_seq}"
             )
         return
-    if batch.first_seq != head.last_seq + 1:
-        raise ChainBroken(
-            f"sequence gap: expected first_seq {head.last_seq + 1}, got {batch.first_seq}"
-        )
-    if batch.prev_batch_hash != head.last_hash:
-        raise ChainBroken(
-            f"prev_batch_hash does not match the hash of the batch ending at seq {head.last_seq}"
-        )
+    if first_seq != head.last_seq + 1:
+        raise ChainBroken(f"sequence gap: expected first_seq {head.last_seq + 1}, got {first_seq}")
+    if prev_hash != head.last_hash:
+        raise ChainBroken(f"prev_batch_hash does not match the hash of the batch ending at seq {head.last_seq}")

@@ -6,8 +6,8 @@ import time
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from collector.domain.detection import ReadBurstRule
-from collector.domain.records import AgentRecord
+from collector.detection.rules import ReadBurstRule
+from collector.fleet.models import AgentRecord
 from collector.ingest.service import IngestService
 from collector.storage import SqlStore
 
@@ -24,7 +24,7 @@ def enroll(store: SqlStore, agent_id: str, key: Ed25519PrivateKey) -> None:
 
 def ingest_service(store: SqlStore) -> IngestService:
     """The real ingest path, with a rule that will not fire on test data."""
-    return IngestService(store, read_burst=ReadBurstRule(threshold=10_000, window_ns=60_000_000_000))
+    return IngestService(store)
 
 
 def writers(store: SqlStore, *agent_ids: str) -> list[ChainWriter]:

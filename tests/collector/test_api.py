@@ -8,10 +8,11 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi.testclient import TestClient
 
-from collector.domain.detection import ReadBurstRule
-from collector.enrollment import EnrollmentService
+from collector.detection.rules import ReadBurstRule
+from collector.enrollment.service import EnrollmentService
+from collector.detection.service import DetectionStage
 from collector.ingest.service import IngestService
-from collector.people import PeopleService
+from collector.people.service import PeopleService
 from collector.storage import SqlStore
 from collector.web.app import create_app
 
@@ -22,20 +23,21 @@ PASSWORD = "correct horse battery"
 
 @pytest.fixture
 def world(sqlite_store: SqlStore, agent_key: Ed25519PrivateKey) -> Iterator[dict[str, Any]]:
-    people = PeopleService(sqlite_store, session_ttl_ns=3600 * 10**9)
+    people = PeopleService(session_ttl_ns=3600 * 10**9)
     for name, role in [("ana", "security_analyst"), ("ivan", "it_admin"), ("hana", "hr"), ("aud", "auditor")]:
-        people.create_user(username=name, role=role, password=PASSWORD, actor="test")
-    enroll = EnrollmentService(sqlite_store, token_ttl_ns=10**12)
-    agent_id = enroll.enroll(token=enroll.create_token(actor="t"), public_key=agent_key.public_key().public_bytes_raw(),
+        people.create_user(tx=sqlite_store, username=name, role=role, password=PASSWORD, actor="test")
+    enroll = EnrollmentService(token_ttl_ns=10**12)
+    agent_id = enroll.enroll(tx=sqlite_store, token=enroll.create_token(tx=sqlite_store, actor="t"), public_key=agent_key.public_key().public_bytes_raw(),
                              hostname="ws", os_name="L", agent_version="1", peer="t").agent_id
-    ingest = IngestService(sqlite_store, read_burst=ReadBurstRule(threshold=10, window_ns=60 * 10**9))
+    ingest = IngestService(sqlite_store)
     writer = ChainWriter(agent_id, agent_key)
     for _ in range(5):
         ingest.ingest(writer.next(5))
     ingest.ingest(writer.next(3, kind="file.write", user="bob"))
-    client = TestClient(create_app(store=sqlite_store, people=people))
+    DetectionStage(sqlite_store, read_burst=ReadBurstRule(threshold=10, window_ns=60 * 10**9)).run_until_idle()
+    client = TestClient(create_app(store=sqlite_store, people=people))  # type: ignore[arg-type]
     yield {"client": client, "people": people, "agent_id": agent_id, "store": sqlite_store,
-           "tokens": {n: people.create_api_token(username=n, actor="t") for n in ("ana", "ivan", "hana", "aud")}}
+           "tokens": {n: people.create_api_token(tx=sqlite_store, username=n, actor="t") for n in ("ana", "ivan", "hana", "aud")}}
     client.close()
 
 

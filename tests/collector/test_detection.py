@@ -7,10 +7,13 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from collector.domain.detection import ReadBurstRule, merge_finding
-from collector.domain.records import AgentRecord, StoredEvent
+from collector.detection.rules import ReadBurstRule, continues
+from collector.events.models import StoredEvent
+from collector.fleet.models import AgentRecord
+from collector.detection.service import DetectionStage
 from collector.ingest.service import IngestService
-from collector.storage import open_store
+from collector.storage import MemoryStore, open_store
+from shoumi.batch import sign_batch
 
 from tests.conftest import ChainWriter, make_event
 
@@ -37,16 +40,44 @@ def test_an_earlier_burst_is_found_even_when_later_reads_are_quiet() -> None:
     assert [f.event_ids for f in found] == [("e0", "e1", "e2", "e3"), ("e5", "e6", "e7", "e8", "e9")]
 
 
-def test_sustained_burst_extends_one_alert_and_a_later_one_opens_another() -> None:
+def test_a_finding_continues_an_alert_only_within_one_window() -> None:
     rule = ReadBurstRule(threshold=2, window_ns=MIN)
     [first] = rule.evaluate(_reads([0, 1, 2]))
-    alert = merge_finding(None, first, window_ns=MIN, now_ns=10)
     [cont] = rule.evaluate(_reads([2, 3, 4, 5]))
-    merged = merge_finding(alert, cont, window_ns=MIN, now_ns=20)
-    assert merged.created_at_ns == 10 and merged.updated_at_ns == 20
-    assert set(merged.event_ids) == {"e0", "e1", "e2", "e3"} and "4 times" in merged.summary
+    assert continues(last_event_ns=first.last_ns, finding=cont, window_ns=MIN)
     [later] = rule.evaluate(_reads([10 * MIN, 10 * MIN + 1, 10 * MIN + 2]))
-    assert merge_finding(merged, later, window_ns=MIN, now_ns=30).id is None  # a new alert
+    assert not continues(last_event_ns=cont.last_ns, finding=later, window_ns=MIN)
+
+
+def test_sustained_burst_extends_one_alert_and_a_later_one_opens_another() -> None:
+    store = MemoryStore()
+    key = Ed25519PrivateKey.generate()
+    with store.transaction() as tx:
+        tx.add_enroll_token(token_hash="t", created_at_ns=0, expires_at_ns=2**62, created_by="t")
+        tx.consume_enroll_token(token_hash="t", now_ns=1, agent=AgentRecord(
+            "agt-1", key.public_key().public_bytes_raw(), "h", "L", "1", 1))
+    ingest, stage = IngestService(store), DetectionStage(store, read_burst=ReadBurstRule(threshold=2, window_ns=MIN))
+    writer = ChainWriter("agt-1", key)
+
+    def reads(*minutes: float) -> None:
+        batch = writer.next(0)
+        batch.ClearField("signature")
+        for off, m in enumerate(minutes):
+            batch.events.append(make_event(batch.first_seq + off, time_ns=10**18 + int(m * MIN)))
+        writer.next_seq = batch.first_seq + len(minutes)
+        writer.last_hash = sign_batch(batch, key)
+        ingest.ingest(batch)
+        stage.run_until_idle()
+
+    reads(0, 0.1, 0.2)
+    reads(0.3, 0.4)
+    with store.read() as tx:
+        [alert] = tx.list_alerts(cursor=None, limit=10).items
+    assert len(alert.event_ids) == 5 and "5 times" in alert.summary
+    reads(10, 10.1, 10.2)
+    with store.read() as tx:
+        newest, oldest = tx.list_alerts(cursor=None, limit=10).items
+    assert oldest.id == alert.id and len(newest.event_ids) == 3  # a new alert
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -64,10 +95,11 @@ def test_alerts_do_not_depend_on_batch_boundaries(tmp_path_factory, gaps: list[i
 
     def run(sizes: list[int]) -> list[tuple[str, tuple[str, ...]]]:
         store = open_store(tmp_path_factory.mktemp("s"))
-        from collector.storage.sql import agents
-        with store.engine.begin() as conn:
-            conn.execute(agents.insert().values(agent_id="agt-1", public_key=pub, hostname="h", os="L", agent_version="1", enrolled_at_ns=1))
-        service = IngestService(store, read_burst=ReadBurstRule(threshold=5, window_ns=MIN), clock=lambda: 7)
+        with store.transaction() as tx:
+            tx.add_enroll_token(token_hash="t", created_at_ns=0, expires_at_ns=2**62, created_by="t")
+            tx.consume_enroll_token(token_hash="t", now_ns=1, agent=AgentRecord("agt-1", pub, "h", "L", "1", 1))
+        service = IngestService(store, clock=lambda: 7)
+        stage = DetectionStage(store, read_burst=ReadBurstRule(threshold=5, window_ns=MIN), clock=lambda: 7)
         writer = ChainWriter("agt-1", key)
         i = 0
         while i < len(times):
@@ -83,8 +115,10 @@ def test_alerts_do_not_depend_on_batch_boundaries(tmp_path_factory, gaps: list[i
             from shoumi.batch import sign_batch
             writer.last_hash = sign_batch(batch, key)
             service.ingest(batch)
+            stage.run_until_idle()
             i += len(chunk)
-        alerts = store.list_alerts(cursor=None, limit=100).items
+        with store.read() as tx:
+            alerts = tx.list_alerts(cursor=None, limit=100).items
         store.close()
         return sorted((a.user, tuple(sorted(a.event_ids))) for a in alerts)
 

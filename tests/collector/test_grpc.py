@@ -11,11 +11,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from shoumi.v1 import events_pb2, ingest_pb2, ingest_pb2_grpc
 
-from collector.domain.records import EventFilter
+from collector.events.models import EventFilter
 from collector.settings import CollectorSettings
 from collector.wiring import Built, build_services
 
-from tests.conftest import ChainWriter
+from collector.fleet import service as fleet
+from collector.storage import open_store
+
+from tests.conftest import ChainWriter, PerCall
 
 
 @pytest.fixture
@@ -23,10 +26,10 @@ def collector(tmp_path: Path) -> Iterator[Built]:
     # plaintext development mode: these tests are about ingest semantics (test_tls.py covers mTLS)
     settings = CollectorSettings(data_dir=tmp_path, grpc_listen="127.0.0.1:0", insecure_dev=True,
                                  max_message_bytes=256 * 1024)
-    built = build_services(settings)
-    built.grpc_server.start()
+    built = build_services(settings, store=PerCall(open_store(tmp_path)))  # type: ignore[arg-type]
+    built.grpc.start()
     yield built
-    built.grpc_server.stop(grace=None).wait(5)
+    built.grpc.stop(grace=0)
     built.store.close()
 
 
@@ -37,7 +40,7 @@ def channel(collector: Built) -> Iterator[grpc.Channel]:
 
 
 def _enroll(collector: Built, channel: grpc.Channel, key: Ed25519PrivateKey) -> str:
-    token = collector.enrollment.create_token(actor="test")
+    token = collector.enrollment.create_token(tx=collector.store, actor="test")
     reply = ingest_pb2_grpc.EnrollmentServiceStub(channel).Enroll(
         ingest_pb2.EnrollRequest(token=token, public_key=key.public_key().public_bytes_raw(), hostname="ws", os="Linux"),
         timeout=10,
@@ -58,7 +61,7 @@ def test_enroll_then_stream_is_acked_after_storing(collector: Built, channel: gr
 
 def test_reused_token_and_bad_key_get_statuses(collector: Built, channel: grpc.Channel, agent_key: Ed25519PrivateKey) -> None:
     stub = ingest_pb2_grpc.EnrollmentServiceStub(channel)
-    token = collector.enrollment.create_token(actor="test")
+    token = collector.enrollment.create_token(tx=collector.store, actor="test")
     req = ingest_pb2.EnrollRequest(token=token, public_key=agent_key.public_key().public_bytes_raw(), hostname="ws")
     stub.Enroll(req, timeout=10)
     with pytest.raises(grpc.RpcError) as reused:

@@ -7,9 +7,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from shoumi.v1 import events_pb2
 
-from collector.domain.detection import ReadBurstRule
-from collector.domain.records import EventFilter
-from collector.enrollment import EnrollmentError, EnrollmentService
+from collector.detection.rules import ReadBurstRule
+from collector.events.models import EventFilter
+from collector.enrollment.service import EnrollmentError, EnrollmentService
+from collector.detection.service import DetectionStage
 from collector.ingest.service import IngestError, IngestService
 from collector.storage import SqlStore
 
@@ -21,15 +22,15 @@ MIN = 60_000_000_000
 def _enroll(store: SqlStore, key: Ed25519PrivateKey) -> str:
     from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-    svc = EnrollmentService(store, token_ttl_ns=10 * MIN)
-    token = svc.create_token(actor="test")
-    return svc.enroll(token=token, public_key=key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw),
+    svc = EnrollmentService(token_ttl_ns=10 * MIN)
+    token = svc.create_token(tx=store, actor="test")
+    return svc.enroll(tx=store, token=token, public_key=key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw),
                       hostname="ws-01", os_name="Linux", agent_version="t", peer="test").agent_id
 
 
 @pytest.fixture
 def ingest(sqlite_store: SqlStore) -> IngestService:
-    return IngestService(sqlite_store, read_burst=ReadBurstRule(threshold=5, window_ns=MIN))
+    return IngestService(sqlite_store)
 
 
 def _count(store: SqlStore) -> int:
@@ -41,6 +42,8 @@ def test_chain_is_stored_and_acked(ingest: IngestService, agent_key: Ed25519Priv
     acks = [ingest.ingest(writer.next(4)) for _ in range(3)]
     assert [a.acked_seq for a in acks] == [4, 8, 12]
     assert _count(ingest.store) == 12
+    assert ingest.store.list_alerts(cursor=None, limit=10).items == ()  # ingest only stores
+    DetectionStage(ingest.store, read_burst=ReadBurstRule(threshold=5, window_ns=MIN)).run_until_idle()
     assert len(ingest.store.list_alerts(cursor=None, limit=10).items) == 1  # 12 reads > 5 in a minute
 
 
@@ -111,17 +114,17 @@ def test_bad_batches_are_refused_with_nothing_stored(ingest: IngestService, agen
 
 
 def test_enrollment_token_is_one_time(sqlite_store: SqlStore, agent_key: Ed25519PrivateKey) -> None:
-    svc = EnrollmentService(sqlite_store, token_ttl_ns=MIN)
-    token = svc.create_token(actor="test")
+    svc = EnrollmentService(token_ttl_ns=MIN)
+    token = svc.create_token(tx=sqlite_store, actor="test")
     pub = b"\x11" * 32
     kwargs = dict(public_key=agent_key.public_key().public_bytes_raw(), hostname="h", os_name="L", agent_version="1", peer="p")
-    svc.enroll(token=token, **kwargs)  # type: ignore[arg-type]
+    svc.enroll(tx=sqlite_store, token=token, **kwargs)  # type: ignore[arg-type]
     with pytest.raises(EnrollmentError, match="used"):
-        svc.enroll(token=token, **kwargs)  # type: ignore[arg-type]
+        svc.enroll(tx=sqlite_store, token=token, **kwargs)  # type: ignore[arg-type]
     with pytest.raises(EnrollmentError, match="unknown"):
-        svc.enroll(token="se_guess", **kwargs)  # type: ignore[arg-type]
+        svc.enroll(tx=sqlite_store, token="se_guess", **kwargs)  # type: ignore[arg-type]
     with pytest.raises(EnrollmentError, match="32-byte"):
-        svc.enroll(token=svc.create_token(actor="t"), public_key=pub[:5], hostname="h", os_name="L", agent_version="1", peer="p")
+        svc.enroll(tx=sqlite_store, token=svc.create_token(tx=sqlite_store, actor="t"), public_key=pub[:5], hostname="h", os_name="L", agent_version="1", peer="p")
     actions = [e.action for e in sqlite_store.list_audit(cursor=None, limit=20).items]
     assert actions.count("agent.enroll") == 1 and actions.count("agent.enroll_refused") == 2
     assert len(sqlite_store.list_agents()) == 1
@@ -176,11 +179,17 @@ def test_new_epoch_is_accepted_and_reported(ingest: IngestService, agent_key: Ed
 
 
 def test_graceful_stop_is_told_from_silence(sqlite_store: SqlStore, agent_key: Ed25519PrivateKey) -> None:
-    from collector.fleet import FleetService
+    from collector.fleet import service as fleet_service
 
     now = [10**18]
-    ingest = IngestService(sqlite_store, read_burst=ReadBurstRule(threshold=5, window_ns=MIN), clock=lambda: now[0])
-    fleet = FleetService(sqlite_store, clock=lambda: now[0])
+    ingest = IngestService(sqlite_store, clock=lambda: now[0])
+
+    class fleet:  # the fleet service on the test's clock, one transaction per check
+        @staticmethod
+        def check_silence() -> list:
+            with sqlite_store.transaction() as tx:
+                return fleet_service.check_silence(tx=tx, now_ns=now[0])
+
     stopping_id, vanishing_id = _enroll(sqlite_store, agent_key), _enroll(sqlite_store, agent_key)
     for agent_id in (stopping_id, vanishing_id):
         writer = ChainWriter(agent_id, agent_key)
@@ -203,39 +212,45 @@ def test_graceful_stop_is_told_from_silence(sqlite_store: SqlStore, agent_key: E
 
 
 def test_revoked_agent_is_refused(ingest: IngestService, agent_key: Ed25519PrivateKey) -> None:
-    from collector.fleet import FleetService
+    from collector.fleet import service as fleet
 
-    agent_id = _enroll(ingest.store, agent_key)
+    agent_id = _enroll(ingest.store, agent_key)  # type: ignore[arg-type]
     writer = ChainWriter(agent_id, agent_key)
     ingest.ingest(writer.next(1))
-    assert FleetService(ingest.store).revoke(agent_id=agent_id, actor="it")
+    with ingest.store.transaction() as tx:
+        assert fleet.revoke(tx=tx, agent_id=agent_id, actor="it", now_ns=1)
     with pytest.raises(IngestError) as refused:
         ingest.ingest(writer.next(1))
     assert refused.value.status == "PERMISSION_DENIED" and refused.value.reason == "revoked_agent"
     assert ingest.store.list_audit(cursor=None, limit=1).items[0].action == "agent.revoke"
 
 
-def test_detection_cut_short_by_a_crash_is_finished_by_the_redelivery(sqlite_store: SqlStore, agent_key: Ed25519PrivateKey) -> None:
-    class CrashingDetection(IngestService):
-        def _detect(self, stored: list) -> None:  # the process dies after the commit, before detection
+def test_detection_cut_short_by_a_crash_resumes_from_its_position(sqlite_store: SqlStore, agent_key: Ed25519PrivateKey) -> None:
+    from collector.detection.service import DetectionStage
+
+    class CrashingDetection(DetectionStage):
+        def _detect(self, tx: object, stored: object) -> None:  # the process dies mid-detection
             raise SystemExit("killed")
 
     agent_id = _enroll(sqlite_store, agent_key)
     batch = ChainWriter(agent_id, agent_key).next(12)
+    ingest = IngestService(sqlite_store)
+    assert ingest.ingest(batch).acked_seq == 12  # stored and acknowledged: detection is not ingest's job
+    rule = ReadBurstRule(threshold=5, window_ns=MIN)
     with pytest.raises(SystemExit):
-        CrashingDetection(sqlite_store, read_burst=ReadBurstRule(threshold=5, window_ns=MIN)).ingest(batch)
+        CrashingDetection(sqlite_store, read_burst=rule).run_once()
     assert _count(sqlite_store) == 12 and _alerts(sqlite_store, "read_burst") == []
-    restarted = IngestService(sqlite_store, read_burst=ReadBurstRule(threshold=5, window_ns=MIN))
-    assert restarted.ingest(batch).acked_seq == 12  # the agent never got its Ack: it resends
+    restarted = DetectionStage(sqlite_store, read_burst=rule)
+    assert restarted.run_until_idle() == 12  # nothing was marked: all of it is looked at again
     [alert] = _alerts(sqlite_store, "read_burst")
     assert len(alert.event_ids) == 12
-    restarted.ingest(batch)  # and again: nothing new
+    assert ingest.ingest(batch).acked_seq == 12 and restarted.run_until_idle() == 0  # a redelivery: nothing new
     assert len(_alerts(sqlite_store, "read_burst")) == 1 and _count(sqlite_store) == 12
 
 
 def test_a_skewed_agent_clock_is_stored_and_reported_once(sqlite_store: SqlStore, agent_key: Ed25519PrivateKey) -> None:
     now = [10**18]
-    ingest = IngestService(sqlite_store, read_burst=ReadBurstRule(threshold=50, window_ns=MIN), clock=lambda: now[0])
+    ingest = IngestService(sqlite_store, clock=lambda: now[0])
     writer = ChainWriter(_enroll(sqlite_store, agent_key), agent_key)
     from shoumi.batch import sign_batch
 

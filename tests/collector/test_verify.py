@@ -16,6 +16,7 @@ from collector.storage import open_store
 from collector.transparency import TreeHeadSigner, load_or_create_tree_key, load_tree_key, tree_public_key
 from collector.verify import Finding, VerifyReport, verify_store
 
+from tests.conftest import PerCall
 from tests.collector.evidence_helpers import ingest_service, writers
 
 
@@ -30,7 +31,7 @@ class Built:
 def built(tmp_path: Path) -> Iterator[Built]:
     """Two agents, 4 batches of 3 events each, interleaved; heads signed after 4 and after 8 batches."""
     data_dir = tmp_path / "collector"
-    store = open_store(data_dir)
+    store = PerCall(open_store(data_dir))
     try:
         signer = TreeHeadSigner(store, load_or_create_tree_key(data_dir))
         ingest = ingest_service(store)

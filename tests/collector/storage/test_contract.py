@@ -8,7 +8,11 @@ import pytest
 
 from shoumi.batch import ChainHead
 
-from collector.domain.records import AgentRecord, Alert, AuditEntry, EventFilter, StoredBatch, StoredEvent, User
+from collector.alerts.models import Alert
+from collector.audit.models import AuditEntry
+from collector.events.models import EventFilter, StoredBatch, StoredEvent
+from collector.fleet.models import AgentRecord
+from collector.people.models import User
 from collector.storage import AlreadyExists, ChainConflict, SqlStore
 
 

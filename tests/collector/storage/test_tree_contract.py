@@ -7,7 +7,7 @@ import pytest
 from shoumi.batch import ChainHead
 
 from collector.domain.evidence import SignedTreeHead, TreeLeaf
-from collector.domain.records import StoredBatch, StoredEvent
+from collector.events.models import StoredBatch, StoredEvent
 from collector.storage import ChainConflict, SqlStore
 
 

@@ -7,12 +7,12 @@ findings (tests/collector/test_detection.py checks this with hypothesis).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Sequence
 
-from collector.domain.records import Alert, StoredEvent
+from collector.events.models import StoredEvent
 
-__all__ = ["ReadBurstRule", "Finding", "merge_finding"]
+__all__ = ["ReadBurstRule", "Finding", "continues"]
 
 
 @dataclass(frozen=True)
@@ -94,32 +94,10 @@ class ReadBurstRule:
         )
 
 
-def merge_finding(existing: Alert | None, finding: Finding, *, window_ns: int, now_ns: int) -> Alert:
-    """Returns the alert to store: the open alert extended if the finding continues it, else a new one.
+def continues(*, last_event_ns: int, finding: Finding, window_ns: int) -> bool:
+    """Tells whether a finding continues an open alert whose last event was at ``last_event_ns``.
 
     A finding continues an open alert when it starts within one window of the alert's last
     event, so one sustained burst stays one alert while a burst next week is a new one.
     """
-    if existing is not None and finding.first_ns - existing.last_event_ns <= window_ns:
-        merged = tuple(dict.fromkeys(existing.event_ids + finding.event_ids))
-        if merged == existing.event_ids:
-            return existing
-        return replace(
-            existing,
-            event_ids=merged,
-            updated_at_ns=now_ns,
-            last_event_ns=max(existing.last_event_ns, finding.last_ns),
-            summary=finding.summary.replace(f"{len(finding.event_ids)} times", f"{len(merged)} times", 1),
-        )
-    return Alert(
-        rule=finding.rule,
-        severity=finding.severity,
-        status="open",
-        user=finding.user,
-        agent_id=finding.agent_id,
-        created_at_ns=now_ns,
-        updated_at_ns=now_ns,
-        event_ids=finding.event_ids,
-        summary=finding.summary,
-        last_event_ns=finding.last_ns,
-    )
+    return finding.first_ns - last_event_ns <= window_ns

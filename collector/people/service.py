@@ -10,16 +10,18 @@ Every change here is a human action and goes to the audit log. Errors::
 from __future__ import annotations
 
 import re
+import threading
 import time
-from typing import Callable
+from typing import Callable, Protocol
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from collector.domain.records import AuditEntry, User
+from collector.audit.models import AuditEntry
 from collector.domain.roles import ROLES
+from collector.people.models import User
 from collector.secrets import new_secret, secret_hash
-from collector.storage.base import AlreadyExists, Store
+from collector.storage.base import AlreadyExists, AuditArea, PeopleArea
 
 __all__ = ["PeopleError", "BadRequest", "NotAuthenticated", "PeopleService"]
 
@@ -40,16 +42,22 @@ class NotAuthenticated(PeopleError):
     """The credentials do not identify an enabled user."""
 
 
-class PeopleService:
-    """Users, roles and tokens."""
+class PeopleTx(PeopleArea, AuditArea, Protocol):
+    """What changes to people need: their tables and the audit log, in one transaction."""
 
-    def __init__(self, store: Store, *, session_ttl_ns: int, clock: Callable[[], int] = time.time_ns) -> None:
-        self.store = store
+
+class PeopleService:
+    """Users, roles and tokens. Every method works inside the caller's transaction."""
+
+    def __init__(self, *, session_ttl_ns: int, clock: Callable[[], int] = time.time_ns,
+                 concurrent_password_checks: int = 4) -> None:
         self.session_ttl_ns = session_ttl_ns
         self.clock = clock
         self.hasher = PasswordHasher()
+        # argon2 takes 64 MiB per check: a flood of sign-ins waits here instead of exhausting memory
+        self._checks = threading.BoundedSemaphore(concurrent_password_checks)
 
-    def create_user(self, *, username: str, role: str, password: str | None, actor: str) -> User:
+    def create_user(self, *, tx: PeopleTx, username: str, role: str, password: str | None, actor: str) -> User:
         """Creates a user with one role; without a password the user can use API tokens only."""
         if not _USERNAME.match(username):
             raise BadRequest(f"invalid user name {username!r}: letters, digits and . _ @ - (at most 128)")
@@ -64,50 +72,51 @@ class PeopleService:
             created_at_ns=self.clock(),
         )
         try:
-            self.store.add_user(user)
+            tx.add_user(user)
         except AlreadyExists as exc:
             raise BadRequest(str(exc)) from exc
-        self.store.append_audit(AuditEntry(user.created_at_ns, actor, "user.create", username, {"role": role}))
+        tx.append_audit(AuditEntry(user.created_at_ns, actor, "user.create", username, {"role": role}))
         return user
 
-    def create_api_token(self, *, username: str, actor: str) -> str:
+    def create_api_token(self, *, tx: PeopleTx, username: str, actor: str) -> str:
         """Creates a bearer token for a user and returns it (only its hash is kept)."""
-        if self.store.get_user(username) is None:
+        if tx.get_user(username) is None:
             raise BadRequest(f"no user {username!r}")
         token = new_secret("sa")
         now = self.clock()
-        self.store.add_token(token_hash=secret_hash(token), username=username, kind="api", created_at_ns=now, expires_at_ns=None)
-        self.store.append_audit(AuditEntry(now, actor, "api_token.create", username, {"token": secret_hash(token)[:12]}))
+        tx.add_token(token_hash=secret_hash(token), username=username, kind="api", created_at_ns=now, expires_at_ns=None)
+        tx.append_audit(AuditEntry(now, actor, "api_token.create", username, {"token": secret_hash(token)[:12]}))
         return token
 
-    def login(self, *, username: str, password: str, peer: str) -> str:
+    def login(self, *, tx: PeopleTx, username: str, password: str, peer: str) -> str:
         """Checks a password and returns a new session token."""
-        user = self.store.get_user(username)
+        user = tx.get_user(username)
         now = self.clock()
         ok = False
         try:
-            ok = self.hasher.verify(user.password_hash if user and user.password_hash else _DUMMY, password)
+            with self._checks:
+                ok = self.hasher.verify(user.password_hash if user and user.password_hash else _DUMMY, password)
         except (VerificationError, InvalidHashError):
             ok = False
         if not ok or user is None or user.password_hash is None or user.disabled:
-            self.store.append_audit(AuditEntry(now, f"peer:{peer}", "login.failed", username[:128], {}))
+            tx.append_audit(AuditEntry(now, f"peer:{peer}", "login.failed", username[:128], {}))
             raise NotAuthenticated("wrong user name or password")
         token = new_secret("ss")
-        self.store.add_token(
+        tx.add_token(
             token_hash=secret_hash(token), username=username, kind="session", created_at_ns=now,
             expires_at_ns=now + self.session_ttl_ns,
         )
-        self.store.append_audit(AuditEntry(now, username, "login", username, {"peer": peer}))
+        tx.append_audit(AuditEntry(now, username, "login", username, {"peer": peer}))
         return token
 
-    def logout(self, *, token: str, username: str) -> None:
+    def logout(self, *, tx: PeopleTx, token: str, username: str) -> None:
         """Ends a session."""
-        self.store.revoke_token(token_hash=secret_hash(token))
-        self.store.append_audit(AuditEntry(self.clock(), username, "logout", username, {}))
+        tx.revoke_token(token_hash=secret_hash(token))
+        tx.append_audit(AuditEntry(self.clock(), username, "logout", username, {}))
 
-    def authenticate(self, *, token: str, kind: str) -> User:
+    def authenticate(self, *, tx: PeopleArea, token: str, kind: str) -> User:
         """Returns the user a bearer ('api') or session token belongs to."""
-        user = self.store.user_for_token(token_hash=secret_hash(token), kind=kind, now_ns=self.clock())
+        user = tx.user_for_token(token_hash=secret_hash(token), kind=kind, now_ns=self.clock())
         if user is None:
             raise NotAuthenticated("invalid or expired token")
         return user

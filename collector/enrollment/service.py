@@ -12,14 +12,15 @@ import datetime as dt
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from collector.domain.records import AgentRecord, AuditEntry
+from collector.audit.models import AuditEntry
+from collector.fleet.models import AgentRecord
 from collector.pki import CertificateAuthority, IssuedCertificate, PkiError
 from collector.secrets import new_secret, secret_hash
-from collector.storage.base import Store
+from collector.storage.base import AgentArea, AuditArea, CertificateArea, EnrollmentArea
 
 __all__ = ["EnrollmentError", "EnrollmentService", "Enrolled"]
 
@@ -41,46 +42,49 @@ class EnrollmentError(Exception):
         self.status = status
 
 
+class EnrollmentTx(EnrollmentArea, AgentArea, CertificateArea, AuditArea, Protocol):
+    """What enrollment needs, in one transaction."""
+
+
 class EnrollmentService:
-    """Creates enrollment tokens and turns valid ones into enrolled agents."""
+    """Creates enrollment tokens and turns valid ones into enrolled agents, inside the caller's transaction."""
 
     def __init__(
         self,
-        store: Store,
         *,
         token_ttl_ns: int,
         ca: CertificateAuthority | None = None,
         cert_lifetime: dt.timedelta = dt.timedelta(days=7),
         clock: Callable[[], int] = time.time_ns,
     ) -> None:
-        self.store = store
         self.token_ttl_ns = token_ttl_ns
         self.ca = ca
         self.cert_lifetime = cert_lifetime
         self.clock = clock
 
-    def create_token(self, *, actor: str) -> str:
+    def create_token(self, *, tx: EnrollmentTx, actor: str) -> str:
         """Creates a one-time enrollment token and returns it (only its hash is kept)."""
         token = new_secret("se")
         now = self.clock()
-        self.store.add_enroll_token(
+        tx.add_enroll_token(
             token_hash=secret_hash(token), created_at_ns=now, expires_at_ns=now + self.token_ttl_ns, created_by=actor
         )
-        self.store.append_audit(
+        tx.append_audit(
             AuditEntry(now, actor, "enroll_token.create", secret_hash(token)[:12], {"expires_at_ns": now + self.token_ttl_ns})
         )
         return token
 
-    def revoke_token(self, *, token: str, actor: str) -> bool:
+    def revoke_token(self, *, tx: EnrollmentTx, token: str, actor: str) -> bool:
         """Revokes an unused enrollment token; returns whether there was one to revoke."""
         now = self.clock()
-        done = self.store.revoke_enroll_token(token_hash=secret_hash(token), now_ns=now)
-        self.store.append_audit(AuditEntry(now, actor, "enroll_token.revoke", secret_hash(token)[:12], {"revoked": done}))
+        done = tx.revoke_enroll_token(token_hash=secret_hash(token), now_ns=now)
+        tx.append_audit(AuditEntry(now, actor, "enroll_token.revoke", secret_hash(token)[:12], {"revoked": done}))
         return done
 
     def enroll(
         self,
         *,
+        tx: EnrollmentTx,
         token: str,
         public_key: bytes,
         hostname: str,
@@ -111,30 +115,31 @@ class EnrollmentService:
             agent_version=agent_version[:64],
             enrolled_at_ns=now,
         )
-        why_not = self.store.consume_enroll_token(token_hash=secret_hash(token), agent=agent, now_ns=now)
+        why_not = tx.consume_enroll_token(token_hash=secret_hash(token), agent=agent, now_ns=now)
         if why_not is not None:
-            self.store.append_audit(
+            tx.append_audit(
                 AuditEntry(now, f"peer:{peer}", "agent.enroll_refused", hostname, {"reason": why_not})
             )
             raise EnrollmentError("PERMISSION_DENIED", f"enrollment token is {why_not}")
-        certificate = self._issue(agent.agent_id, csr_pem) if csr_pem and self.ca is not None else None
-        self.store.append_audit(
+        certificate = self._issue(tx, agent.agent_id, csr_pem) if csr_pem and self.ca is not None else None
+        tx.append_audit(
             AuditEntry(now, f"peer:{peer}", "agent.enroll", agent.agent_id,
                        {"hostname": hostname, "certificate": str(certificate.serial) if certificate else None})
         )
         return Enrolled(agent.agent_id, certificate, self.ca.cert_pem if self.ca else b"")
 
-    def renew(self, *, agent_id: str, serial: int, csr_pem: bytes) -> IssuedCertificate:
+    def renew(self, *, tx: EnrollmentTx, agent_id: str, serial: int, csr_pem: bytes) -> IssuedCertificate:
         """Issues a fresh certificate to an agent that presented a valid, unrevoked one."""
         if self.ca is None:
             raise EnrollmentError("FAILED_PRECONDITION", "this collector issues no certificates")
-        agent = self.store.get_agent(agent_id)
-        status = self.store.certificate_status(serial=serial)
+        agent = tx.get_agent(agent_id)
+        status = tx.certificate_status(serial=serial)
         if agent is None or agent.revoked_at_ns is not None or status is None or status != (agent_id, False):
             raise EnrollmentError("PERMISSION_DENIED", f"agent {agent_id} or its certificate is revoked or unknown")
         self._check_csr(csr_pem)
-        issued = self._issue(agent_id, csr_pem)
-        self.store.append_audit(AuditEntry(self.clock(), f"agent:{agent_id}", "certificate.renew", agent_id,
+        issued = self._issue(tx, agent_id, csr_pem)
+        tx.revoke_certificate(serial=serial, now_ns=self.clock())  # the replaced one is dead from now on
+        tx.append_audit(AuditEntry(self.clock(), f"agent:{agent_id}", "certificate.renew", agent_id,
                                            {"old": str(serial), "new": str(issued.serial)}))
         return issued
 
@@ -146,9 +151,9 @@ class EnrollmentService:
         except PkiError as exc:
             raise EnrollmentError("INVALID_ARGUMENT", str(exc)) from exc
 
-    def _issue(self, agent_id: str, csr_pem: bytes) -> IssuedCertificate:
+    def _issue(self, tx: EnrollmentTx, agent_id: str, csr_pem: bytes) -> IssuedCertificate:
         assert self.ca is not None
         issued = self.ca.issue_client(csr_pem=csr_pem, agent_id=agent_id, lifetime=self.cert_lifetime)
-        self.store.add_certificate(serial=issued.serial, agent_id=agent_id,
+        tx.add_certificate(serial=issued.serial, agent_id=agent_id,
                                    not_before_ns=issued.not_before_ns, not_after_ns=issued.not_after_ns)
         return issued

@@ -1,0 +1,447 @@
+"""The in-memory store: the fake that services are unit-tested against.
+
+It passes the same contract suite as SQLite and PostgreSQL (tests/collector/storage). One
+transaction runs at a time (a lock, as SQLite's BEGIN IMMEDIATE); it works on a copy of the state
+that replaces the state only when the transaction ends without an exception.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from typing import Iterator, Sequence
+
+from shoumi.batch import ChainHead
+
+from collector.alerts.models import Alert
+from collector.audit.models import AuditEntry
+from collector.domain.evidence import BatchRow, EventRow, SignedTreeHead, TreeLeaf
+from collector.domain.records import Page
+from collector.events.models import EventFilter, StoredBatch, StoredEvent
+from collector.fleet.models import AgentRecord
+from collector.people.models import User
+from collector.retention.models import LegalHold, RetentionRun, covers
+from collector.storage.base import AlreadyExists, ChainConflict
+
+__all__ = ["MemoryStore", "MemoryTransaction"]
+
+
+@dataclass
+class _Token:
+    created_by: str
+    created_at_ns: int
+    expires_at_ns: int
+    used_at_ns: int | None = None
+    revoked_at_ns: int | None = None
+
+
+@dataclass
+class _State:
+    tokens: dict[str, _Token] = field(default_factory=dict)
+    agents: dict[str, AgentRecord] = field(default_factory=dict)
+    certificates: dict[int, tuple[str, bool]] = field(default_factory=dict)
+    heads: dict[str, ChainHead] = field(default_factory=dict)
+    detected: dict[str, tuple[int, int]] = field(default_factory=dict)
+    batches: dict[int, StoredBatch] = field(default_factory=dict)  # row_id -> batch
+    batch_at: dict[tuple[str, int, int], int] = field(default_factory=dict)
+    pruned: set[int] = field(default_factory=set)
+    events: dict[int, StoredEvent] = field(default_factory=dict)  # row_id -> event
+    event_at: set[tuple[str, int, int]] = field(default_factory=set)
+    alerts: dict[int, Alert] = field(default_factory=dict)
+    users: dict[str, User] = field(default_factory=dict)
+    user_tokens: dict[str, tuple[str, str, int | None, bool]] = field(default_factory=dict)
+    audit: list[AuditEntry] = field(default_factory=list)
+    leaves: list[TreeLeaf] = field(default_factory=list)
+    heads_signed: list[SignedTreeHead] = field(default_factory=list)
+    holds: dict[int, LegalHold] = field(default_factory=dict)
+    runs: list[RetentionRun] = field(default_factory=list)
+    next_id: int = 1
+
+    def new_id(self) -> int:
+        self.next_id += 1
+        return self.next_id - 1
+
+
+class MemoryTransaction:
+    """Every area over one copy of the state."""
+
+    def __init__(self, state: _State) -> None:
+        self.s = state
+
+    # --- enrollment, agents, certificates ------------------------------------------------------
+    def add_enroll_token(self, *, token_hash: str, created_at_ns: int, expires_at_ns: int, created_by: str) -> None:
+        """Records a new enrollment token."""
+        if token_hash in self.s.tokens:
+            raise AlreadyExists("token exists")
+        self.s.tokens[token_hash] = _Token(created_by, created_at_ns, expires_at_ns)
+
+    def consume_enroll_token(self, *, token_hash: str, agent: AgentRecord, now_ns: int) -> str | None:
+        """Uses a token and records the agent; returns why not, or None."""
+        t = self.s.tokens.get(token_hash)
+        if t is None:
+            return "unknown"
+        if t.revoked_at_ns is not None:
+            return "revoked"
+        if t.used_at_ns is not None:
+            return "used"
+        if t.expires_at_ns <= now_ns:
+            return "expired"
+        if agent.agent_id in self.s.agents:
+            raise AlreadyExists(f"agent {agent.agent_id} exists")
+        t.used_at_ns = now_ns
+        self.s.agents[agent.agent_id] = agent
+        return None
+
+    def revoke_enroll_token(self, *, token_hash: str, now_ns: int) -> bool:
+        """Revokes an unused token."""
+        t = self.s.tokens.get(token_hash)
+        if t is None or t.used_at_ns is not None or t.revoked_at_ns is not None:
+            return False
+        t.revoked_at_ns = now_ns
+        return True
+
+    def get_agent(self, agent_id: str) -> AgentRecord | None:
+        """Gets an agent by its id."""
+        return self.s.agents.get(agent_id)
+
+    def list_agents(self) -> Sequence[AgentRecord]:
+        """Lists all enrolled agents."""
+        return sorted(self.s.agents.values(), key=lambda a: (a.enrolled_at_ns, a.agent_id))
+
+    def update_agent_liveness(self, *, agent_id: str, liveness: str, last_seen_ns: int | None = None,
+                              heartbeat_interval_s: float | None = None) -> None:
+        """Records an agent's liveness."""
+        a = self.s.agents.get(agent_id)
+        if a is None:
+            return
+        self.s.agents[agent_id] = replace(
+            a, liveness=liveness, last_seen_ns=a.last_seen_ns if last_seen_ns is None else last_seen_ns,
+            heartbeat_interval_s=a.heartbeat_interval_s if heartbeat_interval_s is None else heartbeat_interval_s)
+
+    def revoke_agent(self, *, agent_id: str, now_ns: int) -> bool:
+        """Marks an agent revoked."""
+        a = self.s.agents.get(agent_id)
+        if a is None or a.revoked_at_ns is not None:
+            return False
+        self.s.agents[agent_id] = replace(a, revoked_at_ns=now_ns)
+        return True
+
+    def add_certificate(self, *, serial: int, agent_id: str, not_before_ns: int, not_after_ns: int) -> None:
+        """Records a certificate."""
+        if serial in self.s.certificates:
+            raise AlreadyExists("certificate exists")
+        self.s.certificates[serial] = (agent_id, False)
+
+    def certificate_status(self, *, serial: int) -> tuple[str, bool] | None:
+        """Returns (agent id, revoked), or None."""
+        return self.s.certificates.get(serial)
+
+    def revoke_certificate(self, *, serial: int, now_ns: int) -> bool:
+        """Revokes one certificate."""
+        found = self.s.certificates.get(serial)
+        if found is None or found[1]:
+            return False
+        self.s.certificates[serial] = (found[0], True)
+        return True
+
+    # --- batches and detection positions --------------------------------------------------------
+    def chain_head(self, agent_id: str) -> ChainHead | None:
+        """Gets where the agent's chain stands."""
+        return self.s.heads.get(agent_id)
+
+    def batch_hash_at(self, *, agent_id: str, epoch: int, first_seq: int) -> bytes | None:
+        """Gets the hash of the batch stored at that position."""
+        row = self.s.batch_at.get((agent_id, epoch, first_seq))
+        return None if row is None else self.s.batches[row].batch_hash
+
+    def store_batch(self, batch: StoredBatch, events: Sequence[StoredEvent], *, expected_head: ChainHead | None) -> None:
+        """Stores a batch and its events if the head has not moved."""
+        if self.s.heads.get(batch.agent_id) != expected_head:
+            raise ChainConflict(f"chain head of {batch.agent_id} moved")
+        key = (batch.agent_id, batch.epoch, batch.first_seq)
+        if key in self.s.batch_at or any((e.agent_id, e.epoch, e.seq) in self.s.event_at for e in events):
+            raise ChainConflict(f"batch of {batch.agent_id} already stored")
+        self.s.heads[batch.agent_id] = ChainHead(batch.epoch, batch.last_seq, batch.batch_hash)
+        self.s.detected.setdefault(batch.agent_id, (0, 0))
+        row = self.s.new_id()
+        self.s.batches[row] = batch
+        self.s.batch_at[key] = row
+        for e in events:
+            rid = self.s.new_id()
+            self.s.events[rid] = replace(e, row_id=rid)
+            self.s.event_at.add((e.agent_id, e.epoch, e.seq))
+
+    def list_batches(self, *, agent_id: str | None = None) -> Sequence[StoredBatch]:
+        """Lists stored batches in ingest order."""
+        return [b for _, b in sorted(self.s.batches.items()) if agent_id is None or b.agent_id == agent_id]
+
+    def detected_upto(self, agent_id: str) -> tuple[int, int]:
+        """Returns (epoch, seq) up to which detection has run."""
+        return self.s.detected.get(agent_id, (0, 0))
+
+    def mark_detected(self, *, agent_id: str, epoch: int, seq: int) -> None:
+        """Records the detection position; never moves backwards."""
+        if agent_id in self.s.heads and self.s.detected.get(agent_id, (0, 0)) < (epoch, seq):
+            self.s.detected[agent_id] = (epoch, seq)
+
+    def agents_behind_detection(self, *, limit: int) -> Sequence[str]:
+        """Agents whose chain head is ahead of their detection position."""
+        behind = [a for a, h in self.s.heads.items() if (h.epoch, h.last_seq) > self.s.detected.get(a, (0, 0))]
+        return sorted(behind)[:limit]
+
+    def claim_detection(self) -> bool:
+        """One transaction at a time: always free."""
+        return True
+
+    def detection_lag(self) -> int:
+        """Events stored but not yet run through detection."""
+        lag = 0
+        for a, h in self.s.heads.items():
+            epoch, seq = self.s.detected.get(a, (0, 0))
+            lag += h.last_seq - seq if epoch == h.epoch else h.last_seq
+        return lag
+
+    # --- events -------------------------------------------------------------------------------
+    def list_events(self, flt: EventFilter, *, cursor: int | None, limit: int) -> Page:
+        """Lists events in ingest order after the cursor, matching the filter."""
+        out = []
+        for rid, e in sorted(self.s.events.items()):
+            if cursor is not None and rid <= cursor:
+                continue
+            if ((flt.agent_id is not None and e.agent_id != flt.agent_id) or (flt.kind is not None and e.kind != flt.kind)
+                    or (flt.user is not None and e.user != flt.user)
+                    or (flt.since_ns is not None and e.time_ns < flt.since_ns)
+                    or (flt.until_ns is not None and e.time_ns >= flt.until_ns)):
+                continue
+            out.append(e)
+            if len(out) > limit:
+                break
+        items = tuple(out[:limit])
+        return Page(items, str(items[-1].row_id) if len(out) > limit and items else None)
+
+    def events_in_window(self, *, user: str, kind: str, since_ns: int, until_ns: int, cap: int) -> Sequence[StoredEvent]:
+        """Lists one user's events of a kind in a time range, oldest first."""
+        found = [e for e in self.s.events.values() if e.user == user and e.kind == kind and since_ns <= e.time_ns <= until_ns]
+        return sorted(found, key=lambda e: (e.time_ns, e.row_id or 0))[:cap]
+
+    def events_after(self, *, agent_id: str, epoch: int, seq: int, limit: int) -> Sequence[StoredEvent]:
+        """One agent's events after (epoch, seq), in chain order."""
+        found = [e for e in self.s.events.values() if e.agent_id == agent_id and (e.epoch, e.seq) > (epoch, seq)]
+        return sorted(found, key=lambda e: (e.epoch, e.seq))[:limit]
+
+    def count_events(self) -> int:
+        """Counts stored events."""
+        return len(self.s.events)
+
+    # --- alerts -------------------------------------------------------------------------------
+    def add_alert(self, alert: Alert) -> Alert:
+        """Stores a new alert and returns it with its id."""
+        stored = replace(alert, id=self.s.new_id())
+        self.s.alerts[stored.id or 0] = stored
+        return stored
+
+    def update_alert(self, alert: Alert) -> None:
+        """Overwrites a stored alert."""
+        if alert.id in self.s.alerts:
+            self.s.alerts[alert.id] = alert
+
+    def get_alert(self, alert_id: int) -> Alert | None:
+        """Gets an alert by its id."""
+        return self.s.alerts.get(alert_id)
+
+    def latest_open_alert(self, *, rule: str, user: str | None = None, agent_id: str | None = None) -> Alert | None:
+        """Gets the most recently updated open alert of a rule for a user and/or an agent."""
+        found = [a for a in self.s.alerts.values() if a.rule == rule and a.status == "open"
+                 and (user is None or a.user == user) and (agent_id is None or a.agent_id == agent_id)]
+        return max(found, key=lambda a: (a.updated_at_ns, a.id or 0), default=None)
+
+    def open_alert_in_group(self, group_key: str) -> Alert | None:
+        """Gets the open alert of a group, if any."""
+        found = [a for a in self.s.alerts.values() if a.group_key == group_key and a.status == "open"]
+        return max(found, key=lambda a: a.id or 0, default=None)
+
+    def list_alerts(self, *, cursor: int | None, limit: int, status: str | None = None) -> Page:
+        """Lists alerts, newest first, after the cursor."""
+        found = [a for i, a in sorted(self.s.alerts.items(), reverse=True)
+                 if (cursor is None or i < cursor) and (status is None or a.status == status)]
+        items = tuple(found[:limit])
+        return Page(items, str(items[-1].id) if len(found) > limit and items else None)
+
+    def count_alerts(self) -> dict[str, int]:
+        """Alerts by rule."""
+        out: dict[str, int] = {}
+        for a in self.s.alerts.values():
+            out[a.rule] = out.get(a.rule, 0) + 1
+        return out
+
+    # --- people and audit ---------------------------------------------------------------------
+    def add_user(self, user: User) -> None:
+        """Stores a new user."""
+        if user.username in self.s.users:
+            raise AlreadyExists(f"user {user.username!r} exists")
+        self.s.users[user.username] = user
+
+    def get_user(self, username: str) -> User | None:
+        """Gets a user by name."""
+        return self.s.users.get(username)
+
+    def add_token(self, *, token_hash: str, username: str, kind: str, created_at_ns: int, expires_at_ns: int | None) -> None:
+        """Stores a token's hash for a user."""
+        if token_hash in self.s.user_tokens:
+            raise AlreadyExists("token exists")
+        self.s.user_tokens[token_hash] = (username, kind, expires_at_ns, False)
+
+    def user_for_token(self, *, token_hash: str, kind: str, now_ns: int) -> User | None:
+        """Gets the enabled user a valid token belongs to."""
+        t = self.s.user_tokens.get(token_hash)
+        if t is None or t[1] != kind or t[3] or (t[2] is not None and t[2] <= now_ns):
+            return None
+        user = self.s.users.get(t[0])
+        return None if user is None or user.disabled else user
+
+    def revoke_token(self, *, token_hash: str) -> None:
+        """Revokes a token."""
+        t = self.s.user_tokens.get(token_hash)
+        if t is not None:
+            self.s.user_tokens[token_hash] = (t[0], t[1], t[2], True)
+
+    def append_audit(self, entry: AuditEntry) -> None:
+        """Appends one entry to the audit log."""
+        self.s.audit.append(replace(entry, id=len(self.s.audit) + 1, details=copy.deepcopy(dict(entry.details))))
+
+    def list_audit(self, *, cursor: int | None, limit: int) -> Page:
+        """Lists audit entries, newest first."""
+        found = [e for e in reversed(self.s.audit) if cursor is None or (e.id or 0) < cursor]
+        items = tuple(found[:limit])
+        return Page(items, str(items[-1].id) if len(found) > limit and items else None)
+
+    # --- tree ---------------------------------------------------------------------------------
+    def add_tree_head(self, head: SignedTreeHead, leaves: Sequence[TreeLeaf], *, previous_size: int) -> None:
+        """Appends leaves and their signed head if the tree still has previous_size leaves."""
+        current = self.s.heads_signed[-1].tree_size if self.s.heads_signed else 0
+        if current != previous_size:
+            raise ChainConflict(f"the tree has {current} leaves, not {previous_size}")
+        taken = {x.batch_row_id for x in self.s.leaves}
+        if any(x.batch_row_id in taken or x.leaf_index < len(self.s.leaves) for x in leaves):
+            raise ChainConflict("another signer extended the tree first")
+        if any(h.tree_size == head.tree_size for h in self.s.heads_signed):
+            raise ChainConflict("another signer extended the tree first")
+        self.s.leaves.extend(leaves)
+        self.s.heads_signed.append(head)
+        self.s.heads_signed.sort(key=lambda h: h.tree_size)
+
+    def latest_tree_head(self) -> SignedTreeHead | None:
+        """Gets the signed tree head with the most leaves."""
+        return self.s.heads_signed[-1] if self.s.heads_signed else None
+
+    def list_tree_heads(self) -> Sequence[SignedTreeHead]:
+        """Lists all signed tree heads, smallest tree first."""
+        return list(self.s.heads_signed)
+
+    def list_tree_leaves(self, *, start: int, limit: int) -> Sequence[TreeLeaf]:
+        """Lists the tree's leaves from leaf index ``start`` on."""
+        return sorted((x for x in self.s.leaves if x.leaf_index >= start), key=lambda x: x.leaf_index)[:limit]
+
+    def batches_outside_tree(self, *, limit: int) -> Sequence[BatchRow]:
+        """Lists stored batches that are no leaf of the tree yet, in row order."""
+        taken = {x.batch_row_id for x in self.s.leaves}
+        return [BatchRow(r, b) for r, b in sorted(self.s.batches.items()) if r not in taken][:limit]
+
+    def batch_leaves(self, *, after_row_id: int, limit: int) -> Sequence[BatchRow]:
+        """Lists stored batches with row_id > after_row_id in row order."""
+        return [BatchRow(r, b) for r, b in sorted(self.s.batches.items()) if r > after_row_id][:limit]
+
+    def event_rows(self, *, after_row_id: int, limit: int) -> Sequence[EventRow]:
+        """Lists events rows with row_id > after_row_id in row order."""
+        import json
+
+        out = []
+        for r, e in sorted(self.s.events.items()):
+            if r > after_row_id:
+                out.append(EventRow(r, e.agent_id, e.epoch, e.seq, e.id, e.kind, e.time_ns, e.path, e.dest_path, e.size,
+                                    e.sha256, e.user, e.uid, e.pid, e.process, e.exe,
+                                    json.dumps(dict(e.attributes), sort_keys=True, ensure_ascii=False)))
+                if len(out) == limit:
+                    break
+        return out
+
+    # --- retention ----------------------------------------------------------------------------
+    def add_legal_hold(self, hold: LegalHold) -> LegalHold:
+        """Stores a legal hold and returns it with its id."""
+        stored = replace(hold, id=self.s.new_id())
+        self.s.holds[stored.id or 0] = stored
+        return stored
+
+    def release_legal_hold(self, *, hold_id: int, now_ns: int) -> bool:
+        """Releases an active hold."""
+        h = self.s.holds.get(hold_id)
+        if h is None or h.released_at_ns is not None:
+            return False
+        self.s.holds[hold_id] = replace(h, released_at_ns=now_ns)
+        return True
+
+    def list_legal_holds(self, *, active_only: bool = True) -> Sequence[LegalHold]:
+        """Lists legal holds, oldest first."""
+        return [h for _, h in sorted(self.s.holds.items()) if not active_only or h.released_at_ns is None]
+
+    def prune_batches(self, *, before_ns: int, now_ns: int, limit: int, after_row_id: int = 0) -> RetentionRun:
+        """Deletes the events of unheld batches received before ``before_ns``."""
+        holds = self.list_legal_holds()
+        leaves = {x.batch_row_id for x in self.s.leaves}
+        candidates = [(r, b) for r, b in sorted(self.s.batches.items())
+                      if b.received_at_ns < before_ns and r not in self.s.pruned and r > after_row_id and r in leaves][:limit]
+        pruned = held = deleted = 0
+        for r, b in candidates:
+            mine = [rid for rid, e in self.s.events.items()
+                    if e.agent_id == b.agent_id and e.epoch == b.epoch and b.first_seq <= e.seq <= b.last_seq]
+            if any(covers(h, user=self.s.events[rid].user, agent_id=b.agent_id, time_ns=self.s.events[rid].time_ns)
+                   for rid in mine for h in holds):
+                held += 1
+                continue
+            for rid in mine:
+                e = self.s.events.pop(rid)
+                self.s.event_at.discard((e.agent_id, e.epoch, e.seq))
+            deleted += len(mine)
+            self.s.batches[r] = replace(b, canonical=b"")
+            self.s.pruned.add(r)
+            pruned += 1
+        run = RetentionRun(now_ns, before_ns, pruned, deleted, held, id=len(self.s.runs) + 1,
+                           last_row_id=candidates[-1][0] if candidates else after_row_id)
+        self.s.runs.append(run)
+        return run
+
+    def list_retention_runs(self) -> Sequence[RetentionRun]:
+        """Lists retention runs, oldest first."""
+        return list(self.s.runs)
+
+
+class MemoryStore:
+    """``Store`` in memory; one transaction at a time."""
+
+    def __init__(self) -> None:
+        self._state = _State()
+        self._lock = threading.RLock()
+        self.available = True  # a test sets False to see how callers meet StoreUnavailable
+
+    @contextmanager
+    def transaction(self) -> Iterator[MemoryTransaction]:
+        """A unit of work on a copy of the state, kept only if it ends without an exception."""
+        from collector.storage.base import StoreUnavailable
+
+        with self._lock:
+            if not self.available:
+                raise StoreUnavailable("the database cannot be reached or written; retry later")
+            work = copy.deepcopy(self._state)
+            yield MemoryTransaction(work)
+            self._state = work
+
+    read = transaction
+
+    def health(self) -> str | None:
+        """Returns None while the store is available."""
+        return None if self.available else "the database cannot be reached or written; retry later"
+
+    def close(self) -> None:
+        """Nothing to release."""

@@ -1,0 +1,272 @@
+"""SQL for chains, batches, events, detection positions and retention.
+
+Events go in with COPY on PostgreSQL and with one executemany of plain tuples on SQLite; both in
+the transaction that moves the chain head, so a batch is stored whole or not at all.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from typing import Any, Sequence
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
+
+from shoumi.batch import ChainHead
+
+from collector.domain.records import Page
+from collector.events.models import EVENT_FIELDS, EventFilter, StoredBatch, StoredEvent
+from collector.retention.models import LegalHold, RetentionRun
+from collector.storage.base import ChainConflict
+from collector.storage.sql.schema import (EVENT_COLUMNS, batches, chain_heads, events, legal_holds, retention_runs,
+                                         tree_leaves)
+
+__all__ = ["BatchesSql", "event_row", "event_from_row"]
+
+_COLUMNS = ("agent_id", "epoch", *EVENT_COLUMNS)
+_NAMES = tuple(f.name for f in EVENT_FIELDS)
+_SQLITE_INSERT = f"INSERT INTO events ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
+_PG_COPY = f"COPY events ({', '.join(_COLUMNS)}) FROM STDIN"
+
+
+def _json(value: Any) -> str:
+    return json.dumps(dict(value), sort_keys=True, ensure_ascii=False) if value else "{}"
+
+
+def event_row(e: StoredEvent) -> tuple[Any, ...]:
+    """The events row of a stored event, in ``_COLUMNS`` order."""
+    return (e.agent_id, e.epoch, *(_json(getattr(e, n)) if n == "attributes" else getattr(e, n) for n in _NAMES))
+
+
+def event_from_row(r: Any) -> StoredEvent:
+    """A stored event from its events row."""
+    m = r._mapping
+    values = {f.name: (json.loads(m[f.column]) if f.name == "attributes" else m[f.column]) for f in EVENT_FIELDS}
+    return StoredEvent(agent_id=m["agent_id"], epoch=m["epoch"], row_id=m["row_id"], **values)
+
+
+def _after(epoch: int, seq: int) -> Any:
+    return sa.or_(events.c.epoch > epoch, sa.and_(events.c.epoch == epoch, events.c.seq > seq))
+
+
+class BatchesSql:
+    """Batch, event and retention areas."""
+
+    _conn: Connection
+    _dialect: str
+
+    # --- chains and batches -------------------------------------------------------------------
+    def chain_head(self, agent_id: str) -> ChainHead | None:
+        """Gets where the agent's chain stands."""
+        row = self._conn.execute(sa.select(chain_heads).where(chain_heads.c.agent_id == agent_id)).first()
+        return None if row is None else ChainHead(row.epoch, row.last_seq, bytes(row.last_hash))
+
+    def batch_hash_at(self, *, agent_id: str, epoch: int, first_seq: int) -> bytes | None:
+        """Gets the hash of the stored batch that starts at (agent, epoch, first_seq)."""
+        value = self._conn.execute(sa.select(batches.c.batch_hash).where(
+            batches.c.agent_id == agent_id, batches.c.epoch == epoch, batches.c.first_seq == first_seq)).scalar()
+        return None if value is None else bytes(value)
+
+    def store_batch(self, batch: StoredBatch, events_: Sequence[StoredEvent], *, expected_head: ChainHead | None) -> None:
+        """Stores a verified batch and its events if the chain head has not moved."""
+        row = self._conn.execute(
+            sa.select(chain_heads).where(chain_heads.c.agent_id == batch.agent_id).with_for_update()
+        ).first()
+        current = None if row is None else ChainHead(row.epoch, row.last_seq, bytes(row.last_hash))
+        if current != expected_head:
+            raise ChainConflict(f"chain head of {batch.agent_id} moved")
+        new_head = dict(epoch=batch.epoch, last_seq=batch.last_seq, last_hash=batch.batch_hash)
+        try:
+            with self._conn.begin_nested():
+                if row is None:
+                    self._conn.execute(chain_heads.insert().values(
+                        agent_id=batch.agent_id, detected_epoch=0, detected_seq=0, **new_head))
+                else:
+                    self._conn.execute(chain_heads.update().where(chain_heads.c.agent_id == batch.agent_id)
+                                       .values(**new_head))
+                self._conn.execute(batches.insert().values(**_batch_row(batch)))
+                self._insert_events([event_row(e) for e in events_])
+        except IntegrityError as exc:
+            raise ChainConflict(f"batch of {batch.agent_id} already stored") from exc
+
+    def _insert_events(self, rows: list[tuple[Any, ...]]) -> None:
+        if not rows:
+            return
+        dbapi = self._conn.connection.driver_connection
+        assert dbapi is not None
+        if self._dialect == "postgresql":
+            with dbapi.cursor() as cur, cur.copy(_PG_COPY) as copy:
+                for r in rows:
+                    copy.write_row(r)
+        else:
+            cur = dbapi.cursor()
+            try:
+                cur.executemany(_SQLITE_INSERT, rows)
+            finally:
+                cur.close()
+
+    def list_batches(self, *, agent_id: str | None = None) -> Sequence[StoredBatch]:
+        """Lists stored batches in ingest order."""
+        query = sa.select(batches).order_by(batches.c.row_id)
+        if agent_id is not None:
+            query = query.where(batches.c.agent_id == agent_id)
+        return [_batch_from(r) for r in self._conn.execute(query).all()]
+
+    # --- detection positions ------------------------------------------------------------------
+    def detected_upto(self, agent_id: str) -> tuple[int, int]:
+        """Returns (epoch, seq) up to which detection has run over the agent's stored events."""
+        row = self._conn.execute(sa.select(chain_heads.c.detected_epoch, chain_heads.c.detected_seq)
+                                 .where(chain_heads.c.agent_id == agent_id)).first()
+        return (0, 0) if row is None else (int(row[0]), int(row[1]))
+
+    def mark_detected(self, *, agent_id: str, epoch: int, seq: int) -> None:
+        """Records that detection has run up to (epoch, seq); never moves backwards."""
+        self._conn.execute(
+            chain_heads.update()
+            .where(chain_heads.c.agent_id == agent_id,
+                   sa.or_(chain_heads.c.detected_epoch < epoch,
+                          sa.and_(chain_heads.c.detected_epoch == epoch, chain_heads.c.detected_seq < seq)))
+            .values(detected_epoch=epoch, detected_seq=seq)
+        )
+
+    def agents_behind_detection(self, *, limit: int) -> Sequence[str]:
+        """Agents whose chain head is ahead of their detection position."""
+        c = chain_heads.c
+        query = (sa.select(c.agent_id)
+                 .where(sa.or_(c.epoch > c.detected_epoch, sa.and_(c.epoch == c.detected_epoch, c.last_seq > c.detected_seq)))
+                 .order_by(c.agent_id).limit(limit))
+        return [r[0] for r in self._conn.execute(query).all()]
+
+    def claim_detection(self) -> bool:
+        """Takes the detection lock for this transaction; False if another collector holds it."""
+        if self._dialect != "postgresql":
+            return True  # SQLite's BEGIN IMMEDIATE already serializes every writer
+        return bool(self._conn.exec_driver_sql("SELECT pg_try_advisory_xact_lock(7242002)").scalar())
+
+    def detection_lag(self) -> int:
+        """Events stored but not yet run through detection, over all agents."""
+        c = chain_heads.c
+        behind = sa.case((c.epoch == c.detected_epoch, c.last_seq - c.detected_seq), else_=c.last_seq)
+        return int(self._conn.execute(sa.select(sa.func.coalesce(sa.func.sum(behind), 0))).scalar_one())
+
+    # --- events -------------------------------------------------------------------------------
+    def list_events(self, flt: EventFilter, *, cursor: int | None, limit: int) -> Page:
+        """Lists events in ingest order after the cursor, matching the filter."""
+        query = sa.select(events).order_by(events.c.row_id).limit(limit + 1)
+        if cursor is not None:
+            query = query.where(events.c.row_id > cursor)
+        if flt.agent_id is not None:
+            query = query.where(events.c.agent_id == flt.agent_id)
+        if flt.kind is not None:
+            query = query.where(events.c.kind == flt.kind)
+        if flt.user is not None:
+            query = query.where(events.c.user_name == flt.user)
+        if flt.since_ns is not None:
+            query = query.where(events.c.time_ns >= flt.since_ns)
+        if flt.until_ns is not None:
+            query = query.where(events.c.time_ns < flt.until_ns)
+        rows = self._conn.execute(query).all()
+        items = tuple(event_from_row(r) for r in rows[:limit])
+        more = len(rows) > limit
+        return Page(items, str(items[-1].row_id) if more and items else None)
+
+    def events_in_window(self, *, user: str, kind: str, since_ns: int, until_ns: int, cap: int) -> Sequence[StoredEvent]:
+        """Lists one user's events of a kind with since_ns <= time <= until_ns, oldest first."""
+        query = (sa.select(events)
+                 .where(events.c.user_name == user, events.c.kind == kind, events.c.time_ns >= since_ns,
+                        events.c.time_ns <= until_ns)
+                 .order_by(events.c.time_ns, events.c.row_id).limit(cap))
+        return [event_from_row(r) for r in self._conn.execute(query).all()]
+
+    def events_after(self, *, agent_id: str, epoch: int, seq: int, limit: int) -> Sequence[StoredEvent]:
+        """One agent's events after (epoch, seq), in chain order."""
+        query = (sa.select(events).where(events.c.agent_id == agent_id, _after(epoch, seq))
+                 .order_by(events.c.epoch, events.c.seq).limit(limit))
+        return [event_from_row(r) for r in self._conn.execute(query).all()]
+
+    def count_events(self) -> int:
+        """Counts stored events."""
+        return int(self._conn.execute(sa.select(sa.func.count()).select_from(events)).scalar_one())
+
+    # --- retention ----------------------------------------------------------------------------
+    def add_legal_hold(self, hold: LegalHold) -> LegalHold:
+        """Stores a legal hold and returns it with its id."""
+        new_id = self._conn.execute(legal_holds.insert().values(
+            reason=hold.reason, created_by=hold.created_by, created_at_ns=hold.created_at_ns, since_ns=hold.since_ns,
+            until_ns=hold.until_ns, user_name=hold.user, agent_id=hold.agent_id, released_at_ns=hold.released_at_ns,
+        ).returning(legal_holds.c.id)).scalar_one()
+        return replace(hold, id=int(new_id))
+
+    def release_legal_hold(self, *, hold_id: int, now_ns: int) -> bool:
+        """Releases an active hold; returns whether there was one."""
+        res = self._conn.execute(legal_holds.update()
+                                 .where(legal_holds.c.id == hold_id, legal_holds.c.released_at_ns.is_(None))
+                                 .values(released_at_ns=now_ns))
+        return bool(res.rowcount)
+
+    def list_legal_holds(self, *, active_only: bool = True) -> Sequence[LegalHold]:
+        """Lists legal holds, oldest first."""
+        query = sa.select(legal_holds).order_by(legal_holds.c.id)
+        if active_only:
+            query = query.where(legal_holds.c.released_at_ns.is_(None))
+        return [LegalHold(r.reason, r.created_by, r.created_at_ns, r.since_ns, r.until_ns, r.user_name, r.agent_id,
+                          r.released_at_ns, r.id) for r in self._conn.execute(query).all()]
+
+    def prune_batches(self, *, before_ns: int, now_ns: int, limit: int, after_row_id: int = 0) -> RetentionRun:
+        """Deletes the events of unheld batches received before ``before_ns``; keeps hashes and signatures."""
+        holds = self.list_legal_holds()
+        candidates = self._conn.execute(
+            sa.select(batches.c.row_id, batches.c.agent_id, batches.c.epoch, batches.c.first_seq, batches.c.last_seq)
+            .where(batches.c.received_at_ns < before_ns, batches.c.pruned_at_ns.is_(None),
+                   batches.c.row_id > after_row_id,
+                   # only what a signed tree head already covers: its leaf hash keeps it verifiable
+                   sa.exists().where(tree_leaves.c.batch_row_id == batches.c.row_id))
+            .order_by(batches.c.row_id).limit(limit)
+        ).all()
+        pruned = held = deleted = 0
+        for b in candidates:
+            in_batch = sa.and_(events.c.agent_id == b.agent_id, events.c.epoch == b.epoch,
+                               events.c.seq.between(b.first_seq, b.last_seq))
+            if holds and self._conn.execute(sa.select(sa.literal(1)).where(in_batch, _held(holds)).limit(1)).first():
+                held += 1
+                continue
+            deleted += self._conn.execute(events.delete().where(in_batch)).rowcount
+            self._conn.execute(batches.update().where(batches.c.row_id == b.row_id)
+                               .values(canonical=b"", pruned_at_ns=now_ns))
+            pruned += 1
+        run = RetentionRun(now_ns, before_ns, pruned, deleted, held,
+                           last_row_id=candidates[-1].row_id if candidates else after_row_id)
+        new_id = self._conn.execute(retention_runs.insert().values(
+            at_ns=run.at_ns, before_ns=run.before_ns, batches=run.batches, events=run.events,
+            held_batches=run.held_batches).returning(retention_runs.c.id)).scalar_one()
+        return replace(run, id=int(new_id))
+
+    def list_retention_runs(self) -> Sequence[RetentionRun]:
+        """Lists retention runs, oldest first."""
+        rows = self._conn.execute(sa.select(retention_runs).order_by(retention_runs.c.id)).all()
+        return [RetentionRun(r.at_ns, r.before_ns, r.batches, r.events, r.held_batches, r.id) for r in rows]
+
+
+def _held(holds: Sequence[LegalHold]) -> Any:
+    clauses = []
+    for h in holds:
+        parts = [events.c.time_ns >= h.since_ns, events.c.time_ns <= h.until_ns]
+        if h.user is not None:
+            parts.append(events.c.user_name == h.user)
+        if h.agent_id is not None:
+            parts.append(events.c.agent_id == h.agent_id)
+        clauses.append(sa.and_(*parts))
+    return sa.or_(*clauses)
+
+
+def _batch_row(b: StoredBatch) -> dict[str, Any]:
+    return dict(agent_id=b.agent_id, epoch=b.epoch, first_seq=b.first_seq, last_seq=b.last_seq,
+                batch_hash=b.batch_hash, prev_hash=b.prev_hash, signature=b.signature, canonical=b.canonical,
+                received_at_ns=b.received_at_ns)
+
+
+def _batch_from(r: Any) -> StoredBatch:
+    return StoredBatch(r.agent_id, r.epoch, r.first_seq, r.last_seq, bytes(r.batch_hash), bytes(r.prev_hash),
+                       bytes(r.signature), bytes(r.canonical), r.received_at_ns)

@@ -1,0 +1,143 @@
+"""SQL for alerts, users and tokens, and the audit log."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from typing import Any, Sequence
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
+
+from collector.alerts.models import Alert
+from collector.audit.models import AuditEntry
+from collector.domain.records import Page
+from collector.people.models import User
+from collector.storage.base import AlreadyExists
+from collector.storage.sql.schema import alerts, audit_log, tokens, users
+
+__all__ = ["PeopleSql"]
+
+
+class PeopleSql:
+    """Alert, people and audit areas."""
+
+    _conn: Connection
+
+    # --- alerts -------------------------------------------------------------------------------
+    def add_alert(self, alert: Alert) -> Alert:
+        """Stores a new alert and returns it with its id."""
+        row = _alert_row(alert)
+        row.pop("id")
+        new_id = self._conn.execute(alerts.insert().values(**row).returning(alerts.c.id)).scalar_one()
+        return replace(alert, id=int(new_id))
+
+    def update_alert(self, alert: Alert) -> None:
+        """Overwrites a stored alert."""
+        self._conn.execute(alerts.update().where(alerts.c.id == alert.id).values(**_alert_row(alert)))
+
+    def get_alert(self, alert_id: int) -> Alert | None:
+        """Gets an alert by its id."""
+        row = self._conn.execute(sa.select(alerts).where(alerts.c.id == alert_id)).first()
+        return None if row is None else _alert_from(row)
+
+    def latest_open_alert(self, *, rule: str, user: str | None = None, agent_id: str | None = None) -> Alert | None:
+        """Gets the most recently updated open alert of a rule for a user and/or an agent."""
+        query = (sa.select(alerts).where(alerts.c.rule == rule, alerts.c.status == "open")
+                 .order_by(alerts.c.updated_at_ns.desc(), alerts.c.id.desc()).limit(1))
+        if user is not None:
+            query = query.where(alerts.c.user_name == user)
+        if agent_id is not None:
+            query = query.where(alerts.c.agent_id == agent_id)
+        row = self._conn.execute(query).first()
+        return None if row is None else _alert_from(row)
+
+    def open_alert_in_group(self, group_key: str) -> Alert | None:
+        """Gets the open alert of a group, if any."""
+        row = self._conn.execute(sa.select(alerts).where(alerts.c.group_key == group_key, alerts.c.status == "open")
+                                 .order_by(alerts.c.id.desc()).limit(1)).first()
+        return None if row is None else _alert_from(row)
+
+    def list_alerts(self, *, cursor: int | None, limit: int, status: str | None = None) -> Page:
+        """Lists alerts, newest first, after the cursor."""
+        query = sa.select(alerts).order_by(alerts.c.id.desc()).limit(limit + 1)
+        if cursor is not None:
+            query = query.where(alerts.c.id < cursor)
+        if status is not None:
+            query = query.where(alerts.c.status == status)
+        rows = self._conn.execute(query).all()
+        items = tuple(_alert_from(r) for r in rows[:limit])
+        return Page(items, str(items[-1].id) if len(rows) > limit and items else None)
+
+    def count_alerts(self) -> dict[str, int]:
+        """Alerts by rule."""
+        rows = self._conn.execute(sa.select(alerts.c.rule, sa.func.count()).group_by(alerts.c.rule)).all()
+        return {r[0]: int(r[1]) for r in rows}
+
+    # --- people -------------------------------------------------------------------------------
+    def add_user(self, user: User) -> None:
+        """Stores a new user."""
+        try:
+            with self._conn.begin_nested():
+                self._conn.execute(users.insert().values(
+                    username=user.username, role=user.role, password_hash=user.password_hash,
+                    created_at_ns=user.created_at_ns, disabled=user.disabled))
+        except IntegrityError as exc:
+            raise AlreadyExists(f"user {user.username!r} exists") from exc
+
+    def get_user(self, username: str) -> User | None:
+        """Gets a user by name."""
+        row = self._conn.execute(sa.select(users).where(users.c.username == username)).first()
+        return None if row is None else _user_from(row)
+
+    def add_token(self, *, token_hash: str, username: str, kind: str, created_at_ns: int, expires_at_ns: int | None) -> None:
+        """Stores a bearer or session token's hash for a user."""
+        self._conn.execute(tokens.insert().values(token_hash=token_hash, username=username, kind=kind,
+                                                  created_at_ns=created_at_ns, expires_at_ns=expires_at_ns, revoked=False))
+
+    def user_for_token(self, *, token_hash: str, kind: str, now_ns: int) -> User | None:
+        """Gets the enabled user a valid, unexpired token of that kind belongs to."""
+        query = (sa.select(users).join(tokens, tokens.c.username == users.c.username)
+                 .where(tokens.c.token_hash == token_hash, tokens.c.kind == kind, tokens.c.revoked.is_(False),
+                        sa.or_(tokens.c.expires_at_ns.is_(None), tokens.c.expires_at_ns > now_ns),
+                        users.c.disabled.is_(False)))
+        row = self._conn.execute(query).first()
+        return None if row is None else _user_from(row)
+
+    def revoke_token(self, *, token_hash: str) -> None:
+        """Revokes a token."""
+        self._conn.execute(tokens.update().where(tokens.c.token_hash == token_hash).values(revoked=True))
+
+    # --- audit --------------------------------------------------------------------------------
+    def append_audit(self, entry: AuditEntry) -> None:
+        """Appends one entry to the audit log."""
+        self._conn.execute(audit_log.insert().values(
+            at_ns=entry.at_ns, actor=entry.actor, action=entry.action, target=entry.target,
+            details=json.dumps(dict(entry.details), sort_keys=True, ensure_ascii=False)))
+
+    def list_audit(self, *, cursor: int | None, limit: int) -> Page:
+        """Lists audit entries, newest first."""
+        query = sa.select(audit_log).order_by(audit_log.c.id.desc()).limit(limit + 1)
+        if cursor is not None:
+            query = query.where(audit_log.c.id < cursor)
+        rows = self._conn.execute(query).all()
+        items = tuple(AuditEntry(r.at_ns, r.actor, r.action, r.target, json.loads(r.details), r.id) for r in rows[:limit])
+        return Page(items, str(items[-1].id) if len(rows) > limit and items else None)
+
+
+def _alert_row(a: Alert) -> dict[str, Any]:
+    return dict(id=a.id, rule=a.rule, severity=a.severity, status=a.status, user_name=a.user, agent_id=a.agent_id,
+                created_at_ns=a.created_at_ns, updated_at_ns=a.updated_at_ns, event_ids=json.dumps(list(a.event_ids)),
+                summary=a.summary, last_event_ns=a.last_event_ns, occurrences=a.occurrences, group_key=a.group_key)
+
+
+def _alert_from(r: Any) -> Alert:
+    return Alert(rule=r.rule, severity=r.severity, status=r.status, user=r.user_name, agent_id=r.agent_id,
+                 created_at_ns=r.created_at_ns, updated_at_ns=r.updated_at_ns, event_ids=tuple(json.loads(r.event_ids)),
+                 summary=r.summary, last_event_ns=r.last_event_ns, id=r.id, occurrences=r.occurrences,
+                 group_key=r.group_key)
+
+
+def _user_from(r: Any) -> User:
+    return User(r.username, r.role, r.password_hash, r.created_at_ns, bool(r.disabled))
