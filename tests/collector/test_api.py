@@ -140,3 +140,23 @@ def test_it_admin_cannot_see_alerts_page(world: dict[str, Any]) -> None:
     client: TestClient = world["client"]
     client.post("/login", data={"username": "ivan", "password": PASSWORD})
     assert client.get("/").status_code == 403
+
+
+def _post(world: dict[str, Any], who: str, url: str, body: dict[str, Any]) -> Any:
+    return world["client"].post(url, json=body, headers={"Authorization": f"Bearer {world['tokens'][who]}"})
+
+
+def test_an_alert_moves_only_along_its_lifecycle_and_each_move_is_audited(world: dict[str, Any]) -> None:
+    [alert] = _get(world, "ana", "/api/v1/alerts").json()["items"]
+    url = f"/api/v1/alerts/{alert['id']}/status"
+    assert _post(world, "aud", url, {"status": "closed"}).status_code == 403  # auditors read, change nothing
+    assert _post(world, "ana", url, {"status": "acknowledged"}).json()["status"] == "acknowledged"
+    assert _post(world, "ana", url, {"status": "closed"}).json()["status"] == "closed"
+    refused = _post(world, "ana", url, {"status": "acknowledged"})
+    assert refused.status_code == 409 and "closed" in refused.json()["detail"]
+    assert _post(world, "ana", url, {"status": "deleted"}).status_code == 400
+    assert _post(world, "ana", "/api/v1/alerts/999999/status", {"status": "closed"}).status_code == 404
+    audit = _get(world, "aud", "/api/v1/audit", limit=50).json()["items"]
+    moves = [(e["details"]["from"], e["details"]["to"]) for e in audit if e["action"] == "alert.status"]
+    assert moves == [("acknowledged", "closed"), ("open", "acknowledged")]
+    assert _get(world, "ana", "/api/v1/audit").status_code == 403
