@@ -19,6 +19,7 @@ from payroll_bridge.period import Period
 from payroll_bridge.rules import (
     Case,
     CapBase,
+    claim_deadline,
     other_deductions_fen,
     PeriodTerms,
     PeriodWage,
@@ -436,8 +437,8 @@ def table_warnings(
     if region is not None and region.requires_written_notice:
         warnings.append(Warning_(
             "WRITTEN_NOTICE_REQUIRED",
-            f"{region.code} requires written notice of the reason and amount before any deduction: "
-            "no line is exported before the notice's id and date are recorded",
+            f"{region.code} requires written notice of the reason and amount before any deduction (the ledger "
+            "requires a served notice stating each month's amount in every region)",
         ))
     return warnings
 
@@ -475,7 +476,9 @@ def schedule_warnings(request: ScheduleRequest, result: Schedule) -> list[Warnin
                     "BALANCE_AT_END_OF_EMPLOYMENT",
                     f"case {case_id} still has {left} fen open after employment ends in "
                     f"{request.employment_ends}: it is never taken from the final pay or severance; "
-                    "settle it, or claim it through arbitration (one-year limitation)",
+                    "settle it, or claim it through arbitration by "
+                    f"{claim_deadline(request.employment_ends).isoformat()} (one year from the end of "
+                    "employment, 《劳动争议调解仲裁法》第二十七条)",
                     case_id=case_id,
                 ))
     return warnings
