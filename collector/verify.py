@@ -18,6 +18,25 @@ From those alone the verifier re-derives everything else and compares it with wh
 4. **Tree**: every signed tree head's signature, the root of its first tree_size leaves, consistency
    between successive heads, and that each leaf still is the batch row it was signed as (so a batch
    deleted, swapped or rewritten after signing is named even if the rest agrees).
+5. **Retention**: every pruned batch was pruned by a recorded retention run, was received before
+   that run's cutoff, and the runs' counts agree with the batches marked pruned.
+
+Retention versus tampering
+--------------------------
+Retention (collector/retention/) deletes the events of batches past their retention and blanks
+their canonical bytes, but keeps each batch row with its batch_hash, prev_hash, signature, receipt
+time and ``pruned_at_ns``, and keeps its Merkle leaf. It prunes only batches that already are
+leaves under a signed tree head. The tree therefore stays verifiable after deletion: a leaf is the
+hash of the signed batch (canonical bytes and signature), the leaf hashes are what the heads' roots
+and consistency proofs are computed from, and they are kept; only the data under a leaf is gone.
+A batch with ``pruned_at_ns`` set is checked by what is kept: its stored batch_hash and prev_hash
+link into the agent's chain (``shoumi.batch.check_link``, with the neighbours' signed hashes), its
+row is a leaf of the signed tree whose stored leaf hash reproduces the signed roots, and the run
+that pruned it is recorded. Its content can no longer be re-derived; that is the point of deletion.
+Named as findings: a pruned batch whose events are still (or again) stored, a batch whose canonical
+bytes are blank without ``pruned_at_ns`` (erased, not pruned), a pruned batch received after its
+run's cutoff, pruned without a recorded run or outside the tree, and a pruned batch whose hash no
+longer links to its neighbours or to the chain head.
 
 Memory: one small digest per event and one hash per batch, so a store of 10 million events needs a
 few GB; the stream order keeps everything else constant.
@@ -25,6 +44,7 @@ few GB; the stream order keeps everything else constant.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 from collections import defaultdict
@@ -36,12 +56,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from google.protobuf.message import DecodeError
 
 from shoumi import batch as chain
+from shoumi.batch import ChainHead
 from shoumi.v1 import events_pb2
 
 from collector.domain.evidence import BatchRow, EventRow, SignedTreeHead, TreeLeaf, batch_leaf_hash, key_id, tree_head_signature_ok
 from collector.domain.merkle import TreeBuilder, consistency_proof, verify_consistency
 from collector.events.models import StoredEvent
 from collector.ingest.codec import decode_events
+from collector.retention.models import RetentionRun
 from collector.storage.base import Store, Transaction
 
 __all__ = ["Finding", "VerifyReport", "verify_store"]
@@ -96,6 +118,8 @@ class VerifyReport:
     tree_heads: int = 0
     tree_leaves: int = 0
     tree_key_id: bytes | None = None
+    pruned_batches: int = 0
+    retention_runs: list[int] = field(default_factory=list)  # ids of the runs that pruned them
 
     @property
     def ok(self) -> bool:
@@ -104,8 +128,12 @@ class VerifyReport:
 
     def render(self) -> str:
         """Returns the report as text for a person."""
+        pruned = ""
+        if self.pruned_batches:
+            runs = ", ".join(f"#{r}" for r in self.retention_runs) or "none recorded"
+            pruned = f" ({self.pruned_batches} pruned by retention runs {runs})"
         lines = [
-            f"checked {self.batches} batches, {self.events} events, {self.agents} agents, "
+            f"checked {self.batches} batches{pruned}, {self.events} events, {self.agents} agents, "
             f"{self.tree_heads} signed tree heads over {self.tree_leaves} leaves",
         ]
         if self.tree_key_id is not None:
@@ -210,8 +238,12 @@ class _Verifier:
         self.tree_public_key = tree_public_key
         self.report = VerifyReport()
         self.links: dict[str, list[_Link]] = defaultdict(list)
-        self.leaf_of_row: dict[int, tuple[bytes, str, int, str]] = {}  # row -> (leaf hash, agent, epoch, seqs)
+        # row -> (leaf hash, or None for a pruned batch whose signed bytes are gone; agent, epoch, seqs)
+        self.leaf_of_row: dict[int, tuple[bytes | None, str, int, str]] = {}
         self.expected: dict[tuple[str, int, int], tuple[int, bytes]] = {}  # event key -> (batch row, digest)
+        self.pruned: list[BatchRow] = []
+        # (agent, epoch) -> sorted (first_seq, last_seq, row) of its pruned batches: events there must be gone
+        self.pruned_ranges: dict[tuple[str, int], list[tuple[int, int, int]]] = defaultdict(list)
 
     def fail(self, check: str, table: str, detail: str, **where: Any) -> None:
         self.report.findings.append(Finding(check, table, detail, **where))
@@ -222,11 +254,58 @@ class _Verifier:
         self.report.agents = len(agents)
         for row in _pages_of_batches(self.store):
             self.report.batches += 1
+            if row.pruned_at_ns is not None:
+                self._check_pruned_batch(row, agents)
+            else:
+                self._check_batch(row, agents)
+        for ranges in self.pruned_ranges.values():
+            ranges.sort()
+
+    def _check_pruned_batch(self, row: BatchRow, agents: dict[str, Any]) -> None:
+        """A batch retention pruned: only its kept columns can be checked, and they are linked."""
+        b = row.batch
+        seqs = f"{b.first_seq}..{b.last_seq}"
+        where: dict[str, Any] = dict(row_id=row.row_id, agent_id=b.agent_id, epoch=b.epoch, seq=seqs)
+        self.report.pruned_batches += 1
+        self.pruned.append(row)
+        if b.canonical:
+            self.fail("retention.not_blank", "batches", f"marked pruned (pruned_at_ns {row.pruned_at_ns}) but still "
+                      "holds its signed bytes, which retention blanks", column="pruned_at_ns", **where)
             self._check_batch(row, agents)
+            return
+        if not (isinstance(b.first_seq, int) and isinstance(b.last_seq, int) and 1 <= b.first_seq <= b.last_seq
+                and b.last_seq - b.first_seq < chain.MAX_EVENTS_PER_BATCH
+                and len(b.batch_hash) == 32 and len(b.prev_hash) == 32):
+            self.fail("retention.columns", "batches", "the kept columns of a pruned batch are not those of a batch "
+                      "(seqs, or 32-byte batch_hash and prev_hash)", **where)
+            return
+        if b.agent_id not in agents:
+            self.fail("batch.agent", "batches", "pruned batch of an agent that is not enrolled (table agents)", **where)
+        self.leaf_of_row[row.row_id] = (None, b.agent_id, b.epoch, seqs)
+        self.links[b.agent_id].append(_Link(row.row_id, b.epoch, b.first_seq, b.last_seq, b.batch_hash, b.prev_hash))
+        self.pruned_ranges[(b.agent_id, b.epoch)].append((b.first_seq, b.last_seq, row.row_id))
+
+    def _pruned_batch_of(self, agent_id: Any, epoch: Any, seq: Any) -> int | None:
+        """The row of the pruned batch that held this event, if any."""
+        ranges = self.pruned_ranges.get((agent_id, epoch))
+        if not ranges or not isinstance(seq, int):
+            return None
+        i = bisect.bisect_right(ranges, (seq, float("inf"), 0)) - 1
+        if i >= 0 and ranges[i][0] <= seq <= ranges[i][1]:
+            return ranges[i][2]
+        return None
 
     def _check_batch(self, row: BatchRow, agents: dict[str, Any]) -> None:
         b = row.batch
         where: dict[str, Any] = dict(row_id=row.row_id, agent_id=b.agent_id, epoch=b.epoch, seq=f"{b.first_seq}..{b.last_seq}")
+        if not b.canonical and row.pruned_at_ns is None:
+            # Retention blanks the signed bytes only together with pruned_at_ns; this is erasure.
+            self.fail("batch.blanked", "batches", "the signed bytes are blank but no retention run pruned the batch "
+                      "(pruned_at_ns is not set): erased", column="canonical", **where)
+            self.leaf_of_row[row.row_id] = (batch_leaf_hash(b.canonical, b.signature), b.agent_id, b.epoch,
+                                            f"{b.first_seq}..{b.last_seq}")
+            self.links[b.agent_id].append(_Link(row.row_id, b.epoch, b.first_seq, b.last_seq, b.batch_hash, b.prev_hash))
+            return
         digest = hashlib.sha256(b.canonical).digest()
         self.leaf_of_row[row.row_id] = (batch_leaf_hash(b.canonical, b.signature), b.agent_id, b.epoch, f"{b.first_seq}..{b.last_seq}")
         parsed = _decode(row)
@@ -284,21 +363,11 @@ class _Verifier:
         ordered = sorted(by_row, key=lambda x: (x.epoch, x.first_seq))
         prev: _Link | None = None
         for link in ordered:
-            where: dict[str, Any] = dict(row_id=link.row_id, agent_id=agent_id, epoch=link.epoch, seq=link.seqs)
-            if prev is None or link.epoch != prev.epoch:
-                if link.first_seq != 1:
-                    self.fail("chain.gap", "batches", f"epoch {link.epoch} starts at seq {link.first_seq}: "
-                              f"seq 1..{link.first_seq - 1} are missing (deleted)", **where)
-                elif link.prev != chain.GENESIS_HASH:
-                    self.fail("chain.link", "batches", "the first batch of an epoch does not name the genesis hash", **where)
-            elif link.first_seq > prev.last_seq + 1:
-                self.fail("chain.gap", "batches", f"seq {prev.last_seq + 1}..{link.first_seq - 1} are missing between "
-                          f"batch rows {prev.row_id} and {link.row_id} (deleted)", **where)
-            elif link.first_seq <= prev.last_seq:
-                self.fail("chain.overlap", "batches", f"overlaps batch row {prev.row_id} (seq {prev.seqs})", **where)
-            elif link.prev != prev.digest:
-                self.fail("chain.link", "batches", f"names a previous hash that is not the hash of batch row {prev.row_id} "
-                          f"(seq {prev.seqs})", **where)
+            head = None if prev is None else ChainHead(prev.epoch, prev.last_seq, prev.digest)
+            try:  # the same rule ingest applies
+                chain.check_link(epoch=link.epoch, first_seq=link.first_seq, prev_hash=link.prev, head=head)
+            except chain.ChainBroken as exc:
+                self._name_broken_link(agent_id, link, prev, str(exc))
             prev = link
         for earlier, later in zip(by_row, by_row[1:]):
             if (later.epoch, later.first_seq) < (earlier.epoch, earlier.first_seq):
@@ -313,6 +382,24 @@ class _Verifier:
                       f"(epoch {last.epoch} seq {last.seqs}): batches at the end were deleted, or the head changed",
                       agent_id=agent_id)
 
+    def _name_broken_link(self, agent_id: str, link: _Link, prev: _Link | None, why: str) -> None:
+        """Names the place and kind of a link ``shoumi.batch.check_link`` refused."""
+        where: dict[str, Any] = dict(row_id=link.row_id, agent_id=agent_id, epoch=link.epoch, seq=link.seqs)
+        if prev is None or link.epoch != prev.epoch:
+            if link.first_seq != 1:
+                self.fail("chain.gap", "batches", f"epoch {link.epoch} starts at seq {link.first_seq}: "
+                          f"seq 1..{link.first_seq - 1} are missing (deleted)", **where)
+            else:
+                self.fail("chain.link", "batches", f"the first batch of an epoch does not name the genesis hash ({why})", **where)
+        elif link.first_seq > prev.last_seq + 1:
+            self.fail("chain.gap", "batches", f"seq {prev.last_seq + 1}..{link.first_seq - 1} are missing between "
+                      f"batch rows {prev.row_id} and {link.row_id} (deleted)", **where)
+        elif link.first_seq <= prev.last_seq:
+            self.fail("chain.overlap", "batches", f"overlaps batch row {prev.row_id} (seq {prev.seqs})", **where)
+        else:
+            self.fail("chain.link", "batches", f"names a previous hash that is not the hash of batch row {prev.row_id} "
+                      f"(seq {prev.seqs})", **where)
+
     # 3. events -----------------------------------------------------------------------------
     def check_events(self) -> None:
         last_seen: dict[str, tuple[int, int, int]] = {}
@@ -323,6 +410,12 @@ class _Verifier:
             where: dict[str, Any] = dict(row_id=row.row_id, agent_id=str(row.agent_id), epoch=row.epoch, seq=str(row.seq))
             wanted = self.expected.pop(key, None)
             if wanted is None:
+                pruned_row = self._pruned_batch_of(row.agent_id, row.epoch, row.seq)
+                if pruned_row is not None:
+                    self.fail("retention.event_present", "events", f"batch row {pruned_row} was pruned by retention, "
+                              "but this event of it is stored: kept back or re-inserted, and no signature covers it now",
+                              **where)
+                    continue
                 why = "a second row for the same event" if key in seen else "no signed batch holds this event: inserted or forged"
                 self.fail("event.extra", "events", why, **where)
                 continue
@@ -409,11 +502,20 @@ class _Verifier:
             if stored is None:
                 self.fail("tree.batch_missing", "batches", f"the batch signed as tree leaf {leaf.leaf_index} is gone (deleted)",
                           row_id=leaf.batch_row_id)
+            elif stored[0] is None:
+                pass  # pruned: its signed bytes are gone, the stored leaf hash under the signed heads stands for it
             elif stored[0] != leaf.leaf_hash:
                 self.fail("tree.batch_changed", "batches", f"is not the batch signed as tree leaf {leaf.leaf_index}: "
                           "changed or swapped", row_id=leaf.batch_row_id, agent_id=stored[1], epoch=stored[2], seq=stored[3])
         newest = max(covered, default=0)
-        uncovered = sorted(r for r in self.leaf_of_row if r not in covered)
+        for row in self.pruned:
+            if row.row_id not in covered:
+                b = row.batch
+                self.fail("retention.unsigned", "batches", "pruned but no tree leaf holds it: nothing signed vouches for "
+                          "its kept hashes (retention prunes only batches under a signed tree head)",
+                          row_id=row.row_id, agent_id=b.agent_id, epoch=b.epoch, seq=f"{b.first_seq}..{b.last_seq}")
+        pruned_rows = {row.row_id for row in self.pruned}
+        uncovered = sorted(r for r in self.leaf_of_row if r not in covered and r not in pruned_rows)
         late = [r for r in uncovered if r < newest]
         if uncovered:
             self.report.notes.append(f"{len(uncovered)} batch(es) not yet under a signed tree head (rows {uncovered[0]}..{uncovered[-1]})")
@@ -424,12 +526,54 @@ class _Verifier:
                 "inserted after signing, or committed late on PostgreSQL; it is covered by the next head")
 
 
+    # 5. retention --------------------------------------------------------------------------
+    def check_retention(self) -> None:
+        runs = list(self.store.list_retention_runs())
+        by_time: dict[int, list[RetentionRun]] = defaultdict(list)
+        for run in runs:
+            by_time[run.at_ns].append(run)
+        marked: dict[int, int] = defaultdict(int)
+        used: set[int] = set()
+        for row in self.pruned:
+            b = row.batch
+            at = row.pruned_at_ns
+            assert at is not None
+            marked[at] += 1
+            where: dict[str, Any] = dict(row_id=row.row_id, agent_id=b.agent_id, epoch=b.epoch, seq=f"{b.first_seq}..{b.last_seq}")
+            mine = by_time.get(at)
+            if not mine:
+                self.fail("retention.run", "batches", f"marked pruned at {at} but no retention run is recorded then "
+                          "(table retention_runs)", column="pruned_at_ns", **where)
+                continue
+            used.update(r.id for r in mine if r.id is not None)
+            cutoff = min(r.before_ns for r in mine)
+            if not b.received_at_ns < cutoff:
+                ids = ", ".join(f"#{r.id}" for r in mine)
+                self.fail("retention.cutoff", "batches", f"received at {b.received_at_ns}, not before the cutoff {cutoff} "
+                          f"of retention run {ids}: too new to have been pruned", column="received_at_ns", **where)
+        for at, n in sorted(marked.items()):
+            mine = by_time.get(at, [])
+            recorded = sum(r.batches for r in mine)
+            if mine and recorded != n:
+                ids = ", ".join(f"#{r.id}" for r in mine)
+                self.fail("retention.count", "retention_runs", f"{n} batch(es) are marked pruned at {at}, but retention "
+                          f"run {ids} recorded {recorded}", row_id=mine[0].id)
+        self.report.retention_runs = sorted(used)
+        if self.pruned:
+            events = sum(r.events for r in runs if r.id in used)
+            self.report.notes.append(
+                f"{len(self.pruned)} batch(es) pruned by retention ({events} events deleted by runs "
+                f"{', '.join(f'#{r}' for r in sorted(used)) or 'none'}): checked by their kept hashes, chain links and "
+                "tree leaves; their contents are gone by design")
+
+
 def verify_store(store: Store, *, tree_public_key: bytes | None) -> VerifyReport:
-    """Checks every batch, chain, event and signed tree head of the store; returns the report."""
+    """Checks every batch, chain, event, signed tree head and pruning of the store; returns the report."""
     with store.read() as tx:  # one snapshot of the store, on both databases
         v = _Verifier(tx, tree_public_key)
         v.check_batches()
         v.check_chains()
         v.check_events()
         v.check_tree()
+        v.check_retention()
     return v.report

@@ -76,10 +76,15 @@ class SignedTreeHead:
 
 @dataclass(frozen=True)
 class BatchRow:
-    """A stored batch and the row it is stored in (its place in the collector's ingest order)."""
+    """A stored batch and the row it is stored in (its place in the collector's ingest order).
+
+    ``pruned_at_ns`` is set when retention deleted the batch's events and blanked its canonical
+    bytes (the hashes, signature and Merkle leaf are kept); None for a batch kept whole.
+    """
 
     row_id: int
     batch: StoredBatch
+    pruned_at_ns: int | None = None
 
 
 @dataclass(frozen=True)

@@ -46,7 +46,7 @@ class _State:
     detected: dict[str, tuple[int, int]] = field(default_factory=dict)
     batches: dict[int, StoredBatch] = field(default_factory=dict)  # row_id -> batch
     batch_at: dict[tuple[str, int, int], int] = field(default_factory=dict)
-    pruned: set[int] = field(default_factory=set)
+    pruned: dict[int, int] = field(default_factory=dict)  # batch row -> when retention pruned it
     events: dict[int, StoredEvent] = field(default_factory=dict)  # row_id -> event
     event_at: set[tuple[str, int, int]] = field(default_factory=set)
     alerts: dict[int, Alert] = field(default_factory=dict)
@@ -347,11 +347,11 @@ class MemoryTransaction:
     def batches_outside_tree(self, *, limit: int) -> Sequence[BatchRow]:
         """Lists stored batches that are no leaf of the tree yet, in row order."""
         taken = {x.batch_row_id for x in self.s.leaves}
-        return [BatchRow(r, b) for r, b in sorted(self.s.batches.items()) if r not in taken][:limit]
+        return [BatchRow(r, b, self.s.pruned.get(r)) for r, b in sorted(self.s.batches.items()) if r not in taken][:limit]
 
     def batch_leaves(self, *, after_row_id: int, limit: int) -> Sequence[BatchRow]:
         """Lists stored batches with row_id > after_row_id in row order."""
-        return [BatchRow(r, b) for r, b in sorted(self.s.batches.items()) if r > after_row_id][:limit]
+        return [BatchRow(r, b, self.s.pruned.get(r)) for r, b in sorted(self.s.batches.items()) if r > after_row_id][:limit]
 
     def event_rows(self, *, after_row_id: int, limit: int) -> Sequence[EventRow]:
         """Lists events rows with row_id > after_row_id in row order."""
@@ -405,7 +405,7 @@ class MemoryTransaction:
                 self.s.event_at.discard((e.agent_id, e.epoch, e.seq))
             deleted += len(mine)
             self.s.batches[r] = replace(b, canonical=b"")
-            self.s.pruned.add(r)
+            self.s.pruned[r] = now_ns
             pruned += 1
         run = RetentionRun(now_ns, before_ns, pruned, deleted, held, id=len(self.s.runs) + 1,
                            last_row_id=candidates[-1][0] if candidates else after_row_id)

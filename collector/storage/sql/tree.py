@@ -124,6 +124,7 @@ def _batch_row_from(r: Any) -> BatchRow:
             _raw_bytes(r.canonical),
             r.received_at_ns,
         ),
+        r.pruned_at_ns,
     )
 
 
