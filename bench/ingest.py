@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import concurrent.futures
+import functools
 import hashlib
 import json
 import math
@@ -644,16 +645,78 @@ def cli_tokens(data_dir: Path, n: int) -> list[str]:
 
 
 def inprocess_tokens(location: str, n: int) -> list[str]:
-    """n tokens made by the collector's EnrollmentService.create_token (what the CLI runs), in this process."""
-    from collector.enrollment import EnrollmentService
+    """n tokens made by the collector's EnrollmentService.create_token (what the CLI runs), in this
+    process; with the unit-of-work store, 500 tokens (and their audit rows) per transaction."""
+    import importlib
+    import inspect
+
     from collector.storage import open_store
 
-    store = open_store(location)
+    module = importlib.import_module("collector.enrollment")
+    if not hasattr(module, "EnrollmentService"):
+        module = importlib.import_module("collector.enrollment.service")
+    ttl = 24 * 3600 * 10**9
+    store: Any = open_store(location)
     try:
-        service = EnrollmentService(store, token_ttl_ns=24 * 3600 * 10**9)
-        return [service.create_token(actor="bench:ingest") for _ in range(n)]
+        if "tx" not in inspect.signature(module.EnrollmentService.create_token).parameters:
+            service = module.EnrollmentService(store, token_ttl_ns=ttl)  # one store call per transaction
+            return [service.create_token(actor="bench:ingest") for _ in range(n)]
+        service = module.EnrollmentService(token_ttl_ns=ttl)
+        out: list[str] = []
+        while len(out) < n:
+            with store.transaction() as tx:
+                out += [service.create_token(tx=tx, actor="bench:ingest") for _ in range(min(500, n - len(out)))]
+        return out
     finally:
         store.close()
+
+
+class DetectionProbe(threading.Thread):
+    """Samples, from the collector's chain_heads, how many events are stored and how far detection has
+    run over them (sum of last_seq and detected_seq; one epoch per agent here). A collector that runs
+    detection inside ingest is never behind."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(daemon=True)
+        self.url = url
+        self.samples: list[tuple[float, int, int]] = []
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        import sqlalchemy as sa
+
+        engine = sa.create_engine(self.url.replace("postgresql://", "postgresql+psycopg://", 1))
+        try:
+            while not self._halt.is_set():
+                try:
+                    with engine.connect() as conn:
+                        row = conn.exec_driver_sql(
+                            "SELECT COALESCE(SUM(last_seq), 0), COALESCE(SUM(CASE WHEN detected_epoch = epoch "
+                            "THEN detected_seq ELSE 0 END), 0) FROM chain_heads").one()
+                    self.samples.append((time.monotonic(), int(row[0]), int(row[1])))
+                except Exception:  # noqa: BLE001 - e.g. no detected_seq column: no figure
+                    pass
+                self._halt.wait(0.5)
+        finally:
+            engine.dispose()
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(timeout=5)
+
+    def at(self, t: float) -> tuple[int, int] | None:
+        before = [s for s in self.samples if s[0] <= t]
+        return (before[-1][1], before[-1][2]) if before else None
+
+    def wait_caught_up(self, after: float, timeout: float) -> float | None:
+        """Seconds after `after` until detection had run over everything stored, or None."""
+        limit = time.monotonic() + timeout
+        while time.monotonic() < limit:
+            done = [s for s in self.samples if s[0] >= after and s[2] >= s[1] > 0]
+            if done:
+                return round(done[0][0] - after, 1)
+            time.sleep(0.5)
+        return None
 
 
 def pct(values: Sequence[float], p: float) -> float:
@@ -896,12 +959,24 @@ class PgDatabases:
         self._admin.close()
 
 
+def _stop_collector(proc: subprocess.Popen[bytes] | None) -> None:
+    """SIGTERM (a clean stop signs a last tree head), then SIGKILL if it does not stop in 20 s."""
+    if proc is None or proc.poll() is not None:
+        return
+    try:
+        stop_all(proc)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
 def _mark(ok: bool) -> str:
     return "met" if ok else "NOT met"
 
 
 def run_store_phase(ctx: Any, target: Target, tokens: list[str], args: argparse.Namespace, procs_n: int,
-                    sampler: Sampler, collector_pid: int, profile: PyspyRecorder | None) -> dict[str, Any]:
+                    sampler: Sampler, collector_pid: int, profile: PyspyRecorder | None,
+                    probe: DetectionProbe) -> dict[str, Any]:
     """The throughput phase: all agents store as fast as their windows allow; returns its figures."""
     B = args.events_per_batch
     if args.batches:
@@ -943,7 +1018,14 @@ def run_store_phase(ctx: Any, target: Target, tokens: list[str], args: argparse.
     client_cpu = sum(d["cpu_s"] for d in done) / max(d["wall_s"] for d in done) * 100
     window = sampler.window(t0, end)
     errors = Counter(o.error for o in outcomes if o.error)
+    det0, det1 = probe.at(t0), probe.at(end)
+    detected_per_s = lag_end = None
+    if det0 and det1:
+        detected_per_s = round((det1[1] - det0[1]) / (end - t0))
+        lag_end = det1[0] - det1[1]
+    caught_up = probe.wait_caught_up(end, args.detection_wait) if det1 else None
     return {
+        "detected_per_s": detected_per_s, "detection_lag_events_at_end": lag_end, "detection_caught_up_s": caught_up,
         "events_per_s": round(acked_in / (end - t0)) if end > t0 else 0, "acked": acked_all,
         "p50_ack_ms": round(pct(lat, 0.50) * 1000, 1), "p99_ack_ms": round(pct(lat, 0.99) * 1000, 1),
         "max_ack_ms": round(max(lat, default=float("nan")) * 1000, 1), "batches_acked": len(lat),
@@ -1057,6 +1139,8 @@ def main() -> int:
     parser.add_argument("--backend", choices=("sqlite", "postgres"), default="sqlite")
     parser.add_argument("--database-url", help=f"PostgreSQL server (default $SHOUMI_TEST_PG_DSN or {DEFAULT_PG_DSN}); "
                         "fresh databases are created on it and dropped")
+    parser.add_argument("--detection-wait", type=float, default=60.0,
+                        help="after the window, wait this long at most for detection to catch up")
     parser.add_argument("--raw-rows", type=int, default=300_000, help="at most this many stored rows for the raw insert")
     parser.add_argument("--streams", type=int, default=0, help="idle agent streams to hold in the streams phase")
     parser.add_argument("--storing-agents", type=int, default=2, help="agents that keep storing in the streams phase")
@@ -1100,8 +1184,11 @@ def main() -> int:
         tokens = cli_tokens(data_dir, args.agents)
         print(f"{args.agents} tokens from `shoumi-collector enroll-token create` in {time.monotonic() - t:.1f} s")
         profile = PyspyRecorder(args.profile, args.top) if args.profile else None
+        probe = DetectionProbe(db_url(args.backend, data_dir, pg_url))
+        probe.start()
         main_figs = run_store_phase(ctx, target, tokens, args, max(1, min(args.client_procs, args.agents)), sampler,
-                                    collector.pid, profile)
+                                    collector.pid, profile, probe)
+        probe.stop()
         figures.update(main_figs)
         figures["stored_rows"] = count_events(db_url(args.backend, data_dir, pg_url))
         profile_lines = profile.finish() if profile else []
@@ -1118,7 +1205,7 @@ def main() -> int:
         time.sleep(0.5)
         columns, rows, stored, alerts = read_back(db_url(args.backend, data_dir, pg_url), min(args.raw_rows, max(main_figs["acked"], 1)))
         sampler.stop()
-        stop_all(collector)
+        _stop_collector(collector)
         collector = None
         if args.backend == "postgres":
             assert pg is not None
@@ -1130,13 +1217,15 @@ def main() -> int:
             raw = raws["dbapi"]
             raw_how = (f"sqlite3 executemany, 1,000 rows per transaction, WAL, synchronous=FULL; through SQLAlchemy "
                        f"Core executemany {raws['sqlalchemy']:,.0f} rows/s")
-    finally:
-        if sampler is not None:
-            sampler.stop()
-        if collector is not None:
-            stop_all(collector)
-        if pg is not None:
-            pg.drop_all()
+    finally:  # each step on its own, so one failure does not leave a collector or a database behind
+        steps: list[Any] = [sampler.stop if sampler is not None else None, functools.partial(_stop_collector, collector),
+                            pg.drop_all if pg is not None else None]
+        for step in steps:
+            try:
+                if step is not None:
+                    step()
+            except Exception as exc:  # noqa: BLE001
+                print(f"cleanup: {type(exc).__name__}: {exc}", file=sys.stderr)
         if args.keep:
             print(f"data and logs kept in {root}")
         else:
@@ -1157,6 +1246,11 @@ def main() -> int:
           f"ratio {ratio}  (goal >= {GOAL_RATIO}: {_mark(ratio >= GOAL_RATIO)})")
     print(f"  send -> durable Ack: p50 {figures['p50_ack_ms']} ms, p99 {p99} ms, max {figures['max_ack_ms']} ms  "
           f"(goal p99 < {GOAL_P99_MS:.0f} ms: {_mark(p99 < GOAL_P99_MS)})")
+    lag, det, caught = (figures["detection_lag_events_at_end"], figures["detected_per_s"], figures["detection_caught_up_s"])
+    if det is not None:
+        print(f"  detection (read burst, 5 min window): ran over {det:,} events/s in the window; {lag:,} stored events "
+              f"not yet looked at when it ended; caught up "
+              f"{f'{caught} s after it' if caught is not None else f'NOT within {args.detection_wait:g} s'}")
     print(f"  collector: {figures['collector_cpu_pct']} % of a core, RSS {figures['collector_rss_mb']} MB, "
           f"{figures['collector_threads']} threads; clients: {figures['client_cpu_pct']} % of a core in "
           f"{figures['client_procs']} processes")
@@ -1184,6 +1278,8 @@ def main() -> int:
         "window": args.window, "p50_ack_ms": figures["p50_ack_ms"], "collector_cpu_pct": figures["collector_cpu_pct"],
         "collector_rss_mb": figures["collector_rss_mb"], "client_cpu_pct": figures["client_cpu_pct"],
         "acked": figures["acked"], "stored_rows": figures["stored_rows"], "alerts": alerts,
+        "detected_per_s": figures["detected_per_s"], "detection_lag_events_at_end": figures["detection_lag_events_at_end"],
+        "detection_caught_up_s": figures["detection_caught_up_s"],
         "raw_rows": len(rows), **{f"raw_{k}_per_s": round(v) for k, v in raws.items()},
     }
     if streams_figs:
