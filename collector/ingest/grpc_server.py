@@ -250,6 +250,10 @@ class GrpcServers:
             ("grpc.max_connection_age_ms", int(limits.max_connection_age_s * 1000)),
             ("grpc.max_connection_age_grace_ms", 30_000),
             ("grpc.server_handshake_timeout_ms", int(limits.handshake_timeout_s * 1000)),
+            # a connection that died without a FIN (a laptop's network gone) is found and its streams
+            # released, so the agent's reconnect is not refused for holding too many streams
+            ("grpc.keepalive_time_ms", 60_000),
+            ("grpc.keepalive_timeout_ms", 20_000),
         ]
         agents = grpc.aio.server(options=options)
         self.ingest_servicer = _Ingest(ingest, calls, require_certificate=tls is not None, limits=limits)
