@@ -1,0 +1,320 @@
+"""Issue 8, scale out, with real processes on loopback: two collectors on one PostgreSQL, one agent.
+
+Two `shoumi-collector serve` processes share one fresh PostgreSQL schema and one trust root: the
+second collector's data directory holds copies of the first's CA (pki/ca.pem, pki/ca.key; each
+collector issues its own server certificate from it) and tree-head key (tree-head.key). One agent,
+enrolled once at the first collector, runs with both addresses (`--collector A,B`) and watches a
+folder in which the test reads a distinct file every few milliseconds: one user's steady burst of
+reads, far above the read-burst threshold, so it is one incident.
+
+Mid-stream the collector holding the agent's stream is killed with SIGKILL; the agent moves to the
+other one. Later the killed collector is started again on the same database, the survivor is
+stopped, the agent moves back and the burst goes on. At the end:
+
+- every event the agent assigned a seq to is stored exactly once: (agent, epoch, seq) unique,
+  seqs 1..N without a gap, N the spool's own count, nothing left in the spool;
+- every read the test made is stored once, and the chain of batches is continuous (each batch
+  starts after the previous one and names its hash; `shoumi-collector verify` agrees);
+- the burst raised exactly one `read_burst` alert, holding every read, although both collectors
+  ran detection over it (the survivor after the kill, the restarted collector at the end): the
+  restarted collector extended it and raised nothing anew.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import shutil
+import subprocess
+import threading
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from tests.conftest import PG_DSN
+from tests.e2e.conftest import Collector, eventually, run, stop, tool
+from tests.e2e.test_crash import _spool_state
+
+pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+
+USER = "scale-out"
+THRESHOLD = 20  # the default: more than 20 reads by one user within 5 minutes is a burst
+FIRST, SECOND = 300, 80  # reads before the restart of the killed collector, and after it
+KILL_AT = 100  # stored reads before the kill
+
+
+class PgCollector(Collector):
+    """A collector process on the shared PostgreSQL schema."""
+
+    def __init__(self, data_dir: Path, database_url: str) -> None:
+        super().__init__(data_dir)
+        self.database_url = database_url
+
+    def start(self, *extra: str, grpc_listen: str = "127.0.0.1:0") -> "PgCollector":
+        super().start("--database-url", self.database_url, "--read-burst-threshold", str(THRESHOLD), *extra,
+                      grpc_listen=grpc_listen)
+        return self
+
+    def cli(self, *args: str, stdin: str | None = None) -> str:
+        return run(tool("shoumi-collector"), *args, "--data-dir", str(self.data_dir),
+                   "--database-url", self.database_url, stdin=stdin).stdout.strip()
+
+    def streams(self) -> int:
+        """Agent streams open on this collector (its /metrics), -1 when it does not answer."""
+        try:
+            with urllib.request.urlopen(self.http + "/metrics", timeout=2) as reply:
+                text = reply.read().decode()
+        except OSError:
+            return -1
+        found = re.search(r"^shoumi_agent_streams (\d+)$", text, re.M)
+        return int(found.group(1)) if found else -1
+
+    def counter(self, what: str) -> int:
+        with urllib.request.urlopen(self.http + "/metrics", timeout=2) as reply:
+            text = reply.read().decode()
+        found = re.search(rf'^shoumi_ingest_total{{what="{re.escape(what)}"}} (\d+)$', text, re.M)
+        return int(found.group(1)) if found else 0
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(timeout=10)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+@pytest.fixture
+def pg_schema() -> Iterator[tuple[str, Any]]:
+    """A fresh schema on the test server: (collector URL with it as search path, a connection to it)."""
+    if not PG_DSN:
+        pytest.skip("no PostgreSQL server: set SHOUMI_TEST_PG_DSN")
+    import psycopg
+
+    schema = f"t_scale_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(PG_DSN, autocommit=True) as admin:
+        admin.execute(f"CREATE SCHEMA {schema}")
+    sep = "&" if "?" in PG_DSN else "?"
+    url = f"{PG_DSN}{sep}options=-csearch_path%3D{schema}"
+    conn = psycopg.connect(PG_DSN, autocommit=True, options=f"-csearch_path={schema}")
+    try:
+        yield url, conn
+    finally:
+        conn.close()
+        with psycopg.connect(PG_DSN, autocommit=True) as admin:
+            admin.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+class Db:
+    """Read-only questions to the shared schema, each its own statement (autocommit)."""
+
+    def __init__(self, conn: Any, agent_id: str) -> None:
+        self.conn = conn
+        self.agent_id = agent_id
+
+    def one(self, sql: str, *args: Any) -> Any:
+        return self.conn.execute(sql, args).fetchone()[0]
+
+    def all(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+        return list(self.conn.execute(sql, args).fetchall())
+
+    def reads(self) -> list[tuple[str, str]]:
+        return [(r[0], r[1]) for r in self.all(
+            "SELECT event_id, path FROM events WHERE agent_id = %s AND kind = 'file.read' AND user_name = %s",
+            self.agent_id, USER)]
+
+    def read_count(self, paths: set[str]) -> int:
+        return sum(1 for _, p in self.reads() if p in paths)
+
+    def max_seq(self) -> int:
+        return int(self.one("SELECT coalesce(max(seq), 0) FROM events WHERE agent_id = %s", self.agent_id))
+
+    def detected_upto(self) -> int:
+        row = self.all("SELECT detected_seq FROM chain_heads WHERE agent_id = %s", self.agent_id)
+        return int(row[0][0]) if row else 0
+
+    def indexed(self, n: int) -> bool:
+        for (attrs,) in self.all("SELECT attributes FROM events WHERE agent_id = %s AND kind = 'agent.heartbeat'",
+                                 self.agent_id):
+            values = json.loads(attrs) if isinstance(attrs, str) else attrs
+            if int(values.get("index_files", 0)) >= n:
+                return True
+        return False
+
+    def alerts(self, rule: str | None = None) -> list[tuple[int, str, str, list[str], str]]:
+        rows = self.all("SELECT id, rule, status, event_ids, user_name FROM alerts ORDER BY id")
+        out = [(int(r[0]), r[1], r[2], json.loads(r[3]), r[4]) for r in rows]
+        return [a for a in out if rule is None or a[1] == rule]
+
+
+class Reader:
+    """Reads files of the watched folder, one every `pause_s`, in the background: the user's burst."""
+
+    def __init__(self, paths: list[Path], pause_s: float) -> None:
+        self.paths = paths
+        self.pause_s = pause_s
+        self.done = 0
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        try:
+            for path in self.paths:
+                with open(path, "rb") as f:
+                    f.read()
+                self.done += 1
+                time.sleep(self.pause_s)
+        except BaseException as exc:  # noqa: BLE001 - reported by join()
+            self.error = exc
+
+    def start(self) -> "Reader":
+        self._thread.start()
+        return self
+
+    def join(self, timeout: float) -> None:
+        self._thread.join(timeout)
+        assert not self._thread.is_alive(), "the reader did not finish"
+        assert self.error is None, self.error
+
+
+def _agent(root: Path, state: Path, watch: Path, collectors: str) -> subprocess.Popen[bytes]:
+    with open(root / "agent.log", "ab") as log:
+        return subprocess.Popen(
+            [tool("shoumi-agent"), "run", "--state-dir", str(state), "--watch", str(watch), "--capture", "inotify",
+             "--collector", collectors, "--attributed-user", USER, "--heartbeat-seconds", "1"],
+            stdout=log, stderr=subprocess.STDOUT,
+        )
+
+
+def _chain_gaps(db: Db) -> list[str]:
+    """Breaks in the stored chain of batches: a batch not starting after its predecessor or not naming it."""
+    rows = db.all("SELECT epoch, first_seq, last_seq, batch_hash, prev_hash FROM batches WHERE agent_id = %s "
+                  "ORDER BY epoch, first_seq", db.agent_id)
+    gaps = []
+    prev_last, prev_hash = 0, None
+    for epoch, first, last, digest, prev in rows:
+        if epoch != 1 or first != prev_last + 1 or (prev_hash is not None and bytes(prev) != bytes(prev_hash)):
+            gaps.append(f"batch epoch={epoch} {first}..{last} after ..{prev_last}")
+        prev_last, prev_hash = last, digest
+    return gaps
+
+
+def test_two_collectors_one_postgres_agent_switches_on_kill9_exactly_once_one_alert(
+        tmp_path: Path, pg_schema: tuple[str, Any]) -> None:
+    url, conn = pg_schema
+    started = time.monotonic()
+    fig: dict[str, Any] = {}
+    watch = tmp_path / "finance"
+    watch.mkdir()
+    paths = [watch / f"ledger-{i:04d}.xlsx" for i in range(FIRST + SECOND)]
+    for i, p in enumerate(paths):
+        p.write_bytes(f"row {i}\n".encode() * 4)
+    first_paths = {str(p) for p in paths[:FIRST]}
+    second_paths = {str(p) for p in paths[FIRST:]}
+
+    one = PgCollector(tmp_path / "collector-1", url)
+    two = PgCollector(tmp_path / "collector-2", url)
+    agent: subprocess.Popen[bytes] | None = None
+    with contextlib.ExitStack() as cleanup:
+        @cleanup.callback
+        def _down() -> None:  # whatever happened: nothing of ours keeps running
+            for proc in (agent, one.proc, two.proc):
+                if proc is not None and proc.poll() is None:
+                    proc.kill()
+                    proc.wait(timeout=10)
+
+        # --- two collectors, one database, one trust root --------------------------------------
+        one.start()
+        (two.data_dir / "pki").mkdir(parents=True, mode=0o700)
+        for name in ("pki/ca.pem", "pki/ca.key", "tree-head.key"):
+            shutil.copy2(one.data_dir / name, two.data_dir / name)
+        two.start()
+        assert two.fingerprint == one.fingerprint
+        assert (two.data_dir / "pki" / "server.pem").read_bytes() != (one.data_dir / "pki" / "server.pem").read_bytes()
+
+        state = tmp_path / "agent"
+        agent_id = one.enroll_agent(state).stdout.strip()
+        db = Db(conn, agent_id)
+        agent = _agent(tmp_path, state, watch, f"{one.grpc},{two.grpc}")
+        eventually(lambda: db.indexed(len(paths)) or agent.poll() is not None, timeout=20,
+                   what="the agent's first heartbeat with its index")
+        assert agent.poll() is None, (tmp_path / "agent.log").read_text()
+        eventually(lambda: one.streams() == 1 and two.streams() == 0, timeout=10, what="the stream on collector 1")
+
+        # --- the burst; kill -9 the collector holding the stream mid-way ----------------------------
+        reader = Reader(paths[:FIRST], pause_s=0.01).start()
+        eventually(lambda: db.read_count(first_paths) >= KILL_AT, timeout=20, what=f"{KILL_AT} reads stored")
+        fig["stored_by_1_before_kill"] = one.counter("events.stored")
+        fig["alerts_before_kill"] = len(db.alerts("read_burst"))
+        reads_at_kill = db.read_count(first_paths)
+        killed = time.monotonic()
+        one.kill()
+        assert reader.done < FIRST, "the burst ended before the kill: nothing would be mid-stream"
+        eventually(lambda: two.streams() == 1, timeout=10, what="the agent's stream on collector 2")
+        eventually(lambda: db.read_count(first_paths) > reads_at_kill, timeout=10, what="reads stored through collector 2")
+        fig["switch_s"] = round(time.monotonic() - killed, 2)
+        fig["reads_at_kill"] = reads_at_kill
+        reader.join(timeout=30)
+        eventually(lambda: db.read_count(first_paths) >= FIRST, timeout=20, what="every read of the burst stored")
+        fig["stored_by_2"] = two.counter("events.stored")
+        fig["redelivered_to_2"] = two.counter("batches.duplicate")
+        assert two.counter("events.stored") > 0
+
+        # --- the killed collector back on the same database; the survivor stops; the burst goes on ----
+        one.start(grpc_listen=one.grpc)  # the address the agent was given
+        assert two.stop() == 0
+        eventually(lambda: one.streams() == 1, timeout=15, what="the agent's stream back on collector 1")
+        Reader(paths[FIRST:], pause_s=0.01).start().join(timeout=30)
+        eventually(lambda: db.read_count(second_paths) >= SECOND, timeout=20, what="the reads after the restart stored")
+        last_read = db.max_seq()
+        eventually(lambda: db.detected_upto() >= last_read, timeout=15, what="detection over every read")
+        fig["stored_by_1_after_restart"] = one.counter("events.stored")
+
+        # --- stop the agent (it drains), then the collector ---------------------------------------
+        assert stop(agent) == 0
+        assert one.stop() == 0
+
+        # --- exactly once ----------------------------------------------------------------------------
+        spool = _spool_state(state)
+        dupes = db.all("SELECT epoch, seq, count(*) FROM events WHERE agent_id = %s GROUP BY epoch, seq "
+                       "HAVING count(*) > 1", agent_id)
+        seqs = [r[0] for r in db.all("SELECT seq FROM events WHERE agent_id = %s ORDER BY seq", agent_id)]
+        fig.update(stored=len(seqs), spool_assigned=spool["next_seq"] - 1,
+                   spool_left=spool["unsealed"] + spool["unacked_batches"],
+                   epochs=[r[0] for r in db.all("SELECT DISTINCT epoch FROM events WHERE agent_id = %s", agent_id)])
+        assert dupes == [], dupes
+        assert seqs == list(range(1, len(seqs) + 1)), "a gap in the stored seqs"
+        assert fig["stored"] == fig["spool_assigned"] and fig["spool_left"] == 0 and fig["epochs"] == [1], fig
+        reads = db.reads()
+        by_path: dict[str, int] = {}
+        for _, p in reads:
+            by_path[p] = by_path.get(p, 0) + 1
+        assert {p: by_path.get(p, 0) for p in map(str, paths)} == {str(p): 1 for p in paths}, "a read lost or doubled"
+        assert db.one("SELECT count(*) FROM events WHERE agent_id = %s", agent_id) == \
+            db.one("SELECT count(DISTINCT event_id) FROM events WHERE agent_id = %s", agent_id)
+
+        # --- the chain is continuous --------------------------------------------------------------------
+        assert _chain_gaps(db) == []
+        head = db.all("SELECT epoch, last_seq FROM chain_heads WHERE agent_id = %s", agent_id)
+        assert head == [(1, len(seqs))], head
+        verified = run(tool("shoumi-collector"), "verify", "--data-dir", str(one.data_dir), "--database-url", url,
+                       check=False)
+        assert verified.returncode == 0, verified.stdout + verified.stderr
+
+        # --- one incident, one alert ---------------------------------------------------------------------
+        bursts = db.alerts("read_burst")
+        fig["alerts"] = [(a[1], a[2], len(a[3])) for a in db.alerts()]
+        assert len(bursts) == 1, fig["alerts"]
+        _, _, status, event_ids, user = bursts[0]
+        assert status == "open" and user == USER
+        assert len(event_ids) == len(set(event_ids)) and set(event_ids) == {i for i, _ in reads}, \
+            "the alert should hold every read of the burst, each once"
+        refusals = [a for a in db.alerts() if a[1] in ("agent_tamper", "agent_malformed", "agent_epoch_reset")]
+        assert refusals == [], refusals
+        fig["total_s"] = round(time.monotonic() - started, 1)
+        print(fig)
