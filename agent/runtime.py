@@ -254,8 +254,11 @@ class AgentRuntime:
 
     def _reader(self, roots: list[str], *, marks: Literal["mount", "directory"] = "mount",
                 hold_execs: Sequence[str] = ()) -> FanotifyReader:
+        # Nothing is held but program starts (answered by a thread of their own), so the records'
+        # reader may wait for the agent: the kernel keeps what it has not read (unlimited queue,
+        # root only), read in batches every 20 ms.
         return FanotifyReader(roots, self._on_record, on_overflow=lambda: self.note_gap("fanotify"), marks=marks,
-                              hold_execs=hold_execs)
+                              hold_execs=hold_execs, unlimited_queue=True, batch_wait=0.02)
 
     def _watch_new_directory(self, path: str) -> bool:
         reader = self.fanotify

@@ -197,6 +197,7 @@ class FanotifyReader:
         ignore_pids: Iterable[int] = (),
         unlimited_queue: bool = False,
         poll_timeout: float = 0.5,
+        batch_wait: float = 0.0,
         hold_roots: Iterable[str | os.PathLike[str]] = (),
         hold_execs: Iterable[str | os.PathLike[str]] = (),
         max_pending: int = 200_000,
@@ -213,7 +214,12 @@ class FanotifyReader:
 
         ``hold_execs``: paths whose filesystems' program starts are held (FAN_OPEN_EXEC_PERM) until
         the new process is noted (pid, start time, uid, program): a process that opens a file and
-        exits at once is then named from that note, although its opens are never held. One held
+        exits at once is then named from that note, although its opens are never held. Program
+        starts are held by a group of their own, answered by a thread of their own, so they never
+        wait behind file records; without ``hold_roots`` the file records' reader may then wait
+        for the delivery queue instead of losing records (with ``unlimited_queue`` the kernel
+        keeps what is not read yet), and may wait ``batch_wait`` seconds after each drain so that
+        a burst is read in large reads, an open and its close often merged into one record. One held
         exec per process instead of one held open per file: a ``grep -r`` costs one round trip,
         not one per file. Processes are cached by pid and start time, so a known opener costs no
         /proc look-up beyond one start-time check per pid per read."""
@@ -232,7 +238,11 @@ class FanotifyReader:
         self._ignore = frozenset(ignore_pids) | {os.getpid()}
         self._unlimited = unlimited_queue
         self._poll_ms = int(poll_timeout * 1000)
+        self._batch_wait = batch_wait
         self._fd = -1
+        self._exec_fd = -1
+        self._exec_thread: threading.Thread | None = None
+        self._cache_lock = threading.Lock()  # the exec thread and the reader share the cache
         self._wake_r = self._wake_w = -1
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
@@ -255,15 +265,17 @@ class FanotifyReader:
         if not sys.platform.startswith("linux"):
             raise FanotifyError(errno.ENOSYS, "fanotify exists on Linux only")
         self._libc = _libc()
-        holding = bool(self._hold_roots or self._hold_execs)
-        flags = (FAN_CLASS_CONTENT if holding else FAN_CLASS_NOTIF) | FAN_CLOEXEC | FAN_NONBLOCK
+        flags = (FAN_CLASS_CONTENT if self._hold_roots else FAN_CLASS_NOTIF) | FAN_CLOEXEC | FAN_NONBLOCK
         if self._unlimited:
             flags |= FAN_UNLIMITED_QUEUE
-        fd = self._libc.fanotify_init(flags, os.O_RDONLY | os.O_LARGEFILE | os.O_CLOEXEC)
-        if fd < 0:
-            err = ctypes.get_errno()
-            raise FanotifyError(err, f"fanotify_init: {os.strerror(err)} (needs root)")
-        self._fd = fd
+        self._fd = self._group(flags)
+        if self._hold_execs:
+            try:
+                self._exec_fd = self._group(FAN_CLASS_CONTENT | FAN_CLOEXEC | FAN_NONBLOCK)
+            except BaseException:
+                os.close(self._fd)
+                self._fd = -1
+                raise
         try:
             for root in self._roots:
                 if self._marks == "directory":
@@ -277,8 +289,10 @@ class FanotifyReader:
                     self.hold_directory(dirpath)
             self._mark_execs()
         except BaseException:
-            os.close(self._fd)
-            self._fd = -1
+            for fd in (self._fd, self._exec_fd):
+                if fd >= 0:
+                    os.close(fd)
+            self._fd = self._exec_fd = -1
             raise
         self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         self._stopping.clear()
@@ -286,6 +300,17 @@ class FanotifyReader:
         self._delivery.start()
         self._thread = threading.Thread(target=self._run, name="fanotify-reader", daemon=True)
         self._thread.start()
+        if self._exec_fd >= 0:
+            self._exec_thread = threading.Thread(target=self._run_execs, name="fanotify-execs", daemon=True)
+            self._exec_thread.start()
+
+    def _group(self, flags: int) -> int:
+        assert self._libc is not None
+        fd = int(self._libc.fanotify_init(flags, os.O_RDONLY | os.O_LARGEFILE | os.O_CLOEXEC))
+        if fd < 0:
+            err = ctypes.get_errno()
+            raise FanotifyError(err, f"fanotify_init: {os.strerror(err)} (needs root)")
+        return fd
 
     def _mark_execs(self) -> None:
         seen: set[int] = set()
@@ -298,10 +323,10 @@ class FanotifyReader:
                 continue
             seen.add(dev)
             try:
-                self._mark(path, FAN_MARK_FILESYSTEM, FAN_OPEN_EXEC_PERM)
+                self._mark(path, FAN_MARK_FILESYSTEM, FAN_OPEN_EXEC_PERM, group=self._exec_fd)
             except FanotifyError:
                 # some filesystems (overlay, FUSE) refuse filesystem marks; their mount will do
-                self._mark(path, FAN_MARK_MOUNT, FAN_OPEN_EXEC_PERM)
+                self._mark(path, FAN_MARK_MOUNT, FAN_OPEN_EXEC_PERM, group=self._exec_fd)
 
     def watch_directory(self, path: str | os.PathLike[str]) -> None:
         """Marks one more directory (``marks="directory"``): its files' events are reported."""
@@ -325,10 +350,11 @@ class FanotifyReader:
         if self._hold_roots:
             self._mark(os.fspath(path), FAN_MARK_ONLYDIR, FAN_OPEN_PERM | FAN_EVENT_ON_CHILD)
 
-    def _mark(self, path: str, how: int, mask: int) -> None:
+    def _mark(self, path: str, how: int, mask: int, *, group: int | None = None) -> None:
         assert self._libc is not None
         flags = FAN_MARK_ADD | FAN_MARK_DONT_FOLLOW | how
-        if self._libc.fanotify_mark(self._fd, flags, mask, _AT_FDCWD, os.fsencode(path)) < 0:
+        fd = self._fd if group is None else group
+        if self._libc.fanotify_mark(fd, flags, mask, _AT_FDCWD, os.fsencode(path)) < 0:
             err = ctypes.get_errno()
             raise FanotifyError(err, f"fanotify_mark {path!r}: {os.strerror(err)}")
 
@@ -345,14 +371,17 @@ class FanotifyReader:
             pass
         thread.join()
         self._thread = None
+        if self._exec_thread is not None:
+            self._exec_thread.join()
+            self._exec_thread = None
         if self._delivery is not None:
             self._deliveries.put(None)  # after every record read so far: they are delivered first
             self._delivery.join()
             self._delivery = None
-        for fd in (self._fd, self._wake_r, self._wake_w):
+        for fd in (self._fd, self._exec_fd, self._wake_r, self._wake_w):
             if fd >= 0:
                 os.close(fd)
-        self._fd = self._wake_r = self._wake_w = -1
+        self._fd = self._exec_fd = self._wake_r = self._wake_w = -1
 
     def _run(self) -> None:
         try:
@@ -364,33 +393,58 @@ class FanotifyReader:
                 if self._stopping.is_set():
                     return
                 if any(fd == self._fd for fd, _ in ready):
-                    self._drain()
+                    self._drain(self._fd)
+                    if self._batch_wait > 0 and not self._hold_roots:
+                        # nothing waits for this reader: let a burst gather into large reads
+                        self._stopping.wait(self._batch_wait)
         except Exception:
             log.exception("the fanotify reader failed")
         finally:
-            self._release_if_dead()
+            self._release_if_dead(exec_group=False)
 
-    def _release_if_dead(self) -> None:
-        # A reader that stops for any reason other than stop() must not leave held opens waiting
+    def _run_execs(self) -> None:
+        try:
+            poller = select.poll()
+            poller.register(self._exec_fd, select.POLLIN)
+            poller.register(self._wake_r, select.POLLIN)
+            while not self._stopping.is_set():
+                ready = poller.poll(self._poll_ms)
+                if self._stopping.is_set():
+                    return
+                if any(fd == self._exec_fd for fd, _ in ready):
+                    self._drain(self._exec_fd)
+        except Exception:
+            log.exception("the fanotify exec holder failed")
+        finally:
+            self._release_if_dead(exec_group=True)
+
+    def _release_if_dead(self, *, exec_group: bool) -> None:
+        # A thread that stops for any reason other than stop() must not leave held events waiting
         # for an answer that will never come: closing the group makes the kernel allow them.
-        if (self._hold_roots or self._hold_execs) and self._fd >= 0 and not self._stop_requested:
+        if self._stop_requested:
+            return
+        if exec_group and self._exec_fd >= 0:
+            log.error("the fanotify exec holder stopped unexpectedly; releasing held program starts")
+            fd, self._exec_fd = self._exec_fd, -1
+            os.close(fd)
+        elif not exec_group and self._hold_roots and self._fd >= 0:
             log.error("the fanotify reader stopped unexpectedly; releasing held opens")
             fd, self._fd = self._fd, -1
             os.close(fd)
 
-    def _drain(self) -> None:
+    def _drain(self, group: int) -> None:
         while not self._stopping.is_set():
             try:
-                buf = os.read(self._fd, _READ_SIZE)
+                buf = os.read(group, _READ_SIZE)
             except BlockingIOError:
                 return
             except InterruptedError:
                 continue
             if not buf:
                 return
-            self._parse(buf)
+            self._parse(buf, group)
 
-    def _parse(self, buf: bytes) -> None:
+    def _parse(self, buf: bytes, group: int) -> None:
         offset = 0
         checked: set[int] = set()  # pids whose start time was checked in this read
         while offset + _METADATA.size <= len(buf):
@@ -401,11 +455,11 @@ class FanotifyReader:
                 return
             offset += event_len
             try:
-                self._handle(mask, fd, pid, checked)
+                self._handle(mask, fd, pid, checked, group)
             except Exception:  # a callback's bug must not stop capture
                 log.exception("fanotify record handler failed")
 
-    def _handle(self, mask: int, fd: int, pid: int, checked: set[int]) -> None:
+    def _handle(self, mask: int, fd: int, pid: int, checked: set[int], group: int) -> None:
         if mask & (FAN_OPEN_PERM | FAN_OPEN_EXEC_PERM):
             # The opener waits for our answer: note it while it surely exists, then let it go.
             # Always answer (the finally), whatever happens: an unanswered open hangs its process.
@@ -419,7 +473,7 @@ class FanotifyReader:
                         self.held += 1
             finally:
                 try:
-                    os.write(self._fd, _RESPONSE.pack(fd, FAN_ALLOW))
+                    os.write(group, _RESPONSE.pack(fd, FAN_ALLOW))
                 finally:
                     os.close(fd)
             return
@@ -448,12 +502,22 @@ class FanotifyReader:
         for bit, kind in _KIND_BITS:
             if mask & bit:
                 self.records += 1
+                self._hand_on(FanotifyRecord(path, kind, pid, proc.uid, proc.user, proc.process, proc.exe, now))
+
+    def _hand_on(self, record: FanotifyRecord) -> None:
+        if not self._hold_roots:
+            # Nothing waits for this thread: wait for room (the kernel queue keeps the rest).
+            while not self._stopping.is_set():
                 try:
-                    self._deliveries.put_nowait(
-                        FanotifyRecord(path, kind, pid, proc.uid, proc.user, proc.process, proc.exe, now))
+                    self._deliveries.put(record, timeout=0.5)
+                    return
                 except queue.Full:
-                    self.lost += 1
-                    self._on_overflow()
+                    continue
+        try:
+            self._deliveries.put_nowait(record)
+        except queue.Full:
+            self.lost += 1
+            self._on_overflow()
 
     def _deliver(self) -> None:
         while True:
@@ -483,7 +547,8 @@ class FanotifyReader:
         if uid < 0 or start < 0:
             return
         name = os.path.basename(program)
-        noted = self._processes.get(pid)
+        with self._cache_lock:
+            noted = self._processes.get(pid)
         if noted is not None and not noted.confirmed and noted.start == start:
             # The same exec opening more: the ELF loader (ld-linux*.so) changes nothing; a script's
             # interpreter becomes the exe while the process keeps the script's name (as comm does).
@@ -495,7 +560,8 @@ class FanotifyReader:
     def _identify(self, pid: int, checked: set[int]) -> _Process:
         """Who ``pid`` is: from the cache when it is still the process cached (same start time),
         checked once per pid per read; otherwise looked up in /proc."""
-        cached = self._processes.get(pid)
+        with self._cache_lock:
+            cached = self._processes.get(pid)
         if cached is not None and pid in checked:
             return cached
         checked.add(pid)
@@ -512,10 +578,11 @@ class FanotifyReader:
         return -1
 
     def _remember(self, pid: int, found: _Process) -> None:
-        self._processes[pid] = found
-        self._processes.move_to_end(pid)
-        if len(self._processes) > 4096:
-            self._processes.popitem(last=False)
+        with self._cache_lock:
+            self._processes[pid] = found
+            self._processes.move_to_end(pid)
+            if len(self._processes) > 4096:
+                self._processes.popitem(last=False)
 
     def _process(self, pid: int) -> _Process:
         base = f"/proc/{pid}"
@@ -526,7 +593,8 @@ class FanotifyReader:
             exe = os.fsdecode(os.readlink(f"{base}/exe"))
         except OSError:
             exe = ""
-        cached = self._processes.get(pid)
+        with self._cache_lock:
+            cached = self._processes.get(pid)
         if uid < 0 or not process:
             # Gone already: what an earlier record of this pid taught us is the best we know.
             return cached or _UNKNOWN

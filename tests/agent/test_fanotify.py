@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -207,9 +208,9 @@ def test_queue_overflow_is_reported(watched: Path) -> None:
     gate = threading.Event()
 
     class StarvedReader(FanotifyReader):
-        def _drain(self) -> None:
+        def _drain(self, group: int) -> None:
             gate.wait(30)  # the reader thread stops reading: the kernel queue fills
-            super()._drain()
+            super()._drain(group)
 
     r = StarvedReader([watched], records.add, on_overflow=records.overflow)
     r.start()
@@ -391,6 +392,36 @@ def test_held_execs_name_processes_that_exit_at_once_without_holding_opens(watch
     finally:
         r.stop()
     assert subprocess.run(["cat", str(small)], capture_output=True, timeout=10).stdout == b"confidential\n"
+
+
+@_with_root
+@pytest.mark.slow
+def test_a_slow_agent_loses_nothing_of_a_burst_larger_than_its_queues(watched: Path) -> None:
+    """No open is held any more, so nothing slows a burst to the agent's pace: the kernel keeps
+    what the reader has not read (unlimited queue) and the reader waits for the delivery queue."""
+    closed: list[str] = []
+    slow_start = threading.Event()
+
+    def slow(record: FanotifyRecord) -> None:
+        if not slow_start.is_set():
+            slow_start.set()
+            time.sleep(1.0)  # the agent is busy while the burst runs
+        if record.kind == "close_write":
+            closed.append(record.path)
+
+    r = FanotifyReader([watched], slow, marks="directory", unlimited_queue=True, max_pending=100, batch_wait=0.02)
+    r.start()
+    try:
+        burst = int(Path("/proc/sys/fs/fanotify/max_queued_events").read_text()) + 2000
+        # another process (the reader never reports its own pid)
+        subprocess.run([sys.executable, "-c", f"import os\nfor i in range({burst}): "
+                        f"os.close(os.open('{watched}/b%d' % i, os.O_WRONLY | os.O_CREAT, 0o644))"], check=True)
+        deadline = time.monotonic() + 60
+        while len(closed) < burst and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        r.stop()
+    assert (len(set(closed)), r.lost, r.overflows) == (burst, 0, 0)
 
 
 @_with_root
