@@ -5,6 +5,7 @@
     shoumi-collector user create --data-dir DIR --username U --role ROLE [--password-stdin]
     shoumi-collector api-token create --data-dir DIR --username U
     shoumi-collector verify --data-dir DIR [--database-url URL] [--tree-public-key HEX]
+    shoumi-collector legal-hold place|release|list --data-dir DIR ...  (collector/retention/cli.py)
 """
 
 from __future__ import annotations
@@ -293,6 +294,9 @@ def _parser() -> argparse.ArgumentParser:
     verify = sub.add_parser("verify", help="re-check every signature, chain, event and tree head; exit 1 if tampered")
     store_args(verify)
     verify.add_argument("--tree-public-key", help="the tree-head public key (hex) the auditor holds")
+
+    from collector.retention.cli import add_legal_hold_parser
+    add_legal_hold_parser(sub, store_args)
     return parser
 
 
@@ -322,6 +326,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_agent(settings, args)
         if args.command == "verify":
             return _cmd_verify(settings, args)
+        if args.command == "legal-hold":
+            from collector.retention.cli import run_legal_hold
+            return run_legal_hold(settings, args, _actor())
         return _cmd_api_token(settings, args)
     except ValidationError as exc:
         print(f"shoumi-collector: invalid setting: {exc}", file=sys.stderr)
