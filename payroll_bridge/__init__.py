@@ -2,7 +2,7 @@
 
 The pure core (``rules``: the deduction rule; ``intake``'s checks; ``lifecycle``: the state tables)
 takes values and returns values. Adapters sit at the edge: ``contract`` (the schedule JSON),
-``minimum_wage`` (the table file), ``ledger`` (SQLite), ``exports`` (CSV, Frappe HRMS over HTTP),
+``minimum_wage`` (the table file), ``ledger`` (SQLite; its records in ``ledger_records``), ``exports`` (CSV, Frappe HRMS over HTTP),
 ``notice`` (text and PDF), ``api`` (FastAPI) and ``__main__`` (the CLI). Nothing here imports the
 collector or the agent.
 """

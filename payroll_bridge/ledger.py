@@ -18,7 +18,6 @@ import os
 import re
 import secrets
 import sqlite3
-from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -27,6 +26,18 @@ from contextlib import contextmanager
 from payroll_bridge.contract import check_excluded_items, decode_json, has_fraction, json_default
 from payroll_bridge.errors import InvalidInput, LedgerError, TableError, TransitionRefused, UnknownRecord
 from payroll_bridge.intake import ClaimedLoss, IntakeDecision, Refusal, assess
+from payroll_bridge.ledger_records import (
+    AuditEntry,
+    CaseRecord,
+    ExportBatch,
+    ExportLine,
+    IntakeOutcome,
+    LedgerLine,
+    Recomputation,
+    RefundLine,
+    RefundRecord,
+    refund_lines,
+)
 from payroll_bridge.lifecycle import next_case_state, next_line_state
 from payroll_bridge.minimum_wage import MinimumWageTable, RegionRule, WageRow
 from payroll_bridge.period import Period
@@ -115,207 +126,6 @@ _ADDED_COLUMNS = (
     ("wages", "excluded_items", "TEXT NOT NULL DEFAULT '[]'"),
     ("notices", "amounts", "TEXT NOT NULL DEFAULT '{}'"),
 )
-
-
-@dataclass(frozen=True)
-class CaseRecord:
-    """A case as the ledger holds it."""
-
-    case_id: str
-    employee_id: str
-    confirmed_at: date
-    loss_fen: int
-    award_fen: int | None
-    award_ref: str | None
-    state: str
-    payload: dict[str, Any]
-
-    @property
-    def recoverable_fen(self) -> int:
-        """What may be recovered: the award's amount once there is one, HR's figure before."""
-        return self.award_fen if self.award_fen is not None else self.loss_fen
-
-
-@dataclass(frozen=True)
-class LedgerLine:
-    """A stored line: the engine's line plus its export state."""
-
-    employee_id: str
-    line: DeductionLine
-    minimum_wage_fen: int
-    state: str
-    export_id: str | None
-    blocked: str | None
-    planned_fen: int
-
-    @property
-    def idempotency_key(self) -> str:
-        return f"shoumi:{self.line.case_id}:{self.line.period}"
-
-    def to_json(self) -> dict[str, object]:
-        return {
-            **self.line.to_json(),
-            "employee_id": self.employee_id,
-            "minimum_wage_fen": self.minimum_wage_fen,
-            "state": self.state,
-            "export_id": self.export_id,
-            "blocked": self.blocked,
-            "idempotency_key": self.idempotency_key,
-        }
-
-
-@dataclass(frozen=True)
-class ExportLine:
-    """One deduction as it leaves the bridge."""
-
-    idempotency_key: str
-    employee_id: str
-    period: Period
-    case_id: str
-    amount_fen: int
-    binding: Binding
-    notice_id: str | None
-    notice_date: date | None
-
-
-@dataclass(frozen=True)
-class RefundLine:
-    """Money an export gives back to an employee for one case: one payroll record per case and month."""
-
-    idempotency_key: str
-    employee_id: str
-    period: Period  # the payroll month it is paid in
-    case_id: str
-    amount_fen: int
-    refund_ids: tuple[str, ...]
-    over_periods: tuple[Period, ...]  # the months whose deductions went over a limit
-    limits: tuple[Binding, ...]
-
-
-def _refund_lines(records: Sequence[RefundRecord], period: Period) -> tuple[RefundLine, ...]:
-    by_case: dict[str, list[RefundRecord]] = {}
-    for r in records:
-        by_case.setdefault(r.case_id, []).append(r)
-    return tuple(
-        RefundLine(f"shoumi-refund:{case_id}:{period}", rs[0].employee_id, period, case_id,
-                   sum(r.amount_fen for r in rs), tuple(r.refund_id for r in rs),
-                   tuple(sorted({r.period for r in rs})), tuple(dict.fromkeys(r.limit for r in rs)))
-        for case_id, rs in sorted(by_case.items(), key=lambda kv: (kv[1][0].employee_id, kv[0])))
-
-
-@dataclass(frozen=True)
-class ExportBatch:
-    """An export: the lines it froze and sent, those it froze at zero (no notice, window open, amount
-    not stated), and the refunds it pays."""
-
-    export_id: str | None
-    period: Period
-    lines: tuple[ExportLine, ...]
-    blocked: tuple[LedgerLine, ...] = ()
-    already_exported: int = 0
-    refunds: tuple[RefundLine, ...] = ()
-
-    def to_json(self) -> dict[str, object]:
-        return {
-            "export_id": self.export_id,
-            "period": str(self.period),
-            "lines": [
-                {"idempotency_key": x.idempotency_key, "employee_id": x.employee_id, "period": str(x.period),
-                 "case_id": x.case_id, "amount_fen": x.amount_fen, "binding": x.binding.value,
-                 "notice_id": x.notice_id, "notice_date": x.notice_date.isoformat() if x.notice_date else None}
-                for x in self.lines
-            ],
-            "blocked": [
-                {"case_id": b.line.case_id, "employee_id": b.employee_id, "planned_fen": b.planned_fen,
-                 "reason": b.blocked}
-                for b in self.blocked
-            ],
-            "refunds": [
-                {"idempotency_key": r.idempotency_key, "employee_id": r.employee_id, "case_id": r.case_id,
-                 "amount_fen": r.amount_fen, "refund_ids": list(r.refund_ids),
-                 "over_periods": [str(p) for p in r.over_periods], "limits": [b.value for b in r.limits]}
-                for r in self.refunds
-            ],
-            "already_exported": self.already_exported,
-        }
-
-
-@dataclass(frozen=True)
-class Recomputation:
-    """What a change did: lines that moved, past (exported) lines seen to break a limit, refunds owed."""
-
-    employee_id: str
-    changed: tuple[LedgerLine, ...] = ()
-    violations: tuple[Violation, ...] = ()
-    corrected_periods: tuple[Period, ...] = ()
-    refunds: tuple[Refund, ...] = ()
-
-    @property
-    def refunds_fen(self) -> dict[str, int]:
-        """The new refunds, summed per case."""
-        out: dict[str, int] = {}
-        for r in self.refunds:
-            out[r.case_id] = out.get(r.case_id, 0) + r.amount_fen
-        return out
-
-    def to_json(self) -> dict[str, object]:
-        return {
-            "employee_id": self.employee_id,
-            "changed": [x.to_json() for x in self.changed],
-            "violations": [v.to_json() for v in self.violations],
-            "corrected_periods": [str(p) for p in self.corrected_periods],
-            "refunds_fen": self.refunds_fen,
-            "refunds": [r.to_json() for r in self.refunds],
-        }
-
-
-@dataclass(frozen=True)
-class RefundRecord:
-    """A refund as the ledger holds it: what was over-deducted in ``period`` and when it is paid."""
-
-    refund_id: str
-    case_id: str
-    employee_id: str
-    period: Period
-    limit: Binding
-    amount_fen: int
-    state: str
-    export_id: str | None
-    paid_period: Period | None
-
-    def to_json(self) -> dict[str, object]:
-        return {"refund_id": self.refund_id, "case_id": self.case_id, "employee_id": self.employee_id,
-                "period": str(self.period), "limit": self.limit.value, "amount_fen": self.amount_fen,
-                "state": self.state, "export_id": self.export_id,
-                "paid_period": str(self.paid_period) if self.paid_period else None}
-
-
-@dataclass(frozen=True)
-class IntakeOutcome:
-    """The intake's decision as recorded: its row id, and whether the case was already there."""
-
-    intake_id: int
-    decision: IntakeDecision
-    duplicate: bool = False
-
-    def to_json(self) -> dict[str, object]:
-        return {
-            "intake_id": self.intake_id,
-            "case_id": self.decision.case_id,
-            "status": "accepted" if self.decision.accepted else "refused",
-            "duplicate": self.duplicate,
-            "refusals": [r.to_json() for r in self.decision.refusals],
-        }
-
-
-@dataclass(frozen=True)
-class AuditEntry:
-    audit_id: int
-    at: datetime
-    actor: str
-    action: str
-    subject: str
-    detail: dict[str, Any]
 
 
 _WAGE_COLUMNS = ("wage_fen", "excluded_items_fen", "social_insurance_fen", "housing_fund_fen",
@@ -1022,7 +832,7 @@ class Ledger:
                            (export_id, str(period), r.refund_id))
             for employee_id in sorted(touched):
                 self._recompute(employee_id)  # a blocked line deducted nothing: later periods may take more
-            refunds = _refund_lines(owed, period)
+            refunds = refund_lines(owed, period)
             self._audit(actor, "export.created", export_id, {
                 "period": str(period), "lines": len(out), "total_fen": sum(x.amount_fen for x in out),
                 "blocked": [b.line.case_id for b in blocked],
@@ -1055,7 +865,7 @@ class Ledger:
                 out.append(ExportLine(x.idempotency_key, x.employee_id, period, x.line.case_id,
                                       x.line.deduction_fen, x.line.binding, notice[0] if notice else None,
                                       notice[1] if notice else None))
-        refunds = _refund_lines([r for r in self.refunds() if r.export_id == export_id], period)
+        refunds = refund_lines([r for r in self.refunds() if r.export_id == export_id], period)
         return ExportBatch(export_id, period, tuple(out), tuple(blocked), 0, refunds)
 
     def audit_export_file(self, *, export_id: str, fmt: str, path: str, actor: str) -> None:
