@@ -370,3 +370,53 @@ def test_a_batch_faked_as_pruned_by_no_run_is_named(pruned: Pruned) -> None:
     _sql(pruned, ("UPDATE batches SET canonical = ?, pruned_at_ns = ? WHERE row_id = ?", (b"", 12345, victim)),
          ("DELETE FROM events WHERE agent_id = 'agt-b' AND seq BETWEEN 7 AND 9", ()))
     _has(_verify(pruned), check="retention.run", row_id=victim, column="pruned_at_ns")
+
+
+# --- the legal-hold command line ------------------------------------------------------------------
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "collector", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_cli_places_lists_and_releases_holds_audited_and_refuses_bad_input(tmp_path: Path) -> None:
+    d = str(tmp_path / "collector")
+    placed = _cli("legal-hold", "place", "--data-dir", d, "--user", "bob", "--agent", "agt-a",
+                  "--since", "2026-01-01T00:00:00Z", "--until", "2026-06-30T23:59:59+08:00", "--reason", "case 17")
+    assert placed.returncode == 0, placed.stderr
+    hold_id = int(placed.stdout)
+    listed = _cli("legal-hold", "list", "--data-dir", d)
+    assert listed.returncode == 0 and listed.stdout.startswith(f"{hold_id}\tuser=bob\tagent=agt-a\t2026-01-01T00:00:00")
+    assert "2026-06-30T15:59:59" in listed.stdout and "active" in listed.stdout and "case 17" in listed.stdout
+
+    bad = [
+        ("--user", "bob", "--since", "yesterday", "--reason", "x"),  # not RFC 3339
+        ("--user", "bob", "--since", "2026-01-01T00:00:00", "--reason", "x"),  # no zone
+        ("--user", "bob", "--since", "2026-02-01T00:00:00Z", "--until", "2026-01-01T00:00:00Z", "--reason", "x"),
+        ("--since", "2026-01-01T00:00:00Z", "--reason", "x"),  # neither user nor agent
+        ("--user", "bob", "--reason", "  "),
+        ("--user", "bob"),  # no reason
+    ]
+    for args in bad:
+        out = _cli("legal-hold", "place", "--data-dir", d, *args)
+        assert out.returncode == 2, (args, out.stdout, out.stderr)
+        assert out.stderr.strip(), args
+    assert _cli("legal-hold", "release", "--data-dir", d, "not-a-number").returncode == 2
+
+    assert _cli("legal-hold", "release", "--data-dir", d, str(hold_id)).returncode == 0
+    again = _cli("legal-hold", "release", "--data-dir", d, str(hold_id))
+    assert again.returncode == 2 and f"no active legal hold {hold_id}" in again.stderr
+    assert _cli("legal-hold", "list", "--data-dir", d).stdout == ""
+    assert "released" in _cli("legal-hold", "list", "--data-dir", d, "--all").stdout
+
+    store = open_store(Path(d))
+    try:
+        with store.read() as tx:
+            audit = [e for e in reversed(tx.list_audit(cursor=None, limit=100).items)]
+            [hold] = tx.list_legal_holds(active_only=False)
+    finally:
+        store.close()
+    assert [(e.action, e.target) for e in audit] == [("legal_hold.place", str(hold_id)),
+                                                      ("legal_hold.release", str(hold_id)),
+                                                      ("legal_hold.release", str(hold_id))]
+    assert all(e.actor.startswith("cli:") for e in audit) and hold.created_by.startswith("cli:")
+    assert audit[0].details["reason"] == "case 17" and audit[0].details["user"] == "bob"
