@@ -9,16 +9,19 @@ the same, and that ``decode(encode(e)) == e`` across agent and collector.
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
-from typing import Any, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, Mapping, NamedTuple, get_type_hints
 
 __all__ = ["StoredEvent", "StoredBatch", "EventFilter", "EventField", "EVENT_FIELDS", "event_from_values"]
 
 
-@dataclass(frozen=True)
-class StoredEvent:
-    """One event as verified and stored; ``row_id`` is the collector's ingest order."""
+class StoredEvent(NamedTuple):
+    """One event as verified and stored; ``row_id`` is the collector's ingest order.
+
+    A named tuple, not a dataclass: ingest builds tens of thousands a second, and its fields are in
+    the order of the events table's columns, so a row is the tuple itself (storage/sql/batches.py).
+    """
 
     agent_id: str
     epoch: int
@@ -35,7 +38,7 @@ class StoredEvent:
     pid: int = 0
     process: str = ""
     exe: str = ""
-    attributes: Mapping[str, Any] = field(default_factory=dict)
+    attributes: Mapping[str, Any] = MappingProxyType({})
     row_id: int | None = None
 
 
@@ -80,12 +83,12 @@ _COLUMN = {"id": "event_id", "user": "user_name"}
 _WIRE = {"time_ns": "time_unix_ns"}
 # Known from the batch (agent_id, epoch) or given by the store (row_id), not carried per event.
 _NOT_PER_EVENT = {"agent_id", "epoch", "row_id"}
-_TYPES: dict[str, type] = {"int": int, "str": str, "Mapping[str, Any]": dict}
+_HINTS = get_type_hints(StoredEvent)
 
 EVENT_FIELDS: tuple[EventField, ...] = tuple(
-    EventField(f.name, _COLUMN.get(f.name, f.name), _WIRE.get(f.name, f.name), _TYPES[str(f.type)])
-    for f in dataclasses.fields(StoredEvent)
-    if f.name not in _NOT_PER_EVENT
+    EventField(name, _COLUMN.get(name, name), _WIRE.get(name, name), _HINTS[name] if _HINTS[name] in (int, str) else dict)
+    for name in StoredEvent._fields
+    if name not in _NOT_PER_EVENT
 )
 
 

@@ -170,7 +170,7 @@ class MemoryTransaction:
         self.s.batch_at[key] = row
         for e in events:
             rid = self.s.new_id()
-            self.s.events[rid] = replace(e, row_id=rid)
+            self.s.events[rid] = e._replace(row_id=rid)
             self.s.event_at.add((e.agent_id, e.epoch, e.seq))
 
     def list_batches(self, *, agent_id: str | None = None) -> Sequence[StoredBatch]:

@@ -97,6 +97,4 @@ def test_a_stored_event_reads_back_equal_on_both_stores(tmp_path_factory: object
         with store.read() as tx:
             [back] = tx.list_events(EventFilter(), cursor=None, limit=5).items
         store.close()
-        from dataclasses import replace
-
-        assert replace(back, row_id=None) == event
+        assert back._replace(row_id=None) == event

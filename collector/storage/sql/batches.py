@@ -35,9 +35,13 @@ def _json(value: Any) -> str:
     return json.dumps(dict(value), sort_keys=True, ensure_ascii=False) if value else "{}"
 
 
+# StoredEvent's fields are in the columns' order, attributes last, then row_id (not a column).
+assert ("agent_id", "epoch", *_NAMES, "row_id") == StoredEvent._fields
+
+
 def event_row(e: StoredEvent) -> tuple[Any, ...]:
     """The events row of a stored event, in ``_COLUMNS`` order."""
-    return (e.agent_id, e.epoch, *(_json(getattr(e, n)) if n == "attributes" else getattr(e, n) for n in _NAMES))
+    return (*e[:-2], _json(e.attributes))
 
 
 def event_from_row(r: Any) -> StoredEvent:
