@@ -54,6 +54,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
@@ -120,6 +121,7 @@ class IdleJob:
     connect_concurrency: int
     heartbeat_s: float
     enroll_concurrency: int
+    attempts: int
 
 
 @dataclass
@@ -494,12 +496,22 @@ def idle_client(job: IdleJob, results: Any, go: Any, ramped: Any, stop: Any) -> 
         heartbeats = Counter[str]()
 
         async def hold(agent: Enrolled) -> None:
-            try:
-                await hold_stream(agent)
-            except Exception as exc:  # noqa: BLE001 - counted, never fatal
-                (dropped if agent.agent_id in acked_ids else status)[f"client:{type(exc).__name__}"] += 1
+            """Opens the agent's stream; a refused one is retried as the shipper does (backoff 0.25 s
+            doubling, jittered), at most job.attempts times in all."""
+            for attempt in range(job.attempts):
+                try:
+                    await hold_stream(agent)
+                except Exception as exc:  # noqa: BLE001 - counted, never fatal
+                    key = f"client:{type(exc).__name__}"
+                    (dropped if agent.agent_id in acked_ids else status)[key] += 1
+                    details.setdefault(key, traceback.format_exc(limit=4)[-400:])
+                if agent.agent_id in acked_ids or stop_flag.is_set():
+                    return
+                await asyncio.sleep(0.25 * 2**attempt * random.uniform(0.5, 1.5))
+            gave_up.append(agent.agent_id)
 
         acked_ids: set[str] = set()
+        gave_up: list[str] = []
         details: dict[str, str] = {}
 
         async def hold_stream(agent: Enrolled) -> None:
@@ -523,6 +535,11 @@ def idle_client(job: IdleJob, results: Any, go: Any, ramped: Any, stop: Any) -> 
                         if isinstance(exc, grpc.aio.AioRpcError):
                             details.setdefault(_status(exc), str(exc.details())[:160])
                         call.cancel()
+                        return
+                    except asyncio.InvalidStateError:  # the RPC ended before our write: its status says why
+                        code = await call.code()
+                        status[code.name] += 1
+                        details.setdefault(code.name, str(await call.details())[:160])
                         return
                 seq = 2
                 while not stop_flag.is_set():
@@ -557,11 +574,11 @@ def idle_client(job: IdleJob, results: Any, go: Any, ramped: Any, stop: Any) -> 
         start = time.monotonic()
         tasks = [asyncio.create_task(hold(a)) for a in agents]
         try:
-            await asyncio.wait_for(_ramp_done(status, len(agents)), timeout=600)
+            await asyncio.wait_for(_ramp_done(acked_ids, gave_up, len(agents)), timeout=900)
         except asyncio.TimeoutError:
-            status["client:ramp_timeout"] += len(agents) - sum(status.values())
+            status["client:ramp_timeout"] += len(agents) - len(acked_ids) - len(gave_up)
         results.put(("ramped", {"ramp_s": time.monotonic() - start, "status": dict(status), "held": len(held_at),
-                                "details": details}))
+                                "gave_up": len(gave_up), "details": details}))
         await stop_flag.wait()
         held_end = status["OK"] - sum(dropped.values())
         await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), timeout=60)
@@ -572,8 +589,8 @@ def idle_client(job: IdleJob, results: Any, go: Any, ramped: Any, stop: Any) -> 
     _run_client(main, results)
 
 
-async def _ramp_done(status: Counter[str], total: int) -> None:
-    while sum(status.values()) < total:
+async def _ramp_done(acked: set[str], gave_up: list[str], total: int) -> None:
+    while len(acked) + len(gave_up) < total:
         await asyncio.sleep(0.05)
 
 
@@ -1039,7 +1056,8 @@ def run_store_phase(ctx: Any, target: Target, tokens: list[str], args: argparse.
 
 
 def run_streams_phase(ctx: Any, target: Target, store_tokens: list[str], late_tokens: list[str], idle_tokens: list[str],
-                      args: argparse.Namespace, sampler: Sampler) -> dict[str, Any]:
+                      args: argparse.Namespace, sampler: Sampler, profile: PyspyRecorder | None = None,
+                      collector_pid: int = 0) -> dict[str, Any]:
     """M agents keep storing (paced) while S idle agents open and hold their streams."""
     B = args.events_per_batch
     results, go_store, go, ramped, stop = ctx.Queue(), ctx.Event(), ctx.Event(), ctx.Event(), ctx.Event()
@@ -1048,7 +1066,8 @@ def run_streams_phase(ctx: Any, target: Target, store_tokens: list[str], late_to
     per_agent = math.ceil(rate_batches / max(1, len(store_tokens)) * 1_800)  # enough for 30 minutes
     store_job = StoreJob(target, tuple(store_tokens), 100_000, B, per_agent, args.window, None, interval, 0,
                          late_tokens=tuple(late_tokens))
-    idle_jobs = [IdleJob(target, part, 200_000 + first, args.connect_concurrency, args.heartbeat_s, args.enroll_concurrency)
+    idle_jobs = [IdleJob(target, part, 200_000 + first, args.connect_concurrency, args.heartbeat_s, args.enroll_concurrency,
+                         args.attempts)
                  for first, part in _split(idle_tokens, args.idle_procs)]
     store_results = ctx.Queue()
     store_proc = ctx.Process(target=store_client, args=(store_job, store_results, go_store, ramped, stop), daemon=True)
@@ -1075,13 +1094,17 @@ def run_streams_phase(ctx: Any, target: Target, store_tokens: list[str], late_to
         ramped.set()
         ramp_status: Counter[str] = Counter()
         details: dict[str, str] = {}
+        gave_up = sum(r["gave_up"] for r in ramp)
         for r in ramp:
             ramp_status.update(r["status"])
             details.update(r["details"])
         print(f"  ramp: {ramp_status['OK']} of {enrolled} idle streams acknowledged in {ramp_end - start:.1f} s; "
-              f"refused: {dict((k, v) for k, v in ramp_status.items() if k != 'OK') or 'none'}")
+              f"refused attempts: {dict((k, v) for k, v in ramp_status.items() if k != 'OK') or 'none'}; "
+              f"gave up after {args.attempts} attempts: {gave_up}")
         for code, text in details.items():
             print(f"    {code}: {text}")
+        if profile is not None:
+            profile.start(collector_pid, args.hold_seconds)
         time.sleep(args.hold_seconds)
         hold_end = time.monotonic()
         stop.set()
@@ -1096,27 +1119,31 @@ def run_streams_phase(ctx: Any, target: Target, store_tokens: list[str], late_to
     outcomes: list[AgentOutcome] = store_done[0]["outcomes"]
     storing = [o for o in outcomes if not o.late]
     late = [o for o in outcomes if o.late]
-    acks_t = sorted(t for o in storing for t, _ in o.acks)
-    during = [t for t in acks_t if start <= t <= hold_end]
-    gaps = [b - a for a, b in zip([start] + during, during + [hold_end])]
-    lat = [x for o in storing for x in o.latencies]
+    acks = sorted((t, lat) for o in storing for (t, _), lat in zip(o.acks, o.latencies))
+
+    def served(t0: float, t1: float) -> dict[str, Any]:
+        inside = [a for a in acks if t0 <= a[0] <= t1]
+        times = [t0] + [t for t, _ in inside] + [t1]
+        return {"acks": len(inside), "max_gap_s": round(max(b - a for a, b in zip(times, times[1:])), 2),
+                "p99_ack_ms": round(pct([lat for _, lat in inside], 0.99) * 1000, 1)}
+
+    during_ramp, during_hold = served(start, ramp_end), served(ramp_end, hold_end)
     held_stop = sum(d["held_at_stop"] for d in idle_done)
     dropped: Counter[str] = Counter()
     for d in idle_done:
         dropped.update(d["dropped"])
     storing_alive = sum(1 for o in storing if o.acks and (o.error is None or o.acks[-1][0] >= hold_end))
+    errors = dict(Counter(o.error for o in storing if o.error))
     window = sampler.window(ramp_end, hold_end)
     return {
         "streams_requested": len(idle_tokens), "idle_enrolled": enrolled, "enroll_per_s": round(enrolled / enroll_s, 1),
         "enroll_refused": dict(refused_enroll), "idle_acked": ramp_status["OK"],
-        "idle_refused": {k: v for k, v in ramp_status.items() if k != "OK"}, "ramp_s": round(ramp_end - start, 1),
-        "refusal_details": details,
+        "idle_refused": {k: v for k, v in ramp_status.items() if k != "OK"}, "idle_gave_up": gave_up,
+        "ramp_s": round(ramp_end - start, 1), "refusal_details": details,
         "idle_held_at_end": held_stop, "idle_dropped": dict(dropped),
         "streams_held": held_stop + storing_alive, "storing_agents": len(storing),
-        "storing_acks_during": len(during), "storing_max_ack_gap_s": round(max(gaps, default=float("nan")), 2),
-        "storing_p99_ack_ms": round(pct(lat, 0.99) * 1000, 1),
-        "storing_errors": dict(Counter(o.error for o in storing if o.error)),
-        "storing_kept_acked": bool(during) and max(gaps, default=99) < 5 and all(o.error is None for o in storing),
+        "storing_during_ramp": during_ramp, "storing_during_hold": during_hold, "storing_errors": errors,
+        "storing_kept_acked": during_hold["acks"] > 0 and during_hold["max_gap_s"] < 5 and not errors,
         "late_agent_acked": [len(o.acks) for o in late], "late_agent_errors": [o.error for o in late],
         "collector_cpu_pct_hold": window["cpu_pct"], "collector_rss_mb_hold": window["rss_mb"],
         "client_rss_mb": round(sum(d["rss"] for d in idle_done) / 2**20, 1),
@@ -1148,7 +1175,8 @@ def main() -> int:
     parser.add_argument("--hold-seconds", type=float, default=10.0, help="how long the idle streams are held")
     parser.add_argument("--heartbeat-s", type=float, default=30.0, help="idle agents' heartbeat interval")
     parser.add_argument("--idle-procs", type=int, default=2, help="client processes holding idle streams")
-    parser.add_argument("--enroll-concurrency", type=int, default=8, help="enrollments in flight per idle process")
+    parser.add_argument("--enroll-concurrency", type=int, default=16, help="enrollments in flight per idle process")
+    parser.add_argument("--attempts", type=int, default=4, help="stream openings per idle agent before it gives up")
     parser.add_argument("--connect-concurrency", type=int, default=64, help="stream openings in flight per process")
     parser.add_argument("--profile", metavar="PREFIX", help="py-spy the collector during the timed window")
     parser.add_argument("--summarize", metavar="RAW", help="only print the summary of a py-spy raw profile")
@@ -1200,7 +1228,11 @@ def main() -> int:
             print(f"streams phase: {args.streams} tokens by the collector's EnrollmentService.create_token in-process "
                   f"in {token_s:.1f} s; {args.storing_agents} + 1 late storing agents with CLI tokens")
             store_tokens = cli_tokens(data_dir, args.storing_agents + 1)
-            streams_figs = run_streams_phase(ctx, target, store_tokens[:-1], store_tokens[-1:], idle_tokens, args, sampler)
+            hold_profile = PyspyRecorder(f"{args.profile}-hold", args.top) if args.profile else None
+            streams_figs = run_streams_phase(ctx, target, store_tokens[:-1], store_tokens[-1:], idle_tokens, args, sampler,
+                                             hold_profile, collector.pid)
+            if hold_profile is not None:
+                profile_lines += ["", "while the idle streams are held:", *hold_profile.finish()]
             streams_figs["tokens_per_s"] = round(args.streams / token_s, 1)
         time.sleep(0.5)
         columns, rows, stored, alerts = read_back(db_url(args.backend, data_dir, pg_url), min(args.raw_rows, max(main_figs["acked"], 1)))
@@ -1260,13 +1292,16 @@ def main() -> int:
         s = streams_figs
         print(f"streams phase: {s['streams_requested']} idle agents (enrolled {s['idle_enrolled']} at {s['enroll_per_s']}/s) "
               f"+ {s['storing_agents']} storing at {args.streams_rate:,.0f} events/s, held {args.hold_seconds:g} s")
-        print(f"  idle streams acknowledged {s['idle_acked']}, refused {s['idle_refused'] or 'none'}, "
+        print(f"  idle streams acknowledged {s['idle_acked']}, refused attempts {s['idle_refused'] or 'none'}, "
+              f"gave up {s['idle_gave_up']}, "
               f"held at the end {s['idle_held_at_end']}, dropped {s['idle_dropped'] or 'none'}; "
               f"concurrent streams held: {s['streams_held']}  (goal >= {GOAL_STREAMS:,}: "
               f"{_mark(s['streams_held'] >= GOAL_STREAMS)}; aim {AIM_STREAMS:,})")
-        print(f"  storing agents kept being acknowledged: {s['storing_kept_acked']} ({s['storing_acks_during']} Acks, "
-              f"longest gap {s['storing_max_ack_gap_s']} s, p99 {s['storing_p99_ack_ms']} ms, errors "
-              f"{s['storing_errors'] or 'none'}); an agent connecting after the ramp: "
+        r, h = s["storing_during_ramp"], s["storing_during_hold"]
+        print(f"  storing agents kept being acknowledged while the streams were held: {s['storing_kept_acked']} "
+              f"(hold: {h['acks']} Acks, longest gap {h['max_gap_s']} s, p99 {h['p99_ack_ms']} ms; ramp: {r['acks']} Acks, "
+              f"longest gap {r['max_gap_s']} s, p99 {r['p99_ack_ms']} ms; errors {s['storing_errors'] or 'none'}); "
+              f"an agent connecting after the ramp: "
               f"{'acknowledged' if s['late_agent_acked'] and s['late_agent_acked'][0] else 'refused ' + str(s['late_agent_errors'])}")
         print(f"  collector while holding: {s['collector_cpu_pct_hold']} % of a core, RSS {s['collector_rss_mb_hold']} MB; "
               f"idle clients RSS {s['client_rss_mb']} MB")
