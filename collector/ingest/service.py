@@ -29,12 +29,12 @@ from shoumi import batch as chain
 from shoumi.v1 import events_pb2
 
 from collector.alerts.service import raise_alert
-from collector.events.models import StoredBatch
+from collector.events.models import StoredBatch, StoredEvent
 from collector.fleet import service as fleet
 from collector.fleet.liveness import heard_from
 from collector.ingest.admission import TAMPER_REASONS, Known, Offered, Redelivered, Refuse, admit
 from collector.ingest.codec import decode_events
-from collector.storage.base import ChainConflict, Store
+from collector.storage.base import ChainConflict, Store, Transaction
 
 __all__ = ["IngestError", "IngestService", "AckValue"]
 
@@ -148,52 +148,17 @@ class IngestService:
                 digest = None
         last_seq = batch.first_seq + len(batch.events) - 1
         offered = Offered(batch.agent_id, batch.epoch, batch.first_seq, last_seq, bytes(batch.prev_batch_hash), digest)
-        events = None
+        decoded: list[list[StoredEvent]] = []  # decoded once, on the first attempt that stores
         for _attempt in range(3):
-            with self.store.transaction() as tx:
-                known = Known(
-                    agent=tx.get_agent(batch.agent_id),
-                    certificate=None if stream_serial is None else tx.certificate_status(serial=stream_serial),
-                    stored_hash=tx.batch_hash_at(agent_id=batch.agent_id, epoch=batch.epoch, first_seq=batch.first_seq),
-                    head=tx.chain_head(batch.agent_id),
-                )
-                decision = admit(offered, known, stream_agent=stream_agent, stream_serial=stream_serial)
-                if isinstance(decision, Refuse):
-                    raise IngestError(decision.status, decision.reason, decision.message)
-                assert digest is not None
-                ack = AckValue(batch.agent_id, batch.epoch, last_seq, digest)
-                if isinstance(decision, Redelivered):
-                    self.counters["batches.duplicate"] += 1
-                    return ack  # a redelivery after a lost Ack: acknowledge again, store nothing
-                if events is None:
-                    try:
-                        events = decode_events(batch)
-                    except chain.MalformedBatch as exc:
-                        raise IngestError("INVALID_ARGUMENT", exc.reason, str(exc)) from exc
-                received = self.clock()
-                record = StoredBatch(batch.agent_id, batch.epoch, batch.first_seq, last_seq, digest,
-                                     bytes(batch.prev_batch_hash), bytes(batch.signature), canonical, received)
-                try:
-                    tx.store_batch(record, events, expected_head=decision.head)
-                except ChainConflict:
-                    continue  # another stream of the same agent moved the head: look again
-                assert known.agent is not None
-                heard = heard_from(events, received_ns=received)
-                fleet.record_heard(tx=tx, agent=known.agent, heard=heard)
-                if known.head is not None and known.head.epoch != batch.epoch:
-                    raise_alert(tx=tx, rule="agent_epoch_reset", severity="medium", agent_id=batch.agent_id, now_ns=received,
-                                summary=(f"agent {batch.agent_id} started epoch {batch.epoch} after epoch "
-                                         f"{known.head.epoch} ended at seq {known.head.last_seq}: its spool was reset; "
-                                         f"undelivered events of epoch {known.head.epoch} cannot arrive any more"))
-                skew_ns = batch.created_unix_ns - received
-                if abs(skew_ns) > self.max_clock_skew_ns:
-                    # Refusing would strand the evidence: a sealed batch keeps its time for ever. The
-                    # collector's receipt time is stored beside every batch; the analyst is told.
-                    raise_alert(tx=tx, rule="agent_clock_skew", severity="medium", agent_id=batch.agent_id, now_ns=received,
-                                group_key=f"agent_clock_skew|{batch.agent_id}",
-                                summary=(f"agent {batch.agent_id}'s clock is {skew_ns / 1e9:+.0f} s off the collector's "
-                                         f"(batch at seq {batch.first_seq}); its event times are its own claim, the "
-                                         "collector's receipt times are kept beside them"))
+            try:
+                with self.store.transaction() as tx:
+                    ack, events = self._admit_and_store(tx, batch, offered, canonical, stream_agent, stream_serial,
+                                                        decoded)
+            except ChainConflict:
+                continue  # another stream of the same agent moved the head: the transaction is undone, look again
+            if events is None:
+                self.counters["batches.duplicate"] += 1
+                return ack  # a redelivery after a lost Ack: acknowledged again, nothing stored
             self.counters["batches.stored"] += 1
             self.counters["events.stored"] += len(events)
             for e in events:
@@ -203,3 +168,49 @@ class IngestService:
                         self.spool_depths[batch.agent_id] = int(depth[0]) + int(depth[1])
             return ack
         raise IngestError("ABORTED", "contention", "the agent's chain kept moving; retry")
+
+    def _admit_and_store(
+        self, tx: Transaction, batch: events_pb2.EventBatch, offered: Offered, canonical: bytes,
+        stream_agent: str | None, stream_serial: int | None, decoded: list[list[StoredEvent]],
+    ) -> tuple[AckValue, list[StoredEvent] | None]:
+        """Inside one transaction: what the store knows, the decision, and if it is to store, the batch,
+        the agent's liveness and any alert. Returns the Ack and the stored events (None: a redelivery)."""
+        known = Known(
+            agent=tx.get_agent(batch.agent_id),
+            certificate=None if stream_serial is None else tx.certificate_status(serial=stream_serial),
+            stored_hash=tx.batch_hash_at(agent_id=batch.agent_id, epoch=batch.epoch, first_seq=batch.first_seq),
+            head=tx.chain_head(batch.agent_id),
+        )
+        decision = admit(offered, known, stream_agent=stream_agent, stream_serial=stream_serial)
+        if isinstance(decision, Refuse):
+            raise IngestError(decision.status, decision.reason, decision.message)
+        assert offered.digest is not None and known.agent is not None
+        ack = AckValue(batch.agent_id, batch.epoch, offered.last_seq, offered.digest)
+        if isinstance(decision, Redelivered):
+            return ack, None
+        if not decoded:
+            try:
+                decoded.append(decode_events(batch))
+            except chain.MalformedBatch as exc:
+                raise IngestError("INVALID_ARGUMENT", exc.reason, str(exc)) from exc
+        events = decoded[0]
+        received = self.clock()
+        tx.store_batch(StoredBatch(batch.agent_id, batch.epoch, batch.first_seq, offered.last_seq, offered.digest,
+                                   offered.prev_hash, bytes(batch.signature), canonical, received),
+                       events, expected_head=decision.head)
+        fleet.record_heard(tx=tx, agent=known.agent, heard=heard_from(events, received_ns=received))
+        if known.head is not None and known.head.epoch != batch.epoch:
+            raise_alert(tx=tx, rule="agent_epoch_reset", severity="medium", agent_id=batch.agent_id, now_ns=received,
+                        summary=(f"agent {batch.agent_id} started epoch {batch.epoch} after epoch "
+                                 f"{known.head.epoch} ended at seq {known.head.last_seq}: its spool was reset; "
+                                 f"undelivered events of epoch {known.head.epoch} cannot arrive any more"))
+        skew_ns = batch.created_unix_ns - received
+        if abs(skew_ns) > self.max_clock_skew_ns:
+            # Refusing would strand the evidence: a sealed batch keeps its time for ever. The
+            # collector's receipt time is stored beside every batch; the analyst is told.
+            raise_alert(tx=tx, rule="agent_clock_skew", severity="medium", agent_id=batch.agent_id, now_ns=received,
+                        group_key=f"agent_clock_skew|{batch.agent_id}",
+                        summary=(f"agent {batch.agent_id}'s clock is {skew_ns / 1e9:+.0f} s off the collector's "
+                                 f"(batch at seq {batch.first_seq}); its event times are its own claim, the "
+                                 "collector's receipt times are kept beside them"))
+        return ack, events

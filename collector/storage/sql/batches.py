@@ -82,18 +82,21 @@ class BatchesSql:
         if current != expected_head:
             raise ChainConflict(f"chain head of {batch.agent_id} moved")
         new_head = dict(epoch=batch.epoch, last_seq=batch.last_seq, last_hash=batch.batch_hash)
+        # No savepoint: a ChainConflict undoes the caller's whole transaction, which then looks again.
         try:
-            with self._conn.begin_nested():
-                if row is None:
-                    self._conn.execute(chain_heads.insert().values(
-                        agent_id=batch.agent_id, detected_epoch=0, detected_seq=0, **new_head))
-                else:
-                    self._conn.execute(chain_heads.update().where(chain_heads.c.agent_id == batch.agent_id)
-                                       .values(**new_head))
-                self._conn.execute(batches.insert().values(**_batch_row(batch)))
-                self._insert_events([event_row(e) for e in events_])
+            if row is None:
+                self._conn.execute(chain_heads.insert().values(
+                    agent_id=batch.agent_id, detected_epoch=0, detected_seq=0, **new_head))
+            else:
+                self._conn.execute(chain_heads.update().where(chain_heads.c.agent_id == batch.agent_id)
+                                   .values(**new_head))
+            self._conn.execute(batches.insert().values(**_batch_row(batch)))
+            self._insert_events([event_row(e) for e in events_])
         except IntegrityError as exc:
             raise ChainConflict(f"batch of {batch.agent_id} already stored") from exc
+        except self._conn.dialect.dbapi.IntegrityError as exc:  # type: ignore[union-attr]
+            # the events go in through the driver itself (COPY, executemany), which raises its own
+            raise ChainConflict(f"events of {batch.agent_id} already stored") from exc
 
     def _insert_events(self, rows: list[tuple[Any, ...]]) -> None:
         if not rows:

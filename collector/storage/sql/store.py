@@ -126,11 +126,18 @@ class SqlStore:
 
     @contextmanager
     def _translated(self) -> Iterator[None]:
+        dbapi = self.engine.dialect.dbapi
+        # what the driver raises itself where we use it directly (COPY, executemany of events)
+        driver_away: tuple[type[BaseException], ...] = (
+            (dbapi.OperationalError, dbapi.InterfaceError) if dbapi is not None else ())
         try:
             yield
         except sa_exc.DBAPIError as exc:
             if not _unavailable(exc):
                 raise
+            log.warning("store unavailable: %s", exc)
+            raise StoreUnavailable("the database cannot be reached or written; retry later") from exc
+        except driver_away as exc:
             log.warning("store unavailable: %s", exc)
             raise StoreUnavailable("the database cannot be reached or written; retry later") from exc
 
