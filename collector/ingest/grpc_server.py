@@ -255,7 +255,12 @@ class GrpcServers:
             ("grpc.keepalive_time_ms", 60_000),
             ("grpc.keepalive_timeout_ms", 20_000),
         ]
-        agents = grpc.aio.server(options=options)
+        # New calls wait in gRPC core until the loop takes them, one at a time; past 1,000 waiting
+        # (core's default soft limit, 3,000 hard) core cancels new ones at random (CANCELLED). A fleet
+        # reconnecting at once (2,000 streams opened in a burst in tests/collector/test_capacity.py)
+        # lost 5-10% of its streams so. The agents' listener lets them wait: each costs only memory.
+        agents = grpc.aio.server(options=options + [("grpc.server.max_pending_requests", 20_000),
+                                                    ("grpc.server.max_pending_requests_hard_limit", 40_000)])
         self.ingest_servicer = _Ingest(ingest, calls, require_certificate=tls is not None, limits=limits)
         enroll = _Enrollment(enrollment, store, calls, ingest_port=lambda: self.listeners.agent_port, limits=limits)
         agents.add_generic_rpc_handlers((self.ingest_servicer.handler(), enroll.renew_handler()))

@@ -1,0 +1,239 @@
+"""Capacity and refusal on the grpc.aio collector, over real mutual TLS on loopback (issue 8,
+"Hold a real fleet, and refuse to be held down").
+
+Each test here would fail on the old thread-per-stream server: it held 31 streams, stalled
+enrollment calls shared the agents' threads, one certificate could hold every thread, ten malformed
+batches made ten alerts, store errors reached agents raw, and a renewal left the old certificate valid.
+
+Clients are grpc.aio channels in the test process (the collector's listeners run on a loop of their
+own in a thread); every wait is bounded in count and time, and nothing asserts a speed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import resource
+import socket
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Coroutine, Iterator
+
+import grpc
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from fastapi.testclient import TestClient
+
+from shoumi.tls import TLS_NAME
+from shoumi.v1 import events_pb2, ingest_pb2
+
+from agent.tls import new_key_and_csr
+from collector.events.models import EventFilter
+from collector.settings import CollectorSettings
+from collector.storage import MemoryStore, open_store
+from collector.wiring import Built, build_services
+
+from tests.conftest import ChainWriter, PerCall
+
+STREAM = "/shoumi.v1.IngestService/StreamEvents"
+ENROLL = "/shoumi.v1.EnrollmentService/Enroll"
+RENEW = "/shoumi.v1.CertificateService/Renew"
+OPTIONS = [("grpc.ssl_target_name_override", TLS_NAME), ("grpc.use_local_subchannel_pool", 1)]
+
+
+class Agent:
+    """What an enrolled agent holds: its signing key, TLS key and certificate, and its chain."""
+
+    def __init__(self, agent_id: str, key: Ed25519PrivateKey, tls_key: bytes, cert: bytes, ca: bytes) -> None:
+        self.agent_id, self.key, self.tls_key, self.cert, self.ca = agent_id, key, tls_key, cert, ca
+        self.writer = ChainWriter(agent_id, key)
+
+    def channel(self, port: int, *, key: bytes | None = None, cert: bytes | None = None) -> grpc.aio.Channel:
+        creds = grpc.ssl_channel_credentials(self.ca, key or self.tls_key, cert or self.cert)
+        return grpc.aio.secure_channel(f"127.0.0.1:{port}", creds, options=OPTIONS)
+
+
+def _settings(tmp_path: Path, **overrides: Any) -> CollectorSettings:
+    return CollectorSettings(data_dir=tmp_path, grpc_listen="127.0.0.1:0", enroll_listen="127.0.0.1:0", **overrides)
+
+
+@contextmanager
+def _running(settings: CollectorSettings, store: Any) -> Iterator[Built]:
+    built = build_services(settings, store=store)
+    built.grpc.start()
+    try:
+        yield built
+    finally:
+        built.grpc.stop(grace=0)
+        built.store.close()
+
+
+@pytest.fixture
+def collector(tmp_path: Path) -> Iterator[Built]:
+    with _running(_settings(tmp_path), PerCall(open_store(tmp_path))) as built:
+        yield built
+
+
+def _enroll(built: Built, hostname: str = "ws") -> Agent:
+    """Enrollment in-process (the path over the wire is tested in test_tls and below): token, key, CSR."""
+    key = Ed25519PrivateKey.generate()
+    tls_key, csr = new_key_and_csr()
+    with built.store.transaction() as tx:
+        token = built.enrollment.create_token(tx=tx, actor="test")
+        done = built.enrollment.enroll(tx=tx, token=token, public_key=key.public_key().public_bytes_raw(),
+                                       hostname=hostname, os_name="Linux", agent_version="test", peer="test",
+                                       csr_pem=csr)
+    assert done.certificate is not None
+    return Agent(done.agent_id, key, tls_key, done.certificate.pem, done.ca_pem)
+
+
+def _open(channel: grpc.aio.Channel) -> Any:
+    """A StreamEvents call; batches are written as messages (or raw bytes, see _open_raw)."""
+    return channel.stream_stream(STREAM, request_serializer=events_pb2.EventBatch.SerializeToString,
+                                 response_deserializer=events_pb2.Ack.FromString)()
+
+
+def _open_raw(channel: grpc.aio.Channel) -> Any:
+    return channel.stream_stream(STREAM, response_deserializer=events_pb2.Ack.FromString)()
+
+
+async def _send(call: Any, batches: list[Any], *, timeout: float = 30.0) -> list[events_pb2.Ack]:
+    """Writes each batch and reads its Ack before the next; raises AioRpcError on a refusal."""
+    acks = []
+    for batch in batches:
+        await asyncio.wait_for(call.write(batch), timeout)
+        ack = await asyncio.wait_for(call.read(), timeout)
+        assert ack is not grpc.aio.EOF, "the stream ended without an Ack"
+        acks.append(ack)
+    return acks
+
+
+async def _refusal(call: Any, batch: Any, *, timeout: float = 30.0) -> grpc.aio.AioRpcError:
+    """Sends one batch on a stream the collector should refuse, and returns the refusal."""
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        try:
+            await asyncio.wait_for(call.write(batch), timeout)
+        except grpc.aio.AioRpcError:
+            pass  # refused before the write went out: the status is on the read
+        await asyncio.wait_for(call.read(), timeout)
+    return refused.value
+
+
+async def _until(check: Callable[[], bool], *, timeout: float, step: float = 0.05) -> bool:
+    """Polls ``check`` until it holds or ``timeout`` seconds pass (at most timeout/step polls)."""
+    for _ in range(int(timeout / step) + 1):
+        if check():
+            return True
+        await asyncio.sleep(step)
+    return check()
+
+
+def _stored(built: Built, agent_id: str) -> int:
+    with built.store.read() as tx:
+        return len(tx.list_events(EventFilter(agent_id=agent_id), cursor=None, limit=100_000).items)
+
+
+def _rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _run(coro: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    asyncio.run(coro())
+
+
+async def _close(calls: list[Any], channels: list[grpc.aio.Channel]) -> None:
+    """Cancels the calls and waits for their end before the channels close and the loop goes: gRPC's
+    poller delivers to the loop a call was made on, and would find it closed."""
+    for c in calls:
+        c.cancel()
+    await asyncio.wait_for(asyncio.gather(*(c.code() for c in calls), return_exceptions=True), 60)
+    await asyncio.wait_for(asyncio.gather(*(ch.close() for ch in channels)), 60)
+
+
+def _enroll_many(built: Built, n: int, prefix: str) -> list[Agent]:
+    """n agents enrolled in one transaction (one commit), each with its own keys and certificate."""
+    agents = []
+    with built.store.transaction() as tx:
+        for i in range(n):
+            key = Ed25519PrivateKey.generate()
+            tls_key, csr = new_key_and_csr()
+            token = built.enrollment.create_token(tx=tx, actor="test")
+            done = built.enrollment.enroll(tx=tx, token=token, public_key=key.public_key().public_bytes_raw(),
+                                           hostname=f"{prefix}-{i}", os_name="Linux", agent_version="test",
+                                           peer="test", csr_pem=csr)
+            assert done.certificate is not None
+            agents.append(Agent(done.agent_id, key, tls_key, done.certificate.pem, done.ca_pem))
+    return agents
+
+
+IDLE_STREAMS = 2_000
+
+
+@pytest.mark.slow
+def test_two_thousand_idle_streams_are_held_while_an_agent_keeps_storing(collector: Built) -> None:
+    per_agent = collector.grpc.ingest_servicer.limits.max_streams_per_agent  # type: ignore[union-attr]
+    started = time.monotonic()
+    idle = _enroll_many(collector, -(-IDLE_STREAMS // per_agent), "idle")
+    enrolled_s = time.monotonic() - started
+    legit = _enroll(collector, "legit")
+    port = collector.listeners.agent_port
+    acks: list[events_pb2.Ack] = []
+    figures: dict[str, Any] = {"agents": len(idle), "enroll_s": round(enrolled_s, 1), "rss_mb_before": _rss_mb()}
+
+    async def keep_storing(stop: asyncio.Event) -> None:
+        """The legitimate agent stores a batch after another, on one stream, before, during and after the ramp."""
+        async with legit.channel(port) as channel:
+            call = _open(channel)
+            for _ in range(10_000):
+                acks.extend(await _send(call, [legit.writer.next(5)], timeout=60))
+                if stop.is_set():
+                    break
+                await asyncio.sleep(0.05)
+            await call.done_writing()
+            assert await asyncio.wait_for(call.read(), 30) is grpc.aio.EOF
+
+    async def scenario() -> None:
+        stop = asyncio.Event()
+        storing = asyncio.create_task(keep_storing(stop))
+        channels = [a.channel(port) for a in idle]
+        calls: list[Any] = []
+        try:
+            t0 = time.monotonic()
+            for channel in channels:  # one connection per agent, its certificate's full share of streams
+                calls.extend(_open(channel) for _ in range(per_agent))
+            await asyncio.wait_for(asyncio.gather(*(c.wait_for_connection() for c in calls)), 120)
+            held = await _until(lambda: collector.grpc.open_streams() >= IDLE_STREAMS + 1, timeout=60)
+            figures.update(streams_held=collector.grpc.open_streams(), open_s=round(time.monotonic() - t0, 1),
+                           rss_mb_held=_rss_mb())
+            assert held, f"only {collector.grpc.open_streams()} streams held"
+            stored_during_ramp = len(acks)
+            # with all of them held, the legitimate agent is still acknowledged, batch after batch
+            assert await _until(lambda: len(acks) >= stored_during_ramp + 20, timeout=60)
+            assert not any(c.done() for c in calls), "an idle stream was ended by the collector"
+            assert collector.grpc.open_streams() >= IDLE_STREAMS + 1
+            stop.set()
+            await asyncio.wait_for(storing, 60)
+        finally:
+            stop.set()
+            await _close(calls, channels)
+            if not storing.done():
+                storing.cancel()
+            await asyncio.gather(storing, return_exceptions=True)
+
+    _run(scenario)
+    print(f"\ncapacity: {figures}, legit batches acked {len(acks)}")
+    assert [a.acked_seq for a in acks] == [5 * (i + 1) for i in range(len(acks))]
+    assert _stored(collector, legit.agent_id) == 5 * len(acks)
+    assert _run_until_closed(collector)
+
+
+def _run_until_closed(built: Built) -> bool:
+    """Every stream the test opened is closed on the collector's side too (bounded wait)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and built.grpc.open_streams():
+        time.sleep(0.05)
+    return built.grpc.open_streams() == 0
