@@ -313,7 +313,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         settings = _settings(args)
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        # the collector's state (CA keys, tree key, SQLite store) is for the collector alone
+        settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(settings.data_dir, 0o700)
         if args.command == "serve":
             return _cmd_serve(settings)
         if args.command == "ca-fingerprint":

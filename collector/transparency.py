@@ -85,7 +85,7 @@ def load_or_create_tree_key(data_dir: Path) -> Ed25519PrivateKey:
     directory = Path(data_dir)
     path = directory / TREE_KEY_FILE
     if not path.exists():
-        directory.mkdir(parents=True, exist_ok=True)
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         pem = Ed25519PrivateKey.generate().private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )

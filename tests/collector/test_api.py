@@ -160,3 +160,10 @@ def test_an_alert_moves_only_along_its_lifecycle_and_each_move_is_audited(world:
     moves = [(e["details"]["from"], e["details"]["to"]) for e in audit if e["action"] == "alert.status"]
     assert moves == [("acknowledged", "closed"), ("open", "acknowledged")]
     assert _get(world, "ana", "/api/v1/audit").status_code == 403
+
+
+def test_metrics_tell_ingest_alerts_and_detection_lag(world: dict[str, Any]) -> None:
+    text = world["client"].get("/metrics").text
+    assert 'shoumi_alerts{rule="read_burst"} 1' in text
+    assert "shoumi_detection_lag_events 0" in text  # the fixture ran detection to the end
+    assert "alice" not in text  # no personal data

@@ -78,3 +78,14 @@ def test_the_sqlite_store_is_private_to_the_collector(tmp_path: Path) -> None:
     for name in os.listdir(data):
         if name.startswith("collector.db"):
             assert stat.S_IMODE(os.stat(data / name).st_mode) == 0o600, name
+
+
+def test_the_cli_makes_the_data_directory_private(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    data = tmp_path / "state"
+    done = subprocess.run([sys.executable, "-m", "collector", "ca-fingerprint", "--data-dir", str(data)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert stat.S_IMODE(os.stat(data).st_mode) == 0o700
