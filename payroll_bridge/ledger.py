@@ -657,6 +657,9 @@ class Ledger:
             if row["case_id"] != case_id:
                 raise LedgerError(f"notice {notice_id} belongs to case {row['case_id']}, not {case_id}")
             issued = date.fromisoformat(row["issued_on"])
+            if served_on > self._today():
+                raise LedgerError(f"notice {notice_id} cannot have been served on {served_on}, after today "
+                                  f"({self._today()}): record service once it happened")
             if served_on < issued:
                 raise LedgerError(f"notice {notice_id} was issued on {issued}: it cannot have been served on "
                                   f"{served_on}")
@@ -710,6 +713,8 @@ class Ledger:
             if row is None or row["served_on"] is None:
                 raise UnknownRecord(f"no served notice {notice_id!r} for case {case_id}")
             served = date.fromisoformat(row["served_on"])
+            if received_on > self._today():
+                raise LedgerError(f"an objection cannot have been received on {received_on}, after today")
             if not served <= received_on <= self.window_ends(served):
                 raise LedgerError(
                     f"the objection was received on {received_on}, outside the appeal window of notice {notice_id} "

@@ -151,6 +151,7 @@ def notify(ledger: Any, case_id: str, *, issued: Any = None, served: Any = None)
     ledger.record_notice(case_id=case_id, notice_id=notice_id, issued_on=issued,
                          amounts={x.line.period: x.line.deduction_fen for x in ledger.lines(case_id=case_id)},
                          actor="zhao.hr")
+    ledger._clock.at_least(served)
     ledger.notice_served(case_id=case_id, notice_id=notice_id, served_on=served, actor="zhao.hr")
     ledger._clock.at_least(ledger.window_ends(served) + timedelta(days=1))
     return str(notice_id)

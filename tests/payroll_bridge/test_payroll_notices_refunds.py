@@ -141,6 +141,9 @@ def test_exports_wait_for_the_appeal_window_to_pass(ledger: Ledger) -> None:
     notice_id = ledger.next_notice_id(case_id="C-7", issued_on=date(2026, 12, 20))
     ledger.record_notice(case_id="C-7", notice_id=notice_id, issued_on=date(2026, 12, 20),
                          amounts={P("2026-12"): 160000, P("2027-01"): 160000}, actor="zhao.hr")
+    with pytest.raises(LedgerError, match="after today"):
+        ledger.notice_served(case_id="C-7", notice_id=notice_id, served_on=date(2026, 12, 20), actor="zhao.hr")
+    ledger._clock.at_least(date(2026, 12, 20))  # type: ignore[attr-defined]
     ledger.notice_served(case_id="C-7", notice_id=notice_id, served_on=date(2026, 12, 20), actor="zhao.hr")
     ledger._clock.at_least(date(2026, 12, 30))  # type: ignore[attr-defined]  # 10 of 15 days gone
     december = ledger.export(period=P("2026-12"), actor="zhao.hr")
