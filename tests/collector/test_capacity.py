@@ -26,9 +26,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi.testclient import TestClient
 
 from shoumi.tls import TLS_NAME
-from shoumi.v1 import events_pb2, ingest_pb2
+from shoumi.v1 import events_pb2, ingest_pb2, ingest_pb2_grpc
 
-from agent.tls import new_key_and_csr
+from agent.tls import check_issued, fetch_pinned_ca, new_key_and_csr
 from collector.events.models import EventFilter
 from collector.settings import CollectorSettings
 from collector.storage import MemoryStore, open_store
@@ -237,3 +237,113 @@ def _run_until_closed(built: Built) -> bool:
     while time.monotonic() < deadline and built.grpc.open_streams():
         time.sleep(0.05)
     return built.grpc.open_streams() == 0
+
+
+STALLED = 200
+
+
+def _enroll_channel(built: Built) -> grpc.aio.Channel:
+    """A channel to the enrollment listener: TLS with the collector's CA, no client certificate."""
+    return grpc.aio.secure_channel(f"127.0.0.1:{built.listeners.enroll_port}",
+                                   grpc.ssl_channel_credentials(root_certificates=built.ca.cert_pem), options=OPTIONS)
+
+
+def _stall(channel: grpc.aio.Channel) -> Any:
+    """An Enroll call that sends its headers and never its message."""
+    return channel.stream_unary(ENROLL, request_serializer=ingest_pb2.EnrollRequest.SerializeToString,
+                                response_deserializer=ingest_pb2.EnrollResponse.FromString)()
+
+
+async def _enroll_over_the_wire(built: Built) -> Agent:
+    """The agent's enrollment: pinned CA, a real token, key and CSR, over the enrollment listener."""
+    port = built.listeners.enroll_port
+    ca = await asyncio.to_thread(fetch_pinned_ca, "127.0.0.1", port, built.ca.fingerprint(), timeout=30)
+    key = Ed25519PrivateKey.generate()
+    tls_key, csr = new_key_and_csr()
+    with built.store.transaction() as tx:
+        token = built.enrollment.create_token(tx=tx, actor="test")
+    async with grpc.aio.secure_channel(f"127.0.0.1:{port}", grpc.ssl_channel_credentials(root_certificates=ca),
+                                       options=OPTIONS) as channel:
+        reply = await ingest_pb2_grpc.EnrollmentServiceStub(channel).Enroll(ingest_pb2.EnrollRequest(
+            token=token, public_key=key.public_key().public_bytes_raw(), hostname="newcomer", csr_pem=csr), timeout=30)
+    check_issued(bytes(reply.client_certificate_pem), ca, reply.agent_id)
+    assert reply.ingest_port == built.listeners.agent_port
+    return Agent(reply.agent_id, key, tls_key, bytes(reply.client_certificate_pem), ca)
+
+
+def _half_handshakes(port: int, n: int) -> list[socket.socket]:
+    """n TCP connections that start a TLS ClientHello record and never finish it."""
+    socks = []
+    for _ in range(n):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        sock.sendall(b"\x16\x03\x01\x02\x00\x01")  # a handshake record of 512 bytes: 6 of them sent
+        socks.append(sock)
+    return socks
+
+
+def _still_open(sock: socket.socket) -> bool:
+    sock.setblocking(False)
+    try:
+        return sock.recv(1) != b""  # data would be a surprise; b"" is the collector's close
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+def test_stalled_calls_without_credentials_hold_no_agent_and_no_enrollment_down(tmp_path: Path) -> None:
+    with _running(_settings(tmp_path, enroll_timeout_seconds=120), PerCall(open_store(tmp_path))) as built:
+        agent = _enroll(built)
+        port = built.listeners.agent_port
+        figures: dict[str, Any] = {}
+
+        async def scenario() -> None:
+            channels = [_enroll_channel(built) for _ in range(10)]
+            stalled = [_stall(ch) for ch in channels for _ in range(STALLED // len(channels))]
+            socks: list[socket.socket] = []
+            try:
+                await asyncio.wait_for(asyncio.gather(*(c.wait_for_connection() for c in stalled)), 60)
+                socks = await asyncio.to_thread(_half_handshakes, port, STALLED)
+                # with 200 enrollment calls stalled and 200 handshakes half done, an agent stores...
+                async with agent.channel(port) as channel:
+                    call = _open(channel)
+                    acks = await _send(call, [agent.writer.next(3) for _ in range(5)])
+                    await call.done_writing()
+                assert [a.acked_seq for a in acks] == [3, 6, 9, 12, 15]
+                # ...and a newcomer enrolls with a real token and stores too
+                newcomer = await _enroll_over_the_wire(built)
+                async with newcomer.channel(port) as channel:
+                    assert [a.acked_seq for a in await _send(_open(channel), [newcomer.writer.next(2)])] == [2]
+                # the stalled calls were open all along: the collector served around them
+                assert not any(c.done() for c in stalled)
+                figures.update(stalled_open=sum(not c.done() for c in stalled),
+                               handshakes_open=sum(_still_open(s) for s in socks))
+            finally:
+                for sock in socks:
+                    sock.close()
+                await _close(stalled, channels)
+
+        _run(scenario)
+        print(f"\nstalled: {figures}")
+        assert _stored(built, agent.agent_id) == 15
+
+
+def test_an_enrollment_call_that_sends_nothing_is_ended_by_the_collector(tmp_path: Path) -> None:
+    with _running(_settings(tmp_path, enroll_timeout_seconds=1), PerCall(open_store(tmp_path))) as built:
+
+        async def scenario() -> None:
+            channel = _enroll_channel(built)
+            stalled = [_stall(channel) for _ in range(20)]
+            try:
+                await asyncio.wait_for(asyncio.gather(*(c.wait_for_connection() for c in stalled)), 30)
+                # no deadline on the client's side: the collector ends them
+                codes = await asyncio.wait_for(asyncio.gather(*(c.code() for c in stalled)), 60)
+                assert set(codes) == {grpc.StatusCode.DEADLINE_EXCEEDED}
+                assert "no enrollment request arrived in time" in await stalled[0].details()
+                agent = await _enroll_over_the_wire(built)  # a real one still gets through
+                assert agent.agent_id.startswith("agt-")
+            finally:
+                await _close(stalled, [channel])
+
+        _run(scenario)
