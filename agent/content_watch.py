@@ -37,7 +37,7 @@ from collections import Counter
 from typing import Callable, ContextManager, Iterator
 
 from agent.core.events import FileEvent
-from agent.core.fingerprint import FingerprintIndex, Match
+from agent.core.index import FingerprintIndex, Match
 from agent.fingerprint_scan import ScanSkipped, ScannedFile, find_copies, scan_file
 from agent.policy import SensitiveFolderPolicy
 from agent.snapshot import (
@@ -375,7 +375,8 @@ class ContentWatch:
             attributes.update(
                 source_paths=sources,
                 match="exact" if any(m.kind == "exact" for m in matches) else best.kind,
-                match_share=round(best.share, 4),
+                match_share=round(best.share, 4),  # of the source found in the destination
+                destination_share=round(best.dest_share, 4),  # of the destination from the source
             )
             members = [m.member for m in matches if m.member]
             if members:

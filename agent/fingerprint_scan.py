@@ -29,7 +29,8 @@ from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import IO, Final, Iterator, Literal
 
-from agent.core.fingerprint import FileFingerprint, Fingerprinter, FingerprintIndex, Match
+from agent.core.fingerprint import FileFingerprint, Fingerprinter
+from agent.core.index import FingerprintIndex, Match
 from agent.policy import SensitiveFolderPolicy
 
 __all__ = [

@@ -2,7 +2,7 @@
 
 A file's fingerprint is its SHA-256 plus content-defined chunks: cut points chosen by a gear
 rolling hash (as in FastCDC), so an edit moves only the cuts near it and a partial or lightly
-edited copy still shares most chunk fingerprints with its source. ``FingerprintIndex`` maps chunk
+edited copy still shares most chunk fingerprints with its source. ``agent.core.index`` maps chunk
 fingerprints to the sensitive files holding them and says which sources a candidate file copies,
 and how much of each.
 
@@ -43,8 +43,8 @@ from __future__ import annotations
 
 import hashlib
 import sys
-from dataclasses import dataclass, field
-from typing import Iterable, Literal, NamedTuple
+from dataclasses import dataclass
+from typing import NamedTuple
 
 __all__ = [
     "CHUNK_MAX",
@@ -54,10 +54,7 @@ __all__ = [
     "Chunk",
     "Chunker",
     "FileFingerprint",
-    "FingerprintIndex",
     "Fingerprinter",
-    "Match",
-    "MatchKind",
     "compiled",
     "fingerprint_bytes",
 ]
@@ -250,119 +247,3 @@ def fingerprint_bytes(data: bytes | bytearray | memoryview) -> FileFingerprint:
     fingerprinter = Fingerprinter()
     fingerprinter.feed(data)
     return fingerprinter.finish()
-
-
-MatchKind = Literal["exact", "partial", "archive"]
-
-
-@dataclass(frozen=True, order=True)
-class Match:
-    """A sensitive source file found in a candidate, and the share of the source's bytes found.
-
-    ``member`` names the archive member that matched when ``kind == "archive"``.
-    """
-
-    source_path: str
-    kind: MatchKind
-    share: float
-    member: str = ""
-
-
-@dataclass
-class _Source:
-    sha256: str
-    size: int
-    complete: bool
-    weights: dict[int, int] = field(default_factory=dict)  # chunk fingerprint -> source bytes
-
-
-class FingerprintIndex:
-    """Chunk fingerprint -> sensitive source paths; answers "which sources does this copy?"."""
-
-    def __init__(self, *, min_share: float = 0.5) -> None:
-        if not 0.0 <= min_share <= 1.0:
-            raise ValueError("min_share must be within 0..1")
-        self.min_share = min_share
-        self._sources: dict[str, _Source] = {}
-        self._by_chunk: dict[int, set[str]] = {}
-        self._by_sha: dict[str, set[str]] = {}
-
-    def __len__(self) -> int:
-        return len(self._sources)
-
-    def __contains__(self, path: object) -> bool:
-        return path in self._sources
-
-    def paths(self) -> list[str]:
-        """Returns the indexed source paths, sorted."""
-        return sorted(self._sources)
-
-    def chunk_count(self) -> int:
-        """Returns how many distinct chunk fingerprints the index holds (its memory measure)."""
-        return len(self._by_chunk)
-
-    def add(self, path: str, fingerprint: FileFingerprint) -> None:
-        """Indexes a source file, replacing what was known of ``path``; empty files are ignored."""
-        self.remove(path)
-        if fingerprint.size == 0:
-            # Every empty file would "copy" every other; there is nothing to protect.
-            return
-        source = _Source(fingerprint.sha256, fingerprint.size, fingerprint.complete)
-        for chunk in fingerprint.chunks:
-            source.weights[chunk.fingerprint] = (
-                source.weights.get(chunk.fingerprint, 0) + chunk.length
-            )
-        self._sources[path] = source
-        for fp in source.weights:
-            self._by_chunk.setdefault(fp, set()).add(path)
-        if source.complete:
-            self._by_sha.setdefault(source.sha256, set()).add(path)
-
-    update = add
-
-    def remove(self, path: str) -> bool:
-        """Forgets a source file; returns whether it was indexed."""
-        source = self._sources.pop(path, None)
-        if source is None:
-            return False
-        for fp in source.weights:
-            holders = self._by_chunk.get(fp)
-            if holders is not None:
-                holders.discard(path)
-                if not holders:
-                    del self._by_chunk[fp]
-        holders = self._by_sha.get(source.sha256)
-        if holders is not None:
-            holders.discard(path)
-            if not holders:
-                del self._by_sha[source.sha256]
-        return True
-
-    def match(
-        self,
-        candidate: FileFingerprint,
-        *,
-        min_share: float | None = None,
-        ignore: Iterable[str] = (),
-    ) -> list[Match]:
-        """Returns the sources ``candidate`` copies with at least ``min_share``, best first.
-
-        ``ignore`` names paths not to report (the candidate itself, when it is a source).
-        """
-        threshold = self.min_share if min_share is None else min_share
-        skip = set(ignore)
-        found: dict[str, Match] = {}
-        if candidate.complete:
-            for path in self._by_sha.get(candidate.sha256, ()):
-                if path not in skip and self._sources[path].size == candidate.size:
-                    found[path] = Match(path, "exact", 1.0)
-        covered: dict[str, int] = {}
-        for fp in {chunk.fingerprint for chunk in candidate.chunks}:
-            for path in self._by_chunk.get(fp, ()):
-                if path not in found and path not in skip:
-                    covered[path] = covered.get(path, 0) + self._sources[path].weights[fp]
-        for path, nbytes in covered.items():
-            share = nbytes / self._sources[path].size
-            if share > 0.0 and share >= threshold:
-                found[path] = Match(path, "partial", share)
-        return sorted(found.values(), key=lambda m: (-m.share, m.source_path))

@@ -6,6 +6,8 @@ import bisect
 import random
 import shutil
 import statistics
+import sys
+import tracemalloc
 
 import pytest
 from hypothesis import example, HealthCheck, given, settings
@@ -18,11 +20,11 @@ from agent.core.fingerprint import (
     Chunk,
     Chunker,
     FileFingerprint,
-    FingerprintIndex,
     Fingerprinter,
     compiled,
     fingerprint_bytes,
 )
+from agent.core.index import FingerprintIndex
 
 SLOW = settings(deadline=None, max_examples=25, suppress_health_check=[HealthCheck.too_slow])
 
@@ -222,6 +224,7 @@ def test_first_half_is_a_partial_match_of_about_half(seed: int, size: int) -> No
         [match] = matches
         assert match.kind == "partial"
         assert lower <= match.share
+        assert (n - CHUNK_MAX) / n <= match.dest_share <= 1.0
 
 
 @SLOW
@@ -242,12 +245,18 @@ def test_insertion_in_the_middle_still_matches_most() -> None:
     assert match.share >= 1 - (2 * CHUNK_MAX + REACH) / len(data)
 
 
-def test_threshold_is_the_policy_share() -> None:
+def test_threshold_is_the_policy_share_measured_both_ways() -> None:
     data = random_bytes(5, 400_000)
     index = FingerprintIndex(min_share=0.6)
     index.add("/s/src", fingerprint_bytes(data))
-    assert index.match(fingerprint_bytes(data[:200_000])) == []
-    assert index.match(fingerprint_bytes(data[:200_000]), min_share=0.3) != []
+    # half the source, nothing else: under 0.6 of the source, but all of it comes from the source
+    [half] = index.match(fingerprint_bytes(data[:200_000]))
+    assert half.share < 0.6 <= half.dest_share
+    # a quarter of the source inside three times as much of something else: under 0.6 both ways
+    mixed = data[:100_000] + random_bytes(6, 300_000)
+    assert index.match(fingerprint_bytes(mixed)) == []
+    [low] = index.match(fingerprint_bytes(mixed), min_share=0.2)
+    assert low.share < 0.6 and low.dest_share < 0.6
 
 
 def test_concatenation_matches_both_sources() -> None:
@@ -301,6 +310,33 @@ def test_index_holds_fingerprints_not_content() -> None:
     index = FingerprintIndex()
     index.add("/s/a", fp)
     assert index.chunk_count() == len({c.fingerprint for c in fp.chunks}) < len(data) // CHUNK_MIN
+
+
+@pytest.mark.slow
+def test_the_index_of_100000_office_files_fits_in_80_mb() -> None:
+    rng = random.Random(8)
+    files = []
+    for i in range(100_000):
+        size = rng.randint(4 * 1024, 64 * 1024)  # office-sized: about 1 to 8 chunks each
+        lengths = [8192] * (size // 8192) + ([size % 8192] if size % 8192 else [])
+        chunks, offset = [], 0
+        for length in lengths:
+            chunks.append(Chunk(offset, length, rng.getrandbits(64), True))
+            offset += length
+        path = f"/srv/finance/department-{i % 50:02d}/contract-{i:06d}.docx"
+        files.append((path, FileFingerprint(rng.randbytes(32).hex(), size, tuple(chunks)), rng.getrandbits(64)))
+    tracemalloc.start()  # counts what indexing allocates and keeps, paths included
+    try:
+        index = FingerprintIndex()
+        for path, fingerprint, anchor in files:
+            index.add(path, fingerprint, anchor=anchor)
+        used, _peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    used += sum(sys.getsizeof(path) for path, _, _ in files)  # made before tracing started
+    assert len(index) == 100_000
+    assert used < 80e6, f"{used / 1e6:.1f} MB"
+    print(f"index of 100,000 files: {used / 1e6:.1f} MB")
 
 
 def test_fingerprint_validates_its_chunks() -> None:

@@ -18,7 +18,8 @@ from typing import Iterator
 
 import pytest
 
-from agent.core.fingerprint import FingerprintIndex, fingerprint_bytes
+from agent.core.fingerprint import fingerprint_bytes
+from agent.core.index import FingerprintIndex
 from agent.fingerprint_scan import (
     SKIP_REASONS,
     ArchiveLimits,
