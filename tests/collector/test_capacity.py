@@ -347,3 +347,83 @@ def test_an_enrollment_call_that_sends_nothing_is_ended_by_the_collector(tmp_pat
                 await _close(stalled, [channel])
 
         _run(scenario)
+
+
+def test_one_certificate_holds_at_most_its_share_of_streams(collector: Built) -> None:
+    a, b = _enroll(collector, "a"), _enroll(collector, "b")
+    servicer = collector.grpc.ingest_servicer
+    assert servicer is not None
+    limit = servicer.limits.max_streams_per_agent
+    port = collector.listeners.agent_port
+
+    async def scenario() -> None:
+        first, second = a.channel(port), a.channel(port)  # two connections with the same certificate
+        held = [_open(first) for _ in range(limit - 1)] + [_open(second)]
+        extra: list[Any] = []
+        try:
+            await asyncio.wait_for(asyncio.gather(*(c.wait_for_connection() for c in held)), 30)
+            assert await _until(lambda: servicer.streams.get(a.agent_id) == limit, timeout=30)
+            # one more, on either connection, is refused: the count is the certificate's, not the connection's
+            extra = [_open(first), _open(second)]
+            for call in extra:
+                assert await asyncio.wait_for(call.code(), 30) == grpc.StatusCode.RESOURCE_EXHAUSTED
+                assert f"{limit} streams" in await call.details()
+            assert collector.ingest.counters["rejected.too_many_streams"] == 2
+            # another agent is unaffected, and so are a's own streams
+            async with b.channel(port) as channel:
+                assert [x.acked_seq for x in await _send(_open(channel), [b.writer.next(2)])] == [2]
+            assert [x.acked_seq for x in await _send(held[0], [a.writer.next(2)])] == [2]
+            # when one of a's streams closes, a new one is accepted
+            await held[1].done_writing()
+            assert await asyncio.wait_for(held[1].code(), 30) == grpc.StatusCode.OK
+            assert await _until(lambda: servicer.streams.get(a.agent_id) == limit - 1, timeout=30)
+            again = _open(second)
+            held.append(again)
+            assert [x.acked_seq for x in await _send(again, [a.writer.next(2)])] == [4]
+            assert servicer.streams.get(a.agent_id) == limit
+        finally:
+            await _close(held + extra, [first, second])
+
+    _run(scenario)
+    assert _stored(collector, a.agent_id) == 4 and _stored(collector, b.agent_id) == 2
+
+
+def _malformed(writer: ChainWriter, i: int, *, agent_id: str) -> bytes:
+    """A batch naming ``agent_id`` that fails its shape check, ten different ways over i = 0..9."""
+    seq, last = writer.next_seq, writer.last_hash
+    batch = writer.next(2)
+    writer.next_seq, writer.last_hash = seq, last  # nothing of it is stored: the chain goes on from where it was
+    batch.agent_id = agent_id
+    match i % 5:
+        case 0:
+            del batch.events[:]
+        case 1:
+            batch.epoch = 0
+        case 2:
+            batch.prev_batch_hash = b"short"
+        case 3:
+            batch.signature = b"\x00" * 10
+        case _:
+            batch.events[1].seq = 99
+    return batch.SerializeToString()
+
+
+def test_ten_malformed_batches_make_one_alert_against_the_certificates_agent(collector: Built) -> None:
+    a, b = _enroll(collector, "a"), _enroll(collector, "b")
+    port = collector.listeners.agent_port
+
+    async def scenario() -> None:
+        async with a.channel(port) as channel:
+            for i in range(10):  # each refusal ends its stream; half of them name agent b
+                named = b.agent_id if i % 2 else a.agent_id
+                refused = await _refusal(_open_raw(channel), _malformed(a.writer, i, agent_id=named))
+                assert refused.code() == grpc.StatusCode.INVALID_ARGUMENT and "malformed" in (refused.details() or "")
+            assert [x.acked_seq for x in await _send(_open(channel), [a.writer.next(3)])] == [3]
+
+    _run(scenario)
+    with collector.store.read() as tx:
+        alerts = [x for x in tx.list_alerts(cursor=None, limit=100).items if x.rule in ("agent_malformed", "agent_tamper")]
+    assert len(alerts) == 1, alerts
+    assert alerts[0].rule == "agent_malformed" and alerts[0].occurrences == 10 and alerts[0].agent_id == a.agent_id
+    assert collector.ingest.counters["rejected.malformed"] == 10
+    assert _stored(collector, a.agent_id) == 3 and _stored(collector, b.agent_id) == 0
