@@ -148,3 +148,28 @@ def test_cli_push_failure_exits_3(cli: Cli, write_json: Callable[..., Path], tmp
     assert cli("export", "--period", "2026-12", env=env).code == 0
     result = cli("push", "X-2026-12-001", env=env)
     assert result.code == 3 and "Run the push again" in result.stderr
+
+
+def test_a_refund_is_pushed_as_an_earning_beside_the_deduction_and_never_twice(
+    ledger: Ledger, frappe: FakeFrappe, tmp_path: Path
+) -> None:
+    from datetime import date
+
+    export_id = _setup(ledger)
+    employee, wages = parse_wages(json.dumps(wages_doc(periods=("2026-12",), wage_fen=300000, si=0, hf=0)))
+    ledger.record_wages(employee_id=employee, wages=wages, actor="payroll")  # December was over the floor
+    employee, wages = parse_wages(json.dumps(wages_doc(periods=("2027-01",))))
+    ledger.record_wages(employee_id=employee, wages=wages, actor="payroll")
+    notify(ledger, "C-7", issued=date(2027, 1, 2))
+    january = ledger.export(period=Period(2027, 1), actor="zhao.hr")
+    assert january.export_id and [r.amount_fen for r in january.refunds] == [100000 - 26000]
+    settings = _settings(frappe, tmp_path)
+    push_export(ledger, export_id=export_id, settings=settings, actor="a")
+    result = push_export(ledger, export_id=january.export_id, settings=settings, actor="a")
+    assert set(result.accepted) == {"shoumi:C-7:2027-01", "shoumi-refund:C-7:2027-01"}
+    components = [(r["salary_component"], r["payroll_date"], r["amount"]) for r in frappe.records]
+    assert components == [("Confidentiality Loss Recovery", "2026-12-01", "1000.00"),
+                          ("Confidentiality Loss Recovery", "2027-01-01", "740.00"),
+                          ("Confidentiality Loss Refund", "2027-01-01", "740.00")]
+    push_export(ledger, export_id=january.export_id, settings=settings, actor="a")
+    assert len(frappe.records) == 3

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from payroll_bridge.contract import parse_request, run_schedule
 from payroll_bridge.minimum_wage import load_table
 from payroll_bridge.period import Period
-from payroll_bridge.rules import Binding, Case, PeriodTerms, PeriodWage, schedule, schedule_period
+from payroll_bridge.rules import Binding, Case, PeriodTerms, PeriodWage, cap_fen, headroom_fen, schedule, schedule_period
 
 FEN = st.integers(min_value=0, max_value=5_000_000)
 
@@ -158,3 +158,28 @@ def test_contract_output_is_independent_of_period_order(cases, periods, data) ->
     second = run_schedule(parse_request(doc(data.draw(st.permutations(periods)))), _TABLE)
     assert first == second
     assert [line["period"] for line in first["lines"]] == sorted(line["period"] for line in first["lines"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(cases=cases_st, periods=periods_st(), ends=ends_st, data=st.data())
+def test_other_deductions_of_the_month_are_never_exceeded_together(cases, periods, ends, data) -> None:
+    with_others = []
+    for wage, terms in periods:
+        other = data.draw(st.integers(0, 400_000))
+        disciplinary = data.draw(st.integers(0, 400_000))
+        shares = data.draw(st.booleans())
+        with_others.append((PeriodWage(wage.period, wage.wage_fen, wage.excluded_items_fen, wage.social_insurance_fen,
+                                       wage.housing_fund_fen, other, disciplinary),
+                            PeriodTerms(terms.minimum_wage_fen, terms.excludes_social_insurance,
+                                        terms.excludes_housing_fund, terms.cap_percent,
+                                        disciplinary_shares_cap=shares)))
+    result = schedule(cases=cases, periods=with_others, employment_ends=ends)
+    total: dict[Period, int] = defaultdict(int)
+    for line in result.lines:
+        total[line.period] += line.deduction_fen
+    for wage, terms in with_others:
+        floor_others = wage.other_loss_deductions_fen + wage.disciplinary_deductions_fen
+        cap_others = wage.other_loss_deductions_fen + (wage.disciplinary_deductions_fen if terms.disciplinary_shares_cap
+                                                       else 0)
+        assert total[wage.period] <= max(0, headroom_fen(wage, terms) - floor_others)
+        assert total[wage.period] <= max(0, cap_fen(wage, terms) - cap_others)
