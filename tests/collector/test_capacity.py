@@ -388,11 +388,17 @@ def test_one_certificate_holds_at_most_its_share_of_streams(collector: Built) ->
     assert _stored(collector, a.agent_id) == 4 and _stored(collector, b.agent_id) == 2
 
 
+def _peek(writer: ChainWriter, n: int) -> events_pb2.EventBatch:
+    """The writer's next batch, built without moving the writer on (for batches that will be refused)."""
+    seq, last = writer.next_seq, writer.last_hash
+    batch = writer.next(n)
+    writer.next_seq, writer.last_hash = seq, last
+    return batch
+
+
 def _malformed(writer: ChainWriter, i: int, *, agent_id: str) -> bytes:
     """A batch naming ``agent_id`` that fails its shape check, ten different ways over i = 0..9."""
-    seq, last = writer.next_seq, writer.last_hash
-    batch = writer.next(2)
-    writer.next_seq, writer.last_hash = seq, last  # nothing of it is stored: the chain goes on from where it was
+    batch = _peek(writer, 2)  # nothing of it is stored: the chain goes on from where it was
     batch.agent_id = agent_id
     match i % 5:
         case 0:
@@ -422,8 +428,101 @@ def test_ten_malformed_batches_make_one_alert_against_the_certificates_agent(col
 
     _run(scenario)
     with collector.store.read() as tx:
-        alerts = [x for x in tx.list_alerts(cursor=None, limit=100).items if x.rule in ("agent_malformed", "agent_tamper")]
+        alerts = [x for x in tx.list_alerts(cursor=None, limit=100).items if x.rule.startswith("agent_")]
     assert len(alerts) == 1, alerts
     assert alerts[0].rule == "agent_malformed" and alerts[0].occurrences == 10 and alerts[0].agent_id == a.agent_id
     assert collector.ingest.counters["rejected.malformed"] == 10
     assert _stored(collector, a.agent_id) == 3 and _stored(collector, b.agent_id) == 0
+
+
+_INTERNALS = ("127.0.0.1", "localhost", "sqlite", "psycopg", "postgres", "sqlalchemy", "memorystore", "traceback")
+
+
+def test_an_unavailable_store_is_unavailable_to_agents_and_the_api_until_it_is_back(tmp_path: Path) -> None:
+    store = MemoryStore()
+    with _running(_settings(tmp_path), store) as built:
+        agent = _enroll(built)
+        with store.transaction() as tx:
+            built.people.create_user(tx=tx, username="ana", role="security_analyst", password=None, actor="test")
+            api_token = built.people.create_api_token(tx=tx, username="ana", actor="test")
+        port = built.listeners.agent_port
+        batch = agent.writer.next(4)
+        client = TestClient(built.app)
+        auth = {"Authorization": f"Bearer {api_token}"}
+        try:
+            store.available = False
+
+            async def while_away() -> None:
+                async with agent.channel(port) as channel:
+                    refused = await _refusal(_open(channel), batch)
+                assert refused.code() == grpc.StatusCode.UNAVAILABLE
+                details = (refused.details() or "").lower()
+                assert "retry" in details and str(port) not in details
+                assert not any(word in details for word in _INTERNALS), details
+
+            _run(while_away)
+            health = client.get("/healthz")
+            assert health.status_code == 503 and health.json()["detail"]
+            events = client.get("/api/v1/events", headers=auth)
+            assert events.status_code == 503 and events.headers.get("Retry-After")
+            assert not any(word in events.text.lower() for word in _INTERNALS), events.text
+
+            store.available = True
+            assert _stored(built, agent.agent_id) == 0  # nothing of the refused batch was kept
+            assert client.get("/healthz").status_code == 200
+
+            async def back() -> None:
+                async with agent.channel(port) as channel:  # the agent's retry: the same batch again
+                    assert [a.acked_seq for a in await _send(_open(channel), [batch])] == [4]
+
+            _run(back)
+            assert _stored(built, agent.agent_id) == 4
+            listed = client.get("/api/v1/events", headers=auth)
+            assert listed.status_code == 200 and len(listed.json()["items"]) == 4
+            with store.read() as tx:
+                assert tx.list_alerts(cursor=None, limit=10).items == ()  # an outage is no agent's fault
+        finally:
+            client.close()
+
+
+def test_a_renewal_revokes_the_certificate_it_replaces(collector: Built) -> None:
+    agent = _enroll(collector)
+    port = collector.listeners.agent_port
+
+    async def scenario() -> None:
+        old = agent.channel(port)
+        held = _open(old)  # a stream opened with the old certificate before the renewal
+        try:
+            assert [a.acked_seq for a in await _send(held, [agent.writer.next(1)])] == [1]
+            key, csr = new_key_and_csr()
+            reply = await ingest_pb2_grpc.CertificateServiceStub(old).Renew(ingest_pb2.RenewRequest(csr_pem=csr),
+                                                                             timeout=30)
+            fresh = bytes(reply.client_certificate_pem)
+            check_issued(fresh, agent.ca, agent.agent_id)
+            # the held stream's next batch is refused: the certificate it was opened with is revoked
+            refused = await _refusal(held, _peek(agent.writer, 1))
+            assert refused.code() == grpc.StatusCode.PERMISSION_DENIED
+            assert "revoked_certificate" in (refused.details() or "")
+            # so is a new stream with the old certificate, on a new connection
+            async with agent.channel(port) as again:
+                refused = await _refusal(_open(again), _peek(agent.writer, 1))
+            assert refused.code() == grpc.StatusCode.PERMISSION_DENIED
+            assert "revoked_certificate" in (refused.details() or "")
+            # the new certificate works
+            async with agent.channel(port, key=key, cert=fresh) as renewed:
+                assert [a.acked_seq for a in await _send(_open(renewed), [agent.writer.next(1)])] == [2]
+            # and the old one cannot renew again
+            async with agent.channel(port) as again:
+                with pytest.raises(grpc.aio.AioRpcError) as no_more:
+                    await ingest_pb2_grpc.CertificateServiceStub(again).Renew(
+                        ingest_pb2.RenewRequest(csr_pem=new_key_and_csr()[1]), timeout=30)
+            assert no_more.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        finally:
+            await _close([held], [old])
+
+    _run(scenario)
+    assert _stored(collector, agent.agent_id) == 2
+    old_serial = x509.load_pem_x509_certificate(agent.cert).serial_number
+    with collector.store.read() as tx:
+        assert tx.certificate_status(serial=old_serial) == (agent.agent_id, True)
+
