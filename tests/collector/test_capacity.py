@@ -319,6 +319,10 @@ def test_stalled_calls_without_credentials_hold_no_agent_and_no_enrollment_down(
                 assert not any(c.done() for c in stalled)
                 figures.update(stalled_open=sum(not c.done() for c in stalled),
                                handshakes_open=sum(_still_open(s) for s in socks))
+                # and the half-done handshakes are dropped by the collector (its handshake timeout)
+                t0 = time.monotonic()
+                assert await _until(lambda: not any(_still_open(s) for s in socks), timeout=60, step=0.5)
+                figures["handshakes_dropped_after_s"] = round(time.monotonic() - t0, 1)
             finally:
                 for sock in socks:
                     sock.close()
