@@ -115,6 +115,7 @@ def _cmd_serve(settings: CollectorSettings) -> int:
     finally:
         built.background.stop()
         built.grpc.stop(grace=5)
+        built.ingest.close()
         built.detection.run_until_idle()  # what was stored is looked at before the process ends
         sign_tree_head(built.signer, built.store)  # the last batches are covered by a head too
         built.store.close()

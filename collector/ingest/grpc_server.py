@@ -19,10 +19,10 @@ import asyncio
 import functools
 import logging
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, AsyncIterator, Callable, TypeVar
+from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
 
 import grpc
 from cryptography import x509
@@ -95,8 +95,21 @@ class _Calls:
         self.pool = pool
 
     async def run(self, context: grpc.aio.ServicerContext[Any, Any], fn: Callable[[], T]) -> T:
+        """Runs ``fn`` in the pool."""
+        return await self._mapped(context, asyncio.get_running_loop().run_in_executor(self.pool, fn))
+
+    async def settle(self, context: grpc.aio.ServicerContext[Any, Any], fn: Callable[[], Future[T]]) -> T:
+        """Runs ``fn`` in the pool and awaits the future it hands back (a batch given to the committer)."""
+
+        async def both() -> T:
+            handed = await asyncio.get_running_loop().run_in_executor(self.pool, fn)
+            return await asyncio.wrap_future(handed)
+
+        return await self._mapped(context, both())
+
+    async def _mapped(self, context: grpc.aio.ServicerContext[Any, Any], work: Awaitable[T]) -> T:
         try:
-            return await asyncio.get_running_loop().run_in_executor(self.pool, fn)
+            return await work
         except IngestError as exc:
             await context.abort(getattr(grpc.StatusCode, exc.status), f"{exc.reason}: {exc}")
         except EnrollmentError as exc:
@@ -138,7 +151,7 @@ class _Ingest:
         self.streams[key] = self.streams.get(key, 0) + 1
         try:
             async for raw in requests:
-                ack = await self.calls.run(context, functools.partial(self._one, raw, peer))
+                ack = await self.calls.settle(context, functools.partial(self._one, raw, peer))
                 yield events_pb2.Ack(agent_id=ack.agent_id, epoch=ack.epoch, acked_seq=ack.acked_seq,
                                      batch_hash=ack.batch_hash)
         finally:
@@ -148,14 +161,14 @@ class _Ingest:
             else:
                 self.streams.pop(key, None)
 
-    def _one(self, raw: bytes, peer: tuple[str, int] | None) -> AckValue:
+    def _one(self, raw: bytes, peer: tuple[str, int] | None) -> Future[AckValue]:
         try:
             batch = decode_batch(raw)
         except MalformedBatch as exc:
             error = IngestError("INVALID_ARGUMENT", "undecodable", f"malformed: {exc}")
             self.service.refused(error, agent_id=peer[0] if peer else "", authenticated_agent=peer[0] if peer else None)
             raise error from exc
-        return self.service.ingest(batch, authenticated_agent=peer[0] if peer else None,
+        return self.service.submit(batch, authenticated_agent=peer[0] if peer else None,
                                    certificate_serial=peer[1] if peer else None)
 
 

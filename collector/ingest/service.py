@@ -7,6 +7,11 @@ an agent's key never changes) and carries the decision out in one transaction, t
 agent's liveness and any alert. The Ack is returned after that commit, so an agent deletes nothing
 that is not durably stored. Detection runs later, over the stored stream (collector/detection).
 
+Group commit: batches offered by all streams at once are stored by one committer thread in one
+transaction (up to ``max_group``), so one fsync covers many agents' batches. A refused batch is
+decided before anything of it is written and fails alone; a chain conflict (another collector
+moved a head) undoes the group, whose batches are then tried one transaction each.
+
 Errors::
 
     IngestError (status, reason)      refused: nothing stored
@@ -17,9 +22,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import queue
+import threading
 import time
 from collections import Counter
-from dataclasses import dataclass
+from concurrent.futures import Future
+from dataclasses import dataclass, field
 from typing import Callable
 
 from cryptography.exceptions import InvalidSignature
@@ -34,7 +42,7 @@ from collector.fleet import service as fleet
 from collector.fleet.liveness import heard_from
 from collector.ingest.admission import TAMPER_REASONS, Known, Offered, Redelivered, Refuse, admit
 from collector.ingest.codec import decode_events
-from collector.storage.base import ChainConflict, Store, Transaction
+from collector.storage.base import ChainConflict, Store, StoreError, Transaction
 
 __all__ = ["IngestError", "IngestService", "AckValue"]
 
@@ -63,6 +71,20 @@ class AckValue:
     batch_hash: bytes
 
 
+@dataclass
+class _Offer:
+    """A batch whose signature was checked, waiting for the committer."""
+
+    batch: events_pb2.EventBatch
+    offered: Offered
+    canonical: bytes
+    events: list[StoredEvent] | None  # None: the signature did not verify (refused in the transaction)
+    stream_agent: str | None
+    stream_serial: int | None
+    future: Future[AckValue] = field(default_factory=Future)
+    stored: list[StoredEvent] | None = None
+
+
 class IngestService:
     """Verifies and stores batches; one instance serves all streams, from any thread."""
 
@@ -73,6 +95,7 @@ class IngestService:
         max_events_per_batch: int = chain.MAX_EVENTS_PER_BATCH,
         max_clock_skew_ns: int = 300 * 1_000_000_000,
         clock: Callable[[], int] = time.time_ns,
+        max_group: int = 64,
     ) -> None:
         self.store = store
         self.max_events = max_events_per_batch
@@ -81,6 +104,10 @@ class IngestService:
         self.counters: Counter[str] = Counter()
         self._keys: dict[str, Ed25519PublicKey] = {}
         self.spool_depths: dict[str, int] = {}  # agent id -> events in its spool, as its last heartbeat said
+        self.max_group = max_group
+        self._offers: queue.SimpleQueue[_Offer | None] = queue.SimpleQueue()
+        self._committer: threading.Thread | None = None
+        self._lock = threading.Lock()
 
     def ingest(
         self, batch: events_pb2.EventBatch, *, authenticated_agent: str | None = None, certificate_serial: int | None = None
@@ -90,12 +117,35 @@ class IngestService:
         ``authenticated_agent`` and ``certificate_serial`` come from the stream's client
         certificate; None only in plaintext development mode.
         """
+        return self.submit(batch, authenticated_agent=authenticated_agent, certificate_serial=certificate_serial).result()
+
+    def submit(
+        self, batch: events_pb2.EventBatch, *, authenticated_agent: str | None = None, certificate_serial: int | None = None
+    ) -> Future[AckValue]:
+        """Checks what needs no store here, then hands the batch to the committer; the future holds
+        the Ack, or the IngestError / StoreUnavailable of its refusal."""
         try:
-            return self._ingest(batch, authenticated_agent, certificate_serial)
+            offer = self._prepare(batch, authenticated_agent, certificate_serial)
         except IngestError as exc:
             self.refused(exc, agent_id=batch.agent_id[:64], authenticated_agent=authenticated_agent,
                          where=f"epoch={batch.epoch} first_seq={batch.first_seq}")
-            raise
+            failed: Future[AckValue] = Future()
+            failed.set_exception(exc)
+            return failed
+        with self._lock:
+            if self._committer is None or not self._committer.is_alive():
+                self._committer = threading.Thread(target=self._commit_loop, name="ingest-committer", daemon=True)
+                self._committer.start()
+        self._offers.put(offer)
+        return offer.future
+
+    def close(self) -> None:
+        """Stores what was offered, then stops the committer."""
+        with self._lock:
+            committer, self._committer = self._committer, None
+        if committer is not None:
+            self._offers.put(None)
+            committer.join(30)
 
     def refused(self, exc: IngestError, *, agent_id: str, authenticated_agent: str | None, where: str = "") -> None:
         """Counts a refusal and files it, grouped by agent and reason, against the certificate's agent."""
@@ -130,7 +180,7 @@ class IngestService:
             self._keys[agent_id] = key
         return key
 
-    def _ingest(self, batch: events_pb2.EventBatch, stream_agent: str | None, stream_serial: int | None) -> AckValue:
+    def _prepare(self, batch: events_pb2.EventBatch, stream_agent: str | None, stream_serial: int | None) -> _Offer:
         try:
             chain.check_shape(batch, max_events=self.max_events)
         except chain.MalformedBatch as exc:
@@ -140,41 +190,93 @@ class IngestService:
         key = None if mismatch else self._public_key(batch.agent_id)
         canonical = chain.canonical_bytes(batch)
         digest = None
+        events = None
         if key is not None:
             try:
                 key.verify(batch.signature, canonical)
                 digest = hashlib.sha256(canonical).digest()
             except InvalidSignature:
                 digest = None
+        if digest is not None:
+            try:
+                events = decode_events(batch)
+            except chain.MalformedBatch as exc:
+                raise IngestError("INVALID_ARGUMENT", exc.reason, str(exc)) from exc
         last_seq = batch.first_seq + len(batch.events) - 1
         offered = Offered(batch.agent_id, batch.epoch, batch.first_seq, last_seq, bytes(batch.prev_batch_hash), digest)
-        decoded: list[list[StoredEvent]] = []  # decoded once, on the first attempt that stores
-        for _attempt in range(3):
+        return _Offer(batch, offered, canonical, events, stream_agent, stream_serial)
+
+    def _commit_loop(self) -> None:
+        while True:
+            first = self._offers.get()
+            if first is None:
+                return
+            group = [first]
+            while len(group) < self.max_group:
+                try:
+                    more = self._offers.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    self._offers.put(None)  # stop after this group
+                    break
+                group.append(more)
+            self._commit(group, tries=3 if len(group) == 1 else 1)
+
+    def _commit(self, group: list[_Offer], *, tries: int) -> None:
+        """Stores a group of offers in one transaction and settles their futures."""
+        outcomes: list[AckValue | IngestError] = []
+        for attempt in range(tries):
+            outcomes = []
             try:
                 with self.store.transaction() as tx:
-                    ack, events = self._admit_and_store(tx, batch, offered, canonical, stream_agent, stream_serial,
-                                                        decoded)
+                    for offer in group:
+                        try:
+                            outcomes.append(self._admit_and_store(tx, offer))
+                        except IngestError as exc:
+                            outcomes.append(exc)
+                break
             except ChainConflict:
-                continue  # another stream of the same agent moved the head: the transaction is undone, look again
-            if events is None:
-                self.counters["batches.duplicate"] += 1
-                return ack  # a redelivery after a lost Ack: acknowledged again, nothing stored
-            self.counters["batches.stored"] += 1
-            self.counters["events.stored"] += len(events)
-            for e in events:
-                if e.kind == "agent.heartbeat":
-                    depth = e.attributes.get("spool_unsealed", 0), e.attributes.get("spool_unacked_events", 0)
-                    if all(isinstance(d, (int, float)) for d in depth):
-                        self.spool_depths[batch.agent_id] = int(depth[0]) + int(depth[1])
-            return ack
-        raise IngestError("ABORTED", "contention", "the agent's chain kept moving; retry")
+                if len(group) > 1:  # another collector moved a head: each batch on its own, looked at again
+                    for offer in group:
+                        self._commit([offer], tries=3)
+                    return
+                if attempt == tries - 1:
+                    outcomes = [IngestError("ABORTED", "contention", "the agent's chain kept moving; retry")]
+            except (StoreError, Exception) as exc:  # nothing of the group was stored
+                if not isinstance(exc, StoreError):
+                    log.exception("ingest of %d batches failed", len(group))
+                for offer in group:
+                    offer.future.set_exception(exc)
+                return
+        for offer, outcome in zip(group, outcomes):
+            if isinstance(outcome, IngestError):
+                b = offer.batch
+                self.refused(outcome, agent_id=b.agent_id[:64], authenticated_agent=offer.stream_agent,
+                             where=f"epoch={b.epoch} first_seq={b.first_seq}")
+                offer.future.set_exception(outcome)
+                continue
+            self._count(offer)
+            offer.future.set_result(outcome)
 
-    def _admit_and_store(
-        self, tx: Transaction, batch: events_pb2.EventBatch, offered: Offered, canonical: bytes,
-        stream_agent: str | None, stream_serial: int | None, decoded: list[list[StoredEvent]],
-    ) -> tuple[AckValue, list[StoredEvent] | None]:
-        """Inside one transaction: what the store knows, the decision, and if it is to store, the batch,
-        the agent's liveness and any alert. Returns the Ack and the stored events (None: a redelivery)."""
+    def _count(self, offer: _Offer) -> None:
+        events = offer.stored
+        if events is None:
+            self.counters["batches.duplicate"] += 1  # a redelivery after a lost Ack: acknowledged again
+            return
+        self.counters["batches.stored"] += 1
+        self.counters["events.stored"] += len(events)
+        for e in events:
+            if e.kind == "agent.heartbeat":
+                depth = e.attributes.get("spool_unsealed", 0), e.attributes.get("spool_unacked_events", 0)
+                if all(isinstance(d, (int, float)) for d in depth):
+                    self.spool_depths[offer.batch.agent_id] = int(depth[0]) + int(depth[1])
+
+    def _admit_and_store(self, tx: Transaction, offer: _Offer) -> AckValue:
+        """Inside the group's transaction: what the store knows, the decision, and if it is to store,
+        the batch, the agent's liveness and any alert. Raises IngestError before writing anything."""
+        batch, offered, stream_agent, stream_serial = offer.batch, offer.offered, offer.stream_agent, offer.stream_serial
+        offer.stored = None
         known = Known(
             agent=tx.get_agent(batch.agent_id),
             certificate=None if stream_serial is None else tx.certificate_status(serial=stream_serial),
@@ -187,16 +289,12 @@ class IngestService:
         assert offered.digest is not None and known.agent is not None
         ack = AckValue(batch.agent_id, batch.epoch, offered.last_seq, offered.digest)
         if isinstance(decision, Redelivered):
-            return ack, None
-        if not decoded:
-            try:
-                decoded.append(decode_events(batch))
-            except chain.MalformedBatch as exc:
-                raise IngestError("INVALID_ARGUMENT", exc.reason, str(exc)) from exc
-        events = decoded[0]
+            return ack
+        events = offer.events
+        assert events is not None  # decoded when the signature verified
         received = self.clock()
         tx.store_batch(StoredBatch(batch.agent_id, batch.epoch, batch.first_seq, offered.last_seq, offered.digest,
-                                   offered.prev_hash, bytes(batch.signature), canonical, received),
+                                   offered.prev_hash, bytes(batch.signature), offer.canonical, received),
                        events, expected_head=decision.head)
         fleet.record_heard(tx=tx, agent=known.agent, heard=heard_from(events, received_ns=received))
         if known.head is not None and known.head.epoch != batch.epoch:
@@ -213,4 +311,5 @@ class IngestService:
                         summary=(f"agent {batch.agent_id}'s clock is {skew_ns / 1e9:+.0f} s off the collector's "
                                  f"(batch at seq {batch.first_seq}); its event times are its own claim, the "
                                  "collector's receipt times are kept beside them"))
-        return ack, events
+        offer.stored = events
+        return ack
