@@ -302,14 +302,14 @@ class ContentWatch:
     def _scan_one(self, path: str) -> ScannedFile | None:
         try:
             with self.own_read(path) if self.policy.is_sensitive(path) else contextlib.nullcontext():
-                scanned = scan_file(path, max_bytes=self.policy.max_hash_bytes)
+                scanned = scan_file(path, max_bytes=self.policy.max_hash_bytes, fine="anchor")
         except ScanSkipped as skip:
             self.skipped[skip.reason] += 1
             if skip.reason in ("vanished", "not_regular", "symlink"):
                 self.index.remove(path)
                 self._set_entry(path, None)
             return None
-        self.index.add(path, scanned.fingerprint)
+        self.index.add(path, scanned.fingerprint, anchor=scanned.anchor)
         self._set_entry(path, _entry(scanned))
         self._note_inode(path, (scanned.dev, scanned.ino))
         return scanned
@@ -361,7 +361,7 @@ class ContentWatch:
         try:
             scanned, matches = find_copies(
                 self.index, path, max_bytes=self.policy.max_hash_bytes,
-                min_share=self.policy.partial_match_share,
+                min_share=self.policy.partial_match_share, own_read=self.own_read,
             )
             size, sha256 = scanned.size, _sha(scanned)
         except ScanSkipped as skip:

@@ -27,9 +27,10 @@ import tarfile
 import zipfile
 from collections import Counter
 from dataclasses import dataclass, field, replace
-from typing import IO, Final, Iterator, Literal
+from contextlib import nullcontext
+from typing import IO, Callable, ContextManager, Final, Iterator, Literal
 
-from agent.core.fingerprint import FileFingerprint, Fingerprinter
+from agent.core.fingerprint import FINE_MAX, SMALL_MAX, Chunk, Chunker, FileFingerprint, Fingerprinter
 from agent.core.index import FingerprintIndex, Match
 from agent.policy import SensitiveFolderPolicy
 
@@ -84,6 +85,8 @@ class ScannedFile:
     dev: int
     ino: int
     fingerprint: FileFingerprint
+    fine: tuple[Chunk, ...] = ()  # the fine chunks, when asked for and the file is small
+    anchor: int | None = None  # the first fine chunk's fingerprint (small files only)
 
     @property
     def truncated(self) -> bool:
@@ -148,14 +151,23 @@ def _open_regular(raw: str | bytes, text: str) -> tuple[int, os.stat_result]:
     return fd, opened
 
 
-def scan_file(path: PathArg, *, max_bytes: int) -> ScannedFile:
-    """Fingerprints the first ``max_bytes`` of a regular file, or raises ``ScanSkipped``."""
+FineMode = Literal["none", "anchor", "all"]
+
+
+def scan_file(path: PathArg, *, max_bytes: int, fine: FineMode = "none") -> ScannedFile:
+    """Fingerprints the first ``max_bytes`` of a regular file, or raises ``ScanSkipped``.
+
+    For a file of at most SMALL_MAX bytes, ``fine="anchor"`` also gives its anchor (first fine
+    chunk) and ``fine="all"`` its fine chunks and anchor, from the same read."""
     raw = os.fspath(path)
     text = os.fsdecode(raw)
     fd, opened = _open_regular(raw, text)
+    fine_chunker = Chunker(fine=True) if fine != "none" and opened.st_size <= SMALL_MAX else None
+    fine_chunks: list[Chunk] = []
     try:
         fingerprinter = Fingerprinter()
         remaining = max_bytes
+        fed = 0
         while remaining > 0:
             try:
                 block = os.read(fd, min(_BLOCK, remaining))
@@ -164,6 +176,10 @@ def scan_file(path: PathArg, *, max_bytes: int) -> ScannedFile:
             if not block:
                 break
             fingerprinter.feed(block)
+            if fine_chunker is not None and (fine == "all" or fed < FINE_MAX):
+                # the anchor needs the first fine chunk only, which ends within FINE_MAX bytes
+                fine_chunks.extend(fine_chunker.feed(block if fine == "all" else block[:FINE_MAX - fed]))
+            fed += len(block)
             remaining -= len(block)
         after = os.fstat(fd)
     finally:
@@ -171,6 +187,8 @@ def scan_file(path: PathArg, *, max_bytes: int) -> ScannedFile:
     if (after.st_size, after.st_mtime_ns) != (opened.st_size, opened.st_mtime_ns):
         raise ScanSkipped("changed", text, "written while hashed")
     complete = remaining > 0 or after.st_size <= max_bytes
+    if fine_chunker is not None and (fine == "all" or not fine_chunks):
+        fine_chunks.extend(fine_chunker.finish())
     return ScannedFile(
         path=text,
         size=after.st_size,
@@ -178,41 +196,81 @@ def scan_file(path: PathArg, *, max_bytes: int) -> ScannedFile:
         dev=after.st_dev,
         ino=after.st_ino,
         fingerprint=fingerprinter.finish(complete=complete),
+        fine=tuple(fine_chunks) if fine == "all" else (),
+        anchor=fine_chunks[0].fingerprint if fine_chunks else None,
     )
 
 
-def _read_bounded(stream: IO[bytes], budget: int, member_cap: int) -> tuple[FileFingerprint, int]:
-    """Fingerprints up to min(member_cap, budget) bytes; returns the fingerprint and bytes read."""
+NESTED_MAX = 16 * 1024 * 1024  # an archive inside an archive is read into memory up to this size
+
+
+def _read_bounded(stream: IO[bytes], budget: int, member_cap: int, *, nested: bool = False
+                  ) -> tuple[FileFingerprint, int, bytes | None]:
+    """Fingerprints up to min(member_cap, budget) bytes; returns the fingerprint, bytes read and,
+    when ``nested`` and the member is itself a zip or tar of at most NESTED_MAX bytes, its bytes
+    (to read its members in turn; never written anywhere)."""
     fingerprinter = Fingerprinter()
     limit = min(member_cap, budget)
     read = 0
+    kept: list[bytes] | None = None
     while read < limit:
         block = stream.read(min(_BLOCK, limit - read))
         if not block:
-            return fingerprinter.finish(complete=True), read
+            return fingerprinter.finish(complete=True), read, b"".join(kept) if kept is not None else None
+        if read == 0 and nested and _archive_kind(block[:512]):
+            kept = []
+        if kept is not None:
+            kept.append(block)
+            if read + len(block) > NESTED_MAX:
+                kept = None  # too large to hold: its own members are left unread
         fingerprinter.feed(block)
         read += len(block)
     # At the cap: complete only if the member ends exactly here.
     complete = not stream.read(1)
-    return fingerprinter.finish(complete=complete), read
+    return fingerprinter.finish(complete=complete), read, None
 
 
-def _zip_members(f: IO[bytes], limits: ArchiveLimits, path: str) -> Iterator[ScannedMember]:
-    budget = limits.max_total_bytes
+class _Budget:
+    """Uncompressed bytes an archive (and what is nested in it) may still cost."""
+
+    def __init__(self, total: int) -> None:
+        self.left = total
+
+
+def _nested(data: bytes | None, name: str, limits: ArchiveLimits, budget: _Budget,
+            depth: int) -> Iterator[ScannedMember]:
+    if data is None or depth <= 0:
+        return
+    kind = _archive_kind(data[:512])
+    reader = _zip_members if kind == "zip" else _tar_members
+    try:
+        for inner in reader(io.BytesIO(data), limits, name, budget, depth - 1):
+            yield replace(inner, name=f"{name}/{inner.name}")
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError, RuntimeError, ValueError,
+            NotImplementedError, OSError):
+        return  # a corrupt inner archive: the outer member's own fingerprint still counts
+
+
+def _zip_members(f: IO[bytes], limits: ArchiveLimits, path: str, budget: _Budget | None = None,
+                 depth: int = 1) -> Iterator[ScannedMember]:
+    budget = budget or _Budget(limits.max_total_bytes)
     with zipfile.ZipFile(f) as archive:
         for count, info in enumerate(archive.infolist()):
-            if count >= limits.max_members or budget <= 0:
+            if count >= limits.max_members or budget.left <= 0:
                 return
             if info.is_dir() or info.flag_bits & 0x1:  # directory, or encrypted: cannot read
                 continue
             with archive.open(info) as stream:
-                fingerprint, read = _read_bounded(stream, budget, limits.max_member_bytes)
-            budget -= read
+                fingerprint, read, data = _read_bounded(stream, budget.left, limits.max_member_bytes,
+                                                        nested=depth > 0)
+            budget.left -= read
             yield ScannedMember(info.filename, fingerprint)
+            yield from _nested(data, info.filename, limits, budget, depth)
 
 
-def _tar_members(f: IO[bytes], limits: ArchiveLimits, path: str) -> Iterator[ScannedMember]:
-    budget = limits.max_total_bytes
+def _tar_members(f: IO[bytes], limits: ArchiveLimits, path: str, budget: _Budget | None = None,
+                 depth: int = 1) -> Iterator[ScannedMember]:
+    budget = budget or _Budget(limits.max_total_bytes)
     # Stream mode ("r|*"): members are read in order and the decompressor is never rewound, so a
     # compressed bomb costs at most the bytes we agree to read.
     with tarfile.open(fileobj=f, mode="r|*") as archive:
@@ -226,10 +284,12 @@ def _tar_members(f: IO[bytes], limits: ArchiveLimits, path: str) -> Iterator[Sca
             if member.isreg():
                 stream = archive.extractfile(member)
                 if stream is not None:
-                    fingerprint, read = _read_bounded(stream, budget, limits.max_member_bytes)
-                    budget -= read
+                    fingerprint, read, data = _read_bounded(stream, budget.left, limits.max_member_bytes,
+                                                            nested=depth > 0)
+                    budget.left -= read
                     yield ScannedMember(member.name, fingerprint)
-            if budget <= 0 or member.offset_data + member.size > stream_limit:
+                    yield from _nested(data, member.name, limits, budget, depth)
+            if budget.left <= 0 or member.offset_data + member.size > stream_limit:
                 return
 
 
@@ -256,12 +316,46 @@ def scan_archive(path: PathArg, *, limits: ArchiveLimits = ArchiveLimits()) -> l
         f.seek(0)
         reader = _zip_members if kind == "zip" else _tar_members
         try:
-            return list(reader(f, limits, text))
+            return list(reader(f, limits, text, None, 1))
         except (zipfile.BadZipFile, tarfile.TarError, EOFError, RuntimeError, ValueError,
                 NotImplementedError, OSError) as exc:
             # RuntimeError/NotImplementedError: unsupported compression; OSError: corrupt gzip,
             # bz2 or lzma stream, or an I/O error. All mean "cannot read this archive".
             raise ScanSkipped("bad_archive", text, str(exc)) from exc
+
+
+def _fine_matches(
+    index: FingerprintIndex,
+    scanned: ScannedFile,
+    matches: list[Match],
+    threshold: float,
+    max_bytes: int,
+    own_read: Callable[[str], ContextManager[None]],
+) -> list[Match]:
+    """Small sources whose beginning the candidate starts with, measured on fine chunks (the
+    bound in ``agent.core.fingerprint``'s docstring); a source already matched as well stays."""
+    if not scanned.fine:
+        return matches
+    known = {m.source_path: m for m in matches}
+    own = {c.fingerprint: 0 for c in scanned.fine}
+    for chunk in scanned.fine:
+        own[chunk.fingerprint] += chunk.length
+    for source in index.anchored(scanned.fine[0].fingerprint):
+        current = known.get(source)
+        if source == scanned.path or (current is not None and current.kind == "exact"):
+            continue
+        try:
+            with own_read(source):
+                theirs = scan_file(source, max_bytes=max_bytes, fine="all")
+        except ScanSkipped:
+            continue
+        shared = {c.fingerprint for c in theirs.fine} & set(own)
+        share = sum(c.length for c in theirs.fine if c.fingerprint in shared) / max(theirs.size, 1)
+        dest_share = sum(own[fp] for fp in shared) / max(scanned.size, 1)
+        better = current is None or max(share, dest_share) > max(current.share, current.dest_share)
+        if max(share, dest_share) >= threshold and better:
+            known[source] = Match(source, "partial", share, dest_share=dest_share)
+    return sorted(known.values(), key=lambda m: (-(m.kind == "exact"), -max(m.share, m.dest_share), m.source_path))
 
 
 def find_copies(
@@ -271,32 +365,41 @@ def find_copies(
     max_bytes: int,
     limits: ArchiveLimits = ArchiveLimits(),
     min_share: float | None = None,
+    own_read: Callable[[str], ContextManager[None]] = lambda path: nullcontext(),
 ) -> tuple[ScannedFile, list[Match]]:
     """Fingerprints a written file and says which sensitive sources it copies.
 
-    Whole-file matches come first; if the file is a zip or tar, each source found in a member
-    is reported once more as kind "archive" with its best member, unless already matched whole.
-    Raises ``ScanSkipped`` if the file itself cannot be read; a bad archive is not an error.
+    A zip or tar (and a zip or tar inside it, one level) is read member by member first: each
+    source found in a member is reported as kind "archive" with its best member and that
+    member's own shares; then the whole file is matched for the sources no member holds (an
+    exact copy of a sensitive archive stays "exact"). Raises ``ScanSkipped`` if the file itself
+    cannot be read; a bad archive is not an error.
     """
-    scanned = scan_file(path, max_bytes=max_bytes)
+    scanned = scan_file(path, max_bytes=max_bytes, fine="all")
     text = scanned.path
+    threshold = index.min_share if min_share is None else min_share
     matches = index.match(scanned.fingerprint, min_share=min_share, ignore=(text,))
-    if scanned.size and _looks_like_archive(path):
-        try:
-            members = scan_archive(path, limits=limits)
-        except ScanSkipped:
-            members = []
-        seen = {m.source_path for m in matches}
-        best: dict[str, Match] = {}
-        for member in members:
-            for m in index.match(member.fingerprint, min_share=min_share, ignore=(text,)):
-                if m.source_path in seen:
-                    continue
-                current = best.get(m.source_path)
-                if current is None or m.share > current.share:
-                    best[m.source_path] = replace(m, kind="archive", member=member.name)
-        matches.extend(sorted(best.values(), key=lambda m: (-m.share, m.source_path)))
-    return scanned, matches
+    matches = _fine_matches(index, scanned, matches, threshold, max_bytes, own_read)
+    if not (scanned.size and _looks_like_archive(path)):
+        return scanned, matches
+    try:
+        members = scan_archive(path, limits=limits)
+    except ScanSkipped:
+        members = []
+    exact = {m.source_path for m in matches if m.kind == "exact"}
+    best: dict[str, Match] = {}
+    for member in members:
+        for m in index.match(member.fingerprint, min_share=min_share, ignore=(text,)):
+            if m.source_path in exact:
+                continue
+            current = best.get(m.source_path)
+            if current is None or (m.kind == "exact") > (current.kind == "exact") or (
+                    (m.kind == "exact") == (current.kind == "exact") and m.share > current.share):
+                best[m.source_path] = replace(m, kind="archive", member=member.name)
+    whole = [m for m in matches if m.source_path not in best]
+    rank = {"exact": 0, "archive": 1, "partial": 2}
+    found = whole + sorted(best.values(), key=lambda m: (-m.share, m.source_path))
+    return scanned, sorted(found, key=lambda m: rank[m.kind])  # stable: best first within a kind
 
 
 def _looks_like_archive(path: PathArg) -> bool:
@@ -338,10 +441,10 @@ def build_index(
                     build.excluded += 1
                     continue
                 try:
-                    scanned = scan_file(path, max_bytes=policy.max_hash_bytes)
+                    scanned = scan_file(path, max_bytes=policy.max_hash_bytes, fine="anchor")
                 except ScanSkipped as skip:
                     build.skipped[skip.reason] += 1
                     continue
-                build.index.add(scanned.path, scanned.fingerprint)
+                build.index.add(scanned.path, scanned.fingerprint, anchor=scanned.anchor)
                 build.indexed += 1
     return build

@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from agent.core.fingerprint import fingerprint_bytes
 from agent.core.index import FingerprintIndex
@@ -366,3 +368,91 @@ def test_find_copies_skips_special_files(tmp_path: Path) -> None:
     os.mkfifo(tmp_path / "fifo")
     with pytest.raises(ScanSkipped):
         find_copies(FingerprintIndex(), tmp_path / "fifo", max_bytes=MAX)
+
+
+@pytest.mark.parametrize("size", [10 * 1024, 70 * 1024, 300 * 1024, 1024 * 1024])
+def test_sixty_percent_of_an_office_sized_file_is_a_copy(tmp_path: Path, size: int) -> None:
+    """The issue's case: the first 60 % of a 70 KB document, with partial_match_share = 0.5."""
+    from agent.core.fingerprint import FINE_MAX
+
+    folder, out = tmp_path / "finance", tmp_path / "out"
+    folder.mkdir()
+    out.mkdir()
+    data = random_bytes(size, size)
+    (folder / "offer.docx").write_bytes(data)
+    policy = SensitiveFolderPolicy(sensitive_folders=(str(folder),), partial_match_share=0.5)
+    index = build_index(policy).index
+    n = size * 6 // 10
+    (out / "excerpt.docx").write_bytes(data[:n])
+    _, matches = find_copies(index, out / "excerpt.docx", max_bytes=MAX)
+    [match] = matches
+    assert match.source_path == str(folder / "offer.docx") and match.kind == "partial"
+    assert match.dest_share >= 1 - FINE_MAX / n  # the bound the module docstring proves
+    assert match.share <= n / size + 1e-9
+
+
+@settings(deadline=None, max_examples=20, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 2**32), size=st.integers(10 * 1024, 1024 * 1024), cut=st.floats(0.0, 1.0))
+def test_a_prefix_of_a_small_file_keeps_the_fine_bound(tmp_path: Path, seed: int, size: int, cut: float) -> None:
+    from agent.core.fingerprint import FINE_MAX
+
+    folder = Path(tempfile.mkdtemp(dir=tmp_path)) / "finance"
+    folder.mkdir()
+    data = random_bytes(seed, size)
+    (folder / "src").write_bytes(data)
+    index = build_index(SensitiveFolderPolicy(sensitive_folders=(str(folder),), partial_match_share=0.0)).index
+    n = max(1, int(size * cut))
+    (folder.parent / f"copy-{seed}").write_bytes(data[:n])
+    _, matches = find_copies(index, folder.parent / f"copy-{seed}", max_bytes=MAX, min_share=0.0)
+    if n >= 2 * FINE_MAX:
+        [match] = matches
+        assert match.dest_share >= 1 - FINE_MAX / n
+    assert all(m.share <= n / size + 1e-9 for m in matches)
+
+
+def _archive_bytes(kind: str, members: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    if kind.startswith("zip"):
+        compression = zipfile.ZIP_STORED if kind == "zip-stored" else zipfile.ZIP_DEFLATED
+        with zipfile.ZipFile(buf, "w", compression=compression) as z:
+            for name, data in members.items():
+                z.writestr(name, data)
+    else:
+        with tarfile.open(fileobj=buf, mode="w:gz" if kind == "tar.gz" else "w") as t:
+            for name, data in members.items():
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                t.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("kind", ["zip-stored", "zip-deflated", "tar", "tar.gz"])
+def test_an_archive_names_the_member_before_any_whole_file_match(tmp_path: Path, kind: str) -> None:
+    """A stored zip of a sensitive file used to be a 0.91 "partial" of the zip: members come first."""
+    folder, out = tmp_path / "finance", tmp_path / "out"
+    folder.mkdir()
+    out.mkdir()
+    nda = random_bytes(3, 300_000)
+    (folder / "nda.pdf").write_bytes(nda)
+    index = build_index(SensitiveFolderPolicy(sensitive_folders=(str(folder),))).index
+    (out / "backup").write_bytes(_archive_bytes(kind, {"docs/nda.pdf": nda, "readme.txt": b"hello"}))
+    _, matches = find_copies(index, out / "backup", max_bytes=MAX)
+    assert [(m.source_path, m.kind, m.member, m.share) for m in matches] == [
+        (str(folder / "nda.pdf"), "archive", "docs/nda.pdf", 1.0)]
+
+
+@pytest.mark.parametrize("outer,inner", [("zip-deflated", "zip-stored"), ("tar.gz", "zip-deflated"),
+                                         ("zip-stored", "tar.gz"), ("tar", "tar")])
+def test_one_level_of_nesting_is_read(tmp_path: Path, outer: str, inner: str) -> None:
+    folder, out = tmp_path / "finance", tmp_path / "out"
+    folder.mkdir()
+    out.mkdir()
+    plan = random_bytes(4, 200_000)
+    (folder / "plan.xlsx").write_bytes(plan)
+    index = build_index(SensitiveFolderPolicy(sensitive_folders=(str(folder),))).index
+    nested = _archive_bytes(inner, {"q3/plan.xlsx": plan[:150_000]})  # most of it, in an inner archive
+    (out / "outer").write_bytes(_archive_bytes(outer, {"inner.bin": nested, "n.txt": b"x"}))
+    _, matches = find_copies(index, out / "outer", max_bytes=MAX)
+    [match] = matches
+    assert (match.source_path, match.kind, match.member) == (str(folder / "plan.xlsx"), "archive", "inner.bin/q3/plan.xlsx")
+    assert match.dest_share >= (150_000 - 64 * 1024) / 150_000  # the prefix bound, for the member
