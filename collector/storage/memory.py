@@ -367,6 +367,46 @@ class MemoryTransaction:
                     break
         return out
 
+    # verify's ordered, paged reads (the SQL ones: collector/storage/sql/audit_reads.py)
+    def _event_row(self, r: int, e: StoredEvent) -> EventRow:
+        import json
+
+        return EventRow(r, e.agent_id, e.epoch, e.seq, e.id, e.kind, e.time_ns, e.path, e.dest_path, e.size,
+                        e.sha256, e.user, e.uid, e.pid, e.process, e.exe,
+                        json.dumps(dict(e.attributes), sort_keys=True, ensure_ascii=False))
+
+    def stored_agent_ids(self) -> Sequence[str]:
+        """Every agent id a batch or an event names, sorted."""
+        return sorted({b.agent_id for b in self.s.batches.values()} | {e.agent_id for e in self.s.events.values()})
+
+    def chain_batches(self, *, agent_id: str, after: tuple[int, int, int] | None,
+                      limit: int) -> Sequence[tuple[BatchRow, TreeLeaf | None]]:
+        """One agent's batches after (epoch, first_seq, row_id) in that order, each with its tree leaf."""
+        leaf_of = {x.batch_row_id: x for x in self.s.leaves}
+        found = sorted((b.epoch, b.first_seq, r) for r, b in self.s.batches.items() if b.agent_id == agent_id)
+        keys = [k for k in found if after is None or k > after][:limit]
+        return [(BatchRow(r, self.s.batches[r], self.s.pruned.get(r)), leaf_of.get(r)) for _e, _s, r in keys]
+
+    def chain_event_rows(self, *, agent_id: str, after: tuple[int, int, int] | None, limit: int) -> Sequence[EventRow]:
+        """One agent's events after (epoch, seq, row_id) in that order."""
+        found = sorted((e.epoch, e.seq, r) for r, e in self.s.events.items() if e.agent_id == agent_id)
+        keys = [k for k in found if after is None or k > after][:limit]
+        return [self._event_row(r, self.s.events[r]) for _e, _s, r in keys]
+
+    def batch_positions(self, *, after_row_id: int, limit: int) -> Sequence[tuple[int, str, int, int, int]]:
+        """(row_id, agent_id, epoch, first_seq, last_seq) of batches in row order."""
+        return [(r, b.agent_id, b.epoch, b.first_seq, b.last_seq)
+                for r, b in sorted(self.s.batches.items()) if r > after_row_id][:limit]
+
+    def event_positions(self, *, after_row_id: int, limit: int) -> Sequence[tuple[int, str, int, int]]:
+        """(row_id, agent_id, epoch, seq) of events in row order."""
+        return [(r, e.agent_id, e.epoch, e.seq) for r, e in sorted(self.s.events.items()) if r > after_row_id][:limit]
+
+    def leaves_without_batch(self, *, after_index: int, limit: int) -> Sequence[TreeLeaf]:
+        """Tree leaves whose batch is not stored, in leaf order."""
+        return sorted((x for x in self.s.leaves if x.leaf_index > after_index and x.batch_row_id not in self.s.batches),
+                      key=lambda x: x.leaf_index)[:limit]
+
     # --- retention ----------------------------------------------------------------------------
     def add_legal_hold(self, hold: LegalHold) -> LegalHold:
         """Stores a legal hold and returns it with its id."""

@@ -11,13 +11,14 @@ from sqlalchemy.exc import IntegrityError
 from collector.domain.evidence import BatchRow, EventRow, SignedTreeHead, TreeLeaf
 from collector.events.models import StoredBatch
 from collector.storage.base import ChainConflict
+from collector.storage.sql.audit_reads import AuditReadsSql
 from collector.storage.sql.schema import batches, events, tree_heads, tree_leaves
 
 __all__ = ["TreeSql"]
 
 
-class TreeSql:
-    """The tree area."""
+class TreeSql(AuditReadsSql):
+    """The tree area (verify's paged reads in collector/storage/sql/audit_reads.py)."""
 
     _conn: Connection
 
