@@ -494,6 +494,7 @@ def idle_client(job: IdleJob, results: Any, go: Any, ramped: Any, stop: Any) -> 
         held_at: list[float] = []
         dropped: Counter[str] = Counter()
         heartbeats = Counter[str]()
+        hb_latency: list[float] = []
 
         async def hold(agent: Enrolled) -> None:
             """Opens the agent's stream; a refused one is retried as the shipper does (backoff 0.25 s
@@ -560,9 +561,11 @@ def idle_client(job: IdleJob, results: Any, go: Any, ramped: Any, stop: Any) -> 
                                                  now_ns=time.time_ns())
                         seq += 1
                         try:
+                            t_hb = time.monotonic()
                             await call.write(raw)
                             ack = await asyncio.wait_for(reader, timeout=30)
                             heartbeats["acked" if ack is not grpc.aio.EOF else "EOF"] += 1
+                            hb_latency.append(time.monotonic() - t_hb)
                             continue
                         except (grpc.aio.AioRpcError, asyncio.TimeoutError) as exc:
                             dropped[_status(exc)] += 1
@@ -583,7 +586,8 @@ def idle_client(job: IdleJob, results: Any, go: Any, ramped: Any, stop: Any) -> 
         held_end = status["OK"] - sum(dropped.values())
         await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), timeout=60)
         results.put(("done", {"status": dict(status), "held_at_stop": held_end, "dropped": dict(dropped),
-                              "heartbeats": dict(heartbeats), "cpu_s": _cpu_s() - cpu0, "rss": _rss(),
+                              "heartbeats": dict(heartbeats), "hb_latency": hb_latency, "cpu_s": _cpu_s() - cpu0,
+                              "rss": _rss(),
                               "wall_s": time.monotonic() - start}))
 
     _run_client(main, results)
@@ -1128,6 +1132,13 @@ def run_streams_phase(ctx: Any, target: Target, store_tokens: list[str], late_to
                 "p99_ack_ms": round(pct([lat for _, lat in inside], 0.99) * 1000, 1)}
 
     during_ramp, during_hold = served(start, ramp_end), served(ramp_end, hold_end)
+    hold_events = sum(n for o in storing for t, n in o.acks if ramp_end <= t <= hold_end)
+    offered = args.streams_rate * (hold_end - ramp_end)
+    served_share = round(hold_events / offered, 2) if offered else 0.0
+    hb: Counter[str] = Counter()
+    for d in idle_done:
+        hb.update(d["heartbeats"])
+    hb_lat = [x for d in idle_done for x in d["hb_latency"]]
     held_stop = sum(d["held_at_stop"] for d in idle_done)
     dropped: Counter[str] = Counter()
     for d in idle_done:
@@ -1143,7 +1154,9 @@ def run_streams_phase(ctx: Any, target: Target, store_tokens: list[str], late_to
         "idle_held_at_end": held_stop, "idle_dropped": dict(dropped),
         "streams_held": held_stop + storing_alive, "storing_agents": len(storing),
         "storing_during_ramp": during_ramp, "storing_during_hold": during_hold, "storing_errors": errors,
-        "storing_kept_acked": during_hold["acks"] > 0 and during_hold["max_gap_s"] < 5 and not errors,
+        "storing_served_share_hold": served_share,
+        "storing_kept_acked": served_share >= 0.9 and during_hold["max_gap_s"] < 5 and not errors,
+        "idle_heartbeats_acked": hb["acked"], "idle_heartbeat_p99_ms": round(pct(hb_lat, 0.99) * 1000, 1),
         "late_agent_acked": [len(o.acks) for o in late], "late_agent_errors": [o.error for o in late],
         "collector_cpu_pct_hold": window["cpu_pct"], "collector_rss_mb_hold": window["rss_mb"],
         "client_rss_mb": round(sum(d["rss"] for d in idle_done) / 2**20, 1),
@@ -1189,6 +1202,7 @@ def main() -> int:
     if args.agents < 1 or args.events_per_batch < 1 or args.window < 1:
         parser.error("--agents, --events-per-batch and --window must be positive")
 
+    load_start = os.getloadavg()[0]
     root = Path(tempfile.mkdtemp(prefix="shoumi-ingest-"))
     data_dir = root / "collector"
     pg: PgDatabases | None = None
@@ -1263,6 +1277,7 @@ def main() -> int:
         else:
             shutil.rmtree(root, ignore_errors=True)
 
+    load_end = os.getloadavg()[0]
     eps = figures["events_per_s"]
     ratio = round(eps / raw, 3) if raw else 0.0
     streams = streams_figs["streams_held"] if streams_figs else figures["streams_held"]
@@ -1299,12 +1314,17 @@ def main() -> int:
               f"{_mark(s['streams_held'] >= GOAL_STREAMS)}; aim {AIM_STREAMS:,})")
         r, h = s["storing_during_ramp"], s["storing_during_hold"]
         print(f"  storing agents kept being acknowledged while the streams were held: {s['storing_kept_acked']} "
-              f"(hold: {h['acks']} Acks, longest gap {h['max_gap_s']} s, p99 {h['p99_ack_ms']} ms; ramp: {r['acks']} Acks, "
+              f"(hold: {s['storing_served_share_hold']:.0%} of the offered {args.streams_rate:,.0f} events/s stored, "
+              f"{h['acks']} Acks, longest gap {h['max_gap_s']} s, p99 {h['p99_ack_ms']} ms; ramp: {r['acks']} Acks, "
               f"longest gap {r['max_gap_s']} s, p99 {r['p99_ack_ms']} ms; errors {s['storing_errors'] or 'none'}); "
               f"an agent connecting after the ramp: "
               f"{'acknowledged' if s['late_agent_acked'] and s['late_agent_acked'][0] else 'refused ' + str(s['late_agent_errors'])}")
+        print(f"  idle agents' heartbeats (every {args.heartbeat_s:g} s, as the agent's default): {s['idle_heartbeats_acked']} "
+              f"acknowledged, p99 {s['idle_heartbeat_p99_ms']} ms")
         print(f"  collector while holding: {s['collector_cpu_pct_hold']} % of a core, RSS {s['collector_rss_mb_hold']} MB; "
               f"idle clients RSS {s['client_rss_mb']} MB")
+    print(f"machine: load average {load_start:.1f} at the start, {load_end:.1f} at the end ({os.cpu_count()} cores; "
+          "others share it, so compare figures of one run)")
     for line in profile_lines:
         print(line)
     out: dict[str, Any] = {
@@ -1317,6 +1337,7 @@ def main() -> int:
         "detection_caught_up_s": figures["detection_caught_up_s"],
         "raw_rows": len(rows), **{f"raw_{k}_per_s": round(v) for k, v in raws.items()},
     }
+    out["loadavg_1m"] = [round(load_start, 1), round(load_end, 1)]
     if streams_figs:
         out["streams_phase"] = streams_figs
     out["goals_met"] = {"events_per_s": eps >= GOAL_EVENTS_PER_S, "ratio": ratio >= GOAL_RATIO,
