@@ -43,7 +43,9 @@ class CollectorSettings(BaseSettings):
     ingest_workers: int = Field(4, ge=1, le=64, description="threads that verify and store batches")
     max_streams_per_agent: int = Field(4, ge=1, le=64, description="streams one agent certificate may hold at once")
     enroll_timeout_seconds: float = Field(10.0, gt=0, description="an enrollment call that sends nothing is ended")
-    max_enroll_calls: int = Field(256, ge=1, description="enrollment calls served at once (its own listener)")
+    max_enroll_calls: int = Field(
+        2048, ge=1, description="enrollment calls served at once (its own listener; a stalled call costs ~40 KB)")
+    handshake_timeout_seconds: float = Field(10.0, gt=0, description="a TLS handshake not finished by then is dropped")
     max_connection_age_seconds: float = Field(
         900.0, gt=0, description="streams are closed after this long, so revocation also cuts idle ones"
     )

@@ -81,7 +81,8 @@ def build_services(settings: CollectorSettings, store: Store | None = None) -> B
         limits=Limits(max_message_bytes=settings.max_message_bytes,
                       max_connection_age_s=settings.max_connection_age_seconds,
                       max_streams_per_agent=settings.max_streams_per_agent, workers=settings.ingest_workers,
-                      enroll_timeout_s=settings.enroll_timeout_seconds, max_enroll_calls=settings.max_enroll_calls),
+                      enroll_timeout_s=settings.enroll_timeout_seconds, max_enroll_calls=settings.max_enroll_calls,
+                      handshake_timeout_s=settings.handshake_timeout_seconds),
     )
     signer = TreeHeadSigner(store, load_or_create_tree_key(settings.data_dir))
     background = Periodic()

@@ -11,7 +11,7 @@ from typing import Protocol, Sequence
 
 from collector.alerts.models import Alert, AlertStatus, can_move
 from collector.audit.models import AuditEntry
-from collector.storage.base import AlertArea, AuditArea
+from collector.storage.base import AlertArea, AlreadyExists, AuditArea
 
 __all__ = ["AlertError", "raise_alert", "extend_alert", "set_status"]
 
@@ -38,21 +38,28 @@ def raise_alert(
     group_key: str | None = None,
 ) -> Alert:
     """Raises an alert, or folds it into the open alert of the same group and counts it."""
-    if group_key is not None:
+    new = Alert(
+        rule=rule, severity=severity, status=AlertStatus.OPEN.value, user=user, agent_id=agent_id,
+        created_at_ns=now_ns, updated_at_ns=now_ns, event_ids=tuple(event_ids), summary=summary,
+        last_event_ns=now_ns if last_event_ns is None else last_event_ns, group_key=group_key,
+    )
+    if group_key is None:
+        return tx.add_alert(new)
+    for _ in range(2):
         existing = tx.open_alert_in_group(group_key)
         if existing is not None:
             folded = replace(
                 existing, summary=summary, updated_at_ns=now_ns, occurrences=existing.occurrences + 1,
                 event_ids=tuple(dict.fromkeys((*existing.event_ids, *event_ids))),
-                last_event_ns=max(existing.last_event_ns, last_event_ns or now_ns),
+                last_event_ns=max(existing.last_event_ns, new.last_event_ns),
             )
             tx.update_alert(folded)
             return folded
-    return tx.add_alert(Alert(
-        rule=rule, severity=severity, status=AlertStatus.OPEN.value, user=user, agent_id=agent_id,
-        created_at_ns=now_ns, updated_at_ns=now_ns, event_ids=tuple(event_ids), summary=summary,
-        last_event_ns=now_ns if last_event_ns is None else last_event_ns, group_key=group_key,
-    ))
+        try:
+            return tx.add_alert(new)
+        except AlreadyExists:
+            continue  # another collector raised it meanwhile (the store keeps one open alert a group): fold
+    raise AssertionError(f"alert group {group_key!r} neither open nor insertable")
 
 
 def extend_alert(*, tx: AlertArea, alert: Alert, event_ids: Sequence[str], last_event_ns: int, summary: str,

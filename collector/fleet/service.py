@@ -36,7 +36,9 @@ def check_silence(*, tx: _FleetTx, now_ns: int) -> list[Alert]:
         if not is_silent(agent, now_ns=now_ns) or next_liveness(agent.liveness, Liveness.SILENT) is None:
             continue
         interval = agent.heartbeat_interval_s or DEFAULT_INTERVAL_S
-        tx.update_agent_liveness(agent_id=agent.agent_id, liveness=Liveness.SILENT.value)
+        if not tx.update_agent_liveness(agent_id=agent.agent_id, liveness=Liveness.SILENT.value,
+                                        only_from=agent.liveness):
+            continue  # it moved meanwhile (another collector declared it silent, or it was heard from)
         alert = raise_alert(
             tx=tx, rule="agent_silent", severity="medium", agent_id=agent.agent_id, now_ns=now_ns,
             last_event_ns=agent.last_seen_ns or 0,

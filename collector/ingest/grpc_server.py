@@ -69,7 +69,7 @@ class Limits:
     max_streams_per_agent: int = 4
     workers: int = 4  # threads that verify and store batches
     enroll_timeout_s: float = 10.0
-    max_enroll_calls: int = 256
+    max_enroll_calls: int = 2048
     handshake_timeout_s: float = 10.0
 
 

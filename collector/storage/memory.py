@@ -111,14 +111,15 @@ class MemoryTransaction:
         return sorted(self.s.agents.values(), key=lambda a: (a.enrolled_at_ns, a.agent_id))
 
     def update_agent_liveness(self, *, agent_id: str, liveness: str, last_seen_ns: int | None = None,
-                              heartbeat_interval_s: float | None = None) -> None:
+                              heartbeat_interval_s: float | None = None, only_from: str | None = None) -> bool:
         """Records an agent's liveness."""
         a = self.s.agents.get(agent_id)
-        if a is None:
-            return
+        if a is None or (only_from is not None and a.liveness != only_from):
+            return False
         self.s.agents[agent_id] = replace(
             a, liveness=liveness, last_seen_ns=a.last_seen_ns if last_seen_ns is None else last_seen_ns,
             heartbeat_interval_s=a.heartbeat_interval_s if heartbeat_interval_s is None else heartbeat_interval_s)
+        return True
 
     def revoke_agent(self, *, agent_id: str, now_ns: int) -> bool:
         """Marks an agent revoked."""
@@ -238,6 +239,8 @@ class MemoryTransaction:
     # --- alerts -------------------------------------------------------------------------------
     def add_alert(self, alert: Alert) -> Alert:
         """Stores a new alert and returns it with its id."""
+        if alert.group_key is not None and alert.status == "open" and self.open_alert_in_group(alert.group_key):
+            raise AlreadyExists(f"an open alert of group {alert.group_key!r} exists")
         stored = replace(alert, id=self.s.new_id())
         self.s.alerts[stored.id or 0] = stored
         return stored

@@ -368,16 +368,12 @@ def test_two_collectors_one_postgres_agent_switches_on_kill9_exactly_once_one_al
 
 
 # --- alerts raised outside detection, by two collectors at once ---------------------------------------
-# Detection is serialized by its advisory lock, so read_burst holds (above). The other alerts are
-# raised by whichever collector sees the condition, with nothing serializing the look and the insert.
-# These two interleave two real stores' transactions on PostgreSQL the way two collectors can; they
-# fail today (xfail, strict: they pass, and must lose the marker, once the cause is fixed).
+# Detection is serialized by its advisory lock, so read_burst holds (above). The other alerts are raised
+# by whichever collector sees the condition; these interleave two real stores' transactions on
+# PostgreSQL the way two collectors can (they raised two alerts before liveness became a compare-and-set
+# and the store kept one open alert per group).
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "fleet.check_silence lists agents unlocked and moves liveness with an unconditional UPDATE, and "
-    "agent_silent has no group key: a second collector's check that listed the agent as active before "
-    "the first committed waits on the row, then raises a second agent_silent alert for the same silence"))
 def test_one_silence_seen_by_two_collectors_is_one_alert(pg_schema: tuple[str, Any]) -> None:
     from collector.fleet import service as fleet
     from collector.fleet.models import AgentRecord
@@ -414,10 +410,6 @@ def test_one_silence_seen_by_two_collectors_is_one_alert(pg_schema: tuple[str, A
         b.close()
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "alerts.service.raise_alert folds into the open alert of a group only if it can see it: a grouped "
-    "alert (a refused batch, store_tamper) raised by two collectors in overlapping transactions is "
-    "inserted twice; ix_alerts_group is not unique and nothing locks the group"))
 def test_one_refusal_group_raised_by_two_collectors_is_one_alert(pg_schema: tuple[str, Any]) -> None:
     from collector.alerts.service import raise_alert
     from collector.storage import open_store
@@ -426,12 +418,22 @@ def test_one_refusal_group_raised_by_two_collectors_is_one_alert(pg_schema: tupl
     a, b = open_store(url), open_store(url)
     try:
         group = "agent_tamper|agent-1|bad_signature"
+        folded: list[int] = []
         with a.transaction() as tx_a:  # collector 1 files a refused batch of agent-1...
             raise_alert(tx=tx_a, rule="agent_tamper", severity="high", agent_id="agent-1", now_ns=time.time_ns(),
                         group_key=group, summary="refused on collector 1")
-            with b.transaction() as tx_b:  # ...while collector 2 files another of its refused batches
-                raise_alert(tx=tx_b, rule="agent_tamper", severity="high", agent_id="agent-1", now_ns=time.time_ns(),
-                            group_key=group, summary="refused on collector 2")
+
+            def second() -> None:  # ...while collector 2 files another of its refused batches
+                with b.transaction() as tx_b:
+                    folded.append(raise_alert(tx=tx_b, rule="agent_tamper", severity="high", agent_id="agent-1",
+                                              now_ns=time.time_ns(), group_key=group,
+                                              summary="refused on collector 2").occurrences)
+
+            thread = threading.Thread(target=second)
+            thread.start()
+            time.sleep(0.5)  # collector 2's insert waits on collector 1's uncommitted one
+        thread.join(timeout=10)
+        assert folded == [2]  # it found collector 1's alert once that committed, and counted itself in
         with a.read() as tx:
             counted = tx.count_alerts()
         assert counted == {"agent_tamper": 1}, counted

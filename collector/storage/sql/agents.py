@@ -68,14 +68,17 @@ class AgentsSql:
         return [_agent_from(r) for r in rows]
 
     def update_agent_liveness(self, *, agent_id: str, liveness: str, last_seen_ns: int | None = None,
-                              heartbeat_interval_s: float | None = None) -> None:
+                              heartbeat_interval_s: float | None = None, only_from: str | None = None) -> bool:
         """Records when an agent was last heard from, its heartbeat interval and its liveness."""
         values: dict[str, Any] = {"liveness": liveness}
         if last_seen_ns is not None:
             values["last_seen_ns"] = last_seen_ns
         if heartbeat_interval_s is not None:
             values["heartbeat_interval_s"] = heartbeat_interval_s
-        self._conn.execute(agents.update().where(agents.c.agent_id == agent_id).values(**values))
+        query = agents.update().where(agents.c.agent_id == agent_id)
+        if only_from is not None:  # a compare-and-set: of two collectors deciding the same move, one wins
+            query = query.where(agents.c.liveness == only_from)
+        return bool(self._conn.execute(query.values(**values)).rowcount)
 
     def revoke_agent(self, *, agent_id: str, now_ns: int) -> bool:
         """Marks an agent revoked; returns whether it existed and was not revoked yet."""

@@ -30,7 +30,11 @@ class PeopleSql:
         """Stores a new alert and returns it with its id."""
         row = _alert_row(alert)
         row.pop("id")
-        new_id = self._conn.execute(alerts.insert().values(**row).returning(alerts.c.id)).scalar_one()
+        try:
+            with self._conn.begin_nested():
+                new_id = self._conn.execute(alerts.insert().values(**row).returning(alerts.c.id)).scalar_one()
+        except IntegrityError as exc:
+            raise AlreadyExists(f"an open alert of group {alert.group_key!r} exists") from exc
         return replace(alert, id=int(new_id))
 
     def update_alert(self, alert: Alert) -> None:

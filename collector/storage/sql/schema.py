@@ -109,6 +109,9 @@ alerts = sa.Table(
 )
 sa.Index("ix_alerts_rule_user", alerts.c.rule, alerts.c.user_name, alerts.c.status)
 sa.Index("ix_alerts_group", alerts.c.group_key, alerts.c.status)
+# one open alert per group, whichever collector raises it (raise_alert folds on a conflict)
+sa.Index("uq_alerts_open_group", alerts.c.group_key, unique=True,
+         postgresql_where=alerts.c.status == "open", sqlite_where=alerts.c.status == "open")
 users = sa.Table(
     "users", metadata,
     sa.Column("username", sa.String(128), primary_key=True),
