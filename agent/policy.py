@@ -18,6 +18,7 @@ Exceptions::
 from __future__ import annotations
 
 import fnmatch
+import functools
 import glob
 import os
 import tomllib
@@ -182,14 +183,14 @@ class SensitiveFolderPolicy:
 
     def is_sensitive(self, path: PathLike) -> bool:
         """Tells whether ``path`` is one of the sensitive folders or lies beneath one."""
-        parts = _parts(_text_path(path))
-        for pattern in self.sensitive_folders:
-            pattern_parts = _parts(pattern)
-            if len(parts) >= len(pattern_parts) and all(
-                fnmatch.fnmatchcase(part, pat) for part, pat in zip(parts, pattern_parts)
-            ):
-                return True
-        return False
+        text = _text_path(path)
+        # Asked for every event: the answer for the directory is cached, and a file can only add
+        # a match of its own when some pattern is exactly as deep as the file's path.
+        if _under_a_pattern(self.sensitive_folders, os.path.dirname(text)):
+            return True
+        depth = len(_parts(text))
+        return any(len(_parts(p)) == depth for p in self.sensitive_folders) and _under_a_pattern(
+            self.sensitive_folders, text)
 
     def is_excluded(self, path: PathLike) -> bool:
         """Tells whether ``path`` matches an exclude glob (a slash-free glob matches the name)."""
@@ -219,6 +220,18 @@ class SensitiveFolderPolicy:
                 if os.path.isdir(match):
                     found.add(Path(match))
         return tuple(sorted(found))
+
+
+@functools.lru_cache(maxsize=8192)
+def _under_a_pattern(patterns: tuple[str, ...], path: str) -> bool:
+    parts = _parts(path)
+    for pattern in patterns:
+        pattern_parts = _parts(pattern)
+        if len(parts) >= len(pattern_parts) and all(
+            fnmatch.fnmatchcase(part, pat) for part, pat in zip(parts, pattern_parts)
+        ):
+            return True
+    return False
 
 
 def _under_any(path: str, roots: Sequence[str]) -> bool:

@@ -258,7 +258,8 @@ class AgentRuntime:
         # reader may wait for the agent: the kernel keeps what it has not read (unlimited queue,
         # root only), read in batches every 20 ms.
         return FanotifyReader(roots, self._on_record, on_overflow=lambda: self.note_gap("fanotify"), marks=marks,
-                              hold_execs=hold_execs, unlimited_queue=True, batch_wait=0.02)
+                              hold_execs=hold_execs, unlimited_queue=True, batch_wait=0.02,
+                              max_pending=20_000)  # RSS: what waits beyond this stays in the kernel
 
     def _watch_new_directory(self, path: str) -> bool:
         reader = self.fanotify

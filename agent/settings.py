@@ -31,6 +31,6 @@ class AgentSettings(BaseSettings):
     in_flight_batches: int = Field(16, ge=1, le=1000)
     batch_linger_s: float = Field(0.15, ge=0, le=0.5, description="how long a part-full batch waits for more events")
     heartbeat_seconds: float = Field(30.0, gt=0)
-    queue_capacity: int = Field(100_000, ge=100)
+    queue_capacity: int = Field(20_000, ge=100, description="events waiting for the spool; a full queue waits")
     max_hash_bytes: int = Field(256 * 1024 * 1024, ge=0)
     spool_cap_bytes: int = Field(1 << 30, ge=64 * 1024, description="refuse (and count) new events beyond this")

@@ -140,6 +140,7 @@ def start_agent(state: Path, config: Path, log: Path) -> tuple[subprocess.Popen[
         proc = subprocess.Popen([str(BIN / "shoumi-agent"), "run", "--state-dir", str(state), "--config", str(config),
                                  "--heartbeat-seconds", "5"], stdout=out, stderr=subprocess.STDOUT)
     spool = state / "spool.db"
+    started = time.monotonic()
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:  # indexed: the first baseline (or catch-up) is stored
         time.sleep(0.2)
@@ -155,6 +156,7 @@ def start_agent(state: Path, config: Path, log: Path) -> tuple[subprocess.Popen[
             continue
         if row and int(row[0]) == 1:
             break
+    print(f"agent started and indexed in {time.monotonic() - started:.2f} s", flush=True)
     sampler = Sampler(proc.pid)
     settle(sampler)
     return proc, sampler
@@ -187,23 +189,35 @@ def speeds(size: int = 64 * 1024 * 1024) -> tuple[float, float]:
     return best_chunk, best_sha
 
 
+IDLE_LEAVES = ("wait ", "poll ", "select ", "_wait_for_tstate_lock", "sleep ", "get (queue", "read_events",
+               "accept ", "recv ", "_run_once", "epoll")
+
+
+def _frame(frame: str) -> str:
+    name, _, rest = frame.partition(" (")
+    return f"{name} ({rest.split('/')[-1].split(':')[0].rstrip(')')})"
+
+
 def summarize_profile(raw: Path) -> None:
-    """Prints the functions where the sampled agent spent its time (self and inclusive)."""
+    """Prints where the sampled agent spent its busy time: inclusive share by function, idle
+    samples (threads waiting on a lock, a queue or poll) left out."""
     inclusive: dict[str, int] = {}
-    total = 0
+    busy = idle = 0
     for line in raw.read_text(errors="replace").splitlines():
         stack, _, count_text = line.rpartition(" ")
         if not count_text.isdigit():
             continue
         count = int(count_text)
-        total += count
         frames = stack.split(";")
-        for frame in set(frames[1:]):  # the first frame is the thread
-            name = frame.split(" (")[0] + " " + frame.split("/")[-1].split(":")[0].rstrip(")")
+        if any(mark in frames[-1] for mark in IDLE_LEAVES):
+            idle += count
+            continue
+        busy += count
+        for name in {_frame(f) for f in frames[1:]}:  # the first frame names the thread
             inclusive[name] = inclusive.get(name, 0) + count
-    print(f"py-spy: {total} samples; inclusive share by function (top 15):")
-    for name, count in sorted(inclusive.items(), key=lambda kv: -kv[1])[:15]:
-        print(f"  {count / max(total, 1):6.1%}  {name}")
+    print(f"py-spy: {busy} busy samples ({idle} idle left out); inclusive share of busy time (top 20):")
+    for name, count in sorted(inclusive.items(), key=lambda kv: -kv[1])[:20]:
+        print(f"  {count / max(busy, 1):6.1%}  {name}")
 
 
 def main() -> None:
