@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from fastapi import FastAPI
 
 from collector.alerts.service import raise_alert
-from collector.detection.rules import ReadBurstRule
+from collector.detection.models import ReadBurst, RuleSet
 from collector.detection.service import DetectionStage
 from collector.enrollment.service import EnrollmentService
 from collector.fleet import service as fleet
@@ -64,8 +64,10 @@ def build_services(settings: CollectorSettings, store: Store | None = None) -> B
     det = settings.detection
     ingest = IngestService(store, max_events_per_batch=settings.max_events_per_batch,
                            max_clock_skew_ns=int(settings.max_clock_skew_seconds * 1e9))
-    detection = DetectionStage(store, read_burst=ReadBurstRule(
-        threshold=det.read_burst_threshold, window_ns=int(det.read_burst_window_minutes * 60e9)))
+    # the read-burst thresholds of the command line (and SHOUMI_COLLECTOR_DETECTION__*) over the defaults
+    rules = RuleSet(read_burst=ReadBurst(threshold=det.read_burst_threshold,
+                                         window_minutes=det.read_burst_window_minutes))
+    detection = DetectionStage(store, rules=rules)
     ca = CertificateAuthority.load_or_create(settings.data_dir)
     tls = None
     if not settings.insecure_dev:

@@ -149,3 +149,13 @@ class ChainWriter:
         self.last_hash = sign_batch(batch, self.key)
         self.next_seq += n
         return batch
+
+
+def _burst(*, threshold: int, minutes: float) -> Any:
+    """Only the read-burst rule, with these thresholds (tests that count its alerts alone)."""
+    from collector.detection.models import RuleSet
+
+    off = {"enabled": False}
+    return RuleSet.model_validate({"read_burst": {"threshold": threshold, "window_minutes": minutes},
+                                   "bulk_read": off, "usb_exfiltration": off, "sensitive_copy_out": off,
+                                   "after_hours": off, "first_access": off})

@@ -21,7 +21,7 @@ contract suite in tests/collector/storage runs against all three. Errors::
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
-from typing import Protocol, Sequence
+from typing import Any, Protocol, Sequence
 
 from shoumi.batch import ChainHead
 
@@ -105,6 +105,12 @@ class BatchArea(Protocol):
         ...
     def claim_detection(self) -> bool:
         """Takes the detection lock for this transaction; False if another collector holds it."""
+        ...
+    def load_rule_states(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], dict[str, Any]]:
+        """The stored states of these (rule, key) pairs; missing ones are absent."""
+        ...
+    def save_rule_states(self, states: dict[tuple[str, str], dict[str, Any]]) -> None:
+        """Stores (replaces) these (rule, key) states."""
         ...
     def detection_lag(self) -> int:
         """Events stored but not yet run through detection, over all agents."""

@@ -8,10 +8,11 @@ that replaces the state only when the transaction ends without an exception.
 from __future__ import annotations
 
 import copy
+import json
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 from shoumi.batch import ChainHead
 
@@ -57,6 +58,7 @@ class _State:
     heads_signed: list[SignedTreeHead] = field(default_factory=list)
     holds: dict[int, LegalHold] = field(default_factory=dict)
     runs: list[RetentionRun] = field(default_factory=list)
+    rule_states: dict[tuple[str, str], str] = field(default_factory=dict)
     next_id: int = 1
 
     def new_id(self) -> int:
@@ -195,6 +197,15 @@ class MemoryTransaction:
     def claim_detection(self) -> bool:
         """One transaction at a time: always free."""
         return True
+
+    def load_rule_states(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], dict[str, Any]]:
+        """The stored states of these (rule, key) pairs."""
+        return {k: json.loads(self.s.rule_states[k]) for k in keys if k in self.s.rule_states}
+
+    def save_rule_states(self, states: dict[tuple[str, str], dict[str, Any]]) -> None:
+        """Stores (replaces) these (rule, key) states, as JSON (so what is stored is what SQL would keep)."""
+        for k, state in states.items():
+            self.s.rule_states[k] = json.dumps(state)
 
     def detection_lag(self) -> int:
         """Events stored but not yet run through detection."""

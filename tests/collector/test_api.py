@@ -16,7 +16,7 @@ from collector.people.service import PeopleService
 from collector.storage import SqlStore
 from collector.web.app import create_app
 
-from tests.conftest import ChainWriter
+from tests.conftest import ChainWriter, _burst
 
 PASSWORD = "correct horse battery"
 
@@ -34,7 +34,7 @@ def world(sqlite_store: SqlStore, agent_key: Ed25519PrivateKey) -> Iterator[dict
     for _ in range(5):
         ingest.ingest(writer.next(5))
     ingest.ingest(writer.next(3, kind="file.write", user="bob"))
-    DetectionStage(sqlite_store, read_burst=ReadBurstRule(threshold=10, window_ns=60 * 10**9)).run_until_idle()
+    DetectionStage(sqlite_store, rules=_burst(threshold=10, minutes=1)).run_until_idle()
     client = TestClient(create_app(store=sqlite_store, people=people))  # type: ignore[arg-type]
     yield {"client": client, "people": people, "agent_id": agent_id, "store": sqlite_store,
            "tokens": {n: people.create_api_token(tx=sqlite_store, username=n, actor="t") for n in ("ana", "ivan", "hana", "aud")}}

@@ -15,7 +15,7 @@ from collector.ingest.service import IngestService
 from collector.storage import MemoryStore, open_store
 from shoumi.batch import sign_batch
 
-from tests.conftest import ChainWriter, make_event
+from tests.conftest import ChainWriter, make_event, _burst
 
 MIN = 60_000_000_000
 
@@ -56,7 +56,7 @@ def test_sustained_burst_extends_one_alert_and_a_later_one_opens_another() -> No
         tx.add_enroll_token(token_hash="t", created_at_ns=0, expires_at_ns=2**62, created_by="t")
         tx.consume_enroll_token(token_hash="t", now_ns=1, agent=AgentRecord(
             "agt-1", key.public_key().public_bytes_raw(), "h", "L", "1", 1))
-    ingest, stage = IngestService(store), DetectionStage(store, read_burst=ReadBurstRule(threshold=2, window_ns=MIN))
+    ingest, stage = IngestService(store), DetectionStage(store, rules=_burst(threshold=2, minutes=1))
     writer = ChainWriter("agt-1", key)
 
     def reads(*minutes: float) -> None:
@@ -99,7 +99,7 @@ def test_alerts_do_not_depend_on_batch_boundaries(tmp_path_factory, gaps: list[i
             tx.add_enroll_token(token_hash="t", created_at_ns=0, expires_at_ns=2**62, created_by="t")
             tx.consume_enroll_token(token_hash="t", now_ns=1, agent=AgentRecord("agt-1", pub, "h", "L", "1", 1))
         service = IngestService(store, clock=lambda: 7)
-        stage = DetectionStage(store, read_burst=ReadBurstRule(threshold=5, window_ns=MIN), clock=lambda: 7)
+        stage = DetectionStage(store, rules=_burst(threshold=5, minutes=1), clock=lambda: 7)
         writer = ChainWriter("agt-1", key)
         i = 0
         while i < len(times):

@@ -14,7 +14,7 @@ from collector.detection.service import DetectionStage
 from collector.ingest.service import IngestError, IngestService
 from collector.storage import SqlStore
 
-from tests.conftest import ChainWriter
+from tests.conftest import ChainWriter, _burst
 
 MIN = 60_000_000_000
 
@@ -43,7 +43,7 @@ def test_chain_is_stored_and_acked(ingest: IngestService, agent_key: Ed25519Priv
     assert [a.acked_seq for a in acks] == [4, 8, 12]
     assert _count(ingest.store) == 12
     assert ingest.store.list_alerts(cursor=None, limit=10).items == ()  # ingest only stores
-    DetectionStage(ingest.store, read_burst=ReadBurstRule(threshold=5, window_ns=MIN)).run_until_idle()
+    DetectionStage(ingest.store, rules=_burst(threshold=5, minutes=1)).run_until_idle()
     assert len(ingest.store.list_alerts(cursor=None, limit=10).items) == 1  # 12 reads > 5 in a minute
 
 
@@ -229,18 +229,18 @@ def test_detection_cut_short_by_a_crash_resumes_from_its_position(sqlite_store: 
     from collector.detection.service import DetectionStage
 
     class CrashingDetection(DetectionStage):
-        def _detect(self, tx: object, stored: object) -> None:  # the process dies mid-detection
+        def _raise(self, tx: object, finding: object) -> None:  # the process dies mid-detection
             raise SystemExit("killed")
 
     agent_id = _enroll(sqlite_store, agent_key)
     batch = ChainWriter(agent_id, agent_key).next(12)
     ingest = IngestService(sqlite_store)
     assert ingest.ingest(batch).acked_seq == 12  # stored and acknowledged: detection is not ingest's job
-    rule = ReadBurstRule(threshold=5, window_ns=MIN)
+    rule = _burst(threshold=5, minutes=1)
     with pytest.raises(SystemExit):
-        CrashingDetection(sqlite_store, read_burst=rule).run_once()
+        CrashingDetection(sqlite_store, rules=rule).run_once()
     assert _count(sqlite_store) == 12 and _alerts(sqlite_store, "read_burst") == []
-    restarted = DetectionStage(sqlite_store, read_burst=rule)
+    restarted = DetectionStage(sqlite_store, rules=rule)
     assert restarted.run_until_idle() == 12  # nothing was marked: all of it is looked at again
     [alert] = _alerts(sqlite_store, "read_burst")
     assert len(alert.event_ids) == 12

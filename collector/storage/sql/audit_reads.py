@@ -53,7 +53,7 @@ class AuditReadsSql:
         if after is not None:
             query = query.where(sa.tuple_(b.epoch, b.first_seq, b.row_id) > sa.tuple_(*after))
         out: list[tuple[BatchRow, TreeLeaf | None]] = []
-        for r in self._conn.execute(query).all():
+        for r in self._conn.execute(query):  # rows as the cursor steps, not a second list
             leaf = None if r.leaf_index is None else TreeLeaf(r.leaf_index, r.batch_row_id, _raw_bytes(r.leaf_hash))
             out.append((_batch_row_from(r), leaf))
         return out
@@ -64,7 +64,7 @@ class AuditReadsSql:
         query = sa.select(events).where(e.agent_id == agent_id).order_by(e.epoch, e.seq, e.row_id).limit(limit)
         if after is not None:
             query = query.where(sa.tuple_(e.epoch, e.seq, e.row_id) > sa.tuple_(*after))
-        return [event_row_from(r) for r in self._conn.execute(query).all()]
+        return [event_row_from(r) for r in self._conn.execute(query)]
 
     def batch_positions(self, *, after_row_id: int, limit: int) -> Sequence[tuple[int, str, int, int, int]]:
         """(row_id, agent_id, epoch, first_seq, last_seq) of batches rows in row order."""

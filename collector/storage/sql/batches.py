@@ -20,8 +20,8 @@ from collector.domain.records import Page
 from collector.events.models import EVENT_FIELDS, EventFilter, StoredBatch, StoredEvent
 from collector.retention.models import LegalHold, RetentionRun
 from collector.storage.base import ChainConflict
-from collector.storage.sql.schema import (EVENT_COLUMNS, batches, chain_heads, events, legal_holds, retention_runs,
-                                         tree_leaves)
+from collector.storage.sql.schema import (EVENT_COLUMNS, batches, chain_heads, detection_state, events, legal_holds,
+                                         retention_runs, tree_leaves)
 
 __all__ = ["BatchesSql", "event_row", "event_from_row"]
 
@@ -151,6 +151,31 @@ class BatchesSql:
         if self._dialect != "postgresql":
             return True  # SQLite's BEGIN IMMEDIATE already serializes every writer
         return bool(self._conn.exec_driver_sql("SELECT pg_try_advisory_xact_lock(7242002)").scalar())
+
+    def load_rule_states(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], dict[str, Any]]:
+        """The stored states of these (rule, key) pairs."""
+        out: dict[tuple[str, str], dict[str, Any]] = {}
+        wanted = list(keys)
+        for i in range(0, len(wanted), 500):
+            chunk = wanted[i:i + 500]
+            rows = self._conn.execute(sa.select(detection_state).where(
+                sa.tuple_(detection_state.c.rule, detection_state.c.key).in_(chunk))).all()
+            out.update({(r.rule, r.key): json.loads(r.state) for r in rows})
+        return out
+
+    def save_rule_states(self, states: dict[tuple[str, str], dict[str, Any]]) -> None:
+        """Stores (replaces) these (rule, key) states."""
+        if not states:
+            return
+        rows = [dict(rule=rule, key=key, state=json.dumps(state, separators=(",", ":"), ensure_ascii=False))
+                for (rule, key), state in states.items()]
+        if self._dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as upsert
+        else:
+            from sqlalchemy.dialects.sqlite import insert as upsert  # type: ignore[assignment]
+        stmt = upsert(detection_state)
+        self._conn.execute(stmt.on_conflict_do_update(index_elements=["rule", "key"],
+                                                      set_={"state": stmt.excluded.state}), rows)
 
     def detection_lag(self) -> int:
         """Events stored but not yet run through detection, over all agents."""

@@ -153,6 +153,13 @@ tree_heads = sa.Table(
     sa.Column("key_id", sa.LargeBinary, nullable=False),
     sa.Column("signature", sa.LargeBinary, nullable=False),
 )
+# each detection rule's state per key (a user, an agent), as JSON: collector/detection/engine.py
+detection_state = sa.Table(
+    "detection_state", metadata,
+    sa.Column("rule", sa.String(64), primary_key=True),
+    sa.Column("key", sa.String(256), primary_key=True),
+    sa.Column("state", sa.Text, nullable=False),
+)
 legal_holds = sa.Table(
     "legal_holds", metadata,
     sa.Column("id", BigId, primary_key=True, autoincrement=True),

@@ -1,0 +1,443 @@
+"""The rule engine: stored events in, findings out, each rule's state in plain values. No I/O.
+
+Theory of operation
+-------------------
+Every rule keeps a small state per key (a user, or an agent) as plain JSON values, and looks at each
+event once, in the order the stage gives them (one agent's events in chain order), updating that
+state in amortised O(1): a sliding window of times, an hour's count and a running baseline, a set
+of folders seen. So a burst of a million reads costs a million steps, and the findings do not
+depend on how the events were cut into batches: the same stream gives the same states.
+
+A finding is evidence for a *group*: the rule, its key and the episode it belongs to (the time the
+episode began). The stage raises the group's alert once and folds later evidence into it
+(collector/alerts/service.py). An episode ends when no new evidence came for the rule's
+``group_minutes``; the next evidence begins another, hence another alert.
+
+States stay bounded: windows hold only what is inside them, ``first_access`` holds at most
+``max_folders_per_user`` folders per user, ``bulk_read`` a fixed handful of numbers.
+"""
+
+from __future__ import annotations
+
+import bisect
+import fnmatch
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Protocol, Sequence
+
+from collector.detection.models import RuleSet
+from collector.events.models import StoredEvent
+
+__all__ = ["Finding", "Rule", "Engine", "build_rules", "State"]
+
+MINUTE_NS = 60 * 1_000_000_000
+HOUR_NS = 60 * MINUTE_NS
+DAY_NS = 24 * HOUR_NS
+State = dict[str, Any]
+_READ_KINDS = frozenset({"file.read"})
+_ACCESS_KINDS = frozenset({"file.read", "file.write", "file.copy", "file.move", "file.delete", "usb.write"})
+
+
+@dataclass
+class Finding:
+    """Evidence for one alert group: the events, and a sentence for the analyst."""
+
+    rule: str
+    severity: str
+    group_key: str
+    user: str
+    agent_id: str
+    event_ids: list[str]
+    first_ns: int
+    last_ns: int
+    summary: str
+    path: str = ""
+
+
+class Rule(Protocol):
+    """One detection rule."""
+
+    name: str
+
+    def key(self, e: StoredEvent) -> str | None:
+        """The state this event belongs to, or None if the rule does not look at it."""
+        ...
+
+    def step(self, state: State, e: StoredEvent) -> Finding | None:
+        """Looks at one event, updating the state in place; returns evidence, if any."""
+        ...
+
+
+def _hm(ns: int, tz: Any) -> str:
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(ns / 1e9, tz=tz).strftime("%H:%M")
+
+
+def _tz(name: str) -> Any:
+    import zoneinfo
+
+    try:
+        return zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        import datetime as dt
+
+        return dt.timezone(dt.timedelta(hours=8), "CST")
+
+
+def _episode(state: State, t: int, gap_ns: int) -> int:
+    """The start of the episode an event at t belongs to; starts a new one after a quiet gap."""
+    last = state.get("ep_last")
+    if last is None or t - last > gap_ns or t < state.get("ep", t):
+        state["ep"] = t
+        state["ep_n"] = 0
+    state["ep_last"] = max(t, last or t)
+    state["ep_n"] = state.get("ep_n", 0) + 1
+    return int(state["ep"])
+
+
+def _folder(path: str, depth: int) -> str:
+    parts = [p for p in path.split("/") if p]
+    return "/" + "/".join(parts[:depth]) if parts else "/"
+
+
+@dataclass
+class ReadBurst:
+    """More than ``threshold`` reads by one user within a window (the rule since the first release)."""
+
+    threshold: int
+    window_ns: int
+    severity: str
+    tz: Any
+    name: str = "read_burst"
+
+    def key(self, e: StoredEvent) -> str | None:
+        return e.user if e.kind in _READ_KINDS and e.user else None
+
+    def step(self, state: State, e: StoredEvent) -> Finding | None:
+        times: list[int] = state.setdefault("t", [])
+        ids: list[str] = state.setdefault("i", [])
+        rep: list[bool] = state.setdefault("r", [])
+        at = bisect.bisect_right(times, e.time_ns)
+        times.insert(at, e.time_ns)
+        ids.insert(at, e.id)
+        rep.insert(at, False)
+        cut = bisect.bisect_left(times, max(times[-1] - self.window_ns, e.time_ns - self.window_ns))
+        if cut:
+            del times[:cut], ids[:cut], rep[:cut]
+        if len(times) <= self.threshold:
+            return None
+        # every read in a window holding more than threshold reads is part of the burst
+        new = [i for i, r in zip(ids, rep) if not r]
+        rep[:] = [True] * len(rep)
+        if not new:
+            return None
+        first = times[0]
+        last_member = state.get("m_last")
+        if last_member is None or first - last_member > self.window_ns:
+            state["m_ep"], state["m_n"] = first, 0
+        state["m_last"] = max(times[-1], last_member or 0)
+        state["m_n"] = state.get("m_n", 0) + len(new)
+        ep = int(state["m_ep"])
+        return Finding(self.name, self.severity, f"{self.name}|{e.user}|{ep}", e.user, e.agent_id, new, ep,
+                       int(state["m_last"]),
+                       f"{e.user} read sensitive files {state['m_n']} times between {_hm(ep, self.tz)} and "
+                       f"{_hm(int(state['m_last']), self.tz)}, in bursts of more than {self.threshold} within "
+                       f"{self.window_ns / MINUTE_NS:g} min")
+
+
+@dataclass
+class UsbExfiltration:
+    """Sensitive content written to removable media."""
+
+    gap_ns: int
+    severity: str
+    tz: Any
+    name: str = "usb_exfiltration"
+
+    def key(self, e: StoredEvent) -> str | None:
+        if e.kind != "usb.write" or not (e.attributes.get("match") or e.attributes.get("source_paths")):
+            return None
+        return e.user or e.agent_id
+
+    def step(self, state: State, e: StoredEvent) -> Finding | None:
+        ep = _episode(state, e.time_ns, self.gap_ns)
+        device = e.attributes.get("device") or e.attributes.get("mountpoint") or "removable media"
+        who = e.user or f"agent {e.agent_id}"
+        return Finding(self.name, self.severity, f"{self.name}|{who}|{ep}", e.user, e.agent_id, [e.id], ep,
+                       int(state["ep_last"]),
+                       f"{who} wrote {state['ep_n']} file(s) with sensitive content to {device} between "
+                       f"{_hm(ep, self.tz)} and {_hm(int(state['ep_last']), self.tz)}; latest {e.path} "
+                       f"(from {', '.join([str(x) for x in e.attributes.get('source_paths') or []][:3])})", e.path)
+
+
+@dataclass
+class SensitiveCopyOut:
+    """Sensitive content copied, moved or archived out of the sensitive folders."""
+
+    gap_ns: int
+    severity: str
+    sync_folders: tuple[str, ...]
+    tz: Any
+    name: str = "sensitive_copy_out"
+
+    def key(self, e: StoredEvent) -> str | None:
+        if e.kind == "file.copy" or (e.kind == "file.move" and e.attributes.get("moved_out")):
+            return e.user or e.agent_id
+        return None
+
+    def step(self, state: State, e: StoredEvent) -> Finding | None:
+        ep = _episode(state, e.time_ns, self.gap_ns)
+        where = e.dest_path or e.path
+        sync = next((p for p in self.sync_folders if fnmatch.fnmatch(where, p)), None)
+        how = {"file.move": "moved", "file.copy": "copied"}[e.kind]
+        if e.attributes.get("archive_members"):
+            how = "archived"
+        note = f" into a sync folder ({sync})" if sync else ""
+        who = e.user or f"agent {e.agent_id}"
+        state["sync"] = bool(state.get("sync")) or bool(sync)
+        return Finding(self.name, self.severity, f"{self.name}|{who}|{ep}", e.user, e.agent_id, [e.id], ep,
+                       int(state["ep_last"]),
+                       f"{who} {how} sensitive content out of the sensitive folders {state['ep_n']} time(s) between "
+                       f"{_hm(ep, self.tz)} and {_hm(int(state['ep_last']), self.tz)}; latest {where}{note}", where)
+
+
+@dataclass
+class BulkRead:
+    """An hour with more reads than both a floor and the user's own baseline (mean + sigmas x deviation)."""
+
+    floor: int
+    sigmas: float
+    alpha: float  # weight of one hour in the running baseline (1 / hours of baseline)
+    cold_start_hours: int
+    cold_start_factor: float
+    severity: str
+    tz: Any
+    name: str = "bulk_read"
+
+    def key(self, e: StoredEvent) -> str | None:
+        return e.user if e.kind in _READ_KINDS and e.user else None
+
+    def limit(self, state: State) -> float:
+        """Reads in an hour above which the hour is unusual for this user."""
+        if state.get("hours", 0) < self.cold_start_hours:
+            return self.floor * self.cold_start_factor
+        return max(float(self.floor), float(state.get("mean", 0.0)) + self.sigmas * math.sqrt(state.get("var", 0.0)))
+
+    def _close_hours(self, state: State, upto: int) -> None:
+        hour = state.get("h")
+        if hour is None or upto <= hour:
+            return
+        a = self.alpha
+        for n in [state.get("c", 0)] + [0] * min(upto - hour - 1, int(3 / a)):  # quiet hours count as 0 (bounded)
+            mean = state.get("mean", 0.0)
+            diff = n - mean
+            state["mean"] = mean + a * diff
+            state["var"] = (1 - a) * (state.get("var", 0.0) + a * diff * diff)
+            state["hours"] = state.get("hours", 0) + 1
+        state["c"], state["ids"], state["fired"] = 0, [], False
+
+    def step(self, state: State, e: StoredEvent) -> Finding | None:
+        hour = e.time_ns // HOUR_NS
+        if state.get("h") is None:
+            state["h"] = hour
+        if hour < state["h"]:
+            return None  # an event from an hour already closed: counted there, never re-opened
+        self._close_hours(state, hour)
+        state["h"] = hour
+        state["c"] = state.get("c", 0) + 1
+        limit = self.limit(state)
+        ids: list[str] = state.setdefault("ids", [])
+        folders: dict[str, int] = state.setdefault("dirs", {})
+        top = _folder(e.path, 2)
+        folders[top] = folders.get(top, 0) + 1
+        if len(folders) > 8:  # keep only the busiest few, for the sentence
+            for k in sorted(folders, key=folders.__getitem__)[:-8]:
+                del folders[k]
+        if not state.get("fired"):
+            ids.append(e.id)
+            if state["c"] <= limit:
+                return None
+            state["fired"], state["first"] = True, e.time_ns
+            new, ids[:] = list(ids), []
+        else:
+            new = [e.id]
+        where = max(folders, key=folders.__getitem__)
+        usual = "no baseline yet" if state.get("hours", 0) < self.cold_start_hours else (
+            f"their usual is {state.get('mean', 0.0):.0f} an hour")
+        start = hour * HOUR_NS
+        return Finding(self.name, self.severity, f"{self.name}|{e.user}|{start}", e.user, e.agent_id, new, start,
+                       e.time_ns, f"{e.user} read {state['c']} files, most in {where}, between "
+                       f"{_hm(start, self.tz)} and {_hm(e.time_ns, self.tz)}; {usual}", where)
+
+
+@dataclass
+class FirstAccess:
+    """A user reading a sensitive folder they never touched before, once the learning period is over."""
+
+    learning_ns: int
+    depth: int
+    max_folders: int
+    gap_ns: int
+    severity: str
+    tz: Any
+    name: str = "first_access"
+
+    def key(self, e: StoredEvent) -> str | None:
+        return e.user if e.kind in _READ_KINDS and e.user else None
+
+    def step(self, state: State, e: StoredEvent) -> Finding | None:
+        since = state.setdefault("since", e.time_ns)
+        seen: dict[str, int] = state.setdefault("seen", {})
+        folder = _folder(e.path, self.depth)
+        if folder in seen:
+            return None
+        if len(seen) >= self.max_folders:
+            state["full"] = True  # bounded: a user touching this many folders is no longer "new" anywhere
+            return None
+        seen[folder] = e.time_ns
+        if e.time_ns - since < self.learning_ns:
+            return None
+        ep = _episode(state, e.time_ns, self.gap_ns)
+        return Finding(self.name, self.severity, f"{self.name}|{e.user}|{ep}", e.user, e.agent_id, [e.id], ep,
+                       e.time_ns, f"{e.user} read in {folder} for the first time (at {_hm(e.time_ns, self.tz)}); "
+                       f"{state['ep_n']} new folder(s) since {_hm(ep, self.tz)}", folder)
+
+
+@dataclass
+class AfterHours:
+    """Access to sensitive files outside the user's working calendar."""
+
+    is_working: Callable[[str, int], bool]
+    describe: Callable[[str, int], str]
+    min_events: int
+    gap_ns: int
+    severity: str
+    name: str = "after_hours"
+
+    def key(self, e: StoredEvent) -> str | None:
+        return e.user if e.kind in _ACCESS_KINDS and e.user else None
+
+    def step(self, state: State, e: StoredEvent) -> Finding | None:
+        if self.is_working(e.user, e.time_ns):
+            return None
+        ep = _episode(state, e.time_ns, self.gap_ns)
+        pending: list[str] = state.setdefault("pending", [])
+        if state.get("pending_ep") != ep:
+            state["pending_ep"], pending[:] = ep, []
+        pending.append(e.id)
+        if len(pending) < self.min_events:
+            return None
+        new, pending[:] = list(pending), []
+        state["pending"] = pending
+        return Finding(self.name, self.severity, f"{self.name}|{e.user}|{ep}", e.user, e.agent_id, new, ep, e.time_ns,
+                       f"{e.user} accessed sensitive files {state['ep_n']} times outside working hours, from "
+                       f"{self.describe(e.user, ep)} to {self.describe(e.user, e.time_ns)}", e.path)
+
+
+@dataclass
+class DeliveryRule:
+    """An agent's own report that evidence may be missing: a capture gap or a full spool."""
+
+    name: str
+    kind: str
+    severity: str
+    sentence: str
+    gap_ns: int
+
+    def key(self, e: StoredEvent) -> str | None:
+        return e.agent_id if e.kind == self.kind else None
+
+    def step(self, state: State, e: StoredEvent) -> Finding | None:
+        ep = _episode(state, e.time_ns, self.gap_ns)
+        detail = ", ".join(f"{k}={v}" for k, v in sorted(e.attributes.items()) if not isinstance(v, (dict, list)))
+        return Finding(self.name, self.severity, f"{self.name}|{e.agent_id}|{ep}", e.user, e.agent_id, [e.id], ep,
+                       e.time_ns, f"agent {e.agent_id}: {self.sentence} ({state['ep_n']} report(s)); {detail}")
+
+
+def _working_calendar(rules: RuleSet) -> tuple[Callable[[str, int], bool], Callable[[str, int], str]]:
+    try:
+        from collector.detection.calendar import WorkingCalendar  # type: ignore[import-not-found, unused-ignore]
+    except ImportError:  # pragma: no cover - the calendar module ships with the collector
+        tz = _tz(rules.after_hours.timezone)
+        start, end = rules.after_hours.hours.start, rules.after_hours.hours.end
+
+        def weekdays(user: str, ns: int) -> bool:
+            import datetime as dt
+
+            t = dt.datetime.fromtimestamp(ns / 1e9, tz=tz)
+            return t.weekday() < 5 and start <= t.strftime("%H:%M") < end
+
+        return weekdays, lambda user, ns: _hm(ns, tz)
+    calendar = WorkingCalendar(rules.after_hours)
+    return calendar.is_working_time, calendar.describe
+
+
+def build_rules(rules: RuleSet) -> list[Rule]:
+    """The enabled built-in rules, configured."""
+    tz = _tz(rules.after_hours.timezone)
+    out: list[Rule] = []
+    r = rules.read_burst
+    if r.enabled:
+        out.append(ReadBurst(r.threshold, int(r.window_minutes * MINUTE_NS), r.severity, tz))
+    b = rules.bulk_read
+    if b.enabled:
+        out.append(BulkRead(b.floor_per_hour, b.sigmas, 1.0 / (24 * b.baseline_days), b.cold_start_hours,
+                            b.cold_start_factor, b.severity, tz))
+    u = rules.usb_exfiltration
+    if u.enabled:
+        out.append(UsbExfiltration(int(u.group_minutes * MINUTE_NS), u.severity, tz))
+    c = rules.sensitive_copy_out
+    if c.enabled:
+        out.append(SensitiveCopyOut(int(c.group_minutes * MINUTE_NS), c.severity, c.sync_folders, tz))
+    f = rules.first_access
+    if f.enabled:
+        out.append(FirstAccess(int(f.learning_days * DAY_NS), f.folder_depth, f.max_folders_per_user,
+                               int(f.group_minutes * MINUTE_NS), f.severity, tz))
+    a = rules.after_hours
+    if a.enabled:
+        working, describe = _working_calendar(rules)
+        out.append(AfterHours(working, describe, a.min_events, int(a.group_minutes * MINUTE_NS), a.severity))
+    out.append(DeliveryRule("capture_gap", "agent.capture_gap", "medium",
+                            "the operating system or the agent dropped events; the evidence has a gap", HOUR_NS))
+    out.append(DeliveryRule("spool_loss", "agent.spool_full", "high",
+                            "its spool was full and refused events", HOUR_NS))
+    return out
+
+
+@dataclass
+class Engine:
+    """Runs every rule over a sequence of events, with the states of the keys they touch."""
+
+    rules: Sequence[Rule]
+    steps: int = field(default=0)
+
+    def keys(self, events: Iterable[StoredEvent]) -> set[tuple[str, str]]:
+        """The (rule, key) states these events need."""
+        out = set()
+        for e in events:
+            for rule in self.rules:
+                k = rule.key(e)
+                if k is not None:
+                    out.add((rule.name, k))
+        return out
+
+    def run(self, states: dict[tuple[str, str], State], events: Iterable[StoredEvent]) -> list[Finding]:
+        """Looks at each event once; updates ``states`` in place; returns findings merged per group."""
+        merged: dict[str, Finding] = {}
+        for e in events:
+            for rule in self.rules:
+                k = rule.key(e)
+                if k is None:
+                    continue
+                self.steps += 1
+                found = rule.step(states.setdefault((rule.name, k), {}), e)
+                if found is None:
+                    continue
+                have = merged.get(found.group_key)
+                if have is None:
+                    merged[found.group_key] = found
+                else:
+                    have.event_ids.extend(found.event_ids)
+                    have.last_ns, have.summary, have.path = max(have.last_ns, found.last_ns), found.summary, found.path
+        return list(merged.values())
