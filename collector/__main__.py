@@ -6,6 +6,7 @@
     shoumi-collector api-token create --data-dir DIR --username U
     shoumi-collector verify --data-dir DIR [--database-url URL] [--tree-public-key HEX]
     shoumi-collector legal-hold place|release|list --data-dir DIR ...  (collector/retention/cli.py)
+    shoumi-collector rules check FILE          (exit 0: valid, the rules in force; 2: FILE:LINE: KEY: message)
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ log = logging.getLogger("shoumi.collector")
 
 def _settings(args: argparse.Namespace) -> CollectorSettings:
     given: dict[str, Any] = {}
-    for field in ("data_dir", "database_url", "grpc_listen", "http_listen", "enroll_listen"):
+    for field in ("data_dir", "database_url", "grpc_listen", "http_listen", "enroll_listen", "rules_file"):
         value = getattr(args, field, None)
         if value is not None:
             given[field] = value
@@ -71,7 +72,7 @@ def _cmd_serve(settings: CollectorSettings) -> int:
         def capture_signals(self) -> Iterator[None]:
             yield
 
-    from collector.wiring import build_services, sign_tree_head
+    from collector.wiring import build_services, reload_rules, sign_tree_head
 
     built = build_services(settings)
     http_host, http_port = parse_listen(settings.http_listen)
@@ -92,6 +93,7 @@ def _cmd_serve(settings: CollectorSettings) -> int:
 
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGHUP, lambda _signum, _frame: reload_rules(built))  # a failed reload keeps the last good
     grpc_host = parse_listen(settings.grpc_listen)[0]
     enroll_host = grpc_host if settings.insecure_dev else parse_listen(settings.enroll_listen)[0]
     ready = {
@@ -243,6 +245,18 @@ def _cmd_verify(settings: CollectorSettings, args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def _cmd_rules_check(path: Path) -> int:
+    from collector.detection.config import RulesError, load_rules, summarize
+
+    try:
+        rules = load_rules(path)
+    except RulesError as exc:
+        print(exc.render(), file=sys.stderr)
+        return 2
+    print(f"{path}: {summarize(rules)}")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="shoumi-collector", description="Shoumi collector")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
@@ -261,6 +275,13 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--http-listen", dest="http_listen", help="HOST:PORT for the UI and API (port 0: any)")
     serve.add_argument("--read-burst-threshold", type=int, help="alert on more reads than this...")
     serve.add_argument("--read-burst-window-minutes", type=float, help="...by one user in this many minutes")
+    serve.add_argument("--rules", dest="rules_file", type=Path,
+                       help="detection rules (TOML; see rules.toml.example); SIGHUP re-reads it")
+
+    rules = sub.add_parser("rules", help="the detection rules file")
+    rules_sub = rules.add_subparsers(dest="action", required=True)
+    rules_sub.add_parser("check", help="exit 0 if FILE is valid, else 2 naming the line and key").add_argument(
+        "file", type=Path)
 
     store_args(sub.add_parser("ca-fingerprint", help="print the SHA-256 fingerprint of the collector's CA"))
 
@@ -308,10 +329,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    from collector.detection.config import RulesError
     from collector.people.service import PeopleError
     from collector.pki import PkiError
     from collector.storage.base import StoreError
 
+    if args.command == "rules":  # needs no data directory
+        return _cmd_rules_check(args.file)
     try:
         settings = _settings(args)
         # the collector's state (CA keys, tree key, SQLite store) is for the collector alone
@@ -333,6 +357,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from collector.retention.cli import run_legal_hold
             return run_legal_hold(settings, args, _actor())
         return _cmd_api_token(settings, args)
+    except RulesError as exc:
+        print(exc.render(), file=sys.stderr)
     except ValidationError as exc:
         print(f"shoumi-collector: invalid setting: {exc}", file=sys.stderr)
     except (PeopleError, StoreError, PkiError, ValueError, OSError) as exc:

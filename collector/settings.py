@@ -57,6 +57,8 @@ class CollectorSettings(BaseSettings):
         365.0, gt=0, description="events older than this are deleted unless a legal hold covers them; unset: kept")
     retention_check_seconds: float = Field(3600.0, gt=0, description="how often retention runs")
     detection: DetectionSettings = DetectionSettings()
+    rules_file: Path | None = Field(
+        None, description="the detection rules file (TOML, installers/linux/rules.toml.example); unset: defaults")
 
     def store_location(self) -> str:
         """Returns what open_store() takes: the database URL, or the data directory."""

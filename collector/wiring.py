@@ -5,12 +5,14 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from fastapi import FastAPI
 
 from collector.alerts.service import raise_alert
 from collector.detection.models import ReadBurst, RuleSet
+from collector.detection.config import RulesError, load_rules, summarize
 from collector.detection.service import DetectionStage
 from collector.enrollment.service import EnrollmentService
 from collector.fleet import service as fleet
@@ -26,7 +28,7 @@ from collector.storage.base import Store
 from collector.transparency import TreeHeadSigner, TreeInconsistent, load_or_create_tree_key
 from collector.web.app import create_app
 
-__all__ = ["Built", "build_services", "sign_tree_head"]
+__all__ = ["Built", "build_services", "reload_rules", "sign_tree_head"]
 
 log = logging.getLogger("shoumi.collector")
 
@@ -45,6 +47,8 @@ class Built:
     app: FastAPI
     grpc: GrpcServers
     ca: CertificateAuthority
+    rules: RuleSet = field(default_factory=RuleSet)  # the detection rules in force (reload_rules replaces them)
+    rules_file: Path | None = None
 
     @property
     def listeners(self) -> Listeners:
@@ -59,13 +63,15 @@ class Built:
 
 def build_services(settings: CollectorSettings, store: Store | None = None) -> Built:
     """Builds every part from the settings; nothing listens until ``grpc.start()``."""
+    # a bad rules file is refused before anything is opened (RulesError names its line and key)
+    file_rules = load_rules(settings.rules_file) if settings.rules_file else None
     if store is None:
         store = open_store(settings.store_location())
     det = settings.detection
     ingest = IngestService(store, max_events_per_batch=settings.max_events_per_batch,
                            max_clock_skew_ns=int(settings.max_clock_skew_seconds * 1e9))
     # the read-burst thresholds of the command line (and SHOUMI_COLLECTOR_DETECTION__*) over the defaults
-    rules = RuleSet(read_burst=ReadBurst(threshold=det.read_burst_threshold,
+    rules = file_rules if file_rules is not None else RuleSet(read_burst=ReadBurst(threshold=det.read_burst_threshold,
                                          window_minutes=det.read_burst_window_minutes))
     detection = DetectionStage(store, rules=rules)
     ca = CertificateAuthority.load_or_create(settings.data_dir)
@@ -97,7 +103,22 @@ def build_services(settings: CollectorSettings, store: Store | None = None) -> B
                          lambda: retention.prune(store=store, retention_days=days, now_ns=time.time_ns()))
     app = create_app(store=store, people=people, enrollment=enrollment, counters=ingest.counters,
                      detection=detection, open_streams=servers.open_streams, spool_depths=ingest.spool_depths)
-    return Built(store, ingest, detection, enrollment, people, signer, background, app, servers, ca)
+    return Built(store, ingest, detection, enrollment, people, signer, background, app, servers, ca,
+                 rules=rules, rules_file=settings.rules_file)
+
+
+def reload_rules(built: Built) -> RuleSet | RulesError:
+    """Re-reads the rules file into ``built.rules``; a file that fails keeps the last good rules (logged)."""
+    if built.rules_file is None:
+        return built.rules
+    try:
+        rules = load_rules(built.rules_file)
+    except RulesError as exc:
+        log.error("rules reload failed, keeping the last good rules: %s", exc.render())
+        return exc
+    built.rules = rules
+    log.warning("rules reloaded from %s: %s", built.rules_file, summarize(rules))
+    return rules
 
 
 def check_silence(store: Store) -> None:
