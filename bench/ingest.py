@@ -65,6 +65,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # The collector subprocess, the CLI and the client processes all use the tree this file is in.
 _PATHS = [str(ROOT), str(ROOT / "proto")]
 os.environ["PYTHONPATH"] = os.pathsep.join(_PATHS + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")  # thousands of channels: gRPC's INFO lines would bury the figures
 for _p in reversed(_PATHS):
     if _p not in sys.path:
         sys.path.insert(0, _p)
@@ -241,14 +242,16 @@ def iter_batches(agent_id: str, key: Any, index: int, *, batches: int, per_batch
         seq += per_batch
 
 
-def single_batch(agent_id: str, key: Any, *, seq: int, prev: bytes, kind: str, now_ns: int) -> tuple[bytes, bytes]:
-    """One signed batch of one agent.* event; returns (wire bytes, its hash)."""
+def single_batch(agent_id: str, key: Any, *, seq: int, prev: bytes, kind: str, now_ns: int,
+                 interval_s: float = 30.0) -> tuple[bytes, bytes]:
+    """One signed batch of one agent.* event (which names the agent's heartbeat interval, as the agent's
+    do: the collector calls an agent silent after three missed ones); returns (wire bytes, its hash)."""
     from shoumi.batch import sign_batch
     from shoumi.v1 import events_pb2
 
     b = events_pb2.EventBatch(agent_id=agent_id, epoch=1, first_seq=seq, prev_batch_hash=prev, created_unix_ns=now_ns)
     ev = b.events.add(id=str(uuid.uuid4()), kind=kind, seq=seq, time_unix_ns=now_ns, size=-1, uid=-1)
-    ev.attributes.update({"interval_s": 30, "spool_depth": 0, "connected": True})
+    ev.attributes.update({"interval_s": interval_s, "spool_depth": 0, "connected": True})
     digest = sign_batch(b, key)
     return b.SerializeToString(), digest
 
@@ -440,8 +443,8 @@ def store_client(job: StoreJob, results: Any, go: Any, ramped: Any, stop: Any) -
                                per_batch=job.events_per_batch, created_ns=created,
                                burst_reads=job.burst_reads if job.first_index + i == 0 else 0)
             built.append(list(gen) if job.seconds is not None else gen)
-        late_built = [list(iter_batches(a.agent_id, a.key, job.first_index + len(storing) + i, batches=job.late_batches,
-                                        per_batch=job.events_per_batch, burst_reads=0)) for i, a in enumerate(late)]
+        late_built = [iter_batches(a.agent_id, a.key, job.first_index + len(storing) + i, batches=job.late_batches,
+                                   per_batch=job.events_per_batch, burst_reads=0) for i, a in enumerate(late)]  # sealed when sent
         prebuilt = sum(len(b) for b in built if isinstance(b, list)) * job.events_per_batch
         results.put(("ready", {"enroll_s": enroll_s, "agents": len(ready), "build_s": time.monotonic() - t1,
                                "events": prebuilt}))
@@ -522,7 +525,7 @@ def idle_client(job: IdleJob, results: Any, go: Any, ramped: Any, stop: Any) -> 
                 async with sem:
                     try:
                         raw, prev = single_batch(agent.agent_id, agent.key, seq=1, prev=GENESIS_HASH, kind="agent.start",
-                                                 now_ns=time.time_ns())
+                                                 now_ns=time.time_ns(), interval_s=job.heartbeat_s)
                         await call.write(raw)
                         ack = await asyncio.wait_for(call.read(), timeout=60)
                         if ack is grpc.aio.EOF:
@@ -558,7 +561,7 @@ def idle_client(job: IdleJob, results: Any, go: Any, ramped: Any, stop: Any) -> 
                         return
                     if not done:  # heartbeat time
                         raw, prev = single_batch(agent.agent_id, agent.key, seq=seq, prev=prev, kind="agent.heartbeat",
-                                                 now_ns=time.time_ns())
+                                                 now_ns=time.time_ns(), interval_s=job.heartbeat_s)
                         seq += 1
                         try:
                             t_hb = time.monotonic()
