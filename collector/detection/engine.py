@@ -222,14 +222,19 @@ class BulkRead:
         """Reads in an hour above which the hour is unusual for this user."""
         if state.get("hours", 0) < self.cold_start_hours:
             return self.floor * self.cold_start_factor
-        return max(float(self.floor), float(state.get("mean", 0.0)) + self.sigmas * math.sqrt(state.get("var", 0.0)))
+        mean = float(state.get("mean", 0.0))
+        # counts of independent reads spread at least like a Poisson count: a steady user is not
+        # alerted on for one hour a little above an average with no variance yet
+        spread = max(math.sqrt(state.get("var", 0.0)), math.sqrt(mean))
+        return max(float(self.floor), mean + self.sigmas * spread)
 
     def _close_hours(self, state: State, upto: int) -> None:
         hour = state.get("h")
         if hour is None or upto <= hour:
             return
-        a = self.alpha
-        for n in [state.get("c", 0)] + [0] * min(upto - hour - 1, int(3 / a)):  # quiet hours count as 0 (bounded)
+        for n in [state.get("c", 0)] + [0] * min(upto - hour - 1, int(3 / self.alpha)):  # quiet hours: 0 (bounded)
+            # an average of all hours seen until the baseline's length, then a moving one over that length
+            a = max(self.alpha, 1.0 / (state.get("hours", 0) + 1))
             mean = state.get("mean", 0.0)
             diff = n - mean
             state["mean"] = mean + a * diff
