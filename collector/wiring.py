@@ -117,6 +117,7 @@ def reload_rules(built: Built) -> RuleSet | RulesError:
         log.error("rules reload failed, keeping the last good rules: %s", exc.render())
         return exc
     built.rules = rules
+    built.detection.use(rules)  # from the next event on; the rules' states are kept
     log.warning("rules reloaded from %s: %s", built.rules_file, summarize(rules))
     return rules
 
