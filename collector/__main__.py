@@ -4,7 +4,7 @@
     shoumi-collector enroll-token create --data-dir DIR
     shoumi-collector user create --data-dir DIR --username U --role ROLE [--password-stdin]
     shoumi-collector api-token create --data-dir DIR --username U
-    shoumi-collector verify --data-dir DIR [--database-url URL] [--tree-public-key HEX]
+    shoumi-collector verify --data-dir DIR [--database-url URL] [--tree-public-key HEX] [--jobs N]
     shoumi-collector legal-hold place|release|list --data-dir DIR ...  (collector/retention/cli.py)
     shoumi-collector rules check FILE          (exit 0: valid, the rules in force; 2: FILE:LINE: KEY: message)
 """
@@ -220,8 +220,12 @@ def _cmd_agent(settings: CollectorSettings, args: argparse.Namespace) -> int:
 def _cmd_verify(settings: CollectorSettings, args: argparse.Namespace) -> int:
     from collector.storage import open_store
     from collector.transparency import TREE_KEY_FILE, TreeKeyError, load_tree_key, tree_public_key
-    from collector.verify import verify_store
+    from collector.verify import default_jobs, verify_store
 
+    jobs = default_jobs() if args.jobs is None else args.jobs
+    if jobs < 1:
+        print("shoumi-collector: --jobs must be at least 1", file=sys.stderr)
+        return 2
     if settings.database_url is None and not (settings.data_dir / "collector.db").exists():  # verify creates nothing
         print(f"shoumi-collector: no collector store in {settings.data_dir}", file=sys.stderr)
         return 2
@@ -238,7 +242,7 @@ def _cmd_verify(settings: CollectorSettings, args: argparse.Namespace) -> int:
         return 2
     store = open_store(settings.store_location())
     try:
-        report = verify_store(store, tree_public_key=public_key)
+        report = verify_store(store, tree_public_key=public_key, jobs=jobs, location=settings.store_location())
     finally:
         store.close()
     print(report.render())
@@ -316,6 +320,7 @@ def _parser() -> argparse.ArgumentParser:
     verify = sub.add_parser("verify", help="re-check every signature, chain, event and tree head; exit 1 if tampered")
     store_args(verify)
     verify.add_argument("--tree-public-key", help="the tree-head public key (hex) the auditor holds")
+    verify.add_argument("--jobs", type=int, help="processes that check agents in parallel (default: one per CPU)")
 
     from collector.retention.cli import add_legal_hold_parser
     add_legal_hold_parser(sub, store_args)
