@@ -261,9 +261,17 @@ class ContentWatch:
             seen = self._scan_seen.pop(path, None)
             if st is not None and seen == (st.st_dev, st.st_ino) and event.time_unix_ns < self._scan_done_ns:
                 return  # created while the scan ran, which found (and reported) this very file
-            scanned = self._scan_one(path)
+            with self._pending_lock:
+                written = path in self._pending
+            # A new file's close-write usually follows its create: that re-index reads it once.
+            scanned = None if written else self._scan_one(path)
             entry = self._entries_known(path)
-            if entry is None and st is not None and self.policy.is_sensitive(path):
+            if written and st is not None:
+                # Exists, content not yet reported: an entry no file can equal, so that if the
+                # close-write's report is lost with the process, the catch-up reports the content.
+                entry = SnapshotEntry(-1, 0)
+                self._set_entry(path, entry)
+            elif entry is None and st is not None and self.policy.is_sensitive(path):
                 # being written (or unreadable): what it is now; its close-write brings the hash
                 entry = SnapshotEntry(st.st_size, st.st_mtime_ns)
                 self._set_entry(path, entry)

@@ -39,7 +39,9 @@ _HEAD = struct.Struct("<32sqBQ")  # sha256 digest, size fingerprinted, flags, an
 _COMPLETE, _ANCHORED = 1, 2
 _CHUNK = struct.Struct("<QI")  # chunk fingerprint, bytes of the source in chunks with it
 
-Holders = int | tuple[int, ...]  # one source id, or several (the same chunk in several files)
+# One source id, or a set of them when several files hold the chunk (identical files, templates):
+# a set keeps adding and removing the 20,000th holder as cheap as the first.
+Holders = int | set[int]
 
 
 @dataclass(frozen=True, order=True)
@@ -63,9 +65,9 @@ def _add_holder(table: dict[int, Holders], key: int, sid: int) -> None:
         table[key] = sid
     elif isinstance(held, int):
         if held != sid:
-            table[key] = (held, sid)
-    elif sid not in held:
-        table[key] = (*held, sid)
+            table[key] = {held, sid}
+    else:
+        held.add(sid)
 
 
 def _drop_holder(table: dict[int, Holders], key: int, sid: int) -> None:
@@ -76,11 +78,12 @@ def _drop_holder(table: dict[int, Holders], key: int, sid: int) -> None:
         if held == sid:
             del table[key]
         return
-    rest = tuple(h for h in held if h != sid)
-    table[key] = rest[0] if len(rest) == 1 else rest
+    held.discard(sid)
+    if len(held) == 1:
+        table[key] = next(iter(held))
 
 
-def _holders(held: Holders | None) -> tuple[int, ...]:
+def _holders(held: Holders | None) -> tuple[int, ...] | set[int]:
     if held is None:
         return ()
     return (held,) if isinstance(held, int) else held

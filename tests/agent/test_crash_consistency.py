@@ -154,7 +154,8 @@ def test_kill9_during_burst_and_catch_up_reports_each_change_once(tmp_path: Path
     missed = [p for p in made if creates.get(p, 0) != 1]
     disk = {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.iterdir()}
     missed += [p for p, sha in disk.items() if last_sha.get(p) != sha]
-    assert missed == []
+    assert missed == [], [(Path(p).name, creates.get(p), [(e.kind, e.sha256[:8], dict(e.attributes.fields).keys())
+                                                        for e in events if e.path == p]) for p in missed[:3]]
     gaps = [e for e in events if e.kind == "agent.capture_gap"
             and e.attributes.fields["source"].string_value == "unclean_stop"]
     assert len(gaps) == KILLS

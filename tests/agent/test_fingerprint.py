@@ -286,6 +286,21 @@ def test_update_and_remove_forget_old_content() -> None:
     assert len(index) == 0 and index.chunk_count() == 0
 
 
+def test_many_identical_sources_all_match_and_leave_one_by_one() -> None:
+    data = random_bytes(52, 3000)  # e.g. 20,000 copies of one template in a sensitive folder
+    index = FingerprintIndex()
+    for i in range(20_000):
+        index.add(f"/s/{i:05d}", fingerprint_bytes(data))
+    for i in range(0, 20_000, 2):
+        index.remove(f"/s/{i:05d}")
+    matches = index.match(fingerprint_bytes(data))
+    assert [m.source_path for m in matches] == [f"/s/{i:05d}" for i in range(1, 20_000, 2)]
+    assert {m.kind for m in matches} == {"exact"}
+    for i in range(1, 20_000, 2):
+        index.remove(f"/s/{i:05d}")
+    assert len(index) == 0 and index.chunk_count() == 0
+
+
 def test_ignore_leaves_out_the_candidate_itself() -> None:
     data = random_bytes(51, 50_000)
     index = FingerprintIndex()
