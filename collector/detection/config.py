@@ -33,6 +33,7 @@ found, first one first). Reading is the only I/O here (``load_rules``, ``load_ho
 
 from __future__ import annotations
 
+import datetime as dt
 import difflib
 import fnmatch
 import json
@@ -53,7 +54,7 @@ __all__ = ["RulesError", "load_rules", "parse_rules", "summarize", "load_holiday
 
 log = logging.getLogger("shoumi.collector.detection")
 
-Path_ = tuple[str | int, ...]
+_KeyPath = tuple[str | int, ...]
 
 # paths no real folder pattern matches all of: a pattern that does is taken to match everything
 _PROBE_PATHS = ("/a", "/srv/finance/客户名单.xlsx", "/home/u1042/Documents/q3 report.docx", "/tmp/x.zip",
@@ -307,7 +308,7 @@ def _suggest(name: str, choices: Sequence[str]) -> str:
     return f"; did you mean {close[0]!r}?" if close else f"; expected one of {', '.join(choices)}"
 
 
-def _message(err: Mapping[str, Any], path: Path_) -> str:
+def _message(err: Mapping[str, Any], path: _KeyPath) -> str:
     kind = err["type"]
     value = err.get("input")
     ctx = err.get("ctx") or {}
@@ -340,7 +341,7 @@ def _message(err: Mapping[str, Any], path: Path_) -> str:
     return str(err["msg"])
 
 
-def _reject_dates(data: Any, path: Path_, out: list[tuple[Path_, str]]) -> None:
+def _reject_dates(data: Any, path: _KeyPath, out: list[tuple[_KeyPath, str]]) -> None:
     """TOML dates and times: no setting takes one (JSON validation would turn them into strings)."""
     if isinstance(data, dict):
         for k, v in data.items():
@@ -365,9 +366,9 @@ def _minutes(hhmm: str) -> int:
     return int(hours) * 60 + int(minutes)
 
 
-def _semantic(rules: RuleSet) -> list[tuple[Path_, str]]:
+def _semantic(rules: RuleSet) -> list[tuple[_KeyPath, str]]:
     """What the models accept but would match everything or silently not apply."""
-    out: list[tuple[Path_, str]] = []
+    out: list[tuple[_KeyPath, str]] = []
     b = rules.bulk_read
     if b.floor_per_hour == 1 and b.sigmas < 1:
         out.append((("bulk_read", "floor_per_hour"),
@@ -388,7 +389,7 @@ def _semantic(rules: RuleSet) -> list[tuple[Path_, str]]:
         zoneinfo.ZoneInfo(a.timezone)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
         out.append((("after_hours", "timezone"), f"unknown time zone {a.timezone!r}; e.g. \"Asia/Shanghai\""))
-    spans: list[tuple[Path_, WorkingHours]] = [(("after_hours", "hours"), a.hours)]
+    spans: list[tuple[_KeyPath, WorkingHours]] = [(("after_hours", "hours"), a.hours)]
     spans += [(("after_hours", "users", u), h) for u, h in a.users.items()]
     spans += [(("after_hours", "departments", d), h) for d, h in a.departments.items()]
     for path, hours in spans:
@@ -428,9 +429,9 @@ def parse_rules(text: str, *, source: str = "FILE") -> RuleSet:
         raise RulesError(f"TOML syntax: {message}", key=_dotted(keys.key_at(line)), line=line,
                          source=source) from exc
 
-    def problem(path: Path_, message: str) -> RulesError:
+    def problem(path: _KeyPath, message: str) -> RulesError:
         if len(path) >= 3 and path[:2] == ("sensitive_copy_out", "sync_folders") and isinstance(path[2], int):
-            items = rules_items(data)
+            items = _rules_items(data)
             literal = items[path[2]] if path[2] < len(items) else ""
             line = keys.line_of_item(("sensitive_copy_out", "sync_folders"), literal)
         else:
@@ -441,7 +442,7 @@ def parse_rules(text: str, *, source: str = "FILE") -> RuleSet:
 
     found: list[RulesError] = []
     rules = RuleSet()
-    dates: list[tuple[Path_, str]] = []
+    dates: list[tuple[_KeyPath, str]] = []
     _reject_dates(data, (), dates)
     for path, message in dates:
         found.append(problem(path, message))
@@ -462,14 +463,14 @@ def parse_rules(text: str, *, source: str = "FILE") -> RuleSet:
     return rules
 
 
-def rules_items(data: Mapping[str, Any]) -> list[str]:
+def _rules_items(data: Mapping[str, Any]) -> list[str]:
     """The sync-folder patterns as written (for the line of a bad one)."""
     table = data.get("sensitive_copy_out")
     items = table.get("sync_folders") if isinstance(table, dict) else None
     return [str(x) for x in items] if isinstance(items, list) else []
 
 
-def load_holiday_file(path: str | Path) -> dict[Any, bool]:
+def load_holiday_file(path: str | Path) -> dict[dt.date, bool]:
     """Reads a customer holiday file (see collector/detection/calendar.py); raises HolidayFileError or OSError."""
     return parse_holidays(Path(path).read_text(encoding="utf-8"))
 
@@ -511,7 +512,11 @@ def load_rules(path: str | Path) -> RuleSet:
 
 
 def working_calendar(settings: AfterHours) -> WorkingCalendar:
-    """The calendar of ``after_hours``, its holiday file (an absolute path after load_rules) read."""
+    """The calendar of ``after_hours`` with its customer holiday file read (an absolute path after load_rules).
+
+    The detection engine should build its calendar here rather than from ``WorkingCalendar(settings)``,
+    which knows only the package's holidays.
+    """
     holidays = load_holiday_file(settings.holiday_file) if settings.holiday_file else None
     return WorkingCalendar(settings, holidays=holidays)
 
