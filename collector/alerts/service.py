@@ -9,11 +9,11 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Protocol, Sequence
 
-from collector.alerts.models import Alert, AlertStatus, can_move
+from collector.alerts.models import Alert, AlertStatus, Outcome, Suppression, can_move
 from collector.audit.models import AuditEntry
 from collector.storage.base import AlertArea, AlreadyExists, AuditArea
 
-__all__ = ["AlertError", "raise_alert", "extend_alert", "set_status"]
+__all__ = ["AlertError", "raise_alert", "set_status", "suppress", "lift"]
 
 
 class AlertError(Exception):
@@ -47,10 +47,11 @@ def raise_alert(
         return tx.add_alert(new)
     for _ in range(2):
         existing = tx.open_alert_in_group(group_key)
-        if existing is not None:
+        if existing is not None and existing.id is not None:
+            added = tx.add_evidence(alert_id=existing.id, event_ids=event_ids)  # appended, never rewritten
             folded = replace(
                 existing, summary=summary, updated_at_ns=now_ns, occurrences=existing.occurrences + 1,
-                event_ids=tuple(dict.fromkeys((*existing.event_ids, *event_ids))),
+                evidence_count=existing.evidence_count + added,
                 last_event_ns=max(existing.last_event_ns, new.last_event_ns),
             )
             tx.update_alert(folded)
@@ -62,21 +63,14 @@ def raise_alert(
     raise AssertionError(f"alert group {group_key!r} neither open nor insertable")
 
 
-def extend_alert(*, tx: AlertArea, alert: Alert, event_ids: Sequence[str], last_event_ns: int, summary: str,
-                 now_ns: int) -> Alert:
-    """Adds evidence to an open alert (a finding that continues it)."""
-    extended = replace(alert, event_ids=tuple(dict.fromkeys((*alert.event_ids, *event_ids))), summary=summary,
-                       updated_at_ns=now_ns, last_event_ns=max(alert.last_event_ns, last_event_ns))
-    tx.update_alert(extended)
-    return extended
-
-
 class _AlertTx(AlertArea, AuditArea, Protocol):
     """What changing an alert needs."""
 
 
-def set_status(*, tx: _AlertTx, alert_id: int, status: str, actor: str, now_ns: int) -> Alert:
-    """Moves an alert to another status along the lifecycle table, with its audit row."""
+def set_status(*, tx: _AlertTx, alert_id: int, status: str, actor: str, now_ns: int,
+               outcome: str | None = None) -> Alert:
+    """Moves an alert to another status along the lifecycle table, with its audit row; closing
+    needs an outcome (true_positive, benign, false_positive), which tunes the rules later."""
     alert = tx.get_alert(alert_id)
     if alert is None:
         raise AlertError(404, f"no alert {alert_id}")
@@ -86,7 +80,46 @@ def set_status(*, tx: _AlertTx, alert_id: int, status: str, actor: str, now_ns: 
         raise AlertError(400, f"unknown status {status!r}") from exc
     if not allowed:
         raise AlertError(409, f"an alert that is {alert.status} cannot become {status}")
-    moved = replace(alert, status=status, updated_at_ns=now_ns)
+    if status == AlertStatus.CLOSED.value:
+        if outcome not in {o.value for o in Outcome}:
+            raise AlertError(400, f"closing needs an outcome: {', '.join(o.value for o in Outcome)}")
+    elif outcome is not None:
+        raise AlertError(400, "an outcome is given when closing")
+    moved = replace(alert, status=status, updated_at_ns=now_ns, outcome=outcome if status == "closed" else None)
     tx.update_alert(moved)
-    tx.append_audit(AuditEntry(now_ns, actor, "alert.status", str(alert_id), {"from": alert.status, "to": status}))
+    tx.append_audit(AuditEntry(now_ns, actor, "alert.status", str(alert_id),
+                               {"from": alert.status, "to": status, "outcome": outcome}))
     return moved
+
+
+class _SuppressionTx(AlertArea, AuditArea, Protocol):
+    """What suppressing needs."""
+
+
+MAX_SUPPRESSION_NS = 90 * 86_400 * 1_000_000_000
+
+
+def suppress(*, tx: _SuppressionTx, rule: str, owner: str, reason: str, now_ns: int, expires_at_ns: int,
+             user: str | None = None, path_glob: str | None = None, known_rules: Sequence[str] = ()) -> Suppression:
+    """Suppresses a rule for a scope until an expiry (at most 90 days), owned by whoever asked; audited."""
+    if known_rules and rule not in known_rules:
+        raise AlertError(400, f"unknown rule {rule!r}; rules are {', '.join(known_rules)}")
+    if not reason.strip():
+        raise AlertError(400, "a suppression needs a reason")
+    if not now_ns < expires_at_ns <= now_ns + MAX_SUPPRESSION_NS:
+        raise AlertError(400, "a suppression expires in the future, within 90 days")
+    if path_glob is not None and path_glob.strip("*/") == "":
+        raise AlertError(400, f"path {path_glob!r} would suppress every path: leave it out to mean that, on purpose")
+    made = tx.add_suppression(Suppression(rule=rule, owner=owner, reason=reason.strip(), created_at_ns=now_ns,
+                                          expires_at_ns=expires_at_ns, user=user, path_glob=path_glob))
+    tx.append_audit(AuditEntry(now_ns, owner, "suppression.create", str(made.id),
+                               {"rule": rule, "user": user, "path": path_glob, "reason": made.reason,
+                                "expires_at_ns": expires_at_ns}))
+    return made
+
+
+def lift(*, tx: _SuppressionTx, suppression_id: int, actor: str, now_ns: int) -> bool:
+    """Ends a suppression before its expiry; audited."""
+    done = tx.lift_suppression(suppression_id=suppression_id, now_ns=now_ns)
+    tx.append_audit(AuditEntry(now_ns, actor, "suppression.lift", str(suppression_id), {"lifted": done}))
+    return done

@@ -51,7 +51,7 @@ class Finding:
     first_ns: int
     last_ns: int
     summary: str
-    path: str = ""
+    path: str = ""  # the latest evidence's path: what a suppression's path scope is matched against
 
 
 class Rule(Protocol):
@@ -143,7 +143,7 @@ class ReadBurst:
                        int(state["m_last"]),
                        f"{e.user} read sensitive files {state['m_n']} times between {_hm(ep, self.tz)} and "
                        f"{_hm(int(state['m_last']), self.tz)}, in bursts of more than {self.threshold} within "
-                       f"{self.window_ns / MINUTE_NS:g} min")
+                       f"{self.window_ns / MINUTE_NS:g} min", e.path)
 
 
 @dataclass
@@ -361,20 +361,9 @@ class DeliveryRule:
 
 
 def _working_calendar(rules: RuleSet) -> tuple[Callable[[str, int], bool], Callable[[str, int], str]]:
-    try:
-        from collector.detection.calendar import WorkingCalendar  # type: ignore[import-not-found, unused-ignore]
-    except ImportError:  # pragma: no cover - the calendar module ships with the collector
-        tz = _tz(rules.after_hours.timezone)
-        start, end = rules.after_hours.hours.start, rules.after_hours.hours.end
+    from collector.detection.config import working_calendar  # reads the customer's holiday file, if any
 
-        def weekdays(user: str, ns: int) -> bool:
-            import datetime as dt
-
-            t = dt.datetime.fromtimestamp(ns / 1e9, tz=tz)
-            return t.weekday() < 5 and start <= t.strftime("%H:%M") < end
-
-        return weekdays, lambda user, ns: _hm(ns, tz)
-    calendar = WorkingCalendar(rules.after_hours)
+    calendar = working_calendar(rules.after_hours)
     return calendar.is_working_time, calendar.describe
 
 

@@ -84,7 +84,15 @@ class DetectionStage:
                     tx.mark_detected(agent_id=agent_id, epoch=head.epoch, seq=head.last_seq)
                 return 0
             tx.save_rule_states({k: states[k] for k in keys if k in states})
+            now = self.clock()
+            active = tx.list_suppressions(active_at_ns=now) if findings else []
             for finding in findings:
+                covering = next((x for x in active if x.covers(rule=finding.rule, user=finding.user, path=finding.path,
+                                                                 now_ns=now)), None)
+                if covering is not None and covering.id is not None:  # counted, never dropped silently
+                    tx.count_suppressed(suppression_id=covering.id, hits=len(finding.event_ids), at_ns=now)
+                    self.counters[f"suppressed.{finding.rule}"] += len(finding.event_ids)
+                    continue
                 self._raise(tx, finding)
             tx.mark_detected(agent_id=agent_id, epoch=events[-1].epoch, seq=events[-1].seq)
         return len(events)

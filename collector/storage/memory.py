@@ -16,7 +16,7 @@ from typing import Any, Iterator, Sequence
 
 from shoumi.batch import ChainHead
 
-from collector.alerts.models import Alert
+from collector.alerts.models import Alert, Suppression
 from collector.audit.models import AuditEntry
 from collector.domain.evidence import BatchRow, EventRow, SignedTreeHead, TreeLeaf
 from collector.domain.records import Page
@@ -59,6 +59,8 @@ class _State:
     holds: dict[int, LegalHold] = field(default_factory=dict)
     runs: list[RetentionRun] = field(default_factory=list)
     rule_states: dict[tuple[str, str], str] = field(default_factory=dict)
+    evidence: dict[int, list[str]] = field(default_factory=dict)
+    suppressions: dict[int, Suppression] = field(default_factory=dict)
     next_id: int = 1
 
     def new_id(self) -> int:
@@ -249,27 +251,40 @@ class MemoryTransaction:
 
     # --- alerts -------------------------------------------------------------------------------
     def add_alert(self, alert: Alert) -> Alert:
-        """Stores a new alert and returns it with its id."""
+        """Stores a new alert and its first evidence; returns it with its id."""
         if alert.group_key is not None and alert.status == "open" and self.open_alert_in_group(alert.group_key):
             raise AlreadyExists(f"an open alert of group {alert.group_key!r} exists")
-        stored = replace(alert, id=self.s.new_id())
-        self.s.alerts[stored.id or 0] = stored
-        return stored
+        new_id = self.s.new_id()
+        self.s.alerts[new_id] = replace(alert, id=new_id, event_ids=(), evidence_count=0)
+        added = self.add_evidence(alert_id=new_id, event_ids=alert.event_ids)
+        self.s.alerts[new_id] = replace(self.s.alerts[new_id], evidence_count=added)
+        return replace(alert, id=new_id, evidence_count=added, event_ids=tuple(dict.fromkeys(alert.event_ids)))
 
     def update_alert(self, alert: Alert) -> None:
-        """Overwrites a stored alert."""
+        """Overwrites a stored alert's fields (not its evidence)."""
         if alert.id in self.s.alerts:
-            self.s.alerts[alert.id] = alert
+            self.s.alerts[alert.id] = replace(alert, event_ids=())
+
+    def add_evidence(self, *, alert_id: int, event_ids: Sequence[str]) -> int:
+        """Appends the events an alert does not hold yet; returns how many were new."""
+        held = self.s.evidence.setdefault(alert_id, [])
+        have = set(held)
+        new = [e for e in dict.fromkeys(event_ids) if e not in have]
+        held.extend(new)
+        return len(new)
+
+    def _with_evidence(self, a: Alert | None) -> Alert | None:
+        return None if a is None else replace(a, event_ids=tuple(self.s.evidence.get(a.id or 0, ())))
 
     def get_alert(self, alert_id: int) -> Alert | None:
-        """Gets an alert by its id."""
-        return self.s.alerts.get(alert_id)
+        """Gets an alert by its id, with its evidence."""
+        return self._with_evidence(self.s.alerts.get(alert_id))
 
     def latest_open_alert(self, *, rule: str, user: str | None = None, agent_id: str | None = None) -> Alert | None:
         """Gets the most recently updated open alert of a rule for a user and/or an agent."""
         found = [a for a in self.s.alerts.values() if a.rule == rule and a.status == "open"
                  and (user is None or a.user == user) and (agent_id is None or a.agent_id == agent_id)]
-        return max(found, key=lambda a: (a.updated_at_ns, a.id or 0), default=None)
+        return self._with_evidence(max(found, key=lambda a: (a.updated_at_ns, a.id or 0), default=None))
 
     def open_alert_in_group(self, group_key: str) -> Alert | None:
         """Gets the open alert of a group, if any."""
@@ -280,7 +295,7 @@ class MemoryTransaction:
         """Lists alerts, newest first, after the cursor."""
         found = [a for i, a in sorted(self.s.alerts.items(), reverse=True)
                  if (cursor is None or i < cursor) and (status is None or a.status == status)]
-        items = tuple(found[:limit])
+        items = tuple(replace(a, event_ids=tuple(self.s.evidence.get(a.id or 0, ()))) for a in found[:limit])
         return Page(items, str(items[-1].id) if len(found) > limit and items else None)
 
     def count_alerts(self) -> dict[str, int]:
@@ -289,6 +304,31 @@ class MemoryTransaction:
         for a in self.s.alerts.values():
             out[a.rule] = out.get(a.rule, 0) + 1
         return out
+
+    def add_suppression(self, s: Suppression) -> Suppression:
+        """Stores a suppression and returns it with its id."""
+        stored = replace(s, id=self.s.new_id(), hits=0)
+        self.s.suppressions[stored.id or 0] = stored
+        return stored
+
+    def list_suppressions(self, *, active_at_ns: int | None = None) -> Sequence[Suppression]:
+        """Lists suppressions, newest first."""
+        return [x for _, x in sorted(self.s.suppressions.items(), reverse=True)
+                if active_at_ns is None or (x.lifted_at_ns is None and x.expires_at_ns > active_at_ns)]
+
+    def count_suppressed(self, *, suppression_id: int, hits: int, at_ns: int) -> None:
+        """Counts findings a suppression kept from becoming alerts."""
+        x = self.s.suppressions.get(suppression_id)
+        if x is not None:
+            self.s.suppressions[suppression_id] = replace(x, hits=x.hits + hits, last_hit_ns=at_ns)
+
+    def lift_suppression(self, *, suppression_id: int, now_ns: int) -> bool:
+        """Ends a suppression before its expiry."""
+        x = self.s.suppressions.get(suppression_id)
+        if x is None or x.lifted_at_ns is not None:
+            return False
+        self.s.suppressions[suppression_id] = replace(x, lifted_at_ns=now_ns)
+        return True
 
     # --- people and audit ---------------------------------------------------------------------
     def add_user(self, user: User) -> None:

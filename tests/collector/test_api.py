@@ -151,13 +151,16 @@ def test_an_alert_moves_only_along_its_lifecycle_and_each_move_is_audited(world:
     url = f"/api/v1/alerts/{alert['id']}/status"
     assert _post(world, "aud", url, {"status": "closed"}).status_code == 403  # auditors read, change nothing
     assert _post(world, "ana", url, {"status": "acknowledged"}).json()["status"] == "acknowledged"
-    assert _post(world, "ana", url, {"status": "closed"}).json()["status"] == "closed"
+    assert _post(world, "ana", url, {"status": "closed"}).status_code == 400  # closing says what it was
+    closed = _post(world, "ana", url, {"status": "closed", "outcome": "false_positive"}).json()
+    assert closed["status"] == "closed" and closed["outcome"] == "false_positive"
     refused = _post(world, "ana", url, {"status": "acknowledged"})
     assert refused.status_code == 409 and "closed" in refused.json()["detail"]
     assert _post(world, "ana", url, {"status": "deleted"}).status_code == 400
     assert _post(world, "ana", "/api/v1/alerts/999999/status", {"status": "closed"}).status_code == 404
     audit = _get(world, "aud", "/api/v1/audit", limit=50).json()["items"]
     moves = [(e["details"]["from"], e["details"]["to"]) for e in audit if e["action"] == "alert.status"]
+    assert [e["details"]["outcome"] for e in audit if e["action"] == "alert.status"][0] == "false_positive"
     assert moves == [("acknowledged", "closed"), ("open", "acknowledged")]
     assert _get(world, "ana", "/api/v1/audit").status_code == 403
 

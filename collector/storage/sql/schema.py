@@ -106,6 +106,30 @@ alerts = sa.Table(
     sa.Column("last_event_ns", sa.BigInteger, nullable=False),
     sa.Column("occurrences", sa.BigInteger, nullable=False, server_default="1"),
     sa.Column("group_key", sa.String(200)),
+    sa.Column("evidence_count", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("outcome", sa.String(32)),
+)
+# an alert's evidence, appended as it comes (a burst of thousands of reads never rewrites a list)
+alert_evidence = sa.Table(
+    "alert_evidence", metadata,
+    sa.Column("alert_id", sa.BigInteger, primary_key=True),
+    sa.Column("n", sa.BigInteger, primary_key=True),
+    sa.Column("event_id", sa.String(64), nullable=False),
+    sa.UniqueConstraint("alert_id", "event_id", name="uq_alert_evidence_event"),
+)
+suppressions = sa.Table(
+    "suppressions", metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("rule", sa.String(64), nullable=False),
+    sa.Column("owner", sa.Text, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("created_at_ns", sa.BigInteger, nullable=False),
+    sa.Column("expires_at_ns", sa.BigInteger, nullable=False),
+    sa.Column("user_name", sa.Text),
+    sa.Column("path_glob", sa.Text),
+    sa.Column("hits", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("last_hit_ns", sa.BigInteger),
+    sa.Column("lifted_at_ns", sa.BigInteger),
 )
 sa.Index("ix_alerts_rule_user", alerts.c.rule, alerts.c.user_name, alerts.c.status)
 sa.Index("ix_alerts_group", alerts.c.group_key, alerts.c.status)

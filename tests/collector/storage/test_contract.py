@@ -119,8 +119,10 @@ def test_alerts_round_trip_and_page(any_store: SqlStore) -> None:
     assert any_store.latest_open_alert(rule="read_burst", user="u3") == created[3]
     from dataclasses import replace
 
-    any_store.update_alert(replace(created[3], event_ids=("e1", "e2", "e3"), updated_at_ns=99))
-    assert any_store.latest_open_alert(rule="read_burst", user="u3").event_ids == ("e1", "e2", "e3")
+    any_store.update_alert(replace(created[3], event_ids=(), updated_at_ns=99))  # fields only: evidence stays
+    assert any_store.add_evidence(alert_id=created[3].id, event_ids=["e2", "e3"]) == 1  # appended, once
+    again = any_store.latest_open_alert(rule="read_burst", user="u3")
+    assert again.event_ids == ("e1", "e2", "e3") and again.updated_at_ns == 99
     first = any_store.list_alerts(cursor=None, limit=2)
     assert [a.user for a in first.items] == ["u4", "u3"] and first.next_cursor
     rest = any_store.list_alerts(cursor=int(first.next_cursor), limit=10)
