@@ -11,6 +11,7 @@ Everything is returned as stored: the verifier must see a changed column, not fa
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Sequence
 
 import sqlalchemy as sa
@@ -22,12 +23,13 @@ from collector.storage.sql.schema import batches, events, tree_leaves
 __all__ = ["AuditReadsSql", "event_row_from"]
 
 
+# the events columns in EventRow's order, so a row becomes an EventRow positionally
+_EVENT_ROW = tuple(events.c[f.name] for f in dataclasses.fields(EventRow))
+
+
 def event_row_from(r: Any) -> EventRow:
-    """An ``EventRow`` from an events row, every column as stored."""
-    return EventRow(
-        r.row_id, r.agent_id, r.epoch, r.seq, r.event_id, r.kind, r.time_ns, r.path, r.dest_path,
-        r.size, r.sha256, r.user_name, r.uid, r.pid, r.process, r.exe, r.attributes,
-    )
+    """An ``EventRow`` from a row selected as ``_EVENT_ROW``, every column as stored."""
+    return EventRow(*r)
 
 
 class AuditReadsSql:
@@ -61,7 +63,7 @@ class AuditReadsSql:
     def chain_event_rows(self, *, agent_id: str, after: tuple[int, int, int] | None, limit: int) -> Sequence[EventRow]:
         """One agent's events rows after (epoch, seq, row_id) in chain order, every column as stored."""
         e = events.c
-        query = sa.select(events).where(e.agent_id == agent_id).order_by(e.epoch, e.seq, e.row_id).limit(limit)
+        query = sa.select(*_EVENT_ROW).where(e.agent_id == agent_id).order_by(e.epoch, e.seq, e.row_id).limit(limit)
         if after is not None:
             query = query.where(sa.tuple_(e.epoch, e.seq, e.row_id) > sa.tuple_(*after))
         return [event_row_from(r) for r in self._conn.execute(query)]
