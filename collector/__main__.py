@@ -118,7 +118,8 @@ def _cmd_serve(settings: CollectorSettings) -> int:
         built.background.stop()
         built.grpc.stop(grace=5)
         built.ingest.close()
-        built.detection.run_until_idle()  # what was stored is looked at before the process ends
+        if settings.detection_enabled:
+            built.detection.run_until_idle()  # what was stored is looked at before the process ends
         sign_tree_head(built.signer, built.store)  # the last batches are covered by a head too
         built.store.close()
         print("shoumi-collector: stopped", flush=True)

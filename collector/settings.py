@@ -53,6 +53,9 @@ class CollectorSettings(BaseSettings):
     tree_head_seconds: float = Field(60.0, gt=0, description="how often a new signed tree head is made")
     silence_check_seconds: float = Field(5.0, gt=0, description="how often agents' silence is checked")
     detection_seconds: float = Field(0.25, gt=0, description="how often detection runs over newly stored events")
+    detection_enabled: bool = Field(
+        True, description="run the detection stage in this process (off: another collector on the database runs it, "
+                          "or a benchmark measures ingest alone); events are stored either way and looked at later")
     retention_days: float | None = Field(
         365.0, gt=0, description="events older than this are deleted unless a legal hold covers them; unset: kept")
     retention_check_seconds: float = Field(3600.0, gt=0, description="how often retention runs")

@@ -94,7 +94,8 @@ def build_services(settings: CollectorSettings, store: Store | None = None) -> B
     )
     signer = TreeHeadSigner(store, load_or_create_tree_key(settings.data_dir))
     background = Periodic()
-    background.every(settings.detection_seconds, "detection", detection.run_until_idle)
+    if settings.detection_enabled:
+        background.every(settings.detection_seconds, "detection", detection.run_until_idle)
     background.every(settings.silence_check_seconds, "silence-check", lambda: check_silence(store))
     background.every(settings.tree_head_seconds, "tree-head", lambda: sign_tree_head(signer, store))
     if settings.retention_days is not None:
