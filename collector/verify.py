@@ -5,21 +5,34 @@ Run as ``shoumi-collector verify --data-dir DIR``. Reads only; never repairs, ne
 Theory of operation
 -------------------
 The truth is what the agents signed: each stored batch keeps its canonical bytes and signature.
-From those alone the verifier re-derives everything else and compares it with what is stored:
+From those alone the verifier re-derives everything else and compares it with what is stored.
+It walks one agent at a time: that agent's batches (table ``batches``, each with the tree leaf that
+names its row) and its events (table ``events``) together in (epoch, seq) order, a page of each at a
+time (``TreeArea.chain_batches`` and ``chain_event_rows``, keyset pages on the unique index):
 
-1. **Batches** (table ``batches``): the canonical bytes decode and are canonical, the signature
-   verifies under the agent's enrolled key, and the columns (agent, epoch, seqs, prev_hash,
-   batch_hash) say what the signed bytes say.
-2. **Chains**: per agent, sorted by (epoch, seq), every epoch starts at seq 1 with the genesis hash
-   and every batch names the previous one's hash with no gap; in row order no batch comes before
-   one it follows (a reorder); ``chain_heads`` names the last batch (a deleted tail).
-3. **Events** (table ``events``): exactly the events decoded from the signed batches, field by field,
-   none missing, none extra, in chain order per agent.
+1. **Batches**: the canonical bytes decode and are canonical, the signature verifies under the
+   agent's enrolled key, and the columns (agent, epoch, seqs, prev_hash, batch_hash) say what the
+   signed bytes say.
+2. **Chains**: in (epoch, seq) order every epoch starts at seq 1 with the genesis hash and every
+   batch names the previous one's hash with no gap (``shoumi.batch.check_link``, the rule ingest
+   applies); ``chain_heads`` names the last batch (a deleted tail).
+3. **Events**: as the walk passes each signed batch, the event rows at its positions are exactly
+   its signed events, field by field; a row at a position no signed batch holds is extra, a signed
+   event without its row is missing.
 4. **Tree**: every signed tree head's signature, the root of its first tree_size leaves, consistency
-   between successive heads, and that each leaf still is the batch row it was signed as (so a batch
-   deleted, swapped or rewritten after signing is named even if the rest agrees).
+   between successive heads, and (in the walk) that each leaf still is the batch row it was signed
+   as, so a batch deleted, swapped or rewritten after signing is named even if the rest agrees.
 5. **Retention**: every pruned batch was pruned by a recorded retention run, was received before
    that run's cutoff, and the runs' counts agree with the batches marked pruned.
+
+What needs row order is read apart, in row order, as light positions (``batch_positions``,
+``event_positions``: row id, agent, epoch, seq): a batch stored after one it comes before
+(``chain.order``) and an event row stored after a later one (``event.order``). Rows the walk could
+place in no chain (undecodable batches, extra events) are left out there, as before.
+
+A batch whose agent_id column was changed is named (``batch.column``) where it is stored, and the
+chain of the agent that signed it shows the gap; a batch whose epoch or seq columns were changed is
+named the same way and walked at the place its columns claim, so its events show as extra and missing.
 
 Retention versus tampering
 --------------------------
@@ -38,8 +51,19 @@ bytes are blank without ``pruned_at_ns`` (erased, not pruned), a pruned batch re
 run's cutoff, pruned without a recorded run or outside the tree, and a pruned batch whose hash no
 longer links to its neighbours or to the chain head.
 
-Memory: one small digest per event and one hash per batch, so a store of 10 million events needs a
-few GB; the stream order keeps everything else constant.
+Memory and parallelism
+----------------------
+A walking process holds one page of batches (32, each of at most 1,000 events) and one page of
+event rows (1,000), the batch being checked and its decoded events; per agent a few values (the
+previous link, the furthest signed event, the last position seen in row order); per tree leaf one
+32-byte hash (the heads' roots and consistency proofs are computed from them: 1.3 MB for 10 million
+events in batches of 250); and what it finds. Nothing is held per event. With ``--jobs N`` (default:
+one per CPU) agents are walked in N worker processes, each opening its own store from the same data
+directory or URL; results are merged in agent order, so the report is the same, in the same order,
+whatever N. With N = 1 everything is read in one transaction, one snapshot; with N > 1 each agent is
+read in a snapshot of its own (and the tree and the row order in others): verify a store that is
+being written with ``--jobs 1``. Measured by ``python bench/verify.py`` (250,000 events, SQLite):
+see docs/tamper-evidence.md, "Running verify on a large store".
 """
 
 from __future__ import annotations

@@ -290,9 +290,15 @@ def test_a_store_of_many_agents_verifies_in_parallel_on_every_backend(any_store:
         for w in ws:
             ingest.ingest(w.next(2 + round_))
         assert signer.sign_if_grown() is not None
-    report = verify_store(any_store, tree_public_key=key.public_key().public_bytes_raw())  # type: ignore[arg-type]
+    public = key.public_key().public_bytes_raw()
+    report = verify_store(any_store, tree_public_key=public)  # type: ignore[arg-type]
     assert report.ok, report.render()
     assert (report.agents, report.batches, report.events, report.tree_heads, report.tree_leaves) == (7, 21, 63, 3, 21)
+    inner = any_store.inner  # type: ignore[attr-defined]
+    if hasattr(inner, "engine"):  # SQL: workers open the same database by its URL
+        url = inner.engine.url.render_as_string(hide_password=False)
+        parallel = verify_store(any_store, tree_public_key=public, jobs=3, location=url)  # type: ignore[arg-type]
+        assert parallel == report
 
 
 def test_cli_jobs_give_the_same_output(built: Built) -> None:
