@@ -251,10 +251,13 @@ class IngestService:
                 return
         for offer, outcome in zip(group, outcomes):
             if isinstance(outcome, IngestError):
+                offer.future.set_exception(outcome)  # settled first: filing the refusal may fail on its own
                 b = offer.batch
-                self.refused(outcome, agent_id=b.agent_id[:64], authenticated_agent=offer.stream_agent,
-                             where=f"epoch={b.epoch} first_seq={b.first_seq}")
-                offer.future.set_exception(outcome)
+                try:
+                    self.refused(outcome, agent_id=b.agent_id[:64], authenticated_agent=offer.stream_agent,
+                                 where=f"epoch={b.epoch} first_seq={b.first_seq}")
+                except StoreError as exc:
+                    log.warning("could not file the refusal of agent %s: %s", b.agent_id[:64], exc)
                 continue
             self._count(offer)
             offer.future.set_result(outcome)
