@@ -96,6 +96,11 @@ def _episode(state: State, t: int, gap_ns: int) -> int:
     return int(state["ep"])
 
 
+def _reader(e: StoredEvent) -> str | None:
+    """The key of the rules that follow one user's reads."""
+    return e.user if e.kind in _READ_KINDS and e.user else None
+
+
 def _folder(path: str, depth: int) -> str:
     parts = [p for p in path.split("/") if p]
     return "/" + "/".join(parts[:depth]) if parts else "/"
@@ -112,7 +117,7 @@ class ReadBurst:
     name: str = "read_burst"
 
     def key(self, e: StoredEvent) -> str | None:
-        return e.user if e.kind in _READ_KINDS and e.user else None
+        return _reader(e)
 
     def step(self, state: State, e: StoredEvent) -> Finding | None:
         times: list[int] = state.setdefault("t", [])
@@ -216,7 +221,7 @@ class BulkRead:
     name: str = "bulk_read"
 
     def key(self, e: StoredEvent) -> str | None:
-        return e.user if e.kind in _READ_KINDS and e.user else None
+        return _reader(e)
 
     def limit(self, state: State) -> float:
         """Reads in an hour above which the hour is unusual for this user."""
@@ -289,7 +294,7 @@ class FirstAccess:
     name: str = "first_access"
 
     def key(self, e: StoredEvent) -> str | None:
-        return e.user if e.kind in _READ_KINDS and e.user else None
+        return _reader(e)
 
     def step(self, state: State, e: StoredEvent) -> Finding | None:
         since = state.setdefault("since", e.time_ns)
