@@ -1,27 +1,34 @@
 """Collector ingest capacity: stored events/s, Ack latency, CPU/RSS and concurrent agent streams.
 
 Starts one real collector (`shoumi-collector serve`, as bench/harness.py starts it) on loopback with
-mutual TLS and detection on, enrolls simulated agents through the real enrollment path (a one-time
-token from `shoumi-collector enroll-token create`, the CA pinned by its fingerprint, a CSR over the
-TLS enrollment listener), pre-builds and pre-signs each agent's chained batches (Ed25519, prev hashes
-as the agent chains them; reads, writes and copies under /srv/sensitive/..., and one user's burst of
-thousands of reads) and then streams them from grpc.aio client processes, each agent on its own
-mutual-TLS channel and bidirectional stream with a window of unacknowledged batches. It measures:
+mutual TLS and its default detection rules on, enrolls simulated agents through the real enrollment path
+(a one-time token from `shoumi-collector enroll-token create`, the CA pinned by its fingerprint, a CSR
+over the TLS enrollment listener), pre-builds and pre-signs each agent's chained batches (Ed25519, prev
+hashes as the agent chains them; reads, writes and copies under /srv/sensitive/... with fanotify-like
+attributes, and one user's burst of thousands of reads) and then streams them from grpc.aio client
+processes, each agent on its own mutual-TLS channel and bidirectional stream with a window of
+unacknowledged batches. It measures:
 
 * stored events/s (acknowledged, i.e. committed, events over the timed window; checked against the
   collector's events table afterwards), p50/p99 from batch send to its durable Ack;
 * collector CPU (% of one core) and RSS (psutil on the collector process), client CPU;
+* how far detection keeps up (from chain_heads: events detected per second, events not yet looked at
+  when the window ends, seconds until it caught up; always 0 for a collector that detects inline);
 * the raw insert rate of the very same rows (read back from the collector's store) into a fresh store
-  of the same schema, built by the collector's own code: SQLite executemany in 1,000-row transactions
-  (WAL, synchronous=FULL, as the collector opens it) or, with --backend postgres, COPY (psycopg 3
-  cursor.copy) in 1,000-row transactions; ratio = events/s / raw insert/s;
-* with --streams S, a second phase: M agents keep storing while S more enrolled agents each open a
-  stream, send one agent.start batch and then hold the stream idle; reports how many streams were
-  held, refusals by gRPC status, whether the storing agents kept being acknowledged and whether an
-  agent that (re)connects after the idle streams are up is still served.
+  of the same schema, built by the collector's own open_store: SQLite executemany in 1,000-row
+  transactions (WAL, synchronous=FULL, as the collector opens it; also through SQLAlchemy Core) or, with
+  --backend postgres, COPY (psycopg 3 cursor.copy) in 1,000-row transactions, on fresh databases made
+  and dropped on the server of --database-url / $SHOUMI_TEST_PG_DSN; ratio = events/s / raw insert/s;
+* with --streams S, a second phase: M agents keep storing at --streams-rate while S more enrolled agents
+  (tokens made in this process by the collector's EnrollmentService, 500 per transaction: the CLI costs
+  about a second each) each open a stream, send agent.start, heartbeat every --heartbeat-s and otherwise
+  hold the stream idle; a refused stream is retried with the shipper's backoff. Reports the streams held,
+  refused attempts by gRPC status, whether the storing agents kept being acknowledged (>= 90 % of their
+  offered rate stored, no gap of 5 s) and whether an agent that connects after the ramp is served.
 
-With --profile PREFIX the collector is sampled by py-spy (`pip install py-spy`) during the timed
-window and the functions where its time goes are printed (PREFIX.raw keeps the collapsed stacks).
+With --profile PREFIX the collector is sampled by py-spy (`pip install py-spy`) during the timed window
+(and the hold) and the functions where its time goes are printed (PREFIX.raw keeps the collapsed
+stacks; `--summarize PREFIX.raw` prints them again).
 
     python bench/ingest.py [--agents 16] [--events-per-batch 250] [--seconds 20 | --batches K]
                            [--window 4] [--rate EVENTS_PER_S] [--backend sqlite|postgres]
@@ -30,7 +37,8 @@ window and the functions where its time goes are printed (PREFIX.raw keeps the c
 
 It ends with one JSON line: {"events_per_s", "raw_insert_per_s", "ratio", "p99_ack_ms", "streams",
 "backend", ...}. Goals (issue 8): >= 50,000 events/s, ratio >= 0.5, p99 Ack < 500 ms, >= 2,000
-concurrent streams (aim 10,000). The collector runs from the source tree this file is in.
+concurrent streams (aim 10,000). The collector runs from the source tree this file is in; the machine's
+load average is printed, since the figures of a shared machine compare only within one run.
 """
 
 from __future__ import annotations
@@ -1224,7 +1232,7 @@ def main() -> int:
         sampler = Sampler(collector.pid)
         sampler.start()
         print(f"collector pid {collector.pid} on {target.grpc} (mutual TLS), enrollment {target.enroll}, "
-              f"store {args.backend}; detection on (read burst: defaults)")
+              f"store {args.backend}; detection on (the default rules)")
         t = time.monotonic()
         tokens = cli_tokens(data_dir, args.agents)
         print(f"{args.agents} tokens from `shoumi-collector enroll-token create` in {time.monotonic() - t:.1f} s")
@@ -1298,7 +1306,7 @@ def main() -> int:
           f"(goal p99 < {GOAL_P99_MS:.0f} ms: {_mark(p99 < GOAL_P99_MS)})")
     lag, det, caught = (figures["detection_lag_events_at_end"], figures["detected_per_s"], figures["detection_caught_up_s"])
     if det is not None:
-        print(f"  detection (read burst, 5 min window): ran over {det:,} events/s in the window; {lag:,} stored events "
+        print(f"  detection stage (default rules): ran over {det:,} events/s in the window; {lag:,} stored events "
               f"not yet looked at when it ended; caught up "
               f"{f'{caught} s after it' if caught is not None else f'NOT within {args.detection_wait:g} s'}")
     print(f"  collector: {figures['collector_cpu_pct']} % of a core, RSS {figures['collector_rss_mb']} MB, "
