@@ -11,7 +11,9 @@ its own and its worker processes' memory every 50 ms (psutil): RSS summed over t
 them). ``bytes_per_event`` is the peak summed PSS less the child's PSS just before verify (store
 open, modules imported), divided by the events: what verify adds, per event, over the whole run. With --old-rev, the verifier of that git revision runs too, measured the same way.
 One JSON line per run:
-``{"events", "seconds", "events_per_s", "peak_rss_mb", "bytes_per_event", "jobs", ...}``.
+``{"events", "seconds", "events_per_s", "peak_rss_mb", "bytes_per_event", "jobs", ...}``, with
+``cpu_s`` (verify's and its workers' CPU seconds) beside the wall clock: on a loaded machine the
+wall clock measures mostly the other processes.
 """
 
 from __future__ import annotations
@@ -108,20 +110,24 @@ class _Sampler(threading.Thread):
         self.peak_rss = self.peak_pss = 0
         self.stop = threading.Event()
 
-    def sample(self) -> None:
-        rss = pss = 0
+    def sample(self, *, pss: bool = True) -> None:
+        rss = shared = 0
         for p in _tree(self.me):
-            try:
-                info = p.memory_full_info()
+            try:  # PSS reads /proc/PID/smaps: costly, so only every 10th sample
+                info = p.memory_full_info() if pss else p.memory_info()
             except Exception:  # a worker that just ended
                 continue
             rss += info.rss
-            pss += getattr(info, "pss", info.rss)
-        self.peak_rss, self.peak_pss = max(self.peak_rss, rss), max(self.peak_pss, pss)
+            shared += getattr(info, "pss", info.rss)
+        self.peak_rss = max(self.peak_rss, rss)
+        if pss:
+            self.peak_pss = max(self.peak_pss, shared)
 
     def run(self) -> None:
+        n = 0
         while not self.stop.wait(0.05):
-            self.sample()
+            n += 1
+            self.sample(pss=n % 10 == 0)
 
 
 def child(data_dir: Path, jobs: int, old: Path | None) -> None:
@@ -152,6 +158,7 @@ def child(data_dir: Path, jobs: int, old: Path | None) -> None:
     sampler = _Sampler()
     sampler.start()
     started = time.perf_counter()
+    cpu_before = resource.getrusage(resource.RUSAGE_SELF)
     if old is None:
         report = verify_store(store, tree_public_key=key, jobs=jobs, location=str(data_dir))
     else:
@@ -161,8 +168,11 @@ def child(data_dir: Path, jobs: int, old: Path | None) -> None:
     sampler.join()
     sampler.sample()
     store.close()
-    self_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    worker_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+    me, workers = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    self_peak, worker_peak = me.ru_maxrss * 1024, workers.ru_maxrss * 1024
+    # CPU seconds of verify and its workers (the sampler thread's share included): on a loaded machine
+    # the wall clock mostly measures the other processes
+    cpu = (me.ru_utime + me.ru_stime - cpu_before.ru_utime - cpu_before.ru_stime + workers.ru_utime + workers.ru_stime)
     peak = max(sampler.peak_rss, self_peak)
     print(json.dumps({
         "events": report.events, "seconds": round(seconds, 2), "events_per_s": round(report.events / seconds),
@@ -170,6 +180,7 @@ def child(data_dir: Path, jobs: int, old: Path | None) -> None:
         "jobs": jobs if old is None else 1, "verifier": "new" if old is None else f"old ({old.name})",
         "ok": report.ok, "baseline_rss_mb": round(baseline / _MB, 1), "baseline_pss_mb": round(baseline_pss / _MB, 1), "peak_pss_mb": round(sampler.peak_pss / _MB, 1),
         "coordinator_peak_rss_mb": round(self_peak / _MB, 1), "worker_peak_rss_mb": round(worker_peak / _MB, 1),
+        "cpu_s": round(cpu, 2), "events_per_cpu_s": round(report.events / max(cpu, 1e-9)),
         "load_1min": round(os.getloadavg()[0], 1),
     }))
 
