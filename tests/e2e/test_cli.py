@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import os
 import pwd
+import re
 import subprocess
 import sys
 import time
+import urllib.error
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -123,13 +126,47 @@ def test_bad_command_lines_exit_2_with_a_message(tmp_path: Path) -> None:
     assert bad_listen.returncode == 2 and "HOST:PORT" in bad_listen.stderr
 
 
+def _answering(collector: Collector, path: str, token: str) -> Any:
+    try:
+        return collector.get(path, token)
+    except urllib.error.URLError:  # the web app may still be binding its port
+        return None
+
+
 @pytest.mark.slow
-def test_demo_runs_and_raises_its_alert(tmp_path: Path) -> None:
-    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "demo.py"), "--once", "--data-dir", str(tmp_path / "demo")],
+def test_demo_runs_and_raises_its_three_alerts(tmp_path: Path) -> None:
+    data = tmp_path / "demo"
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "demo.py"), "--once", "--data-dir", str(data)],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "Alerts page:  http://127.0.0.1:" in done.stdout and "Sign in as:   analyst / " in done.stdout
-    assert "read sensitive files" in done.stdout
+    out = done.stdout
+    assert "Alerts page:  http://127.0.0.1:" in out and "Sign in as:   analyst / " in out
+    assert "bulk_read's floor lowered to 30 reads an hour" in out and "declared removable media" in out
+    assert not done.stderr.strip(), done.stderr
+    for log in ("collector.log", "agent.log"):
+        text = (data / "logs" / log).read_text()
+        assert "Traceback" not in text and " ERROR " not in text, text
+    assert "stopped (all delivered)" in (data / "logs" / "agent.log").read_text()
+    token = re.search(r"Bearer (\S+)'", out).group(1)  # type: ignore[union-attr]
+
+    collector = Collector(data / "collector").start("--rules", str(data / "rules.toml"))  # what the demo stored
+    try:
+        alerts = eventually(lambda: _answering(collector, "/api/v1/alerts", token), what="the API")["items"]
+        assert sorted(a["rule"] for a in alerts) == ["bulk_read", "sensitive_copy_out", "usb_exfiltration"]
+        by_rule = {a["rule"]: a for a in alerts}
+        for alert in alerts:  # each alert is printed with its sentence
+            assert f"  {alert['rule']} ({alert['severity']}): {alert['summary']}" in out
+        assert by_rule["usb_exfiltration"]["evidence_count"] == 3  # three files to the stick: one alert
+        assert "into a sync folder (*/Nutstore/*)" in by_rule["sensitive_copy_out"]["summary"]
+        assert by_rule["bulk_read"]["evidence_count"] > 30
+        events = collector.events(token)
+        usb = [e for e in events if e["kind"] == "usb.write"]
+        assert len(usb) == 3 and all(e["attributes"]["match"] == "exact" for e in usb)
+        copy = next(e for e in events if e["kind"] == "file.copy")
+        assert copy["dest_path"].endswith("/Nutstore/for-my-new-job.txt")
+        assert events[-1]["kind"] == "agent.stop"
+    finally:
+        assert collector.stop() == 0
 
 
 @pytest.mark.slow
