@@ -523,6 +523,7 @@ def idle_client(job: IdleJob, results: Any, go: Any, ramped: Any, stop: Any) -> 
             gave_up.append(agent.agent_id)
 
         acked_ids: set[str] = set()
+        sealed: dict[str, tuple[bytes, bytes]] = {}
         gave_up: list[str] = []
         details: dict[str, str] = {}
 
@@ -532,8 +533,11 @@ def idle_client(job: IdleJob, results: Any, go: Any, ramped: Any, stop: Any) -> 
                                                   response_deserializer=events_pb2.Ack.FromString)()
                 async with sem:
                     try:
-                        raw, prev = single_batch(agent.agent_id, agent.key, seq=1, prev=GENESIS_HASH, kind="agent.start",
-                                                 now_ns=time.time_ns(), interval_s=job.heartbeat_s)
+                        if agent.agent_id not in sealed:  # sealed once: a retry resends the very same batch
+                            sealed[agent.agent_id] = single_batch(agent.agent_id, agent.key, seq=1, prev=GENESIS_HASH,
+                                                                  kind="agent.start", now_ns=time.time_ns(),
+                                                                  interval_s=job.heartbeat_s)
+                        raw, prev = sealed[agent.agent_id]
                         await call.write(raw)
                         ack = await asyncio.wait_for(call.read(), timeout=60)
                         if ack is grpc.aio.EOF:
