@@ -273,7 +273,7 @@ class BulkRead:
         else:
             new = [e.id]
         where = max(folders, key=folders.__getitem__)
-        usual = "no baseline yet" if state.get("hours", 0) < self.cold_start_hours else (
+        usual = "no baseline yet" if state.get("hours", 0) < max(1, self.cold_start_hours) else (
             f"their usual is {state.get('mean', 0.0):.0f} an hour")
         start = hour * HOUR_NS
         return Finding(self.name, self.severity, f"{self.name}|{e.user}|{start}", e.user, e.agent_id, new, start,
