@@ -62,8 +62,13 @@ one per CPU) agents are walked in N worker processes, each opening its own store
 directory or URL; results are merged in agent order, so the report is the same, in the same order,
 whatever N. With N = 1 everything is read in one transaction, one snapshot; with N > 1 each agent is
 read in a snapshot of its own (and the tree and the row order in others): verify a store that is
-being written with ``--jobs 1``. Measured by ``python bench/verify.py`` (250,000 events, SQLite):
-see docs/tamper-evidence.md, "Running verify on a large store".
+being written with ``--jobs 1``. Measured by ``python bench/verify.py --jobs 1,2`` on 250,000
+events (SQLite, 8 agents, batches of 250, a 2-core machine at load 8 to 12, so the wall clock is
+noisy): one job 17 CPU s, peak RSS 77 MB, 21 to 26 bytes an event over the process before it (a
+constant: pages and caches); two jobs 15 CPU s in all, 30 s instead of 43 s of wall clock, each
+worker a fixed ~36 MB PSS. The verifier before held ~556 bytes an event (200 MB here, ~5.6 GB for
+10 million events) and took 26 CPU s. Details: docs/tamper-evidence.md, "Running verify on a large
+store".
 """
 
 from __future__ import annotations
