@@ -169,8 +169,11 @@ class Db:
         return False
 
     def alerts(self, rule: str | None = None) -> list[tuple[int, str, str, list[str], str]]:
-        rows = self.all("SELECT id, rule, status, event_ids, user_name FROM alerts ORDER BY id")
-        out = [(int(r[0]), r[1], r[2], json.loads(r[3]), r[4]) for r in rows]
+        rows = self.all("SELECT id, rule, status, user_name FROM alerts ORDER BY id")
+        evidence: dict[int, list[str]] = {}
+        for alert_id, event_id in self.all("SELECT alert_id, event_id FROM alert_evidence ORDER BY alert_id, n"):
+            evidence.setdefault(int(alert_id), []).append(event_id)  # evidence is appended there, in order
+        out = [(int(r[0]), r[1], r[2], evidence.get(int(r[0]), []), r[3]) for r in rows]
         return [a for a in out if rule is None or a[1] == rule]
 
 
