@@ -144,6 +144,7 @@ class AgentOutcome:
     ran_out: bool = False
     error: str | None = None  # gRPC status name that ended the stream early
     late: bool = False
+    cut_at_stop: bool = False  # Acks still outstanding when the phase ended were not waited for
 
 
 # --------------------------------------------------------------------------------------------
@@ -360,7 +361,7 @@ def _status(exc: BaseException) -> str:
 
 async def stream_batches(agent: Enrolled, batches: Iterable[tuple[bytes, int, int]], *, window: int,
                          deadline: float | None, interval_s: float, start: float, late: bool = False,
-                         stop: Any = None) -> AgentOutcome:
+                         stop: Any = None, drain_s: float = 30.0) -> AgentOutcome:
     """Streams the agent's batches over its own mutual-TLS stream, at most `window` unacknowledged."""
     import grpc
 
@@ -401,11 +402,31 @@ async def stream_batches(agent: Enrolled, batches: Iterable[tuple[bytes, int, in
                 window_sem.release()
 
         write_task = asyncio.create_task(writer())
+        stopped: list[float] = []
+
+        async def watch_stop() -> None:  # told to stop: send nothing more, wait drain_s for the Acks due
+            if stop is None:
+                return
+            await _wait_mp_event(stop)
+            stopped.append(time.monotonic())
+            write_task.cancel()  # it may be waiting for room in the window
+            try:
+                await call.done_writing()
+            except Exception:  # noqa: BLE001 - already done
+                pass
+            await asyncio.sleep(drain_s)
+            call.cancel()
+
+        watch_task = asyncio.create_task(watch_stop())
         try:
             await asyncio.wait_for(reader(), timeout=None if deadline is None else max(1.0, deadline - time.monotonic()) + 60)
-        except (grpc.aio.AioRpcError, asyncio.TimeoutError) as exc:
-            out.error = _status(exc)
+        except (grpc.aio.AioRpcError, asyncio.TimeoutError, asyncio.CancelledError) as exc:
+            if stopped and not isinstance(exc, asyncio.TimeoutError):
+                out.cut_at_stop = True  # Acks still due drain_s after the stop: not a refusal
+            else:
+                out.error = _status(exc)
         finally:
+            watch_task.cancel()
             if not write_task.done():
                 write_task.cancel()
             try:
