@@ -367,3 +367,42 @@ def test_memory_does_not_grow_with_the_number_of_events(tmp_path: Path) -> None:
     (n_small, peak_small), (n_large, peak_large) = [tuple(map(int, line.split())) for line in out.stdout.splitlines()]
     assert (n_small, n_large) == (4_000, 20_000)
     assert peak_large - peak_small < 1_500_000, (peak_small, peak_large)  # < 94 bytes an event; the old one: 290
+
+
+def test_retention_findings_are_merged_the_same_across_jobs(tmp_path: Path) -> None:
+    """Pruned batches of two agents are counted per worker; the counts against the runs, the notes
+    and the findings come out the same with one job as with two."""
+    from collector.ingest.service import IngestService
+    from collector.retention.service import DAY_NS, prune
+
+    data_dir = tmp_path / "collector"
+    store = PerCall(open_store(data_dir))
+    clock = [0]
+    try:
+        signer = TreeHeadSigner(store, load_or_create_tree_key(data_dir), clock=lambda: clock[0])
+        ingest = IngestService(store, clock=lambda: clock[0], max_clock_skew_ns=2**62)
+        a, b = writers(store, "agt-a", "agt-b")
+        for round_ in range(4):
+            clock[0] = (round_ + 1) * DAY_NS
+            ingest.ingest(a.next(3))
+            ingest.ingest(b.next(3))
+        assert signer.sign_if_grown() is not None
+        assert sum(r.batches for r in prune(store=store, retention_days=7.5, now_ns=10 * DAY_NS)) == 4
+        rows = {(r.batch.agent_id, r.batch.first_seq): r.row_id for r in store.batch_leaves(after_row_id=0, limit=100)}
+    finally:
+        store.close()
+    built = Built(data_dir, data_dir / "collector.db", rows)
+    clean = _verify_jobs(built, 2)
+    assert clean.ok and clean.pruned_batches == 4 and clean.retention_runs == [1], clean.render()
+    assert clean == _verify_jobs(built, 1)
+    _sql(built,
+         ("UPDATE batches SET canonical = ?, pruned_at_ns = ? WHERE row_id = ?", (b"", 10 * DAY_NS, rows[("agt-b", 10)])),
+         ("DELETE FROM events WHERE agent_id = 'agt-b' AND seq BETWEEN 10 AND 12", ()),
+         ("INSERT INTO events (agent_id, epoch, seq, event_id, kind, time_ns, path, dest_path, size, sha256, user_name, "
+          "uid, pid, process, exe, attributes) VALUES ('agt-a', 1, 2, 'back', 'file.read', 1, '/p', '', 1, '', 'eve', 1, "
+          "1, 'cat', '/usr/bin/cat', '{}')", ()))
+    one, two = _verify_jobs(built, 1), _verify_jobs(built, 2)
+    assert one == two
+    _has(one, check="retention.cutoff", row_id=rows[("agt-b", 10)])
+    _has(one, check="retention.count", table="retention_runs", row_id=1)  # 5 marked at the run's time, 4 recorded
+    _has(one, check="retention.event_present", agent_id="agt-a", seq="2")
