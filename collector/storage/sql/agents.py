@@ -10,15 +10,16 @@ from sqlalchemy.exc import IntegrityError
 
 from collector.fleet.models import AgentRecord
 from collector.storage.base import AlreadyExists
+from collector.storage.sql.raw import RawCursor
 from collector.storage.sql.schema import agents, certificates, enroll_tokens
 
 __all__ = ["AgentsSql"]
-
 
 class AgentsSql:
     """Enrollment, agent and certificate areas."""
 
     _conn: Connection
+    _raw: RawCursor
 
     def add_enroll_token(self, *, token_hash: str, created_at_ns: int, expires_at_ns: int, created_by: str) -> None:
         """Records a new enrollment token (only its hash)."""
@@ -59,8 +60,10 @@ class AgentsSql:
 
     def get_agent(self, agent_id: str) -> AgentRecord | None:
         """Gets an agent by its id."""
-        row = self._conn.execute(sa.select(agents).where(agents.c.agent_id == agent_id)).first()
-        return None if row is None else _agent_from(row)
+        row = self._raw.one(
+            "SELECT agent_id, public_key, hostname, os, agent_version, enrolled_at_ns, revoked_at_ns, last_seen_ns, "
+            "heartbeat_interval_s, liveness FROM agents WHERE agent_id = ?", (agent_id,))
+        return None if row is None else AgentRecord(row[0], bytes(row[1]), *row[2:])
 
     def list_agents(self) -> Sequence[AgentRecord]:
         """Lists all enrolled agents."""
@@ -70,6 +73,13 @@ class AgentsSql:
     def update_agent_liveness(self, *, agent_id: str, liveness: str, last_seen_ns: int | None = None,
                               heartbeat_interval_s: float | None = None, only_from: str | None = None) -> bool:
         """Records when an agent was last heard from, its heartbeat interval and its liveness."""
+        if only_from is None and last_seen_ns is not None:  # what every stored batch does
+            if heartbeat_interval_s is None:
+                return bool(self._raw.run("UPDATE agents SET liveness = ?, last_seen_ns = ? WHERE agent_id = ?",
+                                          (liveness, last_seen_ns, agent_id)))
+            return bool(self._raw.run(
+                "UPDATE agents SET liveness = ?, last_seen_ns = ?, heartbeat_interval_s = ? WHERE agent_id = ?",
+                (liveness, last_seen_ns, heartbeat_interval_s, agent_id)))
         values: dict[str, Any] = {"liveness": liveness}
         if last_seen_ns is not None:
             values["last_seen_ns"] = last_seen_ns
@@ -93,8 +103,8 @@ class AgentsSql:
 
     def certificate_status(self, *, serial: int) -> tuple[str, bool] | None:
         """Returns (agent id, revoked) of an issued certificate, or None if the collector never issued it."""
-        row = self._conn.execute(sa.select(certificates).where(certificates.c.serial == str(serial))).first()
-        return None if row is None else (row.agent_id, row.revoked_at_ns is not None)
+        row = self._raw.one("SELECT agent_id, revoked_at_ns FROM certificates WHERE serial = ?", (str(serial),))
+        return None if row is None else (row[0], row[1] is not None)
 
     def revoke_certificate(self, *, serial: int, now_ns: int) -> bool:
         """Revokes one certificate; returns whether it was issued and not revoked yet."""

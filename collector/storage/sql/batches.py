@@ -20,6 +20,7 @@ from collector.domain.records import Page
 from collector.events.models import EVENT_FIELDS, EventFilter, StoredBatch, StoredEvent
 from collector.retention.models import LegalHold, RetentionRun
 from collector.storage.base import ChainConflict
+from collector.storage.sql.raw import RawCursor
 from collector.storage.sql.schema import (EVENT_COLUMNS, batches, chain_heads, detection_state, events, legal_holds,
                                          retention_runs, tree_leaves)
 
@@ -60,37 +61,43 @@ class BatchesSql:
 
     _conn: Connection
     _dialect: str
+    _raw: RawCursor
 
     # --- chains and batches -------------------------------------------------------------------
     def chain_head(self, agent_id: str) -> ChainHead | None:
         """Gets where the agent's chain stands."""
-        row = self._conn.execute(sa.select(chain_heads).where(chain_heads.c.agent_id == agent_id)).first()
-        return None if row is None else ChainHead(row.epoch, row.last_seq, bytes(row.last_hash))
+        row = self._raw.one("SELECT epoch, last_seq, last_hash FROM chain_heads WHERE agent_id = ?", (agent_id,))
+        return None if row is None else ChainHead(row[0], row[1], bytes(row[2]))
 
     def batch_hash_at(self, *, agent_id: str, epoch: int, first_seq: int) -> bytes | None:
         """Gets the hash of the stored batch that starts at (agent, epoch, first_seq)."""
-        value = self._conn.execute(sa.select(batches.c.batch_hash).where(
-            batches.c.agent_id == agent_id, batches.c.epoch == epoch, batches.c.first_seq == first_seq)).scalar()
+        row = self._raw.one("SELECT batch_hash FROM batches WHERE agent_id = ? AND epoch = ? AND first_seq = ?",
+                            (agent_id, epoch, first_seq))
+        value = None if row is None else row[0]
         return None if value is None else bytes(value)
 
     def store_batch(self, batch: StoredBatch, events_: Sequence[StoredEvent], *, expected_head: ChainHead | None) -> None:
         """Stores a verified batch and its events if the chain head has not moved."""
-        row = self._conn.execute(
-            sa.select(chain_heads).where(chain_heads.c.agent_id == batch.agent_id).with_for_update()
-        ).first()
-        current = None if row is None else ChainHead(row.epoch, row.last_seq, bytes(row.last_hash))
+        # FOR UPDATE locks the head row on PostgreSQL; SQLite's BEGIN IMMEDIATE already holds the write lock
+        lock = " FOR UPDATE" if self._dialect == "postgresql" else ""
+        row = self._raw.one(f"SELECT epoch, last_seq, last_hash FROM chain_heads WHERE agent_id = ?{lock}",
+                            (batch.agent_id,))
+        current = None if row is None else ChainHead(row[0], row[1], bytes(row[2]))
         if current != expected_head:
             raise ChainConflict(f"chain head of {batch.agent_id} moved")
-        new_head = dict(epoch=batch.epoch, last_seq=batch.last_seq, last_hash=batch.batch_hash)
         # No savepoint: a ChainConflict undoes the caller's whole transaction, which then looks again.
         try:
             if row is None:
-                self._conn.execute(chain_heads.insert().values(
-                    agent_id=batch.agent_id, detected_epoch=0, detected_seq=0, **new_head))
+                self._raw.run("INSERT INTO chain_heads (agent_id, epoch, last_seq, last_hash, detected_epoch, "
+                              "detected_seq) VALUES (?, ?, ?, ?, 0, 0)",
+                              (batch.agent_id, batch.epoch, batch.last_seq, batch.batch_hash))
             else:
-                self._conn.execute(chain_heads.update().where(chain_heads.c.agent_id == batch.agent_id)
-                                   .values(**new_head))
-            self._conn.execute(batches.insert().values(**_batch_row(batch)))
+                self._raw.run("UPDATE chain_heads SET epoch = ?, last_seq = ?, last_hash = ? WHERE agent_id = ?",
+                              (batch.epoch, batch.last_seq, batch.batch_hash, batch.agent_id))
+            self._raw.run("INSERT INTO batches (agent_id, epoch, first_seq, last_seq, batch_hash, prev_hash, signature, "
+                          "canonical, received_at_ns) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                          (batch.agent_id, batch.epoch, batch.first_seq, batch.last_seq, batch.batch_hash,
+                           batch.prev_hash, batch.signature, batch.canonical, batch.received_at_ns))
             self._insert_events([event_row(e) for e in events_])
         except IntegrityError as exc:
             raise ChainConflict(f"batch of {batch.agent_id} already stored") from exc

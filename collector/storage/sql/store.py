@@ -30,6 +30,7 @@ from collector.storage.base import StoreError, StoreUnavailable
 from collector.storage.sql.agents import AgentsSql
 from collector.storage.sql.batches import BatchesSql
 from collector.storage.sql.people import PeopleSql
+from collector.storage.sql.raw import RawCursor
 from collector.storage.sql.schema import schema_info
 from collector.storage.sql.tree import TreeSql
 
@@ -48,6 +49,7 @@ class SqlTransaction(AgentsSql, BatchesSql, PeopleSql, TreeSql):
     def __init__(self, conn: Connection, dialect: str) -> None:
         self._conn = conn
         self._dialect = dialect
+        self._raw = RawCursor(conn, dialect)
 
 
 def open_store(url_or_dir: str | Path) -> "SqlStore":
