@@ -113,6 +113,7 @@ class _Arrival:
 
 DEPARTED_TTL_S = 300.0
 _DEPARTED_MAX = 10_000
+_SCAN_SEEN_NS = 30 * 10**9  # how long a live create is checked against the last full scan
 _STATE_CHUNK = 1000  # snapshot rows per state-only record (the first run's baseline)
 
 
@@ -161,12 +162,17 @@ class ContentWatch:
         # what the last full scan found (path -> inode), until the events queued meanwhile are done
         self._scan_seen: dict[str, tuple[int, int]] = {}
         self._scan_done_ns = 0
+        # sensitive files whose close-write came before their create: in the durable snapshot only
+        # once their create is reported, or a crash between the two would lose the create
+        self._awaiting_create: set[str] = set()
         self._queue: queue.Queue[object] = queue.Queue(maxsize=queue_size)
+        # The first task, queued before any source can submit one: a live event is never handled
+        # before the start scan has loaded the durable snapshot and caught up.
+        self._queue.put(_Scan("start"))
         self._thread = threading.Thread(target=self._run, name="content-watch", daemon=True)
 
     def start(self) -> None:
         """Starts the worker; its first task indexes the sensitive folders and catches up."""
-        self._queue.put(_Scan("start"))
         self._thread.start()
 
     def stop(self) -> None:
@@ -224,8 +230,10 @@ class ContentWatch:
             except Exception:  # one odd file must never stop copy detection
                 self.counters["worker_errors"] += 1
                 log.exception("content task %r failed", task)
-            if self._scan_seen and self._queue.empty():
-                self._scan_seen = {}  # every event from during the scan has been handled
+            if self._scan_seen and time.time_ns() > self._scan_done_ns + _SCAN_SEEN_NS:
+                # Events from during the scan have long been handled. (Not "when the queue is
+                # empty": a source may not have handed over its event from during the scan yet.)
+                self._scan_seen = {}
 
     def _do(self, task: object) -> None:
         if isinstance(task, _Write):
@@ -242,8 +250,12 @@ class ContentWatch:
     def _reindex(self, path: str) -> None:
         with self._pending_lock:
             events = self._pending.pop(path, [])
+        unknown = events and self._entries_known(path) is None and path not in self._awaiting_create
         scanned = self._scan_one(path)
-        update = ((path, self._entries_known(path)),)
+        update: tuple[SnapshotUpdate, ...] = ((path, self._entries_known(path)),)
+        if unknown or path in self._awaiting_create:
+            self._awaiting_create.add(path)
+            update = ()  # its create, when it comes, carries the entry
         for event in events[:-1]:
             self.emit(event)  # superseded by a later write: the state travels with the last one
         last = events[-1] if events else None
@@ -258,6 +270,10 @@ class ContentWatch:
                 st = os.lstat(path)
             except OSError:
                 st = None
+            if path in self._awaiting_create:
+                self._awaiting_create.discard(path)
+                self.emit(Recorded(event, ((path, self._entries_known(path)),)))
+                return
             seen = self._scan_seen.pop(path, None)
             if st is not None and seen == (st.st_dev, st.st_ino) and event.time_unix_ns < self._scan_done_ns:
                 return  # created while the scan ran, which found (and reported) this very file
@@ -280,6 +296,7 @@ class ContentWatch:
             self.emit(Recorded(event, ((path, entry),)))
         elif event.kind == "file.delete":
             self._scan_seen.pop(path, None)
+            self._awaiting_create.discard(path)
             self.emit(Recorded(event, (self._forget(path),)))
         elif event.kind == "file.move":
             updates: list[SnapshotUpdate] = []
