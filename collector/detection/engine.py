@@ -40,7 +40,11 @@ _ACCESS_KINDS = frozenset({"file.read", "file.write", "file.copy", "file.move", 
 
 @dataclass
 class Finding:
-    """Evidence for one alert group: the events, and a sentence for the analyst."""
+    """Evidence for one alert group: the events, and a sentence for the analyst.
+
+    The sentence is made only for the last finding of a group in a run (``summary``): a burst yields
+    evidence on every read, and formatting times for each would cost more than the rule itself.
+    """
 
     rule: str
     severity: str
@@ -50,14 +54,24 @@ class Finding:
     event_ids: list[str]
     first_ns: int
     last_ns: int
-    summary: str
+    sentence: Callable[[], str]
     path: str = ""  # the latest evidence's path: what a suppression's path scope is matched against
+
+    @property
+    def summary(self) -> str:
+        """The plain sentence for the analyst."""
+        return self.sentence()
 
 
 class Rule(Protocol):
     """One detection rule."""
 
     name: str
+
+    @property
+    def kinds(self) -> frozenset[str]:
+        """The event kinds this rule looks at (the engine hands it no others)."""
+        ...
 
     def key(self, e: StoredEvent) -> str | None:
         """The state this event belongs to, or None if the rule does not look at it."""
@@ -96,6 +110,11 @@ def _episode(state: State, t: int, gap_ns: int) -> int:
     return int(state["ep"])
 
 
+def _said(text: str) -> Callable[[], str]:
+    """A sentence already made (rules whose evidence is rare make theirs at once)."""
+    return lambda: text
+
+
 def _reader(e: StoredEvent) -> str | None:
     """The key of the rules that follow one user's reads."""
     return e.user if e.kind in _READ_KINDS and e.user else None
@@ -115,26 +134,28 @@ class ReadBurst:
     severity: str
     tz: Any
     name: str = "read_burst"
+    kinds: frozenset[str] = _READ_KINDS
 
     def key(self, e: StoredEvent) -> str | None:
         return _reader(e)
 
     def step(self, state: State, e: StoredEvent) -> Finding | None:
-        times: list[int] = state.setdefault("t", [])
-        ids: list[str] = state.setdefault("i", [])
-        rep: list[bool] = state.setdefault("r", [])
-        at = bisect.bisect_right(times, e.time_ns)
-        times.insert(at, e.time_ns)
-        ids.insert(at, e.id)
-        rep.insert(at, False)
-        cut = bisect.bisect_left(times, max(times[-1] - self.window_ns, e.time_ns - self.window_ns))
+        times: list[int] = state.setdefault("t", [])  # every read in the window, sorted
+        pending: list[list[Any]] = state.setdefault("p", [])  # [time, id] not yet evidence, in arrival order
+        bisect.insort(times, e.time_ns)
+        cut_at = times[-1] - self.window_ns
+        cut = bisect.bisect_left(times, cut_at)
         if cut:
-            del times[:cut], ids[:cut], rep[:cut]
+            del times[:cut]
+        pending.append([e.time_ns, e.id])
         if len(times) <= self.threshold:
+            if len(pending) > 2 * self.threshold + 8:  # reads that left the window unreported never join one
+                pending[:] = [p for p in pending if p[0] >= cut_at]
             return None
-        # every read in a window holding more than threshold reads is part of the burst
-        new = [i for i, r in zip(ids, rep) if not r]
-        rep[:] = [True] * len(rep)
+        # every read in a window holding more than threshold reads is part of the burst: the window's
+        # reads not reported yet are evidence now (each is reported once, so this is amortised O(1))
+        new = [p[1] for p in pending if p[0] >= cut_at]
+        pending.clear()
         if not new:
             return None
         first = times[0]
@@ -143,12 +164,11 @@ class ReadBurst:
             state["m_ep"], state["m_n"] = first, 0
         state["m_last"] = max(times[-1], last_member or 0)
         state["m_n"] = state.get("m_n", 0) + len(new)
-        ep = int(state["m_ep"])
-        return Finding(self.name, self.severity, f"{self.name}|{e.user}|{ep}", e.user, e.agent_id, new, ep,
-                       int(state["m_last"]),
-                       f"{e.user} read sensitive files {state['m_n']} times between {_hm(ep, self.tz)} and "
-                       f"{_hm(int(state['m_last']), self.tz)}, in bursts of more than {self.threshold} within "
-                       f"{self.window_ns / MINUTE_NS:g} min", e.path)
+        ep, last, count, user = int(state["m_ep"]), int(state["m_last"]), state["m_n"], e.user
+        return Finding(self.name, self.severity, f"{self.name}|{user}|{ep}", user, e.agent_id, new, ep, last,
+                       lambda: f"{user} read sensitive files {count} times between {_hm(ep, self.tz)} and "
+                               f"{_hm(last, self.tz)}, in bursts of more than {self.threshold} within "
+                               f"{self.window_ns / MINUTE_NS:g} min", e.path)
 
 
 @dataclass
@@ -159,6 +179,7 @@ class UsbExfiltration:
     severity: str
     tz: Any
     name: str = "usb_exfiltration"
+    kinds: frozenset[str] = frozenset({"usb.write"})
 
     def key(self, e: StoredEvent) -> str | None:
         if e.kind != "usb.write" or not (e.attributes.get("match") or e.attributes.get("source_paths")):
@@ -170,10 +191,10 @@ class UsbExfiltration:
         device = e.attributes.get("device") or e.attributes.get("mountpoint") or "removable media"
         who = e.user or f"agent {e.agent_id}"
         return Finding(self.name, self.severity, f"{self.name}|{who}|{ep}", e.user, e.agent_id, [e.id], ep,
-                       int(state["ep_last"]),
-                       f"{who} wrote {state['ep_n']} file(s) with sensitive content to {device} between "
-                       f"{_hm(ep, self.tz)} and {_hm(int(state['ep_last']), self.tz)}; latest {e.path} "
-                       f"(from {', '.join([str(x) for x in e.attributes.get('source_paths') or []][:3])})", e.path)
+                       int(state["ep_last"]), _said(
+                           f"{who} wrote {state['ep_n']} file(s) with sensitive content to {device} between "
+                           f"{_hm(ep, self.tz)} and {_hm(int(state['ep_last']), self.tz)}; latest {e.path} "
+                           f"(from {', '.join([str(x) for x in e.attributes.get('source_paths') or []][:3])})"), e.path)
 
 
 @dataclass
@@ -185,6 +206,7 @@ class SensitiveCopyOut:
     sync_folders: tuple[str, ...]
     tz: Any
     name: str = "sensitive_copy_out"
+    kinds: frozenset[str] = frozenset({"file.copy", "file.move"})
 
     def key(self, e: StoredEvent) -> str | None:
         if e.kind == "file.copy" or (e.kind == "file.move" and e.attributes.get("moved_out")):
@@ -203,8 +225,8 @@ class SensitiveCopyOut:
         state["sync"] = bool(state.get("sync")) or bool(sync)
         return Finding(self.name, self.severity, f"{self.name}|{who}|{ep}", e.user, e.agent_id, [e.id], ep,
                        int(state["ep_last"]),
-                       f"{who} {how} sensitive content out of the sensitive folders {state['ep_n']} time(s) between "
-                       f"{_hm(ep, self.tz)} and {_hm(int(state['ep_last']), self.tz)}; latest {where}{note}", where)
+                       _said(f"{who} {how} sensitive content out of the sensitive folders {state['ep_n']} time(s) between "
+                       f"{_hm(ep, self.tz)} and {_hm(int(state['ep_last']), self.tz)}; latest {where}{note}"), where)
 
 
 @dataclass
@@ -219,6 +241,7 @@ class BulkRead:
     severity: str
     tz: Any
     name: str = "bulk_read"
+    kinds: frozenset[str] = _READ_KINDS
 
     def key(self, e: StoredEvent) -> str | None:
         return _reader(e)
@@ -275,10 +298,10 @@ class BulkRead:
         where = max(folders, key=folders.__getitem__)
         usual = "no baseline yet" if state.get("hours", 0) < max(1, self.cold_start_hours) else (
             f"their usual is {state.get('mean', 0.0):.0f} an hour")
-        start = hour * HOUR_NS
-        return Finding(self.name, self.severity, f"{self.name}|{e.user}|{start}", e.user, e.agent_id, new, start,
-                       e.time_ns, f"{e.user} read {state['c']} files, most in {where}, between "
-                       f"{_hm(start, self.tz)} and {_hm(e.time_ns, self.tz)}; {usual}", where)
+        start, now, count, user = hour * HOUR_NS, e.time_ns, state["c"], e.user
+        return Finding(self.name, self.severity, f"{self.name}|{user}|{start}", user, e.agent_id, new, start, now,
+                       lambda: f"{user} read {count} files, most in {where}, between {_hm(start, self.tz)} and "
+                               f"{_hm(now, self.tz)}; {usual}", where)
 
 
 @dataclass
@@ -292,6 +315,7 @@ class FirstAccess:
     severity: str
     tz: Any
     name: str = "first_access"
+    kinds: frozenset[str] = _READ_KINDS
 
     def key(self, e: StoredEvent) -> str | None:
         return _reader(e)
@@ -310,8 +334,8 @@ class FirstAccess:
             return None
         ep = _episode(state, e.time_ns, self.gap_ns)
         return Finding(self.name, self.severity, f"{self.name}|{e.user}|{ep}", e.user, e.agent_id, [e.id], ep,
-                       e.time_ns, f"{e.user} read in {folder} for the first time (at {_hm(e.time_ns, self.tz)}); "
-                       f"{state['ep_n']} new folder(s) since {_hm(ep, self.tz)}", folder)
+                       e.time_ns, _said(f"{e.user} read in {folder} for the first time (at {_hm(e.time_ns, self.tz)}); "
+                       f"{state['ep_n']} new folder(s) since {_hm(ep, self.tz)}"), folder)
 
 
 @dataclass
@@ -324,6 +348,7 @@ class AfterHours:
     gap_ns: int
     severity: str
     name: str = "after_hours"
+    kinds: frozenset[str] = _ACCESS_KINDS
 
     def key(self, e: StoredEvent) -> str | None:
         return e.user if e.kind in _ACCESS_KINDS and e.user else None
@@ -340,9 +365,10 @@ class AfterHours:
             return None
         new, pending[:] = list(pending), []
         state["pending"] = pending
-        return Finding(self.name, self.severity, f"{self.name}|{e.user}|{ep}", e.user, e.agent_id, new, ep, e.time_ns,
-                       f"{e.user} accessed sensitive files {state['ep_n']} times outside working hours, from "
-                       f"{self.describe(e.user, ep)} to {self.describe(e.user, e.time_ns)}", e.path)
+        user, now, count, describe = e.user, e.time_ns, state["ep_n"], self.describe
+        return Finding(self.name, self.severity, f"{self.name}|{user}|{ep}", user, e.agent_id, new, ep, now,
+                       lambda: f"{user} accessed sensitive files {count} times outside working hours, from "
+                               f"{describe(user, ep)} to {describe(user, now)}", e.path)
 
 
 @dataclass
@@ -355,6 +381,11 @@ class DeliveryRule:
     sentence: str
     gap_ns: int
 
+    @property
+    def kinds(self) -> frozenset[str]:
+        """The event kinds this rule looks at."""
+        return frozenset({self.kind})
+
     def key(self, e: StoredEvent) -> str | None:
         return e.agent_id if e.kind == self.kind else None
 
@@ -362,7 +393,7 @@ class DeliveryRule:
         ep = _episode(state, e.time_ns, self.gap_ns)
         detail = ", ".join(f"{k}={v}" for k, v in sorted(e.attributes.items()) if not isinstance(v, (dict, list)))
         return Finding(self.name, self.severity, f"{self.name}|{e.agent_id}|{ep}", e.user, e.agent_id, [e.id], ep,
-                       e.time_ns, f"agent {e.agent_id}: {self.sentence} ({state['ep_n']} report(s)); {detail}")
+                       e.time_ns, _said(f"agent {e.agent_id}: {self.sentence} ({state['ep_n']} report(s)); {detail}"))
 
 
 def _working_calendar(rules: RuleSet) -> tuple[Callable[[str, int], bool], Callable[[str, int], str]]:
@@ -410,12 +441,18 @@ class Engine:
 
     rules: Sequence[Rule]
     steps: int = field(default=0)
+    _by_kind: dict[str, list[Rule]] = field(default_factory=dict, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        for rule in self.rules:
+            for kind in rule.kinds:
+                self._by_kind.setdefault(kind, []).append(rule)
 
     def keys(self, events: Iterable[StoredEvent]) -> set[tuple[str, str]]:
         """The (rule, key) states these events need."""
         out = set()
         for e in events:
-            for rule in self.rules:
+            for rule in self._by_kind.get(e.kind, ()):
                 k = rule.key(e)
                 if k is not None:
                     out.add((rule.name, k))
@@ -425,7 +462,7 @@ class Engine:
         """Looks at each event once; updates ``states`` in place; returns findings merged per group."""
         merged: dict[str, Finding] = {}
         for e in events:
-            for rule in self.rules:
+            for rule in self._by_kind.get(e.kind, ()):
                 k = rule.key(e)
                 if k is None:
                     continue
@@ -438,5 +475,5 @@ class Engine:
                     merged[found.group_key] = found
                 else:
                     have.event_ids.extend(found.event_ids)
-                    have.last_ns, have.summary, have.path = max(have.last_ns, found.last_ns), found.summary, found.path
+                    have.last_ns, have.sentence, have.path = max(have.last_ns, found.last_ns), found.sentence, found.path
         return list(merged.values())
