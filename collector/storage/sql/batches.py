@@ -52,6 +52,10 @@ def event_from_row(r: Any) -> StoredEvent:
     return StoredEvent(agent_id=m["agent_id"], epoch=m["epoch"], row_id=m["row_id"], **values)
 
 
+_EVENTS_AFTER = (f"SELECT {', '.join(_COLUMNS)}, row_id FROM events WHERE agent_id = ? AND "
+                 "(epoch > ? OR (epoch = ? AND seq > ?)) ORDER BY epoch, seq LIMIT ?")
+
+
 def _after(epoch: int, seq: int) -> Any:
     return sa.or_(events.c.epoch > epoch, sa.and_(events.c.epoch == epoch, events.c.seq > seq))
 
@@ -220,10 +224,9 @@ class BatchesSql:
         return [event_from_row(r) for r in self._conn.execute(query).all()]
 
     def events_after(self, *, agent_id: str, epoch: int, seq: int, limit: int) -> Sequence[StoredEvent]:
-        """One agent's events after (epoch, seq), in chain order."""
-        query = (sa.select(events).where(events.c.agent_id == agent_id, _after(epoch, seq))
-                 .order_by(events.c.epoch, events.c.seq).limit(limit))
-        return [event_from_row(r) for r in self._conn.execute(query).all()]
+        """One agent's events after (epoch, seq), in chain order (detection's read: on the driver's cursor)."""
+        rows = self._raw.all(_EVENTS_AFTER, (agent_id, epoch, epoch, seq, limit))
+        return [StoredEvent._make((*r[:-2], {} if r[-2] == "{}" else json.loads(r[-2]), r[-1])) for r in rows]
 
     def count_events(self) -> int:
         """Counts stored events."""

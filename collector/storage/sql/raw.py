@@ -41,6 +41,17 @@ class RawCursor:
             cur.close()
         return None if row is None else tuple(row)
 
+    def all(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        """Runs a query and returns its rows."""
+        dbapi = self._conn.connection.driver_connection
+        assert dbapi is not None
+        cur = dbapi.cursor()
+        try:
+            cur.execute(self._text(sql), tuple(params))
+            return [tuple(r) for r in cur.fetchall()]
+        finally:
+            cur.close()
+
     def run(self, sql: str, params: Sequence[Any]) -> int:
         """Runs a statement and returns the rows it changed."""
         dbapi = self._conn.connection.driver_connection
