@@ -604,7 +604,8 @@ def idle_client(job: IdleJob, results: Any, go: Any, ramped: Any, stop: Any) -> 
                             hb_latency.append(time.monotonic() - t_hb)
                             continue
                         except (grpc.aio.AioRpcError, asyncio.TimeoutError) as exc:
-                            dropped[_status(exc)] += 1
+                            # a heartbeat unacknowledged for 30 s: this client gives the stream up
+                            dropped["heartbeat_unacked_30s" if isinstance(exc, asyncio.TimeoutError) else _status(exc)] += 1
                             return
                     reader.cancel()
                 call.cancel()
