@@ -39,7 +39,6 @@ Exceptions::
 from __future__ import annotations
 
 import collections
-import dataclasses
 import ctypes
 import ctypes.util
 import errno
@@ -549,12 +548,11 @@ class FanotifyReader:
         name = os.path.basename(program)
         with self._cache_lock:
             noted = self._processes.get(pid)
-        if noted is not None and not noted.confirmed and noted.start == start:
-            # The same exec opening more: the ELF loader (ld-linux*.so) changes nothing; a script's
-            # interpreter becomes the exe while the process keeps the script's name (as comm does).
-            if not name.startswith(("ld-linux", "ld.so", "ld-musl")):
-                self._remember(pid, dataclasses.replace(noted, exe=program))
-            return
+        if (noted is not None and not noted.confirmed and noted.start == start and noted.uid == uid
+                and name.startswith(("ld-linux", "ld.so", "ld-musl"))):
+            return  # the same exec opening its ELF loader: still the program noted
+        # Anything else is a new program, even in the same process (setpriv or sudo exec'ing the
+        # command after changing uid; a script's interpreter, named as /proc/PID/exe would).
         self._remember(pid, _Process(uid, self._user(uid), name[:15], program, start, confirmed=False))
 
     def _identify(self, pid: int, checked: set[int]) -> _Process:

@@ -425,6 +425,31 @@ def test_a_slow_agent_loses_nothing_of_a_burst_larger_than_its_queues(watched: P
 
 
 @_with_root
+def test_a_program_exec_d_after_a_uid_change_is_named_with_its_own_user(watched: Path) -> None:
+    """setpriv (root) changes uid, then execs cat in the same process: two held execs of one pid;
+    the second is a new program with its own user, not more of the first."""
+    records = Records()
+    busy = threading.Event()
+
+    def busy_reader(record: FanotifyRecord) -> None:
+        if not busy.is_set():
+            busy.set()
+            time.sleep(1.0)  # the process is gone when its records are handed on
+        records.add(record)
+
+    r = FanotifyReader([watched], busy_reader, marks="directory", hold_execs=["/", str(watched)])
+    r.start()
+    try:
+        path = watched / "Contracts" / "nda.pdf"
+        subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "head", "-c1", str(path)],
+                       stdout=subprocess.DEVNULL, check=True)
+        rec = records.wait_for(lambda rec: rec.kind == "close_nowrite" and rec.path == str(path))
+        assert (rec.process, rec.uid, rec.user) == ("head", 65534, "nobody")
+    finally:
+        r.stop()
+
+
+@_with_root
 def test_a_reused_pid_is_not_taken_for_the_process_cached_under_it(watched: Path) -> None:
     """The cache is keyed by pid and start time: a process whose pid an earlier one had is looked up."""
     from agent.sources.fanotify import _Process
