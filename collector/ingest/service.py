@@ -81,6 +81,7 @@ class _Offer:
     events: list[StoredEvent] | None  # None: the signature did not verify (refused in the transaction)
     stream_agent: str | None
     stream_serial: int | None
+    arrived_ns: int = 0  # when the stream handed it over: clock skew is measured here, not after queueing
     future: Future[AckValue] = field(default_factory=Future)
     stored: list[StoredEvent] | None = None
 
@@ -204,7 +205,7 @@ class IngestService:
                 raise IngestError("INVALID_ARGUMENT", exc.reason, str(exc)) from exc
         last_seq = batch.first_seq + len(batch.events) - 1
         offered = Offered(batch.agent_id, batch.epoch, batch.first_seq, last_seq, bytes(batch.prev_batch_hash), digest)
-        return _Offer(batch, offered, canonical, events, stream_agent, stream_serial)
+        return _Offer(batch, offered, canonical, events, stream_agent, stream_serial, arrived_ns=self.clock())
 
     def _commit_loop(self) -> None:
         while True:
@@ -305,7 +306,7 @@ class IngestService:
                         summary=(f"agent {batch.agent_id} started epoch {batch.epoch} after epoch "
                                  f"{known.head.epoch} ended at seq {known.head.last_seq}: its spool was reset; "
                                  f"undelivered events of epoch {known.head.epoch} cannot arrive any more"))
-        skew_ns = batch.created_unix_ns - received
+        skew_ns = batch.created_unix_ns - (offer.arrived_ns or received)
         if abs(skew_ns) > self.max_clock_skew_ns:
             # Refusing would strand the evidence: a sealed batch keeps its time for ever. The
             # collector's receipt time is stored beside every batch; the analyst is told.
