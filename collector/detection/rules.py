@@ -1,4 +1,5 @@
-"""Detection rules: values in, findings out. No storage, no clock, no I/O.
+"""The read-burst rule as first released, evaluated over a whole window: the reference the incremental
+engine (collector/detection/engine.py) is property-tested against. No storage, no clock, no I/O.
 
 A rule looks at the stored stream, never at batch boundaries: the caller gives it the events of
 one user in the rule's window, however they arrived, so the same stream always yields the same
@@ -12,7 +13,7 @@ from typing import Sequence
 
 from collector.events.models import StoredEvent
 
-__all__ = ["ReadBurstRule", "Finding", "continues"]
+__all__ = ["ReadBurstRule", "Finding"]
 
 
 @dataclass(frozen=True)
@@ -93,11 +94,3 @@ class ReadBurstRule:
             ),
         )
 
-
-def continues(*, last_event_ns: int, finding: Finding, window_ns: int) -> bool:
-    """Tells whether a finding continues an open alert whose last event was at ``last_event_ns``.
-
-    A finding continues an open alert when it starts within one window of the alert's last
-    event, so one sustained burst stays one alert while a burst next week is a new one.
-    """
-    return finding.first_ns - last_event_ns <= window_ns

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Mapping, NamedTuple, get_type_hints
 
-__all__ = ["StoredEvent", "StoredBatch", "EventFilter", "EventField", "EVENT_FIELDS", "event_from_values"]
+__all__ = ["StoredEvent", "StoredBatch", "EventFilter", "EventField", "EVENT_FIELDS"]
 
 
 class StoredEvent(NamedTuple):
@@ -91,7 +91,3 @@ EVENT_FIELDS: tuple[EventField, ...] = tuple(
     if name not in _NOT_PER_EVENT
 )
 
-
-def event_from_values(agent_id: str, epoch: int, values: Mapping[str, Any], row_id: int | None = None) -> StoredEvent:
-    """Builds a StoredEvent from per-event values keyed by field name."""
-    return StoredEvent(agent_id=agent_id, epoch=epoch, row_id=row_id, **{f.name: values[f.name] for f in EVENT_FIELDS})

@@ -7,7 +7,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from collector.detection.rules import ReadBurstRule, continues
+from collector.detection.rules import ReadBurstRule
 from collector.events.models import StoredEvent
 from collector.fleet.models import AgentRecord
 from collector.detection.service import DetectionStage
@@ -38,15 +38,6 @@ def test_an_earlier_burst_is_found_even_when_later_reads_are_quiet() -> None:
     rule = ReadBurstRule(threshold=3, window_ns=MIN)
     found = rule.evaluate(_reads([0, 1, 2, 3, 10 * MIN, 20 * MIN, 20 * MIN + 1, 20 * MIN + 2, 20 * MIN + 3, 20 * MIN + 4]))
     assert [f.event_ids for f in found] == [("e0", "e1", "e2", "e3"), ("e5", "e6", "e7", "e8", "e9")]
-
-
-def test_a_finding_continues_an_alert_only_within_one_window() -> None:
-    rule = ReadBurstRule(threshold=2, window_ns=MIN)
-    [first] = rule.evaluate(_reads([0, 1, 2]))
-    [cont] = rule.evaluate(_reads([2, 3, 4, 5]))
-    assert continues(last_event_ns=first.last_ns, finding=cont, window_ns=MIN)
-    [later] = rule.evaluate(_reads([10 * MIN, 10 * MIN + 1, 10 * MIN + 2]))
-    assert not continues(last_event_ns=cont.last_ns, finding=later, window_ns=MIN)
 
 
 def test_sustained_burst_extends_one_alert_and_a_later_one_opens_another() -> None:

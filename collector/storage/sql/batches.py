@@ -56,10 +56,6 @@ _EVENTS_AFTER = (f"SELECT {', '.join(_COLUMNS)}, row_id FROM events WHERE agent_
                  "(epoch > ? OR (epoch = ? AND seq > ?)) ORDER BY epoch, seq LIMIT ?")
 
 
-def _after(epoch: int, seq: int) -> Any:
-    return sa.or_(events.c.epoch > epoch, sa.and_(events.c.epoch == epoch, events.c.seq > seq))
-
-
 class BatchesSql:
     """Batch, event and retention areas."""
 
@@ -301,12 +297,6 @@ def _held(holds: Sequence[LegalHold]) -> Any:
             parts.append(events.c.agent_id == h.agent_id)
         clauses.append(sa.and_(*parts))
     return sa.or_(*clauses)
-
-
-def _batch_row(b: StoredBatch) -> dict[str, Any]:
-    return dict(agent_id=b.agent_id, epoch=b.epoch, first_seq=b.first_seq, last_seq=b.last_seq,
-                batch_hash=b.batch_hash, prev_hash=b.prev_hash, signature=b.signature, canonical=b.canonical,
-                received_at_ns=b.received_at_ns)
 
 
 def _batch_from(r: Any) -> StoredBatch:
