@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from collector.detection.rules import ReadBurstRule
 from collector.fleet.models import AgentRecord
 from collector.ingest.service import IngestService
+from collector.verify import VerifyReport
 from collector.storage import SqlStore
 
 from tests.conftest import ChainWriter
@@ -35,3 +37,27 @@ def writers(store: SqlStore, *agent_ids: str) -> list[ChainWriter]:
         enroll(store, agent_id, key)
         out.append(ChainWriter(agent_id, key))
     return out
+
+
+def verify_dir(data_dir: Path) -> VerifyReport:
+    """Runs verify over the SQLite store in a data directory, with the tree key kept there."""
+    from collector.storage import open_store
+    from collector.transparency import load_tree_key, tree_public_key
+    from collector.verify import verify_store
+
+    store = open_store(data_dir)
+    try:
+        return verify_store(store, tree_public_key=tree_public_key(load_tree_key(data_dir)))
+    finally:
+        store.close()
+
+
+def run_sql(db: Path, *statements: tuple[str, tuple[object, ...]]) -> None:
+    """Changes the SQLite file behind the collector's back, as someone with access to it could."""
+    import sqlite3
+
+    conn = sqlite3.connect(db)
+    with conn:
+        for sql, params in statements:
+            conn.execute(sql, params)
+    conn.close()

@@ -8,7 +8,6 @@ the collector's back with sqlite3 as in test_verify.
 
 from __future__ import annotations
 
-import sqlite3
 import subprocess
 import sys
 import time
@@ -27,11 +26,11 @@ from collector.ingest.service import IngestService
 from collector.retention.models import LegalHold
 from collector.retention.service import DAY_NS, place_hold, prune, release_hold
 from collector.storage import open_store
-from collector.transparency import TreeHeadSigner, load_or_create_tree_key, load_tree_key, tree_public_key
-from collector.verify import Finding, VerifyReport, verify_store
+from collector.transparency import TreeHeadSigner, load_or_create_tree_key
+from collector.verify import Finding, VerifyReport
 
 from tests.conftest import ChainWriter, PerCall, make_event
-from tests.collector.evidence_helpers import writers
+from tests.collector.evidence_helpers import run_sql, verify_dir, writers
 
 NOW = 100 * DAY_NS  # every prune below runs "now", with a retention of 30 days: cutoff at day 70
 RETENTION_DAYS = 30
@@ -258,19 +257,11 @@ def pruned(tmp_path: Path) -> Iterator[Pruned]:
 
 
 def _verify(p: Pruned) -> VerifyReport:
-    store = open_store(p.data_dir)
-    try:
-        return verify_store(store, tree_public_key=tree_public_key(load_tree_key(p.data_dir)))
-    finally:
-        store.close()
+    return verify_dir(p.data_dir)
 
 
 def _sql(p: Pruned, *statements: tuple[str, tuple[object, ...]]) -> None:
-    db = sqlite3.connect(p.db)
-    with db:
-        for sql, params in statements:
-            db.execute(sql, params)
-    db.close()
+    run_sql(p.db, *statements)
 
 
 def _has(report: VerifyReport, **expected: object) -> Finding:

@@ -17,7 +17,7 @@ from collector.transparency import TreeHeadSigner, load_or_create_tree_key, load
 from collector.verify import Finding, VerifyReport, verify_store
 
 from tests.conftest import PerCall
-from tests.collector.evidence_helpers import ingest_service, writers
+from tests.collector.evidence_helpers import run_sql, verify_dir, ingest_service, writers
 
 
 @dataclass
@@ -48,19 +48,11 @@ def built(tmp_path: Path) -> Iterator[Built]:
 
 
 def _verify(built: Built) -> VerifyReport:
-    store = open_store(built.data_dir)
-    try:
-        return verify_store(store, tree_public_key=tree_public_key(load_tree_key(built.data_dir)))
-    finally:
-        store.close()
+    return verify_dir(built.data_dir)
 
 
 def _sql(built: Built, *statements: tuple[str, tuple[object, ...]]) -> None:
-    db = sqlite3.connect(built.db)
-    with db:
-        for sql, params in statements:
-            db.execute(sql, params)
-    db.close()
+    run_sql(built.db, *statements)
 
 
 def _one(db: Path, sql: str, *params: object) -> tuple[object, ...]:
