@@ -6,16 +6,15 @@ import time
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, Field
 
 from collector.alerts.models import Alert, Suppression
 from collector.alerts.service import AlertError, lift, set_status, suppress
 from collector.detection.models import RULE_NAMES
-from collector.domain.roles import allowed
 from collector.people.models import User
-from collector.web.deps import Services, cursor_value, page_json, require, services, session_user
-from collector.web.templating import templates
+from collector.web.deps import Services, cursor_value, page_json, require, require_page, services
+from collector.web.templating import render
 from collector.web.timefmt import format_ns, parse_rfc3339_ns
 
 # rules a suppression may name: the configurable ones and the delivery layer's
@@ -133,13 +132,9 @@ def lift_suppression(suppression_id: int, who: User = Depends(require("alerts:tr
 
 
 @router.get("/", response_class=HTMLResponse)
-def alerts_page(request: Request, svc: Services = Depends(services)) -> Response:
+def alerts_page(request: Request, user: User = Depends(require_page("alerts:read")),
+                svc: Services = Depends(services)) -> Response:
     """Shows the newest alerts to a signed-in analyst."""
-    user = session_user(request, svc)
-    if user is None:
-        return RedirectResponse("/login", status_code=303)
-    if not allowed(user.role, "alerts:read"):
-        raise HTTPException(403, f"role {user.role!r} may not read alerts")
     with svc.store.read() as tx:
         page = tx.list_alerts(cursor=None, limit=200)
-    return templates.TemplateResponse(request, "alerts.html", {"user": user, "alerts": [alert_json(a) for a in page.items]})
+    return render(request, "alerts.html", {"alerts": [alert_json(a) for a in page.items]}, user=user)

@@ -1,23 +1,41 @@
-"""Roles and what each may do, as data. Views ask for a permission, never for a role."""
+"""Roles and what each may do, as data. Views ask for a permission, never for a role.
+
+IT runs the fleet and the accounts but does not read what employees did; security reviews events
+and alerts and builds cases; HR sees cases and confirms them; the auditor reads everything, the
+audit log included, and changes nothing. Which case step needs which permission is the cases
+package's transition table (collector/cases/models.py).
+"""
 
 from __future__ import annotations
 
-__all__ = ["ROLES", "PERMISSIONS", "allowed"]
+__all__ = ["ROLES", "PERMISSIONS", "allowed", "permissions_of"]
 
 ROLES: frozenset[str] = frozenset({"it_admin", "security_analyst", "hr", "auditor"})
 
-# permission -> roles holding it. IT runs the fleet but does not read what employees did;
-# security reviews events and alerts; HR sees alerts that became cases (cases come later);
-# the auditor reads everything and the audit log, and changes nothing.
+_SEC, _HR, _IT, _AUD = "security_analyst", "hr", "it_admin", "auditor"
+
+# permission -> roles holding it
 PERMISSIONS: dict[str, frozenset[str]] = {
-    "events:read": frozenset({"security_analyst", "auditor"}),
-    "alerts:read": frozenset({"security_analyst", "auditor"}),
-    "alerts:triage": frozenset({"security_analyst"}),
-    "agents:read": frozenset({"it_admin", "security_analyst", "auditor"}),
-    "audit:read": frozenset({"auditor"}),
+    "events:read": frozenset({_SEC, _AUD}),
+    "alerts:read": frozenset({_SEC, _AUD}),
+    "alerts:triage": frozenset({_SEC}),
+    "cases:read": frozenset({_SEC, _HR, _AUD}),
+    "cases:write": frozenset({_SEC}),            # open a case, security's steps, comments and attachments
+    "cases:hr": frozenset({_HR}),                # the documented loss, the agreement, the notice, HR's steps
+    "cases:comment": frozenset({_SEC, _HR}),
+    "identity:reveal": frozenset({_SEC, _HR}),   # show a real name behind a pseudonym, with a reason; audited
+    "agents:read": frozenset({_IT, _SEC, _AUD}),
+    "users:admin": frozenset({_IT}),
+    "audit:read": frozenset({_AUD}),
+    "service:read": frozenset({_IT, _AUD}),      # /metrics and the API description
 }
 
 
 def allowed(role: str, permission: str) -> bool:
     """Tells whether a role holds a permission."""
     return role in PERMISSIONS.get(permission, frozenset())
+
+
+def permissions_of(role: str) -> frozenset[str]:
+    """Every permission a role holds."""
+    return frozenset(p for p, roles in PERMISSIONS.items() if role in roles)

@@ -7,7 +7,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from collector.people.service import NotAuthenticated
 from collector.web.deps import SESSION_COOKIE, Services, services, session_user
-from collector.web.templating import templates
+from collector.web.templating import render
 
 __all__ = ["router"]
 
@@ -17,7 +17,7 @@ router = APIRouter()
 @router.get("/login", response_class=HTMLResponse)
 def login_form(request: Request) -> Response:
     """Shows the sign-in form."""
-    return templates.TemplateResponse(request, "login.html", {"error": None})
+    return render(request, "login.html", {"error": None}, user=None)
 
 
 @router.post("/login", response_class=HTMLResponse)
@@ -36,7 +36,7 @@ def login(
             error = str(exc)  # the failed attempt's audit row commits with this transaction
             token = None
     if token is None:
-        return templates.TemplateResponse(request, "login.html", {"error": error}, status_code=401)
+        return render(request, "login.html", {"error": error}, user=None, status_code=401)
     response = RedirectResponse("/", status_code=303)
     response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="strict", secure=request.url.scheme == "https",
                         max_age=int(svc.people.session_ttl_ns // 1_000_000_000))

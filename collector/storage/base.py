@@ -37,7 +37,7 @@ from collector.retention.models import LegalHold, RetentionRun
 __all__ = [
     "StoreError", "AlreadyExists", "ChainConflict", "StoreUnavailable",
     "EnrollmentArea", "AgentArea", "CertificateArea", "BatchArea", "EventArea", "AlertArea",
-    "PeopleArea", "AuditArea", "TreeArea", "RetentionArea", "Transaction", "Store",
+    "PeopleArea", "AuditArea", "TreeArea", "RetentionArea", "CaseArea", "NotifyArea", "Transaction", "Store",
 ]
 
 
@@ -223,8 +223,16 @@ class RetentionArea(Protocol):
     def list_retention_runs(self) -> Sequence[RetentionRun]: ...
 
 
+class CaseArea(Protocol):
+    """Cases, their history, comments, attachments, HR's records and the payroll outbox (collector/cases)."""
+
+
+class NotifyArea(Protocol):
+    """The notification outbox (collector/notify)."""
+
+
 class Transaction(EnrollmentArea, AgentArea, CertificateArea, BatchArea, EventArea, AlertArea, PeopleArea,
-                  AuditArea, TreeArea, RetentionArea, Protocol):
+                  AuditArea, TreeArea, RetentionArea, CaseArea, NotifyArea, Protocol):
     """Every area at once, inside one transaction."""
 
 

@@ -61,6 +61,8 @@ class _State:
     rule_states: dict[tuple[str, str], str] = field(default_factory=dict)
     evidence: dict[int, list[str]] = field(default_factory=dict)
     suppressions: dict[int, Suppression] = field(default_factory=dict)
+    # cases (collector/cases)
+    # notifications (collector/notify)
     next_id: int = 1
 
     def new_id(self) -> int:
@@ -370,6 +372,10 @@ class MemoryTransaction:
         found = [e for e in reversed(self.s.audit) if cursor is None or (e.id or 0) < cursor]
         items = tuple(found[:limit])
         return Page(items, str(items[-1].id) if len(found) > limit and items else None)
+
+    # --- cases (collector/cases) -----------------------------------------------------------------
+
+    # --- notifications (collector/notify) -------------------------------------------------------
 
     # --- tree ---------------------------------------------------------------------------------
     def add_tree_head(self, head: SignedTreeHead, leaves: Sequence[TreeLeaf], *, previous_size: int) -> None:

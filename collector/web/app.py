@@ -8,11 +8,14 @@ driver's text, which names hosts and ports).
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Callable, Mapping
+from urllib.parse import quote
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
 
 from collector.alerts import views as alerts_views
 from collector.audit import views as audit_views
@@ -23,7 +26,7 @@ from collector.fleet import views as fleet_views
 from collector.people import views as people_views
 from collector.people.service import PeopleService
 from collector.storage.base import Store, StoreUnavailable
-from collector.web.deps import Services
+from collector.web.deps import LoginRequired, Services
 
 __all__ = ["create_app"]
 
@@ -51,6 +54,10 @@ def create_app(*, store: Store, people: PeopleService, enrollment: EnrollmentSer
     @app.exception_handler(StoreUnavailable)
     async def _unavailable(request: Request, exc: StoreUnavailable) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "5"})
+
+    @app.exception_handler(LoginRequired)
+    async def _sign_in_first(request: Request, exc: LoginRequired) -> RedirectResponse:
+        return RedirectResponse(f"/login?next={quote(exc.next_path, safe='/')}", status_code=303)
 
     @app.get("/healthz")
     def healthz() -> JSONResponse:
@@ -87,6 +94,7 @@ def create_app(*, store: Store, people: PeopleService, enrollment: EnrollmentSer
             lines += [f'shoumi_agent_spool_events{{agent="{a}"}} {n}' for a, n in sorted(depths.items())]
         return "\n".join(lines) + "\n"
 
+    app.mount("/static", StaticFiles(directory=str(Path(__file__).parent / "static")), name="static")
     for feature in (events_views, alerts_views, fleet_views, audit_views, people_views):
         app.include_router(feature.router)
     return app

@@ -17,7 +17,8 @@ from collector.people.models import User
 from collector.people.service import NotAuthenticated, PeopleService
 from collector.storage.base import Store
 
-__all__ = ["SESSION_COOKIE", "Services", "services", "current_user", "session_user", "require", "cursor_value"]
+__all__ = ["SESSION_COOKIE", "Services", "services", "current_user", "session_user", "require", "require_page",
+           "LoginRequired", "cursor_value"]
 
 SESSION_COOKIE = "shoumi_session"
 
@@ -71,6 +72,28 @@ def require(permission: str) -> Callable[..., User]:
     """Returns a dependency that lets through only users whose role holds the permission."""
 
     def check(user: User = Depends(current_user)) -> User:
+        if not allowed(user.role, permission):
+            raise HTTPException(403, f"role {user.role!r} lacks permission {permission!r}")
+        return user
+
+    return check
+
+
+class LoginRequired(Exception):
+    """A page was asked for without a session: the app answers with a redirect to the sign-in page."""
+
+    def __init__(self, next_path: str) -> None:
+        super().__init__(next_path)
+        self.next_path = next_path
+
+
+def require_page(permission: str) -> Callable[..., User]:
+    """Like ``require``, for pages: no session redirects to /login (and back after), a wrong role is 403."""
+
+    def check(request: Request, svc: Services = Depends(services)) -> User:
+        user = session_user(request, svc)
+        if user is None:
+            raise LoginRequired(request.url.path)
         if not allowed(user.role, permission):
             raise HTTPException(403, f"role {user.role!r} lacks permission {permission!r}")
         return user

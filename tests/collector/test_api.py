@@ -120,9 +120,9 @@ def test_reading_events_is_audited(world: dict[str, Any]) -> None:
 
 def test_alert_page_needs_sign_in(world: dict[str, Any]) -> None:
     client: TestClient = world["client"]
-    assert client.get("/", follow_redirects=False).headers["location"] == "/login"
+    assert client.get("/", follow_redirects=False).headers["location"] == "/login?next=/"
     wrong = client.post("/login", data={"username": "ana", "password": "nope"})
-    assert wrong.status_code == 401 and "wrong user name or password" in wrong.text
+    assert wrong.status_code == 401 and "用户名或密码错误" in wrong.text  # Chinese unless the user chose English
     ok = client.post("/login", data={"username": "ana", "password": PASSWORD}, follow_redirects=False)
     assert ok.status_code == 303 and "httponly" in ok.headers["set-cookie"].lower()
     page = client.get("/")

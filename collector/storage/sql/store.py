@@ -28,7 +28,10 @@ from sqlalchemy.engine import Connection, Engine
 
 from collector.storage.base import StoreError, StoreUnavailable
 from collector.storage.sql.agents import AgentsSql
+from collector.storage.sql.alerts import AlertsSql
 from collector.storage.sql.batches import BatchesSql
+from collector.storage.sql.cases import CasesSql
+from collector.storage.sql.notify import NotifySql
 from collector.storage.sql.people import PeopleSql
 from collector.storage.sql.raw import RawCursor
 from collector.storage.sql.schema import schema_info
@@ -43,7 +46,7 @@ _MIGRATIONS = Path(__file__).parent / "migrations"
 _READ_ONLY = "shoumi_read_only"
 
 
-class SqlTransaction(AgentsSql, BatchesSql, PeopleSql, TreeSql):
+class SqlTransaction(AgentsSql, BatchesSql, AlertsSql, PeopleSql, TreeSql, CasesSql, NotifySql):
     """Every area over one connection inside one transaction."""
 
     def __init__(self, conn: Connection, dialect: str) -> None:
