@@ -26,11 +26,14 @@ from collector.fleet import views as fleet_views
 from collector.people import views as people_views
 from collector.people.service import PeopleService
 from collector.storage.base import Store, StoreUnavailable
-from collector.web.deps import LoginRequired, Services
+from collector.web.deps import LoginRequired, Services, session_user
 
 __all__ = ["create_app"]
 
 log = logging.getLogger("shoumi.collector.http")
+
+# where each role's work starts
+HOME_BY_ROLE: dict[str, str] = {"security_analyst": "/alerts", "auditor": "/alerts", "hr": "/cases", "it_admin": "/users"}
 
 
 def create_app(*, store: Store, people: PeopleService, enrollment: EnrollmentService | None = None,
@@ -58,6 +61,14 @@ def create_app(*, store: Store, people: PeopleService, enrollment: EnrollmentSer
     @app.exception_handler(LoginRequired)
     async def _sign_in_first(request: Request, exc: LoginRequired) -> RedirectResponse:
         return RedirectResponse(f"/login?next={quote(exc.next_path, safe='/')}", status_code=303)
+
+    @app.get("/", include_in_schema=False)
+    def home(request: Request) -> RedirectResponse:
+        """Sends each signed-in person to the page their work starts from."""
+        user = session_user(request, app.state.services)
+        if user is None:
+            return RedirectResponse("/login?next=/", status_code=303)
+        return RedirectResponse(HOME_BY_ROLE.get(user.role, "/account"), status_code=303)
 
     @app.get("/healthz")
     def healthz() -> JSONResponse:
