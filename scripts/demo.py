@@ -11,12 +11,21 @@ file (DATA/rules.toml) lowers bulk_read's floor to suit a short demo and turns o
 not play (read_burst, which the same reads would also raise, and after_hours, which depends on the
 clock).
 
---once stops everything after the scenario has raised its alerts (what the tests run).
+Then it plays the rest of the chain through the collector's API the way the people would: the
+analyst opens a case from the stick alert and confirms it, HR records the documented loss, the signed
+agreement and the notice and confirms, and the case goes to a payroll bridge started here, whose
+schedule then shows on the case page.
+
+--once stops everything when the chain is done (what the tests run); --stop-after alerts stops the
+chain after the alerts (the browser journeys play the rest); --ready-file writes the addresses,
+accounts and process ids as JSON once everything is up. Ctrl-C, SIGTERM and SIGHUP stop every process
+the demo started, and so does the demo's own death (each child has PR_SET_PDEATHSIG).
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import getpass
 import json
 import os
@@ -98,6 +107,25 @@ def _until(check: Callable[[], Any], timeout: float, proc: subprocess.Popen[byte
         time.sleep(0.2)
 
 
+class Stop(Exception):
+    """A signal asked the demo to stop."""
+
+
+def _on_signal(signum: int, _frame: Any) -> None:
+    raise Stop(signal.Signals(signum).name)
+
+
+def _die_with_parent() -> None:
+    """Runs in each child before exec: the kernel sends it SIGTERM when the demo dies, however it dies."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _spawn(args: list[str], log_path: Path) -> subprocess.Popen[bytes]:
+    with open(log_path, "wb") as log:
+        return subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+
+
 def _stop(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
@@ -111,8 +139,13 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", type=Path, default=Path("demo-data"))
-    parser.add_argument("--once", action="store_true", help="stop after the alerts are raised")
+    parser.add_argument("--once", action="store_true", help="stop everything when the scenario is played")
+    parser.add_argument("--stop-after", choices=("alerts", "chain"), default="chain",
+                        help="play the scenario up to the alerts, or through the case to payroll (default)")
+    parser.add_argument("--ready-file", type=Path, help="write addresses, accounts and pids here as JSON when up")
     args = parser.parse_args()
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _on_signal)
     root = args.data_dir.resolve()
     if root.exists():
         shutil.rmtree(root)
@@ -140,12 +173,9 @@ def main() -> int:
     rules = root / "rules.toml"
     rules.write_text(RULES)
 
-    with open(root / "logs" / "collector.log", "wb") as log:
-        collector = subprocess.Popen(
-            [_tool("shoumi-collector"), "serve", "--data-dir", str(collector_dir), "--grpc-listen", "127.0.0.1:0",
-             "--enroll-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--rules", str(rules)],
-            stdout=log, stderr=subprocess.STDOUT,
-        )
+    collector = _spawn([_tool("shoumi-collector"), "serve", "--data-dir", str(collector_dir), "--grpc-listen", "127.0.0.1:0",
+                        "--enroll-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--rules", str(rules)],
+                       root / "logs" / "collector.log")
     agent: subprocess.Popen[bytes] | None = None
     try:
         _wait_for(collector_dir / "collector.addr.json", collector, "collector")
@@ -159,12 +189,8 @@ def main() -> int:
         fingerprint = _run(_tool("shoumi-collector"), "ca-fingerprint", "--data-dir", str(collector_dir))
         agent_id = _run(_tool("shoumi-agent"), "enroll", "--collector", addr["enroll"], "--token", enroll_token,
                         "--ca-fingerprint", fingerprint, "--state-dir", str(agent_dir))
-        with open(root / "logs" / "agent.log", "wb") as log:
-            agent = subprocess.Popen(
-                [_tool("shoumi-agent"), "run", "--state-dir", str(agent_dir), "--config", str(policy),
-                 "--attributed-user", user, "--heartbeat-seconds", "10"],
-                stdout=log, stderr=subprocess.STDOUT,
-            )
+        agent = _spawn([_tool("shoumi-agent"), "run", "--state-dir", str(agent_dir), "--config", str(policy),
+                        "--attributed-user", user, "--heartbeat-seconds", "10"], root / "logs" / "agent.log")
         # ready when the policy is applied and the declared stick is watched
         ready = _until(lambda: {"policy.applied", "usb.mount"} <= {e["kind"] for e in _events(http, api_token)}, 20, agent)
         if not ready:
@@ -219,14 +245,23 @@ def main() -> int:
         print(f"  Sign in as:   analyst / {password}")
         print(f"  API:          curl -H 'Authorization: Bearer {api_token}' {http}/api/v1/events")
         print(f"  Data:         {root}")
+        if args.ready_file is not None:
+            ready_doc = {"http": http, "data": str(root), "analyst": {"username": "analyst", "password": password},
+                         "api_token": api_token, "alerts": {a["rule"]: a["id"] for a in alerts},
+                         "pids": {"collector": collector.pid, "agent": agent.pid}}
+            tmp = args.ready_file.with_suffix(".tmp")
+            tmp.write_text(json.dumps(ready_doc, ensure_ascii=False))
+            tmp.replace(args.ready_file)
         if not args.once:
             print("\nPress Ctrl-C to stop.")
-            try:
-                signal.pause()
-            except KeyboardInterrupt:
-                pass
+            signal.pause()
+        return 0
+    except (KeyboardInterrupt, Stop) as why:
+        print(f"\ndemo: {why or 'Ctrl-C'}: stopping everything it started", file=sys.stderr)
         return 0
     finally:
+        for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+            signal.signal(signum, signal.SIG_IGN)  # a second signal must not cut the clean stop short
         if agent is not None:
             _stop(agent)
         _stop(collector)
