@@ -21,23 +21,26 @@ contract suite in tests/collector/storage runs against all three. Errors::
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
-from typing import Any, Protocol, Sequence
+from typing import Any, Protocol, Sequence, runtime_checkable
 
 from shoumi.batch import ChainHead
 
-from collector.alerts.models import Alert, Suppression
+from collector.alerts.models import Alert, AlertQuery, SavedFilter, Suppression, UserGroup
 from collector.audit.models import AuditEntry
+from collector.cases.models import Attachment, Case, CaseChange, Comment, Handoff, HistoryEntry, HrRecord
 from collector.domain.evidence import BatchRow, EventRow, SignedTreeHead, TreeLeaf
 from collector.domain.records import Page
 from collector.events.models import EventFilter, StoredBatch, StoredEvent
 from collector.fleet.models import AgentRecord
+from collector.notify.models import AlertFact, Notification
 from collector.people.models import User
 from collector.retention.models import LegalHold, RetentionRun
 
 __all__ = [
     "StoreError", "AlreadyExists", "ChainConflict", "StoreUnavailable",
     "EnrollmentArea", "AgentArea", "CertificateArea", "BatchArea", "EventArea", "AlertArea",
-    "PeopleArea", "AuditArea", "TreeArea", "RetentionArea", "CaseArea", "NotifyArea", "Transaction", "Store",
+    "PeopleArea", "AuditArea", "TreeArea", "RetentionArea", "CaseArea", "NotifyArea", "PrivacyArea", "Transaction",
+    "Store",
 ]
 
 
@@ -153,6 +156,43 @@ class AlertArea(Protocol):
     def list_suppressions(self, *, active_at_ns: int | None = None) -> Sequence[Suppression]: ...
     def count_suppressed(self, *, suppression_id: int, hits: int, at_ns: int) -> None: ...
     def lift_suppression(self, *, suppression_id: int, now_ns: int) -> bool: ...
+    # --- the queue (collector/alerts): filtered, sorted and paged in the store, evidence not loaded ---
+    def query_alerts(self, q: AlertQuery, *, after: tuple[int, int] | None, limit: int) -> Page:
+        """Alerts matching ``q`` in its sort order, after the cursor key (sort key, id); next_cursor is "key_id"."""
+        ...
+    def count_alerts_by(self, q: AlertQuery, *, field: str) -> dict[str, int]:
+        """How many alerts match ``q``, by "status", "rule" or "severity"."""
+        ...
+    def alert_ids_matching(self, q: AlertQuery, *, limit: int) -> Sequence[int]:
+        """The ids of up to ``limit`` alerts matching ``q``, in its order."""
+        ...
+    def group_alerts_by_user(self, q: AlertQuery, *, offset: int, limit: int) -> Sequence[UserGroup]:
+        """One row per user with their counts under ``q``, most alerts first."""
+        ...
+    def get_alerts(self, alert_ids: Sequence[int]) -> Sequence[Alert]:
+        """These alerts, without their evidence, in id order (missing ids left out)."""
+        ...
+    def evidence_events(self, *, alert_id: int, after: tuple[int, int] | None, limit: int) -> Sequence[StoredEvent]:
+        """An alert's stored evidence events in time order, after (time_ns, row_id)."""
+        ...
+    def count_stored_evidence(self, alert_id: int) -> int:
+        """How many of an alert's evidence events are still stored (retention prunes old ones)."""
+        ...
+    def agent_events_between(self, *, agent_id: str, kinds: Sequence[str], since_ns: int, until_ns: int,
+                             limit: int) -> Sequence[StoredEvent]:
+        """An agent's events of these kinds in [since, until), oldest first: its health around an alert."""
+        ...
+    def alerts_of_agent(self, *, agent_id: str, rules: Sequence[str], since_ns: int, until_ns: int,
+                        limit: int) -> Sequence[Alert]:
+        """Alerts of these rules for an agent whose activity overlaps [since, until), oldest first."""
+        ...
+    def add_saved_filter(self, f: SavedFilter) -> SavedFilter:
+        """Stores a named filter; raises AlreadyExists if its owner has one of that name."""
+        ...
+    def list_saved_filters(self, owner: str) -> Sequence[SavedFilter]: ...
+    def delete_saved_filter(self, *, filter_id: int, owner: str) -> SavedFilter | None:
+        """Deletes one of the owner's filters; returns it, or None if the owner has no such filter."""
+        ...
 
 
 class PeopleArea(Protocol):
@@ -226,13 +266,118 @@ class RetentionArea(Protocol):
 class CaseArea(Protocol):
     """Cases, their history, comments, attachments, HR's records and the payroll outbox (collector/cases)."""
 
+    def add_case(self, case: Case) -> Case:
+        """Stores a new case with its alerts; returns it with its id."""
+        ...
+    def get_case(self, case_id: int) -> Case | None: ...
+    def update_case(self, case: Case) -> None:
+        """Overwrites a case's state, title, assignee and update time (its alerts stay)."""
+        ...
+    def list_cases(self, *, cursor: int | None, limit: int, state: str | None = None,
+                   assignee: str | None = None) -> Page:
+        """Cases, newest first, after the cursor (a case id)."""
+        ...
+    def cases_for_alert(self, alert_id: int) -> Sequence[int]:
+        """The ids of every case that holds the alert, oldest first."""
+        ...
+    def incident_first_ns(self, alert_ids: Sequence[int]) -> int | None:
+        """When the earliest stored event among these alerts' evidence happened (None: no stored event)."""
+        ...
+    def add_case_history(self, entry: HistoryEntry) -> HistoryEntry: ...
+    def case_history(self, case_id: int) -> Sequence[HistoryEntry]:
+        """A case's history, oldest first."""
+        ...
+    def case_changes_after(self, *, after_id: int, limit: int) -> Sequence[CaseChange]:
+        """State changes of every case (openings included) with a history id above ``after_id``, in id order."""
+        ...
+    def add_comment(self, comment: Comment) -> Comment: ...
+    def list_comments(self, case_id: int) -> Sequence[Comment]:
+        """A case's comments, oldest first."""
+        ...
+    def add_attachment(self, attachment: Attachment, content: bytes) -> Attachment:
+        """Stores a file's record and its content (kept once per SHA-256); returns it with its id."""
+        ...
+    def list_attachments(self, case_id: int) -> Sequence[Attachment]: ...
+    def get_attachment(self, attachment_id: int) -> Attachment | None: ...
+    def attachment_content(self, sha256: str) -> bytes | None: ...
+    def add_hr_record(self, record: HrRecord) -> HrRecord: ...
+    def hr_records(self, case_id: int) -> Sequence[HrRecord]:
+        """HR's records on a case, oldest first (the newest of a kind is in force)."""
+        ...
+    def add_handoff(self, handoff: Handoff) -> Handoff:
+        """Writes an outbox row; raises AlreadyExists if the case already has that hand-off number."""
+        ...
+    def handoffs(self, case_id: int) -> Sequence[Handoff]:
+        """A case's hand-offs, by number."""
+        ...
+    def claim_handoffs(self, *, now_ns: int, lease_ns: int, limit: int) -> Sequence[Handoff]:
+        """Leases outbox rows with work due (a pending delivery, or an accepted one's schedule to read)
+        that no worker holds, until ``now_ns + lease_ns``; a pending row's attempt is counted here."""
+        ...
+    def save_handoff(self, handoff: Handoff) -> None:
+        """Records what happened to a hand-off (state, attempts, answer, schedule, next attempt, lease)."""
+        ...
+
 
 class NotifyArea(Protocol):
-    """The notification outbox (collector/notify)."""
+    """The notification outbox (collector/notify): read positions, outbox rows, each target's recent sends."""
+
+    def alerts_after(self, *, after_id: int, limit: int) -> Sequence[AlertFact]:
+        """Alerts with an id above ``after_id``, in id order, as (id, rule, severity) only; on PostgreSQL it
+        first waits for alert inserts in flight, so an id that commits late is never passed over."""
+        ...
+    def case_history_settled(self) -> None:
+        """Waits for case history rows in flight (PostgreSQL), so reading case changes by id skips none."""
+        ...
+    def notify_position(self, source: str) -> int:
+        """The id up to which a source ('alerts', 'case_changes') was turned into notifications (0: none)."""
+        ...
+    def set_notify_position(self, *, source: str, after_id: int) -> None: ...
+    def add_notifications(self, rows: Sequence[Notification]) -> int:
+        """Adds outbox rows, skipping any whose (target, kind, source_id) is there already; returns how many."""
+        ...
+    def due_notifications(self, *, target: str, now_ns: int, limit: int) -> Sequence[Notification]:
+        """A target's rows due by ``now_ns`` (pending, or sending with a lease that ran out), oldest first."""
+        ...
+    def claim_notifications(self, *, ids: Sequence[int], delivery_id: int, now_ns: int, lease_until_ns: int) -> int:
+        """Marks these rows sending, leased until ``lease_until_ns``, one attempt more, if still due; how many."""
+        ...
+    def finish_notifications(self, *, ids: Sequence[int], status: str, now_ns: int, next_attempt_ns: int,
+                             error: str | None) -> None:
+        """Records a delivery's result on its rows: sent, pending again (from ``next_attempt_ns``) or failed."""
+        ...
+    def record_send(self, *, target: str, at_ns: int, keep_since_ns: int) -> None:
+        """Records one message sent to a target; forgets its sends before ``keep_since_ns``."""
+        ...
+    def recent_sends(self, *, target: str, since_ns: int) -> Sequence[int]:
+        """When messages went to a target since ``since_ns``, oldest first (its sliding window)."""
+        ...
+    def list_notifications(self, *, cursor: int | None, limit: int, status: str | None = None) -> Page:
+        """Outbox rows, newest first, after the cursor (a row id)."""
+        ...
+    def claim_notify(self) -> bool:
+        """Takes the notification lock for this transaction; False if another collector holds it."""
+        ...
+
+
+@runtime_checkable
+class PrivacyArea(Protocol):
+    """The installation's pseudonym secret and the pseudonyms handed out (collector/privacy)."""
+
+    def pseudonym_secret(self) -> bytes:
+        """The installation's secret, made once with the schema: every collector on one database agrees."""
+        ...
+    def pseudonyms_for(self, user_names: Sequence[str]) -> dict[str, str]:
+        """The recorded pseudonyms of these user names (unrecorded ones are absent)."""
+        ...
+    def user_for_pseudonym(self, code: str) -> str | None: ...
+    def add_pseudonym(self, *, code: str, user_name: str, now_ns: int) -> bool:
+        """Records a pseudonym; False (nothing written) if the code or the user name has one already."""
+        ...
 
 
 class Transaction(EnrollmentArea, AgentArea, CertificateArea, BatchArea, EventArea, AlertArea, PeopleArea,
-                  AuditArea, TreeArea, RetentionArea, CaseArea, NotifyArea, Protocol):
+                  AuditArea, TreeArea, RetentionArea, CaseArea, NotifyArea, PrivacyArea, Protocol):
     """Every area at once, inside one transaction."""
 
 

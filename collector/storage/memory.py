@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import secrets
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -16,12 +17,14 @@ from typing import Any, Iterator, Sequence
 
 from shoumi.batch import ChainHead
 
-from collector.alerts.models import Alert, Suppression
+from collector.alerts.models import SEVERITY_RANK, Alert, AlertQuery, SavedFilter, Suppression, UserGroup
 from collector.audit.models import AuditEntry
+from collector.cases.models import Attachment, Case, CaseChange, Comment, Handoff, HistoryEntry, HrRecord
 from collector.domain.evidence import BatchRow, EventRow, SignedTreeHead, TreeLeaf
 from collector.domain.records import Page
 from collector.events.models import EventFilter, StoredBatch, StoredEvent
 from collector.fleet.models import AgentRecord
+from collector.notify.models import AlertFact, Notification
 from collector.people.models import User
 from collector.retention.models import LegalHold, RetentionRun, covers
 from collector.storage.base import AlreadyExists, ChainConflict
@@ -61,8 +64,22 @@ class _State:
     rule_states: dict[tuple[str, str], str] = field(default_factory=dict)
     evidence: dict[int, list[str]] = field(default_factory=dict)
     suppressions: dict[int, Suppression] = field(default_factory=dict)
+    saved_filters: dict[int, SavedFilter] = field(default_factory=dict)
+    # privacy (collector/privacy): the installation's secret, code -> user name
+    pseudonym_secret: bytes = field(default_factory=lambda: secrets.token_bytes(32))
+    pseudonyms: dict[str, str] = field(default_factory=dict)
     # cases (collector/cases)
+    cases: dict[int, Case] = field(default_factory=dict)
+    case_history: list[HistoryEntry] = field(default_factory=list)
+    case_comments: list[Comment] = field(default_factory=list)
+    case_attachments: dict[int, Attachment] = field(default_factory=dict)
+    case_blobs: dict[str, bytes] = field(default_factory=dict)
+    hr_records: list[HrRecord] = field(default_factory=list)
+    handoffs: dict[int, Handoff] = field(default_factory=dict)
     # notifications (collector/notify)
+    notify_positions: dict[str, int] = field(default_factory=dict)
+    notifications: dict[int, Notification] = field(default_factory=dict)
+    notify_sends: dict[str, list[int]] = field(default_factory=dict)
     next_id: int = 1
 
     def new_id(self) -> int:
@@ -332,6 +349,116 @@ class MemoryTransaction:
         self.s.suppressions[suppression_id] = replace(x, lifted_at_ns=now_ns)
         return True
 
+    # --- the alert queue ----------------------------------------------------------------------
+    def _matching(self, q: AlertQuery) -> list[Alert]:
+        found = [a for a in self.s.alerts.values() if _matches(a, q)]
+        return sorted(found, key=lambda a: _order_key(a, q.sort), reverse=q.sort != "oldest")
+
+    def query_alerts(self, q: AlertQuery, *, after: tuple[int, int] | None, limit: int) -> Page:
+        """Alerts matching the query in its order, after the cursor key."""
+        found = [a for a in self._matching(q) if after is None
+                 or (_order_key(a, q.sort) > after if q.sort == "oldest" else _order_key(a, q.sort) < after)]
+        items = tuple(found[:limit])
+        last = _order_key(items[-1], q.sort) if items else (0, 0)
+        cursor = (str(last[1]) if q.sort in ("newest", "oldest") else f"{last[0]}_{last[1]}")
+        return Page(items, cursor if len(found) > limit and items else None)
+
+    def count_alerts_by(self, q: AlertQuery, *, field: str) -> dict[str, int]:
+        """How many alerts match, by status, rule or severity."""
+        out: dict[str, int] = {}
+        for a in self.s.alerts.values():
+            if _matches(a, q):
+                key = {"status": a.status, "rule": a.rule, "severity": a.severity}[field]
+                out[key] = out.get(key, 0) + 1
+        return out
+
+    def alert_ids_matching(self, q: AlertQuery, *, limit: int) -> Sequence[int]:
+        """The ids of up to ``limit`` matching alerts, in the query's order."""
+        return [a.id or 0 for a in self._matching(q)[:limit]]
+
+    def group_alerts_by_user(self, q: AlertQuery, *, offset: int, limit: int) -> Sequence[UserGroup]:
+        """One row per user, most alerts first."""
+        groups: dict[str, list[Alert]] = {}
+        for a in self.s.alerts.values():
+            if _matches(a, q) and a.user:
+                groups.setdefault(a.user, []).append(a)
+        rows = [UserGroup(u, len(xs), sum(x.status == "open" for x in xs), sum(x.status == "acknowledged" for x in xs),
+                          sum(x.status == "closed" for x in xs), sum(x.severity in ("high", "critical") for x in xs),
+                          max(x.created_at_ns for x in xs)) for u, xs in groups.items()]
+        rows.sort(key=lambda g: (-g.total, -g.last_created_ns, g.user))
+        return rows[offset:offset + limit]
+
+    def get_alerts(self, alert_ids: Sequence[int]) -> Sequence[Alert]:
+        """These alerts, without evidence, in id order."""
+        return [self.s.alerts[i] for i in sorted(set(alert_ids)) if i in self.s.alerts]
+
+    def _stored_evidence(self, alert_id: int) -> list[StoredEvent]:
+        wanted = set(self.s.evidence.get(alert_id, ()))
+        return sorted((e for e in self.s.events.values() if e.id in wanted), key=lambda e: (e.time_ns, e.row_id or 0))
+
+    def evidence_events(self, *, alert_id: int, after: tuple[int, int] | None, limit: int) -> Sequence[StoredEvent]:
+        """An alert's stored evidence events in time order."""
+        return [e for e in self._stored_evidence(alert_id) if after is None or (e.time_ns, e.row_id or 0) > after][:limit]
+
+    def count_stored_evidence(self, alert_id: int) -> int:
+        """How many of an alert's evidence events are still stored."""
+        return len(self._stored_evidence(alert_id))
+
+    def agent_events_between(self, *, agent_id: str, kinds: Sequence[str], since_ns: int, until_ns: int,
+                             limit: int) -> Sequence[StoredEvent]:
+        """An agent's events of these kinds in the window, oldest first."""
+        found = [e for e in self.s.events.values()
+                 if e.agent_id == agent_id and e.kind in kinds and since_ns <= e.time_ns < until_ns]
+        return sorted(found, key=lambda e: (e.time_ns, e.row_id or 0))[:limit]
+
+    def alerts_of_agent(self, *, agent_id: str, rules: Sequence[str], since_ns: int, until_ns: int,
+                        limit: int) -> Sequence[Alert]:
+        """Alerts of these rules for an agent overlapping the window, oldest first."""
+        found = [a for a in self.s.alerts.values() if a.agent_id == agent_id and a.rule in rules
+                 and a.created_at_ns < until_ns and max(a.last_event_ns, a.updated_at_ns) >= since_ns]
+        return sorted(found, key=lambda a: a.id or 0)[:limit]
+
+    def add_saved_filter(self, f: SavedFilter) -> SavedFilter:
+        """Stores a named filter."""
+        if any(x.owner == f.owner and x.name == f.name for x in self.s.saved_filters.values()):
+            raise AlreadyExists(f"a filter named {f.name!r} exists")
+        stored = replace(f, id=self.s.new_id())
+        self.s.saved_filters[stored.id or 0] = stored
+        return stored
+
+    def list_saved_filters(self, owner: str) -> Sequence[SavedFilter]:
+        """An owner's filters, by name."""
+        return sorted((x for x in self.s.saved_filters.values() if x.owner == owner), key=lambda x: (x.name, x.id or 0))
+
+    def delete_saved_filter(self, *, filter_id: int, owner: str) -> SavedFilter | None:
+        """Deletes one of the owner's filters."""
+        x = self.s.saved_filters.get(filter_id)
+        if x is None or x.owner != owner:
+            return None
+        del self.s.saved_filters[filter_id]
+        return x
+
+    # --- privacy (collector/privacy) ------------------------------------------------------------
+    def pseudonym_secret(self) -> bytes:
+        """The installation's pseudonym secret."""
+        return self.s.pseudonym_secret
+
+    def pseudonyms_for(self, user_names: Sequence[str]) -> dict[str, str]:
+        """The recorded pseudonyms of these user names."""
+        wanted = set(user_names)
+        return {name: code for code, name in self.s.pseudonyms.items() if name in wanted}
+
+    def user_for_pseudonym(self, code: str) -> str | None:
+        """The user name a pseudonym was recorded for."""
+        return self.s.pseudonyms.get(code)
+
+    def add_pseudonym(self, *, code: str, user_name: str, now_ns: int) -> bool:
+        """Records a pseudonym unless the code or the name has one."""
+        if code in self.s.pseudonyms or user_name in self.s.pseudonyms.values():
+            return False
+        self.s.pseudonyms[code] = user_name
+        return True
+
     # --- people and audit ---------------------------------------------------------------------
     def add_user(self, user: User) -> None:
         """Stores a new user."""
@@ -374,8 +501,204 @@ class MemoryTransaction:
         return Page(items, str(items[-1].id) if len(found) > limit and items else None)
 
     # --- cases (collector/cases) -----------------------------------------------------------------
+    def add_case(self, case: Case) -> Case:
+        """Stores a new case with its alerts; returns it with its id."""
+        stored = replace(case, id=self.s.new_id(), alert_ids=tuple(dict.fromkeys(case.alert_ids)))
+        self.s.cases[stored.id or 0] = stored
+        return stored
+
+    def get_case(self, case_id: int) -> Case | None:
+        """Gets a case by its id."""
+        return self.s.cases.get(case_id)
+
+    def update_case(self, case: Case) -> None:
+        """Overwrites a case's fields but its alerts."""
+        old = self.s.cases.get(case.id or 0)
+        if old is not None:
+            self.s.cases[old.id or 0] = replace(case, alert_ids=old.alert_ids)
+
+    def list_cases(self, *, cursor: int | None, limit: int, state: str | None = None,
+                   assignee: str | None = None) -> Page:
+        """Cases, newest first, after the cursor."""
+        found = [c for i, c in sorted(self.s.cases.items(), reverse=True)
+                 if (cursor is None or i < cursor) and (state is None or c.state == state)
+                 and (assignee is None or c.assignee == assignee)]
+        items = tuple(found[:limit])
+        return Page(items, str(items[-1].id) if len(found) > limit and items else None)
+
+    def cases_for_alert(self, alert_id: int) -> Sequence[int]:
+        """The ids of the cases holding an alert, oldest first."""
+        return [i for i, c in sorted(self.s.cases.items()) if alert_id in c.alert_ids]
+
+    def incident_first_ns(self, alert_ids: Sequence[int]) -> int | None:
+        """The earliest stored event time among the alerts' evidence."""
+        wanted = {e for a in alert_ids for e in self.s.evidence.get(a, ())}
+        times = [e.time_ns for e in self.s.events.values() if e.id in wanted]
+        return min(times) if times else None
+
+    def add_case_history(self, entry: HistoryEntry) -> HistoryEntry:
+        """Appends one history row."""
+        stored = replace(entry, id=len(self.s.case_history) + 1, before=copy.deepcopy(dict(entry.before)),
+                         after=copy.deepcopy(dict(entry.after)))
+        self.s.case_history.append(stored)
+        return stored
+
+    def case_history(self, case_id: int) -> Sequence[HistoryEntry]:
+        """A case's history, oldest first."""
+        return [h for h in self.s.case_history if h.case_id == case_id]
+
+    def case_changes_after(self, *, after_id: int, limit: int) -> Sequence[CaseChange]:
+        """State changes after a history id, in id order."""
+        found = [CaseChange(h.id or 0, h.case_id, h.from_state, h.to_state, h.actor, h.at_ns)
+                 for h in self.s.case_history if (h.id or 0) > after_id and h.to_state is not None]
+        return found[:limit]
+
+    def add_comment(self, comment: Comment) -> Comment:
+        """Stores a comment."""
+        stored = replace(comment, id=self.s.new_id())
+        self.s.case_comments.append(stored)
+        return stored
+
+    def list_comments(self, case_id: int) -> Sequence[Comment]:
+        """A case's comments, oldest first."""
+        return [c for c in self.s.case_comments if c.case_id == case_id]
+
+    def add_attachment(self, attachment: Attachment, content: bytes) -> Attachment:
+        """Stores a file's record, and its content once per hash."""
+        stored = replace(attachment, id=self.s.new_id())
+        self.s.case_blobs.setdefault(attachment.sha256, bytes(content))
+        self.s.case_attachments[stored.id or 0] = stored
+        return stored
+
+    def list_attachments(self, case_id: int) -> Sequence[Attachment]:
+        """A case's files, oldest first."""
+        return [a for _, a in sorted(self.s.case_attachments.items()) if a.case_id == case_id]
+
+    def get_attachment(self, attachment_id: int) -> Attachment | None:
+        """Gets a file's record."""
+        return self.s.case_attachments.get(attachment_id)
+
+    def attachment_content(self, sha256: str) -> bytes | None:
+        """A file's content by its hash."""
+        return self.s.case_blobs.get(sha256)
+
+    def add_hr_record(self, record: HrRecord) -> HrRecord:
+        """Stores one of HR's records."""
+        stored = replace(record, id=self.s.new_id(), data=copy.deepcopy(dict(record.data)))
+        self.s.hr_records.append(stored)
+        return stored
+
+    def hr_records(self, case_id: int) -> Sequence[HrRecord]:
+        """HR's records on a case, oldest first."""
+        return [r for r in self.s.hr_records if r.case_id == case_id]
+
+    def add_handoff(self, handoff: Handoff) -> Handoff:
+        """Writes an outbox row."""
+        if any(h.case_id == handoff.case_id and h.number == handoff.number for h in self.s.handoffs.values()):
+            raise AlreadyExists(f"case {handoff.case_id} already has hand-off {handoff.number}")
+        stored = replace(handoff, id=self.s.new_id())
+        self.s.handoffs[stored.id or 0] = stored
+        return stored
+
+    def handoffs(self, case_id: int) -> Sequence[Handoff]:
+        """A case's hand-offs, by number."""
+        return sorted((h for h in self.s.handoffs.values() if h.case_id == case_id), key=lambda h: h.number)
+
+    def claim_handoffs(self, *, now_ns: int, lease_ns: int, limit: int) -> Sequence[Handoff]:
+        """Leases outbox rows with work due that no worker holds."""
+        out: list[Handoff] = []
+        for i, h in sorted(self.s.handoffs.items()):
+            if len(out) >= limit:
+                break
+            if h.state in ("pending", "accepted") and 0 < h.next_attempt_ns <= now_ns and h.lease_until_ns <= now_ns:
+                claimed = replace(h, lease_until_ns=now_ns + lease_ns,
+                                  attempts=h.attempts + (1 if h.state == "pending" else 0))
+                self.s.handoffs[i] = claimed
+                out.append(claimed)
+        return out
+
+    def save_handoff(self, handoff: Handoff) -> None:
+        """Records what happened to a hand-off."""
+        old = self.s.handoffs.get(handoff.id or 0)
+        if old is not None:
+            self.s.handoffs[old.id or 0] = replace(handoff, payload=old.payload, case_id=old.case_id,
+                                                   number=old.number)
+
 
     # --- notifications (collector/notify) -------------------------------------------------------
+    def alerts_after(self, *, after_id: int, limit: int) -> Sequence[AlertFact]:
+        """Alerts with an id above after_id, in id order, as (id, rule, severity)."""
+        return [AlertFact(i, a.rule, a.severity) for i, a in sorted(self.s.alerts.items()) if i > after_id][:limit]
+
+    def case_history_settled(self) -> None:
+        """One transaction at a time: nothing is in flight."""
+
+    def notify_position(self, source: str) -> int:
+        """The id up to which a source was turned into notifications."""
+        return self.s.notify_positions.get(source, 0)
+
+    def set_notify_position(self, *, source: str, after_id: int) -> None:
+        """Records a source's position."""
+        self.s.notify_positions[source] = after_id
+
+    def add_notifications(self, rows: Sequence[Notification]) -> int:
+        """Adds outbox rows, skipping those already there."""
+        have = {(n.target, n.kind, n.source_id) for n in self.s.notifications.values()}
+        added = 0
+        for n in rows:
+            if (n.target, n.kind, n.source_id) in have:
+                continue
+            have.add((n.target, n.kind, n.source_id))
+            new_id = self.s.new_id()
+            self.s.notifications[new_id] = replace(n, id=new_id)
+            added += 1
+        return added
+
+    def due_notifications(self, *, target: str, now_ns: int, limit: int) -> Sequence[Notification]:
+        """A target's rows due by now, oldest first."""
+        return [n for _, n in sorted(self.s.notifications.items()) if n.target == target
+                and n.status in ("pending", "sending") and n.next_attempt_ns <= now_ns][:limit]
+
+    def claim_notifications(self, *, ids: Sequence[int], delivery_id: int, now_ns: int, lease_until_ns: int) -> int:
+        """Leases due rows for one delivery."""
+        done = 0
+        for i in ids:
+            n = self.s.notifications.get(i)
+            if n is None or n.status not in ("pending", "sending") or n.next_attempt_ns > now_ns:
+                continue
+            self.s.notifications[i] = replace(n, status="sending", attempts=n.attempts + 1,
+                                              next_attempt_ns=lease_until_ns, delivery_id=delivery_id)
+            done += 1
+        return done
+
+    def finish_notifications(self, *, ids: Sequence[int], status: str, now_ns: int, next_attempt_ns: int,
+                             error: str | None) -> None:
+        """Records a delivery's result on its rows still sending."""
+        for i in ids:
+            n = self.s.notifications.get(i)
+            if n is not None and n.status == "sending":
+                self.s.notifications[i] = replace(n, status=status, next_attempt_ns=next_attempt_ns, last_error=error,
+                                                  sent_at_ns=now_ns if status == "sent" else n.sent_at_ns)
+
+    def record_send(self, *, target: str, at_ns: int, keep_since_ns: int) -> None:
+        """Records one message sent to a target and forgets older sends."""
+        kept = [t for t in self.s.notify_sends.get(target, []) if t >= keep_since_ns]
+        self.s.notify_sends[target] = sorted([*kept, at_ns])
+
+    def recent_sends(self, *, target: str, since_ns: int) -> Sequence[int]:
+        """When messages went to a target since since_ns, oldest first."""
+        return [t for t in self.s.notify_sends.get(target, []) if t >= since_ns]
+
+    def list_notifications(self, *, cursor: int | None, limit: int, status: str | None = None) -> Page:
+        """Outbox rows, newest first, after the cursor."""
+        found = [n for i, n in sorted(self.s.notifications.items(), reverse=True)
+                 if (cursor is None or i < cursor) and (status is None or n.status == status)]
+        items = tuple(found[:limit])
+        return Page(items, str(items[-1].id) if len(found) > limit and items else None)
+
+    def claim_notify(self) -> bool:
+        """One transaction at a time: always free."""
+        return True
 
     # --- tree ---------------------------------------------------------------------------------
     def add_tree_head(self, head: SignedTreeHead, leaves: Sequence[TreeLeaf], *, previous_size: int) -> None:
@@ -515,6 +838,23 @@ class MemoryTransaction:
     def list_retention_runs(self) -> Sequence[RetentionRun]:
         """Lists retention runs, oldest first."""
         return list(self.s.runs)
+
+
+def _matches(a: Alert, q: AlertQuery) -> bool:
+    return ((not q.rules or a.rule in q.rules) and (not q.severities or a.severity in q.severities)
+            and (not q.statuses or a.status in q.statuses) and (q.user is None or a.user == q.user)
+            and (q.agent_id is None or a.agent_id == q.agent_id)
+            and (q.since_ns is None or a.created_at_ns >= q.since_ns)
+            and (q.until_ns is None or a.created_at_ns < q.until_ns)
+            and (q.assignee is None or (a.assignee or "") == q.assignee))
+
+
+def _order_key(a: Alert, sort: str) -> tuple[int, int]:
+    if sort == "severity":
+        return (SEVERITY_RANK.get(a.severity, 0), a.id or 0)
+    if sort == "evidence":
+        return (a.evidence_count, a.id or 0)
+    return (a.id or 0, a.id or 0)
 
 
 class MemoryStore:

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from collector.events.models import EVENT_FIELDS
 
 __all__ = ["metadata", "agents", "enroll_tokens", "certificates", "chain_heads", "batches", "events", "alerts",
-           "users", "tokens", "audit_log", "tree_leaves", "tree_heads", "legal_holds", "retention_runs",
+           "users", "tokens", "audit_log", "saved_filters", "privacy_secret", "pseudonyms", "tree_leaves", "tree_heads", "legal_holds", "retention_runs",
            "EVENT_COLUMNS"]
 
 BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
@@ -108,6 +108,9 @@ alerts = sa.Table(
     sa.Column("group_key", sa.String(200)),
     sa.Column("evidence_count", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("outcome", sa.String(32)),
+    # the queue (0008): who is on it, and the severity as a number to sort by
+    sa.Column("assignee", sa.String(128)),
+    sa.Column("severity_rank", sa.SmallInteger, nullable=False, server_default="0"),
 )
 # an alert's evidence, appended as it comes (a burst of thousands of reads never rewrites a list)
 alert_evidence = sa.Table(
@@ -133,6 +136,40 @@ suppressions = sa.Table(
 )
 sa.Index("ix_alerts_rule_user", alerts.c.rule, alerts.c.user_name, alerts.c.status)
 sa.Index("ix_alerts_group", alerts.c.group_key, alerts.c.status)
+# the queue's filters and sort orders (0008): each ends with the id, the cursor's tie-break
+sa.Index("ix_alerts_status_id", alerts.c.status, alerts.c.id)
+sa.Index("ix_alerts_user_id", alerts.c.user_name, alerts.c.id)
+sa.Index("ix_alerts_agent_id", alerts.c.agent_id, alerts.c.id)
+sa.Index("ix_alerts_assignee_id", alerts.c.assignee, alerts.c.id)
+sa.Index("ix_alerts_created", alerts.c.created_at_ns)
+sa.Index("ix_alerts_severity_id", alerts.c.severity_rank, alerts.c.id)
+sa.Index("ix_alerts_evidence_id", alerts.c.evidence_count, alerts.c.id)
+# an alert's evidence events are found by their id (0008): the detail page's timeline
+sa.Index("ix_events_event_id", events.c.event_id)
+saved_filters = sa.Table(
+    "saved_filters", metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("owner", sa.String(128), nullable=False),
+    sa.Column("name", sa.String(100), nullable=False),
+    sa.Column("query", sa.Text, nullable=False),
+    sa.Column("created_at_ns", sa.BigInteger, nullable=False),
+    sa.UniqueConstraint("owner", "name", name="uq_saved_filters_owner_name"),
+)
+# collector/privacy: one secret per installation (made by migration 0008), and each pseudonym handed out
+privacy_secret = sa.Table(
+    "privacy_secret", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("secret", sa.LargeBinary, nullable=False),
+    sa.Column("created_at_ns", sa.BigInteger, nullable=False),
+)
+pseudonyms = sa.Table(
+    "pseudonyms", metadata,
+    sa.Column("code", sa.String(32), primary_key=True),
+    # SHA-256 of the name, unique: a name of any length gets one row (a B-tree entry has a size limit)
+    sa.Column("user_key", sa.String(64), nullable=False, unique=True),
+    sa.Column("user_name", sa.Text, nullable=False),
+    sa.Column("created_at_ns", sa.BigInteger, nullable=False),
+)
 # one open alert per group, whichever collector raises it (raise_alert folds on a conflict)
 sa.Index("uq_alerts_open_group", alerts.c.group_key, unique=True,
          postgresql_where=alerts.c.status == "open", sqlite_where=alerts.c.status == "open")
@@ -205,3 +242,127 @@ retention_runs = sa.Table(
     sa.Column("events", sa.BigInteger, nullable=False),
     sa.Column("held_batches", sa.BigInteger, nullable=False),
 )
+# --- cases (collector/cases): cases, their alerts, history, comments, attachments, HR's records, the payroll outbox
+cases = sa.Table(
+    "cases", metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("title", sa.Text, nullable=False),
+    sa.Column("state", sa.String(32), nullable=False),
+    sa.Column("subject_user", sa.Text, nullable=False),
+    sa.Column("created_by", sa.Text, nullable=False),
+    sa.Column("created_at_ns", sa.BigInteger, nullable=False),
+    sa.Column("updated_at_ns", sa.BigInteger, nullable=False),
+    sa.Column("incident_first_ns", sa.BigInteger, nullable=False),
+    sa.Column("assignee", sa.String(128)),
+)
+sa.Index("ix_cases_state", cases.c.state, cases.c.id)
+case_alerts = sa.Table(
+    "case_alerts", metadata,
+    sa.Column("case_id", sa.BigInteger, sa.ForeignKey("cases.id"), primary_key=True),
+    sa.Column("alert_id", sa.BigInteger, primary_key=True),
+    sa.Column("n", sa.Integer, nullable=False),
+)
+sa.Index("ix_case_alerts_alert", case_alerts.c.alert_id)
+case_history = sa.Table(
+    "case_history", metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("case_id", sa.BigInteger, sa.ForeignKey("cases.id"), nullable=False),
+    sa.Column("at_ns", sa.BigInteger, nullable=False),
+    sa.Column("actor", sa.Text, nullable=False),
+    sa.Column("action", sa.String(64), nullable=False),
+    sa.Column("from_state", sa.String(32)),
+    sa.Column("to_state", sa.String(32)),
+    sa.Column("before", sa.Text, nullable=False),
+    sa.Column("after", sa.Text, nullable=False),
+)
+sa.Index("ix_case_history_case", case_history.c.case_id, case_history.c.id)
+case_comments = sa.Table(
+    "case_comments", metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("case_id", sa.BigInteger, sa.ForeignKey("cases.id"), nullable=False, index=True),
+    sa.Column("author", sa.Text, nullable=False),
+    sa.Column("at_ns", sa.BigInteger, nullable=False),
+    sa.Column("body", sa.Text, nullable=False),
+)
+# a file's content, once per SHA-256 (its records below name it); never stored under an uploaded name
+case_blobs = sa.Table(
+    "case_blobs", metadata,
+    sa.Column("sha256", sa.String(64), primary_key=True),
+    sa.Column("content", sa.LargeBinary, nullable=False),
+)
+case_attachments = sa.Table(
+    "case_attachments", metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("case_id", sa.BigInteger, sa.ForeignKey("cases.id"), nullable=False, index=True),
+    sa.Column("display_name", sa.Text, nullable=False),
+    sa.Column("sha256", sa.String(64), sa.ForeignKey("case_blobs.sha256"), nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("content_type", sa.String(128), nullable=False),
+    sa.Column("uploaded_by", sa.Text, nullable=False),
+    sa.Column("uploaded_at_ns", sa.BigInteger, nullable=False),
+)
+case_hr_records = sa.Table(
+    "case_hr_records", metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("case_id", sa.BigInteger, sa.ForeignKey("cases.id"), nullable=False, index=True),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("data", sa.Text, nullable=False),
+    sa.Column("recorded_by", sa.Text, nullable=False),
+    sa.Column("recorded_at_ns", sa.BigInteger, nullable=False),
+)
+# the payroll outbox: one row per hand-off, its payload frozen when the case was sent
+payroll_outbox = sa.Table(
+    "payroll_outbox", metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("case_id", sa.BigInteger, sa.ForeignKey("cases.id"), nullable=False),
+    sa.Column("number", sa.Integer, nullable=False),
+    sa.Column("payload", sa.Text, nullable=False),
+    sa.Column("sent_by", sa.Text, nullable=False),
+    sa.Column("created_at_ns", sa.BigInteger, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("next_attempt_ns", sa.BigInteger, nullable=False),
+    sa.Column("lease_until_ns", sa.BigInteger, nullable=False),
+    sa.Column("last_error", sa.Text),
+    sa.Column("answered_at_ns", sa.BigInteger),
+    sa.Column("answer", sa.Text, nullable=False),
+    sa.Column("schedule", sa.Text, nullable=False),
+    sa.Column("schedule_at_ns", sa.BigInteger),
+    sa.UniqueConstraint("case_id", "number", name="uq_payroll_outbox_case_number"),
+)
+sa.Index("ix_payroll_outbox_due", payroll_outbox.c.state, payroll_outbox.c.next_attempt_ns)
+# --- notifications (collector/notify): read positions, the outbox, each target's recent sends ---------------
+notify_positions = sa.Table(
+    "notify_positions", metadata,
+    sa.Column("source", sa.String(32), primary_key=True),
+    sa.Column("after_id", sa.BigInteger, nullable=False),
+)
+notify_outbox = sa.Table(
+    "notify_outbox", metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("channel", sa.String(16), nullable=False),
+    sa.Column("target", sa.String(64), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("source_id", sa.BigInteger, nullable=False),
+    sa.Column("number", sa.BigInteger, nullable=False),
+    sa.Column("rule", sa.String(64), nullable=False),
+    sa.Column("severity", sa.String(16), nullable=False),
+    sa.Column("from_state", sa.String(32), nullable=False),
+    sa.Column("to_state", sa.String(32), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("created_at_ns", sa.BigInteger, nullable=False),
+    sa.Column("next_attempt_ns", sa.BigInteger, nullable=False),
+    sa.Column("sent_at_ns", sa.BigInteger),
+    sa.Column("delivery_id", sa.BigInteger),
+    sa.Column("last_error", sa.Text),
+    sa.UniqueConstraint("target", "kind", "source_id", name="uq_notify_outbox_source"),
+)
+sa.Index("ix_notify_outbox_due", notify_outbox.c.target, notify_outbox.c.status, notify_outbox.c.next_attempt_ns)
+notify_sends = sa.Table(
+    "notify_sends", metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("target", sa.String(64), nullable=False),
+    sa.Column("at_ns", sa.BigInteger, nullable=False),
+)
+sa.Index("ix_notify_sends_target_at", notify_sends.c.target, notify_sends.c.at_ns)
