@@ -9,11 +9,14 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Protocol, Sequence
 
-from collector.alerts.models import Alert, AlertStatus, Outcome, Suppression, can_move
+from collector.alerts.models import NEEDS_OUTCOME, Alert, AlertStatus, Outcome, Suppression, can_move
 from collector.audit.models import AuditEntry
-from collector.storage.base import AlertArea, AlreadyExists, AuditArea
+from collector.privacy.service import register
+from collector.storage.base import AlertArea, AlreadyExists, AuditArea, PrivacyArea
 
-__all__ = ["AlertError", "raise_alert", "set_status", "suppress", "lift"]
+__all__ = ["AlertError", "raise_alert", "set_status", "move", "assign", "suppress", "lift", "OUTCOMES"]
+
+OUTCOMES: tuple[str, ...] = tuple(o.value for o in Outcome)
 
 
 class AlertError(Exception):
@@ -44,7 +47,7 @@ def raise_alert(
         last_event_ns=now_ns if last_event_ns is None else last_event_ns, group_key=group_key,
     )
     if group_key is None:
-        return tx.add_alert(new)
+        return _added(tx, new, now_ns)
     for _ in range(2):
         existing = tx.open_alert_in_group(group_key)
         if existing is not None and existing.id is not None:
@@ -57,10 +60,17 @@ def raise_alert(
             tx.update_alert(folded)
             return folded
         try:
-            return tx.add_alert(new)
+            return _added(tx, new, now_ns)
         except AlreadyExists:
             continue  # another collector raised it meanwhile (the store keeps one open alert a group): fold
     raise AssertionError(f"alert group {group_key!r} neither open nor insertable")
+
+
+def _added(tx: AlertArea, new: Alert, now_ns: int) -> Alert:
+    made = tx.add_alert(new)
+    if new.user and isinstance(tx, PrivacyArea):  # the person gets a pseudonym to filter on and reveal
+        register(tx=tx, user_name=new.user, now_ns=now_ns)
+    return made
 
 
 class _AlertTx(AlertArea, AuditArea, Protocol):
@@ -70,25 +80,49 @@ class _AlertTx(AlertArea, AuditArea, Protocol):
 def set_status(*, tx: _AlertTx, alert_id: int, status: str, actor: str, now_ns: int,
                outcome: str | None = None) -> Alert:
     """Moves an alert to another status along the lifecycle table, with its audit row; closing
-    needs an outcome (true_positive, benign, false_positive), which tunes the rules later."""
-    alert = tx.get_alert(alert_id)
-    if alert is None:
+    needs a closure reason (an Outcome), which tunes the rules later."""
+    found = tx.get_alerts([alert_id])
+    if not found:
         raise AlertError(404, f"no alert {alert_id}")
+    return move(tx=tx, alert=found[0], status=status, actor=actor, now_ns=now_ns, outcome=outcome)
+
+
+def move(*, tx: _AlertTx, alert: Alert, status: str, actor: str, now_ns: int, outcome: str | None = None,
+         batch: str | None = None) -> Alert:
+    """Moves a loaded alert (as ``set_status``); ``batch`` names the bulk request it is part of, in its audit row."""
+    alert_id = alert.id
     try:
         allowed = can_move(alert.status, status)
     except ValueError as exc:
         raise AlertError(400, f"unknown status {status!r}") from exc
     if not allowed:
         raise AlertError(409, f"an alert that is {alert.status} cannot become {status}")
-    if status == AlertStatus.CLOSED.value:
-        if outcome not in {o.value for o in Outcome}:
-            raise AlertError(400, f"closing needs an outcome: {', '.join(o.value for o in Outcome)}")
+    if AlertStatus(status) in NEEDS_OUTCOME:
+        if outcome not in OUTCOMES:
+            raise AlertError(422, f"closing needs a closure reason: {', '.join(OUTCOMES)}")
     elif outcome is not None:
-        raise AlertError(400, "an outcome is given when closing")
-    moved = replace(alert, status=status, updated_at_ns=now_ns, outcome=outcome if status == "closed" else None)
+        raise AlertError(400, "a closure reason is given when closing")
+    moved = replace(alert, status=status, updated_at_ns=now_ns, outcome=outcome)
     tx.update_alert(moved)
-    tx.append_audit(AuditEntry(now_ns, actor, "alert.status", str(alert_id),
-                               {"from": alert.status, "to": status, "outcome": outcome}))
+    details: dict[str, object] = {"from": alert.status, "to": status, "outcome": outcome,
+                                  "outcome_before": alert.outcome}
+    if batch is not None:
+        details["bulk"] = batch
+    tx.append_audit(AuditEntry(now_ns, actor, "alert.status", str(alert_id), details))
+    return moved
+
+
+def assign(*, tx: _AlertTx, alert: Alert, assignee: str | None, actor: str, now_ns: int,
+           batch: str | None = None) -> Alert:
+    """Gives a loaded alert to an analyst (or to nobody: None); audited with before and after."""
+    if alert.assignee == assignee:
+        return alert
+    moved = replace(alert, assignee=assignee, updated_at_ns=now_ns)
+    tx.update_alert(moved)
+    details: dict[str, object] = {"from": alert.assignee, "to": assignee}
+    if batch is not None:
+        details["bulk"] = batch
+    tx.append_audit(AuditEntry(now_ns, actor, "alert.assign", str(alert.id), details))
     return moved
 
 

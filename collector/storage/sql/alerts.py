@@ -1,4 +1,8 @@
-"""SQL for alerts, their appended evidence, and suppressions."""
+"""SQL for alerts, their appended evidence, suppressions, and the queue (filters, sorts, groups, saved filters).
+
+The queue is filtered, counted, sorted and paged here, in SQL over indexed columns (schema.py lists
+the indexes), never in Python over every alert.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +13,12 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
-from collector.alerts.models import Alert, Suppression
+from collector.alerts.models import SEVERITY_RANK, Alert, AlertQuery, SavedFilter, Suppression, UserGroup
 from collector.domain.records import Page
+from collector.events.models import StoredEvent
 from collector.storage.base import AlreadyExists
-from collector.storage.sql.schema import alert_evidence, alerts, suppressions
+from collector.storage.sql.batches import event_from_row
+from collector.storage.sql.schema import alert_evidence, alerts, events, saved_filters, suppressions
 
 __all__ = ["AlertsSql"]
 
@@ -111,6 +117,115 @@ class AlertsSql:
         rows = self._conn.execute(sa.select(alerts.c.rule, sa.func.count()).group_by(alerts.c.rule)).all()
         return {r[0]: int(r[1]) for r in rows}
 
+    # --- the queue ----------------------------------------------------------------------------------
+    def query_alerts(self, q: AlertQuery, *, after: tuple[int, int] | None, limit: int) -> Page:
+        """Alerts matching the query in its order after the cursor key, without their evidence."""
+        query = _ordered(sa.select(alerts).where(*_where(q)), q, after).limit(limit + 1)
+        rows = self._conn.execute(query).all()
+        items = tuple(_alert_from(r) for r in rows[:limit])
+        if len(rows) <= limit or not items:
+            return Page(items, None)
+        last = items[-1]
+        key = {"severity": SEVERITY_RANK.get(last.severity, 0), "evidence": last.evidence_count}.get(q.sort)
+        return Page(items, str(last.id) if key is None else f"{key}_{last.id}")
+
+    def count_alerts_by(self, q: AlertQuery, *, field: str) -> dict[str, int]:
+        """How many alerts match, by status, rule or severity."""
+        column = {"status": alerts.c.status, "rule": alerts.c.rule, "severity": alerts.c.severity}[field]
+        rows = self._conn.execute(sa.select(column, sa.func.count()).where(*_where(q)).group_by(column)).all()
+        return {r[0]: int(r[1]) for r in rows}
+
+    def alert_ids_matching(self, q: AlertQuery, *, limit: int) -> Sequence[int]:
+        """The ids of up to ``limit`` matching alerts, in the query's order."""
+        query = _ordered(sa.select(alerts.c.id).where(*_where(q)), q, None).limit(limit)
+        return [int(x) for x in self._conn.execute(query).scalars()]
+
+    def group_alerts_by_user(self, q: AlertQuery, *, offset: int, limit: int) -> Sequence[UserGroup]:
+        """One row per user with their counts, most alerts first (GROUP BY on the user index)."""
+        def count_if(cond: Any) -> Any:
+            return sa.func.sum(sa.case((cond, 1), else_=0))
+
+        total = sa.func.count().label("total")
+        last = sa.func.max(alerts.c.created_at_ns).label("last")
+        query = (sa.select(alerts.c.user_name, total, count_if(alerts.c.status == "open"),
+                           count_if(alerts.c.status == "acknowledged"), count_if(alerts.c.status == "closed"),
+                           count_if(alerts.c.severity_rank >= SEVERITY_RANK["high"]), last)
+                 .where(alerts.c.user_name != "", *_where(q)).group_by(alerts.c.user_name)
+                 .order_by(total.desc(), last.desc(), alerts.c.user_name).offset(offset).limit(limit))
+        return [UserGroup(r[0], int(r[1]), int(r[2] or 0), int(r[3] or 0), int(r[4] or 0), int(r[5] or 0), int(r[6]))
+                for r in self._conn.execute(query).all()]
+
+    def get_alerts(self, alert_ids: Sequence[int]) -> Sequence[Alert]:
+        """These alerts, without evidence, in id order."""
+        wanted = sorted(set(alert_ids))
+        out: list[Alert] = []
+        for i in range(0, len(wanted), 500):
+            out += [_alert_from(r) for r in self._conn.execute(
+                sa.select(alerts).where(alerts.c.id.in_(wanted[i:i + 500])).order_by(alerts.c.id))]
+        return out
+
+    def _evidence_join(self, alert_id: int) -> Any:
+        return alert_evidence.join(events, events.c.event_id == alert_evidence.c.event_id), \
+            alert_evidence.c.alert_id == alert_id
+
+    def evidence_events(self, *, alert_id: int, after: tuple[int, int] | None, limit: int) -> Sequence[StoredEvent]:
+        """An alert's stored evidence events in time order, after (time_ns, row_id)."""
+        joined, cond = self._evidence_join(alert_id)
+        query = sa.select(events).select_from(joined).where(cond)
+        if after is not None:
+            query = query.where(sa.or_(events.c.time_ns > after[0],
+                                       sa.and_(events.c.time_ns == after[0], events.c.row_id > after[1])))
+        query = query.order_by(events.c.time_ns, events.c.row_id).limit(limit)
+        return [event_from_row(r) for r in self._conn.execute(query).all()]
+
+    def count_stored_evidence(self, alert_id: int) -> int:
+        """How many of an alert's evidence events are still stored."""
+        joined, cond = self._evidence_join(alert_id)
+        return int(self._conn.execute(sa.select(sa.func.count()).select_from(joined).where(cond)).scalar_one())
+
+    def agent_events_between(self, *, agent_id: str, kinds: Sequence[str], since_ns: int, until_ns: int,
+                             limit: int) -> Sequence[StoredEvent]:
+        """An agent's events of these kinds in the window, oldest first (on the time index)."""
+        query = (sa.select(events).where(events.c.time_ns >= since_ns, events.c.time_ns < until_ns,
+                                         events.c.agent_id == agent_id, events.c.kind.in_(list(kinds)))
+                 .order_by(events.c.time_ns, events.c.row_id).limit(limit))
+        return [event_from_row(r) for r in self._conn.execute(query).all()]
+
+    def alerts_of_agent(self, *, agent_id: str, rules: Sequence[str], since_ns: int, until_ns: int,
+                        limit: int) -> Sequence[Alert]:
+        """Alerts of these rules for an agent overlapping the window, oldest first."""
+        query = (sa.select(alerts).where(alerts.c.agent_id == agent_id, alerts.c.rule.in_(list(rules)),
+                                         alerts.c.created_at_ns < until_ns,
+                                         sa.or_(alerts.c.last_event_ns >= since_ns, alerts.c.updated_at_ns >= since_ns))
+                 .order_by(alerts.c.id).limit(limit))
+        return [_alert_from(r) for r in self._conn.execute(query).all()]
+
+    def add_saved_filter(self, f: SavedFilter) -> SavedFilter:
+        """Stores a named filter; AlreadyExists if the owner has one of that name."""
+        try:
+            with self._conn.begin_nested():
+                new_id = self._conn.execute(saved_filters.insert().values(
+                    owner=f.owner, name=f.name, query=f.query, created_at_ns=f.created_at_ns)
+                    .returning(saved_filters.c.id)).scalar_one()
+        except IntegrityError as exc:
+            raise AlreadyExists(f"a filter named {f.name!r} exists") from exc
+        return replace(f, id=int(new_id))
+
+    def list_saved_filters(self, owner: str) -> Sequence[SavedFilter]:
+        """An owner's filters, by name."""
+        rows = self._conn.execute(sa.select(saved_filters).where(saved_filters.c.owner == owner)
+                                  .order_by(saved_filters.c.name, saved_filters.c.id)).all()
+        return [SavedFilter(r.owner, r.name, r.query, r.created_at_ns, r.id) for r in rows]
+
+    def delete_saved_filter(self, *, filter_id: int, owner: str) -> SavedFilter | None:
+        """Deletes one of the owner's filters; returns it, or None."""
+        row = self._conn.execute(sa.select(saved_filters).where(saved_filters.c.id == filter_id,
+                                                                saved_filters.c.owner == owner)).first()
+        if row is None:
+            return None
+        self._conn.execute(saved_filters.delete().where(saved_filters.c.id == filter_id))
+        return SavedFilter(row.owner, row.name, row.query, row.created_at_ns, row.id)
+
     # --- suppressions ---------------------------------------------------------------------------
     def add_suppression(self, s: Suppression) -> Suppression:
         """Stores a suppression and returns it with its id."""
@@ -144,11 +259,54 @@ def _alert_row(a: Alert) -> dict[str, Any]:
     return dict(id=a.id, rule=a.rule, severity=a.severity, status=a.status, user_name=a.user, agent_id=a.agent_id,
                 created_at_ns=a.created_at_ns, updated_at_ns=a.updated_at_ns, event_ids="[]",
                 summary=a.summary, last_event_ns=a.last_event_ns, occurrences=a.occurrences, group_key=a.group_key,
-                evidence_count=a.evidence_count, outcome=a.outcome)
+                evidence_count=a.evidence_count, outcome=a.outcome, assignee=a.assignee,
+                severity_rank=SEVERITY_RANK.get(a.severity, 0))
 
 
 def _alert_from(r: Any) -> Alert:
     return Alert(rule=r.rule, severity=r.severity, status=r.status, user=r.user_name, agent_id=r.agent_id,
                  created_at_ns=r.created_at_ns, updated_at_ns=r.updated_at_ns, event_ids=(),
                  summary=r.summary, last_event_ns=r.last_event_ns, id=r.id, occurrences=r.occurrences,
-                 group_key=r.group_key, evidence_count=r.evidence_count, outcome=r.outcome)
+                 group_key=r.group_key, evidence_count=r.evidence_count, outcome=r.outcome, assignee=r.assignee)
+
+
+def _where(q: AlertQuery) -> list[Any]:
+    """The query's conditions; each is on an indexed column."""
+    out: list[Any] = []
+    if q.rules:
+        out.append(alerts.c.rule.in_(q.rules))
+    if q.severities:
+        out.append(alerts.c.severity_rank.in_([SEVERITY_RANK.get(x, 0) for x in q.severities]))
+    if q.statuses:
+        out.append(alerts.c.status.in_(q.statuses))
+    if q.user is not None:
+        out.append(alerts.c.user_name == q.user)
+    if q.agent_id is not None:
+        out.append(alerts.c.agent_id == q.agent_id)
+    if q.since_ns is not None:
+        out.append(alerts.c.created_at_ns >= q.since_ns)
+    if q.until_ns is not None:
+        out.append(alerts.c.created_at_ns < q.until_ns)
+    if q.assignee == "":
+        out.append(alerts.c.assignee.is_(None))
+    elif q.assignee is not None:
+        out.append(alerts.c.assignee == q.assignee)
+    return out
+
+
+def _sort_column(sort: str) -> Any:
+    return {"severity": alerts.c.severity_rank, "evidence": alerts.c.evidence_count}.get(sort, alerts.c.id)
+
+
+def _ordered(query: Any, q: AlertQuery, after: tuple[int, int] | None) -> Any:
+    """Orders by the sort key then the id (both descending, or ascending for "oldest"), after the cursor key."""
+    key = _sort_column(q.sort)
+    if q.sort == "oldest":
+        if after is not None:
+            query = query.where(alerts.c.id > after[1])
+        return query.order_by(alerts.c.id.asc())
+    if after is not None:
+        query = query.where(alerts.c.id < after[1]) if key is alerts.c.id else query.where(
+            sa.or_(key < after[0], sa.and_(key == after[0], alerts.c.id < after[1])))
+    return query.order_by(alerts.c.id.desc()) if key is alerts.c.id else query.order_by(key.desc(), alerts.c.id.desc())
+

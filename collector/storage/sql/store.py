@@ -33,6 +33,7 @@ from collector.storage.sql.batches import BatchesSql
 from collector.storage.sql.cases import CasesSql
 from collector.storage.sql.notify import NotifySql
 from collector.storage.sql.people import PeopleSql
+from collector.storage.sql.privacy import PrivacySql
 from collector.storage.sql.raw import RawCursor
 from collector.storage.sql.schema import schema_info
 from collector.storage.sql.tree import TreeSql
@@ -46,7 +47,7 @@ _MIGRATIONS = Path(__file__).parent / "migrations"
 _READ_ONLY = "shoumi_read_only"
 
 
-class SqlTransaction(AgentsSql, BatchesSql, AlertsSql, PeopleSql, TreeSql, CasesSql, NotifySql):
+class SqlTransaction(AgentsSql, BatchesSql, AlertsSql, PeopleSql, TreeSql, CasesSql, NotifySql, PrivacySql):
     """Every area over one connection inside one transaction."""
 
     def __init__(self, conn: Connection, dialect: str) -> None:
