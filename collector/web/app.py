@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Callable, Mapping
 from urllib.parse import quote
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
 from collector.alerts import views as alerts_views
@@ -23,10 +24,13 @@ from collector.detection.service import DetectionStage
 from collector.enrollment.service import EnrollmentService
 from collector.events import views as events_views
 from collector.fleet import views as fleet_views
+from collector.notify import views as notify_views
 from collector.people import views as people_views
+from collector.people.models import User
 from collector.people.service import PeopleService
 from collector.storage.base import Store, StoreUnavailable
-from collector.web.deps import LoginRequired, Services, session_user
+from collector.web.deps import LoginRequired, Services, require, session_user
+from collector.web.security import SecurityMiddleware
 
 __all__ = ["create_app"]
 
@@ -43,7 +47,9 @@ def create_app(*, store: Store, people: PeopleService, enrollment: EnrollmentSer
 
     ``counters`` (ingest's) are served at /metrics in the Prometheus text format.
     """
-    app = FastAPI(title="Shoumi collector", version="1", docs_url="/api/docs", redoc_url=None)
+    # the API description and /metrics are for it_admin and auditors (service:read), served below
+    app = FastAPI(title="Shoumi collector", version="1", docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(SecurityMiddleware)  # CSRF on cookie-authenticated writes, security headers
     app.state.services = Services(store=store, people=people, enrollment=enrollment or EnrollmentService(token_ttl_ns=1))
 
     @app.exception_handler(RequestValidationError)
@@ -79,7 +85,7 @@ def create_app(*, store: Store, people: PeopleService, enrollment: EnrollmentSer
         return JSONResponse({"status": "unavailable", "detail": why_not}, status_code=503)
 
     @app.get("/metrics", response_class=PlainTextResponse)
-    def metrics() -> str:
+    def metrics(_: User = Depends(require("service:read"))) -> str:
         """Ingest, detection and fleet figures for Prometheus; no personal data."""
         lines = ["# HELP shoumi_ingest_total Batches, events and refusals counted by the ingest service.",
                  "# TYPE shoumi_ingest_total counter"]
@@ -105,7 +111,23 @@ def create_app(*, store: Store, people: PeopleService, enrollment: EnrollmentSer
             lines += [f'shoumi_agent_spool_events{{agent="{a}"}} {n}' for a, n in sorted(depths.items())]
         return "\n".join(lines) + "\n"
 
+    @app.get("/openapi.json", include_in_schema=False)
+    def openapi(_: User = Depends(require("service:read"))) -> JSONResponse:
+        """The API description, for roles that run or audit the service."""
+        return JSONResponse(app.openapi())
+
+    @app.get("/api/docs", include_in_schema=False)
+    def api_docs(_: User = Depends(require("service:read"))) -> HTMLResponse:
+        """Swagger UI over /openapi.json; its own policy lets its CDN script and inline start-up run here only."""
+        page = get_swagger_ui_html(openapi_url="/openapi.json", title="Shoumi collector API")
+        page.headers["content-security-policy"] = (
+            "default-src 'self'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
+            "style-src 'self' https://cdn.jsdelivr.net; img-src 'self' data: https://fastapi.tiangolo.com; "
+            "frame-ancestors 'none'; form-action 'self'; base-uri 'none'; object-src 'none'")
+        return page
+
     app.mount("/static", StaticFiles(directory=str(Path(__file__).parent / "static")), name="static")
     for feature in (events_views, alerts_views, fleet_views, audit_views, people_views):
         app.include_router(feature.router)
+    app.include_router(notify_views.router)  # GET /api/v1/notifications
     return app

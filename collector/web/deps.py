@@ -76,6 +76,7 @@ def require(permission: str) -> Callable[..., User]:
             raise HTTPException(403, f"role {user.role!r} lacks permission {permission!r}")
         return user
 
+    check.permission = permission  # type: ignore[attr-defined]  # read by the role-matrix test
     return check
 
 
@@ -98,6 +99,8 @@ def require_page(permission: str) -> Callable[..., User]:
             raise HTTPException(403, f"role {user.role!r} lacks permission {permission!r}")
         return user
 
+    check.permission = permission  # type: ignore[attr-defined]
+    check.page = True  # type: ignore[attr-defined]
     return check
 
 
@@ -105,7 +108,8 @@ def cursor_value(text: str | None) -> int | None:
     """Reads a page cursor; 400 for anything but one we handed out."""
     if text is None or text == "":
         return None
-    if not text.isdigit() or int(text) >= 2**63:
+    # str.isdigit also takes '¹' and other digits int() refuses: ASCII digits only
+    if not (text.isascii() and text.isdigit()) or int(text) >= 2**63:
         raise HTTPException(400, f"invalid cursor {text!r}: pass back next_cursor unchanged")
     return int(text)
 

@@ -41,6 +41,26 @@ def world(sqlite_store: SqlStore, agent_key: Ed25519PrivateKey) -> Iterator[dict
     client.close()
 
 
+def csrf_of(client: TestClient) -> str:
+    """The CSRF token a page gives this client now (the pre-session one, or its session's)."""
+    import re
+
+    found = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/login").text)
+    assert found, "the sign-in page carries a csrf_token field"
+    return found.group(1)
+
+
+def sign_in(client: TestClient, username: str, password: str = PASSWORD, **kwargs: Any) -> Any:
+    """Signs in through the form as a browser would: the form's CSRF token with its cookie."""
+    return client.post("/login", data={"username": username, "password": password, "csrf_token": csrf_of(client)},
+                       **kwargs)
+
+
+def sign_out(client: TestClient) -> Any:
+    """Signs out through the form, with the session's CSRF token."""
+    return client.post("/logout", data={"csrf_token": csrf_of(client)})
+
+
 def _get(world: dict[str, Any], who: str, url: str, **params: Any) -> Any:
     return world["client"].get(url, params=params, headers={"Authorization": f"Bearer {world['tokens'][who]}"})
 
@@ -121,16 +141,16 @@ def test_reading_events_is_audited(world: dict[str, Any]) -> None:
 def test_alert_page_needs_sign_in(world: dict[str, Any]) -> None:
     client: TestClient = world["client"]
     assert client.get("/", follow_redirects=False).headers["location"] == "/login?next=/"
-    wrong = client.post("/login", data={"username": "ana", "password": "nope"})
+    wrong = sign_in(client, "ana", "nope")
     assert wrong.status_code == 401 and "用户名或密码错误" in wrong.text  # Chinese unless the user chose English
-    ok = client.post("/login", data={"username": "ana", "password": PASSWORD}, follow_redirects=False)
+    ok = sign_in(client, "ana", follow_redirects=False)
     assert ok.status_code == 303 and "httponly" in ok.headers["set-cookie"].lower()
     page = client.get("/")
     assert page.status_code == 200 and "read_burst" in page.text and "alice" in page.text
     import re
 
     assert re.search(r'<time datetime="\d{4}-\d\d-\d\dT[^"]+Z">\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC</time>', page.text)
-    client.post("/logout")
+    sign_out(client)
     assert client.get("/", follow_redirects=False).status_code == 303
     actions = [e.action for e in world["store"].list_audit(cursor=None, limit=50).items]
     assert "login" in actions and "login.failed" in actions and "logout" in actions
@@ -138,8 +158,8 @@ def test_alert_page_needs_sign_in(world: dict[str, Any]) -> None:
 
 def test_it_admin_cannot_see_alerts_page(world: dict[str, Any]) -> None:
     client: TestClient = world["client"]
-    client.post("/login", data={"username": "ivan", "password": PASSWORD})
-    assert client.get("/").status_code == 403
+    sign_in(client, "ivan")
+    assert client.get("/alerts").status_code == 403
 
 
 def _post(world: dict[str, Any], who: str, url: str, body: dict[str, Any]) -> Any:
@@ -166,7 +186,9 @@ def test_an_alert_moves_only_along_its_lifecycle_and_each_move_is_audited(world:
 
 
 def test_metrics_tell_ingest_alerts_and_detection_lag(world: dict[str, Any]) -> None:
-    text = world["client"].get("/metrics").text
+    assert world["client"].get("/metrics").status_code == 401  # not for anonymous callers
+    assert _get(world, "ana", "/metrics").status_code == 403
+    text = _get(world, "aud", "/metrics").text
     assert 'shoumi_alerts{rule="read_burst"} 1' in text
     assert "shoumi_detection_lag_events 0" in text  # the fixture ran detection to the end
     assert "alice" not in text  # no personal data
