@@ -7,11 +7,12 @@ e.g. SHOUMI_COLLECTOR_DETECTION__READ_BURST_THRESHOLD=30) or from the command li
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["CollectorSettings", "DetectionSettings", "parse_listen"]
+__all__ = ["CollectorSettings", "DetectionSettings", "NotifySettings", "parse_listen"]
 
 
 class DetectionSettings(BaseModel):
@@ -20,6 +21,47 @@ class DetectionSettings(BaseModel):
     read_burst_threshold: int = Field(20, ge=1, description="alert on more reads than this...")
     read_burst_window_minutes: float = Field(5.0, gt=0, description="...by one user within this many minutes")
 
+
+class NotifySettings(BaseModel):
+    """Notifications of new high-severity alerts and case changes (collector/notify): WeCom robots, email."""
+
+    public_base_url: str = Field("http://127.0.0.1:8080", max_length=200,
+                                 description="the collector's address as people open it; links are made from it")
+    language: Literal["both", "zh", "en"] = Field("both", description="both: Chinese with the English in brackets")
+    min_severity: Literal["low", "medium", "high", "critical"] = "high"
+    case_changes: bool = Field(True, description="also notify every case state change")
+    wecom_webhooks: list[SecretStr] = Field(
+        default_factory=list, description="group robots' webhook URLs, key included (secret: never logged)")
+    wecom_per_minute: int = Field(20, ge=1, le=20, description="a robot takes at most 20 messages a minute")
+    smtp_host: str | None = Field(None, description="the mail server; unset: no email")
+    smtp_port: int = Field(587, ge=1, le=65535)
+    smtp_starttls: bool = True
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    mail_from: str = "shoumi@localhost"
+    mail_to: list[str] = Field(default_factory=list)
+    mail_per_minute: int = Field(10, ge=1, le=1000, description="beyond this, queued notifications go in one digest")
+    timeout_seconds: float = Field(5.0, gt=0, le=60)
+    interval_seconds: float = Field(1.0, gt=0, description="how often the outbox is filled and delivered")
+
+    @field_validator("public_base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("https://", "http://")):
+            raise ValueError("public_base_url starts with https:// (or http://)")
+        return value.rstrip("/")
+
+    @field_validator("wecom_webhooks")
+    @classmethod
+    def _webhooks(cls, value: list[SecretStr]) -> list[SecretStr]:
+        for url in value:
+            if not url.get_secret_value().startswith(("https://", "http://")):
+                raise ValueError("a WeCom webhook is an https:// URL with its key")
+        return value
+
+    def enabled(self) -> bool:
+        """Tells whether anything is to be notified."""
+        return bool(self.wecom_webhooks) or (self.smtp_host is not None and bool(self.mail_to))
 
 class CollectorSettings(BaseSettings):
     """Everything the collector process needs to know."""
@@ -60,6 +102,7 @@ class CollectorSettings(BaseSettings):
         365.0, gt=0, description="events older than this are deleted unless a legal hold covers them; unset: kept")
     retention_check_seconds: float = Field(3600.0, gt=0, description="how often retention runs")
     detection: DetectionSettings = DetectionSettings()
+    notify: NotifySettings = NotifySettings()
     rules_file: Path | None = Field(
         None, description="the detection rules file (TOML, installers/linux/rules.toml.example); unset: defaults")
 

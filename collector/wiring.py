@@ -18,6 +18,7 @@ from collector.enrollment.service import EnrollmentService
 from collector.fleet import service as fleet
 from collector.ingest.grpc_server import GrpcServers, Limits, Listeners, TlsMaterial
 from collector.ingest.service import IngestService
+from collector.notify.worker import NotifyWorker, build_worker
 from collector.people.service import PeopleService
 from collector.periodic import Periodic
 from collector.pki import CertificateAuthority
@@ -49,6 +50,7 @@ class Built:
     ca: CertificateAuthority
     rules: RuleSet = field(default_factory=RuleSet)  # the detection rules in force (reload_rules replaces them)
     rules_file: Path | None = None
+    notifier: NotifyWorker | None = None  # WeCom robots and email (collector/notify); None: none set
 
     @property
     def listeners(self) -> Listeners:
@@ -102,10 +104,13 @@ def build_services(settings: CollectorSettings, store: Store | None = None) -> B
         days = settings.retention_days
         background.every(settings.retention_check_seconds, "retention",
                          lambda: retention.prune(store=store, retention_days=days, now_ns=time.time_ns()))
+    notifier = build_worker(store, settings.notify)
+    if notifier is not None:  # started and stopped with the other background jobs
+        background.every(settings.notify.interval_seconds, "notify", notifier.run_once)
     app = create_app(store=store, people=people, enrollment=enrollment, counters=ingest.counters,
                      detection=detection, open_streams=servers.open_streams, spool_depths=ingest.spool_depths)
     return Built(store, ingest, detection, enrollment, people, signer, background, app, servers, ca,
-                 rules=rules, rules_file=settings.rules_file)
+                 rules=rules, rules_file=settings.rules_file, notifier=notifier)
 
 
 def reload_rules(built: Built) -> RuleSet | RulesError:
