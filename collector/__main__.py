@@ -83,6 +83,13 @@ def _cmd_serve(settings: CollectorSettings) -> int:
     http_port = sock.getsockname()[1]
     listeners = built.grpc.start()
     grpc_port = listeners.agent_port
+    worker = None
+    if settings.detection_enabled and settings.detection_process:
+        from collector.detection.worker import DetectionWorker
+
+        worker = DetectionWorker(settings)  # detection on the other core; started again if it ends on its own
+        worker.start()
+        built.background.every(5.0, "detection-worker", worker.ensure_running)
     built.background.start()
     config = uvicorn.Config(built.app, log_level="warning", access_log=False, lifespan="off")
     server = _QuietServer(config)
@@ -93,7 +100,13 @@ def _cmd_serve(settings: CollectorSettings) -> int:
 
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGHUP, lambda _signum, _frame: reload_rules(built))  # a failed reload keeps the last good
+
+    def _reload(_signum: int, _frame: object) -> None:
+        reload_rules(built)  # a failed reload keeps the last good
+        if worker is not None:
+            worker.reload()  # the worker re-reads the file itself
+
+    signal.signal(signal.SIGHUP, _reload)
     grpc_host = parse_listen(settings.grpc_listen)[0]
     enroll_host = grpc_host if settings.insecure_dev else parse_listen(settings.enroll_listen)[0]
     ready = {
@@ -118,7 +131,9 @@ def _cmd_serve(settings: CollectorSettings) -> int:
         built.background.stop()
         built.grpc.stop(grace=5)
         built.ingest.close()
-        if settings.detection_enabled:
+        if worker is not None:
+            worker.stop()  # it runs until idle first
+        elif settings.detection_enabled:
             built.detection.run_until_idle()  # what was stored is looked at before the process ends
         sign_tree_head(built.signer, built.store)  # the last batches are covered by a head too
         built.store.close()

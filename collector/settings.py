@@ -98,6 +98,9 @@ class CollectorSettings(BaseSettings):
     detection_enabled: bool = Field(
         True, description="run the detection stage in this process (off: another collector on the database runs it, "
                           "or a benchmark measures ingest alone); events are stored either way and looked at later")
+    detection_process: bool = Field(
+        True, description="serve runs the detection stage in a worker process of its own (the second core), which "
+                          "goes on from the stored positions; false: in a thread of the serve process")
     retention_days: float | None = Field(
         365.0, gt=0, description="events older than this are deleted unless a legal hold covers them; unset: kept")
     retention_check_seconds: float = Field(3600.0, gt=0, description="how often retention runs")

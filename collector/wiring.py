@@ -29,7 +29,7 @@ from collector.storage.base import Store
 from collector.transparency import TreeHeadSigner, TreeInconsistent, load_or_create_tree_key
 from collector.web.app import create_app
 
-__all__ = ["Built", "build_services", "reload_rules", "sign_tree_head"]
+__all__ = ["Built", "build_services", "detection_rules", "reload_rules", "sign_tree_head"]
 
 log = logging.getLogger("shoumi.collector")
 
@@ -69,12 +69,9 @@ def build_services(settings: CollectorSettings, store: Store | None = None) -> B
     file_rules = load_rules(settings.rules_file) if settings.rules_file else None
     if store is None:
         store = open_store(settings.store_location())
-    det = settings.detection
     ingest = IngestService(store, max_events_per_batch=settings.max_events_per_batch,
                            max_clock_skew_ns=int(settings.max_clock_skew_seconds * 1e9))
-    # the read-burst thresholds of the command line (and SHOUMI_COLLECTOR_DETECTION__*) over the defaults
-    rules = file_rules if file_rules is not None else RuleSet(read_burst=ReadBurst(threshold=det.read_burst_threshold,
-                                         window_minutes=det.read_burst_window_minutes))
+    rules = detection_rules(settings, file_rules)
     detection = DetectionStage(store, rules=rules)
     ca = CertificateAuthority.load_or_create(settings.data_dir)
     tls = None
@@ -96,7 +93,7 @@ def build_services(settings: CollectorSettings, store: Store | None = None) -> B
     )
     signer = TreeHeadSigner(store, load_or_create_tree_key(settings.data_dir))
     background = Periodic()
-    if settings.detection_enabled:
+    if settings.detection_enabled and not settings.detection_process:  # else serve starts its DetectionWorker
         background.every(settings.detection_seconds, "detection", detection.run_until_idle)
     background.every(settings.silence_check_seconds, "silence-check", lambda: check_silence(store))
     background.every(settings.tree_head_seconds, "tree-head", lambda: sign_tree_head(signer, store))
@@ -111,6 +108,16 @@ def build_services(settings: CollectorSettings, store: Store | None = None) -> B
                      detection=detection, open_streams=servers.open_streams, spool_depths=ingest.spool_depths)
     return Built(store, ingest, detection, enrollment, people, signer, background, app, servers, ca,
                  rules=rules, rules_file=settings.rules_file, notifier=notifier)
+
+
+def detection_rules(settings: CollectorSettings, file_rules: RuleSet | None = None) -> RuleSet:
+    """The rules file's rules, else the defaults with the read-burst thresholds of the settings."""
+    if file_rules is None and settings.rules_file:
+        file_rules = load_rules(settings.rules_file)
+    if file_rules is not None:
+        return file_rules
+    det = settings.detection  # the command line (and SHOUMI_COLLECTOR_DETECTION__*) over the defaults
+    return RuleSet(read_burst=ReadBurst(threshold=det.read_burst_threshold, window_minutes=det.read_burst_window_minutes))
 
 
 def reload_rules(built: Built) -> RuleSet | RulesError:
