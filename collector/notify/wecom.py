@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from typing import Sequence
 from urllib.parse import parse_qsl, urlsplit
 
@@ -26,6 +27,24 @@ __all__ = ["WeComRobot", "mask", "target_key", "RATE_LIMITED"]
 log = logging.getLogger("shoumi.collector.notify")
 
 RATE_LIMITED = 45009
+_KEY_IN_URL = re.compile(r"(key=)[^&\s\"']+")
+
+
+class _MaskWebhookKeys(logging.Filter):
+    """httpx logs every request's full URL at INFO: a robot's key is cut out of it before anything is written."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(_KEY_IN_URL.sub(r"\1…", str(a)) if isinstance(a, (str, httpx.URL)) else a
+                                for a in record.args)
+        if isinstance(record.msg, str):
+            record.msg = _KEY_IN_URL.sub(r"\1…", record.msg)
+        return True
+
+
+_httpx_log = logging.getLogger("httpx")
+if not any(isinstance(f, _MaskWebhookKeys) for f in _httpx_log.filters):
+    _httpx_log.addFilter(_MaskWebhookKeys())
 
 
 def mask(url: str) -> str:

@@ -79,9 +79,8 @@ class NotifySql:
                        else sqlite_dialect.insert(notify_outbox))
         added = 0
         for n in rows:
-            result = self._conn.execute(insert.values(**_row(n)).on_conflict_do_nothing(
-                index_elements=["target", "kind", "source_id"]))
-            added += result.rowcount
+            added += len(self._conn.execute(insert.values(**_row(n)).on_conflict_do_nothing(
+                index_elements=["target", "kind", "source_id"]).returning(notify_outbox.c.id)).all())
         return added
 
     def due_notifications(self, *, target: str, now_ns: int, limit: int) -> Sequence[Notification]:
