@@ -93,16 +93,18 @@ def _digest_lines(lang: Language, notes: Sequence[Notification], base_url: str, 
         links.append((_say(lang, "查看案件", "Open the cases"), f"{base}/cases"))
     tail = [f"[{text}]({url})" for text, url in links]
     used = sum(len(x.encode()) + 1 for x in tail)
+    groups = [(label, [_item(n) for n in notes if n.kind == kind])
+              for kind, label in (("alert", _say(lang, "告警", "Alerts")), ("case", _say(lang, "案件", "Cases")))]
+    groups = [(label, items) for label, items in groups if items]
+    more_room = len(_say(lang, ", …及其他 000000 条", ", … and 000000 more").encode())
+    smallest = [len(f"> {label}: ".encode()) + more_room + 1 for label, _ in groups]  # a line that lists none
     lines: list[str] = []
-    for kind, label in (("alert", _say(lang, "告警", "Alerts")), ("case", _say(lang, "案件", "Cases"))):
-        items = [_item(n) for n in notes if n.kind == kind]
-        if not items:
-            continue
-        more_room = len(_say(lang, "…及其他 000000 条", "… and 000000 more").encode()) + 2
+    for i, (label, items) in enumerate(groups):
+        room = budget - used - sum(smallest[i + 1:])  # what the later kinds' lines need stays free
         line, shown = f"> {label}: ", 0
         for item in items:
             piece = (", " if shown else "") + item
-            if used + len((line + piece).encode()) + more_room > budget:
+            if len((line + piece).encode()) + more_room + 1 > room:
                 break
             line += piece
             shown += 1

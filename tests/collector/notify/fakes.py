@@ -129,7 +129,7 @@ def serve_smtp(smtp: FakeSmtp) -> Iterator[FakeSmtp]:
 
         def handle(self) -> None:
             self.reply("220 fake.test ESMTP")
-            sender, rcpts = "", []
+            sender, rcpts = "", list[str]()
             while True:
                 raw = self.rfile.readline(4096)
                 if not raw:
@@ -158,9 +158,9 @@ def serve_smtp(smtp: FakeSmtp) -> Iterator[FakeSmtp]:
                         if chunk in (b".\r\n", b""):
                             break
                         lines.append(chunk[1:] if chunk.startswith(b"..") else chunk)
-                    parsed = email.message_from_bytes(b"".join(lines), policy=email.policy.default)
+                    parsed = email.message_from_bytes(b"".join(lines), policy=email.policy.default)  # an EmailMessage (policy)
                     with lock:
-                        smtp.messages.append(parsed)  # type: ignore[arg-type]
+                        smtp.messages.append(parsed)
                         smtp.envelopes.append((sender, rcpts))
                     self.reply("250 OK queued")
                 elif verb in ("RSET", "NOOP"):
