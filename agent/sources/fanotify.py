@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import collections
 import ctypes
+import dataclasses
 import ctypes.util
 import errno
 import logging
@@ -55,6 +56,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, Literal
 
 from agent.core.events import FileEvent
+from agent.sources.proc_forks import ForkWatch
 
 __all__ = [
     "FanotifyError",
@@ -119,6 +121,7 @@ class FanotifyRecord:
     process: str  # /proc/PID/comm
     exe: str
     time_ns: int  # when the agent read the record (fanotify carries no timestamp)
+    parent: int = 0  # forked without exec and gone before its look-up: named after this pid
 
 
 @dataclass(frozen=True)
@@ -129,6 +132,7 @@ class _Process:
     exe: str
     start: int = -1  # /proc/PID/stat starttime: tells this process from a later one with its pid
     confirmed: bool = True  # False: learnt at exec, before the new program ran (comm not final)
+    parent: int = 0  # the identity is this parent's (see ForkWatch)
 
 
 _UNKNOWN = _Process(-1, "", "", "")
@@ -200,6 +204,7 @@ class FanotifyReader:
         hold_roots: Iterable[str | os.PathLike[str]] = (),
         hold_execs: Iterable[str | os.PathLike[str]] = (),
         max_pending: int = 200_000,
+        track_forks: bool = False,
     ) -> None:
         """``hold_roots``: folders whose files' opens are held (FAN_OPEN_PERM) until the opener is
         looked up, so that even a process that exits at once (cp, cat) is named. Keep them to the
@@ -221,7 +226,11 @@ class FanotifyReader:
         a burst is read in large reads, an open and its close often merged into one record. One held
         exec per process instead of one held open per file: a ``grep -r`` costs one round trip,
         not one per file. Processes are cached by pid and start time, so a known opener costs no
-        /proc look-up beyond one start-time check per pid per read."""
+        /proc look-up beyond one start-time check per pid per read.
+
+        ``track_forks``: learn every fork from the kernel (``ForkWatch``), so that a process that
+        forks without exec, opens a file and exits before its record is read is named after its
+        parent (``parent`` in its records) instead of by pid alone."""
         self._deliveries: queue.Queue[FanotifyRecord | None] = queue.Queue(maxsize=max_pending)
         self._delivery: threading.Thread | None = None
         self.lost = 0
@@ -248,6 +257,8 @@ class FanotifyReader:
         self._processes: collections.OrderedDict[int, _Process] = collections.OrderedDict()
         self._users: dict[int, str] = {}
         self._libc: ctypes.CDLL | None = None
+        self._track_forks = track_forks
+        self._forks: ForkWatch | None = None
         self.overflows = 0
         self.records = 0
         self.dropped_fds = 0  # events whose descriptor the kernel could not open for us
@@ -287,6 +298,12 @@ class FanotifyReader:
                 for dirpath, _dirs, _files in os.walk(root):
                     self.hold_directory(dirpath)
             self._mark_execs()
+            if self._track_forks:
+                try:
+                    self._forks = ForkWatch()
+                except OSError as exc:
+                    log.warning("forks cannot be followed (%s): a process that forks without exec and "
+                                "exits at once is named by pid only", exc)
         except BaseException:
             for fd in (self._fd, self._exec_fd):
                 if fd >= 0:
@@ -381,16 +398,29 @@ class FanotifyReader:
             if fd >= 0:
                 os.close(fd)
         self._fd = self._exec_fd = self._wake_r = self._wake_w = -1
+        if self._forks is not None:
+            self._forks.close()
+            self._forks = None
+
+    @property
+    def forks_lost(self) -> int:
+        """How often the fork messages overflowed (forks then unknown), 0 without ``track_forks``."""
+        return self._forks.lost if self._forks is not None else 0
 
     def _run(self) -> None:
         try:
             poller = select.poll()
             poller.register(self._fd, select.POLLIN)
             poller.register(self._wake_r, select.POLLIN)
+            forks = self._forks
+            if forks is not None:
+                poller.register(forks.fileno(), select.POLLIN)
             while not self._stopping.is_set():
                 ready = poller.poll(self._poll_ms)
                 if self._stopping.is_set():
                     return
+                if forks is not None:
+                    forks.drain()  # before the records: a fork is told before its child runs
                 if any(fd == self._fd for fd, _ in ready):
                     self._drain(self._fd)
                     if self._batch_wait > 0 and not self._hold_roots:
@@ -501,7 +531,8 @@ class FanotifyReader:
         for bit, kind in _KIND_BITS:
             if mask & bit:
                 self.records += 1
-                self._hand_on(FanotifyRecord(path, kind, pid, proc.uid, proc.user, proc.process, proc.exe, now))
+                self._hand_on(FanotifyRecord(path, kind, pid, proc.uid, proc.user, proc.process, proc.exe, now,
+                                             proc.parent))
 
     def _hand_on(self, record: FanotifyRecord) -> None:
         if not self._hold_roots:
@@ -594,14 +625,54 @@ class FanotifyReader:
         with self._cache_lock:
             cached = self._processes.get(pid)
         if uid < 0 or not process:
-            # Gone already: what an earlier record of this pid taught us is the best we know.
-            return cached or _UNKNOWN
+            # Gone already: what an earlier record of this pid taught us is the best we know, or,
+            # for a child forked without exec, its parent (it was a copy of it).
+            if cached is not None:
+                return cached
+            inherited = self._inherited(pid)
+            if inherited is None:
+                return _UNKNOWN
+            self._remember(pid, inherited)
+            return inherited
         if not exe and cached is not None and cached.process == process:
             # A zombie still has comm and status but no exe link; keep the one seen alive.
             exe = cached.exe
+        elif not exe and (inherited := self._inherited(pid)) is not None and inherited.process == process:
+            exe = inherited.exe  # a zombie forked without exec: its parent's program
         found = _Process(uid, self._user(uid), process, exe, start)
         self._remember(pid, found)
         return found
+
+    def _inherited(self, pid: int) -> _Process | None:
+        """The identity of the nearest ancestor of ``pid`` still known (cached, alive, or itself
+        forked from one), for a process forked without exec; None when no fork of it was seen."""
+        forks = self._forks
+        if forks is None:
+            return None
+        for _ in range(16):  # a chain of forks, bounded (reused pids could make a loop)
+            parent = forks.parent(pid)
+            if parent <= 0 or parent == pid:
+                return None
+            with self._cache_lock:
+                known = self._processes.get(parent)
+            if known is None:
+                known = self._look_up(parent)
+            if known is not None:
+                return dataclasses.replace(known, start=-1, confirmed=True, parent=known.parent or parent)
+            pid = parent
+        return None
+
+    def _look_up(self, pid: int) -> _Process | None:
+        """A live process as /proc tells it, or None when it is gone (nothing cached for it)."""
+        uid = self._uid(pid)
+        process = _read_text(f"/proc/{pid}/comm")
+        if uid < 0 or not process:
+            return None
+        try:
+            exe = os.fsdecode(os.readlink(f"/proc/{pid}/exe"))
+        except OSError:
+            exe = ""
+        return _Process(uid, self._user(uid), process, exe, _start_time(pid))
 
     def _user(self, uid: int) -> str:
         name = self._users.get(uid)
@@ -633,6 +704,8 @@ class FanotifyEventMapper:
             return None
         opened = self._opened.pop(key, None)
         attributes: dict[str, object] = {"attribution": "fanotify"}
+        if record.parent:
+            attributes["identity_of_parent"] = record.parent  # forked without exec, gone at once
         if opened is not None:
             attributes["open_ms"] = round((record.time_ns - opened) / 1e6, 3)
         return FileEvent(

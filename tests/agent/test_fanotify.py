@@ -493,3 +493,77 @@ def test_a_reader_that_dies_releases_held_opens(watched: Path) -> None:
         assert not r.is_running
     finally:
         r.stop()
+
+
+FORKER = """
+import os, sys
+with open(sys.argv[1], "rb") as f:  # the parent's own read: its record names the parent
+    f.read(1)
+child = os.fork()
+if child == 0:
+    with open(sys.argv[1], "rb") as f:
+        f.read(1)
+    os._exit(0)  # no exec, gone a moment after its read
+os.waitpid(child, 0)
+print(child)
+"""
+
+
+def _fork_reader(watched: Path, *, track_forks: bool) -> tuple[dict[str, FanotifyRecord], int]:
+    """A process reads a sensitive file, forks a child that reads it too and exits without exec
+    within a millisecond; both are reaped before the reader reads their records (it is stalled
+    behind a callback that waits). Returns the close records by "parent"/"child", and the child pid."""
+    small = watched / "Contracts" / "small.txt"
+    small.write_bytes(b"confidential\n")
+    gate = watched / "Contracts" / "nda.pdf"
+    records = Records()
+    release = threading.Event()
+
+    def stalled(record: FanotifyRecord) -> None:
+        if record.path == str(gate):
+            release.wait(20)
+        records.add(record)
+
+    # one record in the delivery queue: a stalled callback stalls the reader itself
+    r = FanotifyReader([watched], stalled, marks="directory", hold_execs=["/", str(watched)], max_pending=1,
+                       track_forks=track_forks)
+    r.start()
+    try:
+        for _ in range(3):  # more records of the gate than the queue holds: the reader waits
+            subprocess.run(["cat", str(gate)], stdout=subprocess.DEVNULL, check=True)
+        forker = subprocess.run([sys.executable, "-c", FORKER, str(small)], capture_output=True, check=True)
+        child = int(forker.stdout)
+        time.sleep(0.1)  # both long gone from /proc
+        assert not Path(f"/proc/{child}").exists()
+        release.set()
+        parent = records.wait_for(lambda rec: rec.kind == "close_nowrite" and rec.path == str(small)
+                                  and rec.pid != child)
+        forked = records.wait_for(lambda rec: rec.kind == "close_nowrite" and rec.path == str(small)
+                                  and rec.pid == child)
+    finally:
+        release.set()
+        r.stop()
+    return {"parent": parent, "child": forked}, child
+
+
+@_with_root
+def test_a_process_forked_without_exec_that_exits_at_once_is_named_after_its_parent(watched: Path) -> None:
+    """A fork is a copy of its parent (program, name, user); the kernel tells each fork before the
+    child runs, so a child that is gone when its record is read is named after its parent, and its
+    records say whose identity it carries. (Without following forks it had no name and uid -1.)"""
+    found, child = _fork_reader(watched, track_forks=True)
+    parent, forked = found["parent"], found["child"]
+    assert parent.process and parent.exe and parent.uid == os.getuid()
+    assert (forked.process, forked.exe, forked.uid, forked.user) == (parent.process, parent.exe, parent.uid,
+                                                                    parent.user)
+    assert forked.pid == child and forked.parent == parent.pid and parent.parent == 0
+    event = FanotifyEventMapper().map(forked)
+    assert event is not None and event.attributes["identity_of_parent"] == parent.pid
+
+
+@_with_root
+def test_without_following_forks_such_a_child_has_no_name(watched: Path) -> None:
+    """The same scenario without ``track_forks``: what the test above guards against."""
+    found, _child = _fork_reader(watched, track_forks=False)
+    assert (found["child"].process, found["child"].uid) == ("", -1)
+    assert found["parent"].process  # the parent is named from its held exec
