@@ -18,14 +18,14 @@ from typing import Any, Iterator, Sequence
 from shoumi.batch import ChainHead
 
 from collector.alerts.models import SEVERITY_RANK, Alert, AlertQuery, SavedFilter, Suppression, UserGroup
-from collector.audit.models import AuditEntry
+from collector.audit.models import GENESIS, AuditEntry, AuditFilter, AuditHead, AuditRow, audit_row_hash, canonical_details
 from collector.cases.models import Attachment, Case, CaseChange, Comment, Handoff, HistoryEntry, HrRecord
 from collector.domain.evidence import BatchRow, EventRow, SignedTreeHead, TreeLeaf
 from collector.domain.records import Page
 from collector.events.models import EventFilter, StoredBatch, StoredEvent
 from collector.fleet.models import AgentRecord
 from collector.notify.models import AlertFact, Notification
-from collector.people.models import User
+from collector.people.models import ThrottleState, User, UserToken
 from collector.retention.models import LegalHold, RetentionRun, covers
 from collector.storage.base import AlreadyExists, ChainConflict
 
@@ -55,7 +55,9 @@ class _State:
     event_at: set[tuple[str, int, int]] = field(default_factory=set)
     alerts: dict[int, Alert] = field(default_factory=dict)
     users: dict[str, User] = field(default_factory=dict)
-    user_tokens: dict[str, tuple[str, str, int | None, bool]] = field(default_factory=dict)
+    user_tokens: dict[str, UserToken] = field(default_factory=dict)
+    throttle: dict[tuple[str, str], ThrottleState] = field(default_factory=dict)
+    service_keys: dict[str, bytes] = field(default_factory=dict)
     audit: list[AuditEntry] = field(default_factory=list)
     leaves: list[TreeLeaf] = field(default_factory=list)
     heads_signed: list[SignedTreeHead] = field(default_factory=list)
@@ -470,35 +472,113 @@ class MemoryTransaction:
         """Gets a user by name."""
         return self.s.users.get(username)
 
-    def add_token(self, *, token_hash: str, username: str, kind: str, created_at_ns: int, expires_at_ns: int | None) -> None:
+    def list_users(self) -> Sequence[User]:
+        """Every user, by name."""
+        return [self.s.users[n] for n in sorted(self.s.users)]
+
+    def update_user(self, user: User) -> None:
+        """Replaces the stored user of that name."""
+        if user.username in self.s.users:
+            self.s.users[user.username] = user
+
+    def add_token(self, *, token_hash: str, username: str, kind: str, created_at_ns: int, expires_at_ns: int | None,
+                  name: str | None = None) -> None:
         """Stores a token's hash for a user."""
         if token_hash in self.s.user_tokens:
             raise AlreadyExists("token exists")
-        self.s.user_tokens[token_hash] = (username, kind, expires_at_ns, False)
+        self.s.user_tokens[token_hash] = UserToken(token_hash, username, kind, created_at_ns, expires_at_ns, False, name)
+
+    def get_token(self, *, token_hash: str) -> UserToken | None:
+        """Gets a token by the hash of its secret."""
+        return self.s.user_tokens.get(token_hash)
 
     def user_for_token(self, *, token_hash: str, kind: str, now_ns: int) -> User | None:
         """Gets the enabled user a valid token belongs to."""
         t = self.s.user_tokens.get(token_hash)
-        if t is None or t[1] != kind or t[3] or (t[2] is not None and t[2] <= now_ns):
+        if t is None or t.kind != kind or t.revoked or (t.expires_at_ns is not None and t.expires_at_ns <= now_ns):
             return None
-        user = self.s.users.get(t[0])
+        user = self.s.users.get(t.username)
         return None if user is None or user.disabled else user
+
+    def touch_token(self, *, token_hash: str, now_ns: int) -> None:
+        """Records a token's use."""
+        t = self.s.user_tokens.get(token_hash)
+        if t is not None:
+            self.s.user_tokens[token_hash] = replace(t, last_used_ns=now_ns)
+
+    def list_tokens(self, *, username: str, kind: str) -> Sequence[UserToken]:
+        """A user's tokens of one kind, newest first."""
+        found = [t for t in self.s.user_tokens.values() if t.username == username and t.kind == kind]
+        return sorted(found, key=lambda t: (-t.created_at_ns, t.token_hash))
 
     def revoke_token(self, *, token_hash: str) -> None:
         """Revokes a token."""
         t = self.s.user_tokens.get(token_hash)
         if t is not None:
-            self.s.user_tokens[token_hash] = (t[0], t[1], t[2], True)
+            self.s.user_tokens[token_hash] = replace(t, revoked=True)
+
+    def revoke_user_tokens(self, *, username: str, kind: str | None = None, keep: str | None = None) -> int:
+        """Revokes a user's tokens except ``keep``; returns how many."""
+        n = 0
+        for h, t in list(self.s.user_tokens.items()):
+            if t.username == username and not t.revoked and (kind is None or t.kind == kind) and h != keep:
+                self.s.user_tokens[h] = replace(t, revoked=True)
+                n += 1
+        return n
+
+    def get_throttle(self, *, scope: str, key: str) -> ThrottleState | None:
+        """The failures counted under a key."""
+        return self.s.throttle.get((scope, key))
+
+    def put_throttle(self, state: ThrottleState) -> None:
+        """Stores the failures counted under a key."""
+        self.s.throttle[(state.scope, state.key)] = state
+
+    def delete_throttle(self, *, scope: str, key: str) -> None:
+        """Forgets a key's failures."""
+        self.s.throttle.pop((scope, key), None)
+
+    def get_service_key(self, *, name: str) -> bytes | None:
+        """A stored key, or None."""
+        return self.s.service_keys.get(name)
+
+    def ensure_service_key(self, *, name: str, secret: bytes) -> bytes:
+        """Stores a key unless one is there; returns the stored one."""
+        return self.s.service_keys.setdefault(name, secret)
 
     def append_audit(self, entry: AuditEntry) -> None:
-        """Appends one entry to the audit log."""
-        self.s.audit.append(replace(entry, id=len(self.s.audit) + 1, details=copy.deepcopy(dict(entry.details))))
+        """Appends one entry to the chain."""
+        details_json = canonical_details(entry.details)
+        prev = self.s.audit[-1].row_hash if self.s.audit else GENESIS
+        assert prev is not None
+        row_hash = audit_row_hash(prev, entry.at_ns, entry.actor, entry.action, entry.target, details_json)
+        self.s.audit.append(replace(entry, id=len(self.s.audit) + 1, details=json.loads(details_json),
+                                    prev_hash=prev, row_hash=row_hash))
 
-    def list_audit(self, *, cursor: int | None, limit: int) -> Page:
-        """Lists audit entries, newest first."""
-        found = [e for e in reversed(self.s.audit) if cursor is None or (e.id or 0) < cursor]
+    def list_audit(self, *, cursor: int | None, limit: int, filter: AuditFilter | None = None,
+                   oldest_first: bool = False) -> Page:
+        """Entries matching the filter, newest first (or oldest first), a page at a time."""
+        f = filter or AuditFilter()
+        rows = self.s.audit if oldest_first else list(reversed(self.s.audit))
+        found = [e for e in rows
+                 if (cursor is None or ((e.id or 0) > cursor if oldest_first else (e.id or 0) < cursor))
+                 and (f.actor is None or e.actor == f.actor) and (f.action is None or e.action == f.action)
+                 and (f.target is None or e.target == f.target)
+                 and (f.since_ns is None or e.at_ns >= f.since_ns) and (f.until_ns is None or e.at_ns < f.until_ns)]
         items = tuple(found[:limit])
         return Page(items, str(items[-1].id) if len(found) > limit and items else None)
+
+    def audit_rows(self, *, after_id: int, limit: int) -> Sequence[AuditRow]:
+        """Rows in id order after ``after_id``, as stored."""
+        return [AuditRow(e.id or 0, e.at_ns, e.actor, e.action, e.target, canonical_details(e.details), e.prev_hash,
+                         e.row_hash) for e in self.s.audit if (e.id or 0) > after_id][:limit]
+
+    def audit_head(self) -> AuditHead | None:
+        """The chain's last row."""
+        if not self.s.audit:
+            return None
+        last = self.s.audit[-1]
+        return AuditHead(last.id or 0, last.row_hash or GENESIS, len(self.s.audit))
 
     # --- cases (collector/cases) -----------------------------------------------------------------
     def add_case(self, case: Case) -> Case:

@@ -38,32 +38,46 @@ def services(request: Request) -> Services:
     return found
 
 
+def _identify(request: Request, svc: Services, *, cookie_only: bool) -> User | None:
+    """The user a bearer token (unless ``cookie_only``) or the session cookie names; None without either.
+
+    A token's last use is written at most once a minute, in a short transaction of its own, so a
+    session stays alive while it is used and idles out (PeopleService.session_idle_ns) when not.
+    """
+    header = "" if cookie_only else request.headers.get("authorization", "")
+    if header:
+        scheme, _, secret = header.partition(" ")
+        if scheme.lower() != "bearer" or not secret.strip():
+            raise NotAuthenticated("use Authorization: Bearer TOKEN")
+        secret, kind = secret.strip(), "api"
+    else:
+        secret, kind = request.cookies.get(SESSION_COOKIE, ""), "session"
+        if not secret:
+            return None
+    with svc.store.read() as tx:
+        user, row = svc.people.authenticate_token(tx=tx, token=secret, kind=kind)
+    if svc.people.touch_due(row):
+        with svc.store.transaction() as wtx:
+            svc.people.touch(tx=wtx, row=row)
+    request.state.user = user
+    return user
+
+
 def current_user(request: Request, svc: Services = Depends(services)) -> User:
     """Identifies the caller by a bearer token, or else by the session cookie."""
-    header = request.headers.get("authorization", "")
     try:
-        with svc.store.read() as tx:
-            if header:
-                scheme, _, token = header.partition(" ")
-                if scheme.lower() != "bearer" or not token.strip():
-                    raise NotAuthenticated("use Authorization: Bearer TOKEN")
-                return svc.people.authenticate(tx=tx, token=token.strip(), kind="api")
-            cookie = request.cookies.get(SESSION_COOKIE)
-            if cookie:
-                return svc.people.authenticate(tx=tx, token=cookie, kind="session")
+        user = _identify(request, svc, cookie_only=False)
     except NotAuthenticated as exc:
         raise HTTPException(401, str(exc), headers={"WWW-Authenticate": "Bearer"}) from exc
-    raise HTTPException(401, "authentication required", headers={"WWW-Authenticate": "Bearer"})
+    if user is None:
+        raise HTTPException(401, "authentication required", headers={"WWW-Authenticate": "Bearer"})
+    return user
 
 
 def session_user(request: Request, svc: Services) -> User | None:
     """The signed-in user of a page request, or None."""
-    token = request.cookies.get(SESSION_COOKIE)
-    if not token:
-        return None
     try:
-        with svc.store.read() as tx:
-            return svc.people.authenticate(tx=tx, token=token, kind="session")
+        return _identify(request, svc, cookie_only=True)
     except NotAuthenticated:
         return None
 

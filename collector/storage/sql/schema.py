@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from collector.events.models import EVENT_FIELDS
 
 __all__ = ["metadata", "agents", "enroll_tokens", "certificates", "chain_heads", "batches", "events", "alerts",
-           "users", "tokens", "audit_log", "saved_filters", "privacy_secret", "pseudonyms", "tree_leaves", "tree_heads", "legal_holds", "retention_runs",
+           "users", "tokens", "audit_log", "audit_head", "login_throttle", "service_keys", "saved_filters", "privacy_secret", "pseudonyms", "tree_leaves", "tree_heads", "legal_holds", "retention_runs",
            "EVENT_COLUMNS"]
 
 BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
@@ -180,6 +180,7 @@ users = sa.Table(
     sa.Column("password_hash", sa.Text),
     sa.Column("created_at_ns", sa.BigInteger, nullable=False),
     sa.Column("disabled", sa.Boolean, nullable=False),
+    sa.Column("lang", sa.String(8), nullable=False, server_default="zh"),
 )
 tokens = sa.Table(
     "tokens", metadata,
@@ -189,7 +190,27 @@ tokens = sa.Table(
     sa.Column("created_at_ns", sa.BigInteger, nullable=False),
     sa.Column("expires_at_ns", sa.BigInteger),
     sa.Column("revoked", sa.Boolean, nullable=False),
+    sa.Column("name", sa.Text),
+    sa.Column("last_used_ns", sa.BigInteger),
 )
+sa.Index("ix_tokens_username", tokens.c.username, tokens.c.kind)
+# failed sign-ins per (scope, key): collector/people/throttle.py; keys are keyed hashes, never typed text
+login_throttle = sa.Table(
+    "login_throttle", metadata,
+    sa.Column("scope", sa.String(16), primary_key=True),
+    sa.Column("key", sa.String(128), primary_key=True),
+    sa.Column("failures", sa.Integer, nullable=False),
+    sa.Column("window_start_ns", sa.BigInteger, nullable=False),
+    sa.Column("locked_until_ns", sa.BigInteger, nullable=False),
+    sa.Column("lockouts", sa.Integer, nullable=False),
+)
+# keys the collectors on one database share (the keyed hash of unknown user names, throttle keys)
+service_keys = sa.Table(
+    "service_keys", metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("secret", sa.LargeBinary, nullable=False),
+)
+# Append-only and hash-chained (collector/audit/models.py); triggers refuse UPDATE and DELETE (migration 0006).
 audit_log = sa.Table(
     "audit_log", metadata,
     sa.Column("id", BigId, primary_key=True, autoincrement=True),
@@ -198,6 +219,20 @@ audit_log = sa.Table(
     sa.Column("action", sa.String(64), nullable=False),
     sa.Column("target", sa.Text, nullable=False),
     sa.Column("details", sa.Text, nullable=False),
+    sa.Column("prev_hash", sa.String(64), nullable=False),
+    sa.Column("row_hash", sa.String(64), nullable=False),
+)
+sa.Index("ix_audit_log_actor", audit_log.c.actor, audit_log.c.id)
+sa.Index("ix_audit_log_action", audit_log.c.action, audit_log.c.id)
+sa.Index("ix_audit_log_at_ns", audit_log.c.at_ns)
+sa.Index("ix_audit_log_target", audit_log.c.target, audit_log.c.id)
+# the chain's end, one row (id 1): appending locks it (FOR UPDATE), so collectors never fork the chain
+audit_head = sa.Table(
+    "audit_head", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("last_id", sa.BigInteger, nullable=False),
+    sa.Column("last_hash", sa.String(64), nullable=False),
+    sa.Column("count", sa.BigInteger, nullable=False),
 )
 # Tamper evidence: which batch row became which Merkle leaf, and the signed heads over the leaves.
 tree_leaves = sa.Table(
