@@ -20,9 +20,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-from pydantic import ValidationError
-
-from agent.settings import AgentSettings
+from agent.settings import AgentSettings, SettingsError
 
 if TYPE_CHECKING:
     from agent.policy import SensitiveFolderPolicy
@@ -241,8 +239,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name in ("collector", "attributed_user", "heartbeat_seconds", "capture"):
             if getattr(args, name) is not None:
                 given[name] = getattr(args, name)
-        return _run(AgentSettings(**given))
-    except ValidationError as exc:
+        return _run(AgentSettings.load(**given))
+    except SettingsError as exc:
         print(f"shoumi-agent: invalid setting: {exc}", file=sys.stderr)
     except (IdentityError, TlsError, ValueError, OSError) as exc:
         print(f"shoumi-agent: {exc}", file=sys.stderr)
