@@ -18,6 +18,7 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
+from collector.alerts import pages as alerts_pages
 from collector.alerts import views as alerts_views
 from collector.audit import views as audit_views
 from collector.detection.service import DetectionStage
@@ -28,6 +29,7 @@ from collector.notify import views as notify_views
 from collector.people import views as people_views
 from collector.people.models import User
 from collector.people.service import PeopleService
+from collector.privacy import views as privacy_views
 from collector.storage.base import Store, StoreUnavailable
 from collector.web.deps import LoginRequired, Services, require, session_user
 from collector.web.security import SecurityMiddleware
@@ -130,4 +132,6 @@ def create_app(*, store: Store, people: PeopleService, enrollment: EnrollmentSer
     for feature in (events_views, alerts_views, fleet_views, audit_views, people_views):
         app.include_router(feature.router)
     app.include_router(notify_views.router)  # GET /api/v1/notifications
+    app.include_router(alerts_pages.router)  # /alerts, /alerts/{id} and their forms
+    app.include_router(privacy_views.router)  # POST /api/v1/identities/reveal
     return app
