@@ -59,6 +59,9 @@ class SmtpMailer:
                 if self._username:
                     smtp.login(self._username, self._password or "")
                 refused = smtp.send_message(msg)
+        except smtplib.SMTPNotSupportedError as exc:  # STARTTLS or a login asked of a server without it
+            log.error("mail server %s: %s", self.label, exc)
+            return Attempt(ok=False, error=f"not supported by the server: {str(exc)[:80]}")
         except smtplib.SMTPRecipientsRefused as exc:
             codes = sorted({code for code, _ in exc.recipients.values()})
             return Attempt(ok=False, retry=all(400 <= c < 500 for c in codes),

@@ -56,6 +56,8 @@ def _link(base_url: str, kind: str, number: int) -> str:
 def _title(lang: Language, n: Notification) -> str:
     if n.kind == "alert":
         return _say(lang, f"高危告警 #{n.number}", f"High-severity alert #{n.number}")
+    if not n.from_state:
+        return _say(lang, f"新案件 #{n.number}", f"New case #{n.number}")
     return _say(lang, f"案件 #{n.number} 状态变更", f"Case #{n.number} changed")
 
 
@@ -63,6 +65,8 @@ def _facts(lang: Language, n: Notification) -> list[str]:
     if n.kind == "alert":
         return [f"{_say(lang, '规则', 'Rule')}: {_clean(n.rule)}", f"{_say(lang, '严重程度', 'Severity')}: "
                 f"{_severity(lang, n.severity)}"]
+    if not n.from_state:  # the case was opened
+        return [f"{_say(lang, '状态', 'State')}: {_state(lang, n.to_state)}"]
     return [f"{_say(lang, '状态', 'State')}: {_state(lang, n.from_state)} → {_state(lang, n.to_state)}"]
 
 

@@ -45,7 +45,7 @@ class NotifyWorker:
     """Fills the outbox from new alerts and case changes and delivers it to every channel."""
 
     def __init__(self, store: Store, channels: Sequence[Channel], *, clock: Callable[[], int] = time.time_ns,
-                 min_severity: str = "high", case_changes: bool = True, lease_s: float = 120.0,
+                 min_severity: str = "high", case_changes: bool = True, lease_s: float = 300.0,
                  max_attempts: int = 100) -> None:
         self.store = store
         self.channels = list(channels)

@@ -3,17 +3,22 @@
 Both are real servers on 127.0.0.1 port 0 in a thread. The robot behaves as WeCom's does: HTTP 200
 with errcode 0, and errcode 45009 once 20 messages came within a minute (by the test's clock, so no
 test waits a minute); it can be told to fail the next requests with a 500 or a 45009. The SMTP
-server speaks enough of RFC 5321 for smtplib (EHLO, MAIL, RCPT, DATA, RSET, NOOP, QUIT) and can be
-told to answer 451 to the next messages.
+server speaks enough of RFC 5321 for smtplib (EHLO, STARTTLS, AUTH PLAIN, MAIL, RCPT, DATA, RSET,
+NOOP, QUIT) and can be told to answer 451 to the next messages.
 """
 
 from __future__ import annotations
 
+import base64
+import datetime as dt
 import email
 import email.policy
+import ipaddress
 import json
 import socketserver
+import ssl
 import threading
+from pathlib import Path
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Iterator
@@ -115,6 +120,9 @@ class FakeSmtp:
     messages: list[email.message.EmailMessage] = field(default_factory=list)
     envelopes: list[tuple[str, list[str]]] = field(default_factory=list)
     fail_next: int = 0  # answer 451 to this many MAIL commands
+    tls: ssl.SSLContext | None = None  # offer STARTTLS with this server context
+    credentials: tuple[str, str] | None = None  # demand AUTH PLAIN with these before MAIL
+    logins: list[str] = field(default_factory=list)
     host: str = "127.0.0.1"
     port: int = 0
 
@@ -127,9 +135,15 @@ def serve_smtp(smtp: FakeSmtp) -> Iterator[FakeSmtp]:
         def reply(self, line: str) -> None:
             self.wfile.write(line.encode() + b"\r\n")
 
+        def finish(self) -> None:
+            super().finish()
+            if isinstance(self.request, ssl.SSLSocket):  # socketserver closes only the socket it handed in
+                self.request.close()
+
         def handle(self) -> None:
             self.reply("220 fake.test ESMTP")
             sender, rcpts = "", list[str]()
+            secure, authed = False, smtp.credentials is None
             while True:
                 raw = self.rfile.readline(4096)
                 if not raw:
@@ -137,7 +151,25 @@ def serve_smtp(smtp: FakeSmtp) -> Iterator[FakeSmtp]:
                 line = raw.decode().rstrip("\r\n")
                 verb = line.split(" ", 1)[0].upper()
                 if verb in ("EHLO", "HELO"):
-                    self.reply("250-fake.test\r\n250 8BITMIME")
+                    offers = ["fake.test", "8BITMIME"]
+                    offers += ["STARTTLS"] if smtp.tls is not None and not secure else []
+                    offers += ["AUTH PLAIN"] if smtp.credentials is not None else []
+                    self.reply("\r\n".join(f"250{'-' if i < len(offers) - 1 else ' '}{o}" for i, o in enumerate(offers)))
+                elif verb == "STARTTLS" and smtp.tls is not None and not secure:
+                    self.reply("220 go ahead")
+                    self.request = smtp.tls.wrap_socket(self.request, server_side=True)
+                    self.rfile = self.request.makefile("rb")
+                    self.wfile = self.request.makefile("wb", buffering=0)
+                    secure = True
+                elif verb == "AUTH" and smtp.credentials is not None:
+                    user, password = smtp.credentials
+                    given = base64.b64decode(line.split()[2]).split(b"\0")[1:]
+                    authed = given == [user.encode(), password.encode()]
+                    if authed:
+                        smtp.logins.append(user)
+                    self.reply("235 2.7.0 accepted" if authed else "535 5.7.8 bad credentials")
+                elif verb == "MAIL" and not authed:
+                    self.reply("530 5.7.0 authentication required")
                 elif verb == "MAIL":
                     with lock:
                         refuse = smtp.fail_next > 0
@@ -185,3 +217,29 @@ def serve_smtp(smtp: FakeSmtp) -> Iterator[FakeSmtp]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+def tls_pair(directory: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """A self-signed certificate for 127.0.0.1: the server's context, and a client's that trusts only it."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fake smtp")])
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=1))
+            .not_valid_after(now + dt.timedelta(hours=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+            .sign(key, hashes.SHA256()))
+    pem = cert.public_bytes(serialization.Encoding.PEM)
+    (directory / "cert.pem").write_bytes(pem)
+    (directory / "key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                                         serialization.PrivateFormat.PKCS8,
+                                                         serialization.NoEncryption()))
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(directory / "cert.pem", directory / "key.pem")
+    client = ssl.create_default_context(cadata=pem.decode())
+    return server, client

@@ -34,6 +34,13 @@ def test_one_language_on_request() -> None:
     assert subject == "[Shoumi] 案件 #3 状态变更" and f"{BASE}/cases/3" in body and "安全已确认 → 人事已确认" in body
 
 
+def test_an_opened_case_is_a_new_case() -> None:
+    opened = Notification(channel="email", target="email", kind="case", source_id=1, number=9, to_state="open",
+                          created_at_ns=1, next_attempt_ns=1)
+    assert wecom_markdown([opened], base_url=BASE) == (
+        f"### 新案件 #9 (New case #9)\n> 状态 (State): 已立案 (open)\n[查看案件 (Open the case)]({BASE}/cases/9)")
+
+
 def test_a_digest_of_thousands_fits_in_4096_bytes_and_says_how_many_more() -> None:
     notes = [alert(100_000 + i) for i in range(3000)] + [case(i) for i in range(500)]
     text = wecom_markdown(notes, base_url=BASE)

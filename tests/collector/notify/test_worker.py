@@ -18,7 +18,7 @@ from collector.notify.wecom import WeComRobot
 from collector.notify.worker import NotifyWorker
 from collector.storage import open_store
 
-from tests.collector.notify.fakes import Clock, FakeRobot, FakeSmtp
+from tests.collector.notify.fakes import Clock, FakeRobot, FakeSmtp, serve_smtp, tls_pair
 
 BASE = "https://shoumi.example.com"
 # what must never reach a group chat or an inbox: the person, the file, the machine
@@ -215,3 +215,25 @@ def test_a_case_change_makes_a_message_without_the_person(any_store: Any, clock:
     assert f"{BASE}/cases/{case.id}" in body
     for text in (robot.accepted[0], body, str(smtp.messages[0]["Subject"])):
         assert not [w for w in (*PERSONAL, "sec.li", "leak") if w in text.lower()], text
+
+
+def test_email_over_starttls_with_a_login(any_store: Any, clock: Clock, tmp_path: Path) -> None:
+    server_tls, client_tls = tls_pair(tmp_path)
+    for smtp in serve_smtp(FakeSmtp(tls=server_tls, credentials=("shoumi", "s3cret"))):
+        worker = NotifyWorker(any_store, [SmtpMailer(
+            host=smtp.host, port=smtp.port, sender="shoumi@example.com", recipients=["security@example.com"],
+            base_url=BASE, starttls=True, username="shoumi", password="s3cret", tls_context=client_tls)], clock=clock)
+        [alert_id] = raise_high(any_store, clock)
+        assert worker.run_once() == 1
+        assert smtp.logins == ["shoumi"] and numbers(mails(smtp)) == [alert_id]
+
+
+def test_email_without_starttls_on_a_server_that_demands_a_login_fails_with_the_code(
+        any_store: Any, clock: Clock) -> None:
+    for smtp in serve_smtp(FakeSmtp(credentials=("shoumi", "s3cret"))):
+        worker = NotifyWorker(any_store, [mail_channel(smtp)], clock=clock)
+        raise_high(any_store, clock)
+        assert worker.run_once() == 0
+        with any_store.read() as tx:
+            [row] = tx.list_notifications(cursor=None, limit=5).items
+        assert (row.status, row.last_error) == ("failed", "SMTP 530")
