@@ -21,6 +21,8 @@ from fastapi.staticfiles import StaticFiles
 from collector.alerts import pages as alerts_pages
 from collector.alerts import views as alerts_views
 from collector.audit import views as audit_views
+from collector.cases import pages as cases_pages
+from collector.cases import views as cases_views
 from collector.detection.service import DetectionStage
 from collector.enrollment.service import EnrollmentService
 from collector.events import views as events_views
@@ -129,7 +131,7 @@ def create_app(*, store: Store, people: PeopleService, enrollment: EnrollmentSer
         return page
 
     app.mount("/static", StaticFiles(directory=str(Path(__file__).parent / "static")), name="static")
-    for feature in (events_views, alerts_views, fleet_views, audit_views, people_views):
+    for feature in (events_views, alerts_views, fleet_views, audit_views, people_views, cases_views, cases_pages):
         app.include_router(feature.router)
     app.include_router(notify_views.router)  # GET /api/v1/notifications
     app.include_router(alerts_pages.router)  # /alerts, /alerts/{id} and their forms
