@@ -2,8 +2,8 @@
 
     shoumi-collector serve --data-dir DIR --grpc-listen HOST:PORT --http-listen HOST:PORT
     shoumi-collector enroll-token create --data-dir DIR
-    shoumi-collector user create --data-dir DIR --username U --role ROLE [--password-stdin]
-    shoumi-collector api-token create --data-dir DIR --username U
+    shoumi-collector user create|list|disable|enable|passwd --data-dir DIR ...   (collector/people/cli.py)
+    shoumi-collector api-token create|list|revoke --data-dir DIR --username U ...
     shoumi-collector verify --data-dir DIR [--database-url URL] [--tree-public-key HEX] [--jobs N]
     shoumi-collector legal-hold place|release|list --data-dir DIR ...  (collector/retention/cli.py)
     shoumi-collector rules check FILE          (exit 0: valid, the rules in force; 2: FILE:LINE: KEY: message)
@@ -172,39 +172,6 @@ def _cmd_enroll_token(settings: CollectorSettings, args: argparse.Namespace) -> 
     return 0
 
 
-def _cmd_user_create(settings: CollectorSettings, args: argparse.Namespace) -> int:
-    from collector.people.service import PeopleService
-    from collector.storage import open_store
-
-    password = None
-    if args.password_stdin:
-        password = sys.stdin.readline().rstrip("\r\n")
-    store = open_store(settings.store_location())
-    try:
-        people = PeopleService(session_ttl_ns=int(settings.session_hours * 3600e9))
-        with store.transaction() as tx:
-            user = people.create_user(tx=tx, username=args.username, role=args.role, password=password, actor=_actor())
-    finally:
-        store.close()
-    print(f"created user {user.username} with role {user.role}", file=sys.stderr)
-    return 0
-
-
-def _cmd_api_token(settings: CollectorSettings, args: argparse.Namespace) -> int:
-    from collector.people.service import PeopleService
-    from collector.storage import open_store
-
-    store = open_store(settings.store_location())
-    try:
-        people = PeopleService(session_ttl_ns=int(settings.session_hours * 3600e9))
-        with store.transaction() as tx:
-            token = people.create_api_token(tx=tx, username=args.username, actor=_actor())
-        print(token)
-    finally:
-        store.close()
-    return 0
-
-
 def _cmd_agent(settings: CollectorSettings, args: argparse.Namespace) -> int:
     import time
 
@@ -312,13 +279,8 @@ def _parser() -> argparse.ArgumentParser:
     store_args(token_revoke)
     token_revoke.add_argument("token")
 
-    user = sub.add_parser("user", help="people who use the UI and API")
-    user_sub = user.add_subparsers(dest="action", required=True)
-    create = user_sub.add_parser("create", help="create a user")
-    store_args(create)
-    create.add_argument("--username", required=True)
-    create.add_argument("--role", required=True, help="it_admin, security_analyst, hr or auditor")
-    create.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    from collector.people.cli import add_people_parsers
+    add_people_parsers(sub, store_args)  # user create|list|disable|enable|passwd, api-token create|list|revoke
 
     agent = sub.add_parser("agent", help="the agent fleet")
     agent_sub = agent.add_subparsers(dest="action", required=True)
@@ -326,12 +288,6 @@ def _parser() -> argparse.ArgumentParser:
     revoke = agent_sub.add_parser("revoke", help="refuse an agent's streams from now on")
     store_args(revoke)
     revoke.add_argument("agent_id")
-
-    api = sub.add_parser("api-token", help="bearer tokens for the API")
-    api_sub = api.add_subparsers(dest="action", required=True)
-    api_create = api_sub.add_parser("create", help="print a new bearer token for a user")
-    store_args(api_create)
-    api_create.add_argument("--username", required=True)
 
     verify = sub.add_parser("verify", help="re-check every signature, chain, event and tree head; exit 1 if tampered")
     store_args(verify)
@@ -369,7 +325,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "enroll-token":
             return _cmd_enroll_token(settings, args)
         if args.command == "user":
-            return _cmd_user_create(settings, args)
+            from collector.people.cli import run_user
+            return run_user(settings, args, _actor())
         if args.command == "agent":
             return _cmd_agent(settings, args)
         if args.command == "verify":
@@ -377,7 +334,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "legal-hold":
             from collector.retention.cli import run_legal_hold
             return run_legal_hold(settings, args, _actor())
-        return _cmd_api_token(settings, args)
+        from collector.people.cli import run_api_token
+        return run_api_token(settings, args, _actor())
     except RulesError as exc:
         print(exc.render(), file=sys.stderr)
     except ValidationError as exc:

@@ -81,7 +81,12 @@ class CollectorSettings(BaseSettings):
     max_message_bytes: int = Field(4 * 1024 * 1024, ge=64 * 1024)
     max_events_per_batch: int = Field(1000, ge=1, le=10000)
     enroll_token_ttl_hours: float = Field(24.0, gt=0)
-    session_hours: float = Field(12.0, gt=0)
+    session_hours: float = Field(12.0, gt=0, description="a session ends this long after sign-in, however used")
+    session_idle_minutes: float = Field(30.0, gt=0, description="...or after this long unused")
+    password_check_slots: int = Field(
+        4, ge=1, le=64, description="argon2 password checks run at once (64 MiB each); more sign-ins wait")
+    password_check_wait_seconds: float = Field(
+        2.0, gt=0, le=30, description="a sign-in waits this long for a slot, then gets 503 busy, retry")
     ingest_workers: int = Field(4, ge=1, le=64, description="threads that verify and store batches")
     max_streams_per_agent: int = Field(4, ge=1, le=64, description="streams one agent certificate may hold at once")
     enroll_timeout_seconds: float = Field(10.0, gt=0, description="an enrollment call that sends nothing is ended")

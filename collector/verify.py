@@ -24,6 +24,10 @@ time (``TreeArea.chain_batches`` and ``chain_event_rows``, keyset pages on the u
    as, so a batch deleted, swapped or rewritten after signing is named even if the rest agrees.
 5. **Retention**: every pruned batch was pruned by a recorded retention run, was received before
    that run's cutoff, and the runs' counts agree with the batches marked pruned.
+6. **Audit log**: in id order every row names the previous row's hash (the first names the
+   genesis hash), its row_hash is the hash of its own columns, and the recorded head names the
+   last row; the first broken row is named (``audit.chain``, ``audit.row``, ``audit.head``) and the
+   walk stops there, since every later row is suspect with it.
 
 What needs row order is read apart, in row order, as light positions (``batch_positions``,
 ``event_positions``: row id, agent, epoch, seq): a batch stored after one it comes before
@@ -92,6 +96,7 @@ from shoumi import batch as chain
 from shoumi.batch import ChainHead
 from shoumi.v1 import events_pb2
 
+from collector.audit.models import GENESIS, audit_row_hash, canonical_details
 from collector.domain.evidence import BatchRow, EventRow, SignedTreeHead, TreeLeaf, batch_leaf_hash, key_id, tree_head_signature_ok
 from collector.domain.merkle import HASH_SIZE, TreeBuilder, consistency_proof, verify_consistency
 from collector.events.models import StoredEvent
@@ -155,6 +160,7 @@ class VerifyReport:
     tree_key_id: bytes | None = None
     pruned_batches: int = 0
     retention_runs: list[int] = field(default_factory=list)  # ids of the runs that pruned them
+    audit_rows: int = 0
 
     @property
     def ok(self) -> bool:
@@ -169,7 +175,7 @@ class VerifyReport:
             pruned = f" ({self.pruned_batches} pruned by retention runs {runs})"
         lines = [
             f"checked {self.batches} batches{pruned}, {self.events} events, {self.agents} agents, "
-            f"{self.tree_heads} signed tree heads over {self.tree_leaves} leaves",
+            f"{self.tree_heads} signed tree heads over {self.tree_leaves} leaves, {self.audit_rows} audit rows",
         ]
         if self.tree_key_id is not None:
             lines.append(f"tree heads checked under key id {self.tree_key_id.hex()}")
@@ -709,6 +715,8 @@ class _Verifier:
         self.check_event_order(tx, unmatched)
         report.findings.extend(self.tree_findings)
         self.merge_retention(ctx, results)
+        report.audit_rows, audit_findings = audit_chain_findings(tx)
+        report.findings.extend(audit_findings)
         return report
 
     def check_batch_order(self, tx: Transaction, skip: set[int]) -> None:
@@ -796,6 +804,42 @@ class _Verifier:
                 f"{report.pruned_batches} batch(es) pruned by retention ({events} events deleted by runs "
                 f"{', '.join(f'#{r}' for r in sorted(used)) or 'none'}): checked by their kept hashes, chain links and "
                 "tree leaves; their contents are gone by design")
+
+
+def audit_chain_findings(tx: Transaction) -> tuple[int, list[Finding]]:
+    """Walks the audit log's hash chain in id order; returns the rows checked and the first break, if any."""
+    prev, last_id, count = GENESIS, 0, 0
+    after = 0
+    while True:
+        page = tx.audit_rows(after_id=after, limit=_PAGE)
+        for row in page:
+            count += 1
+            if row.prev_hash != prev:
+                before = f"row {last_id}" if last_id else "the start of the log"
+                return count, [Finding("audit.chain", "audit_log", f"prev_hash does not name the hash of {before}: a row "
+                                       "before it was removed, inserted or changed", row_id=row.id, column="prev_hash")]
+            try:
+                details = json.loads(row.details)
+                if not isinstance(details, dict):
+                    raise ValueError("not an object")
+                expected = audit_row_hash(row.prev_hash, row.at_ns, row.actor, row.action, row.target,
+                                          canonical_details(details))
+            except (TypeError, ValueError):
+                return count, [Finding("audit.row", "audit_log", "details are not a JSON object: changed after writing",
+                                       row_id=row.id, column="details")]
+            if expected != row.row_hash:
+                return count, [Finding("audit.row", "audit_log", "row_hash does not match the row's columns (at_ns, actor, "
+                                       "action, target, details): changed after it was written", row_id=row.id)]
+            prev, last_id = row.row_hash, row.id
+        if len(page) < _PAGE:
+            break
+        after = page[-1].id
+    head = tx.audit_head()
+    if (head is None and count) or (head is not None and (head.last_id, head.last_hash, head.count) != (last_id, prev, count)):
+        named = "no row" if head is None else f"row {head.last_id} of {head.count}"
+        return count, [Finding("audit.head", "audit_head", f"the chain ends at row {last_id} after {count} rows, but the "
+                               f"recorded head names {named}: rows at the end were removed", row_id=last_id or None)]
+    return count, []
 
 
 # parallel walks: each worker process opens its own store and walks whole agents ---------------

@@ -81,7 +81,10 @@ def build_services(settings: CollectorSettings, store: Store | None = None) -> B
     enrollment = EnrollmentService(token_ttl_ns=int(settings.enroll_token_ttl_hours * 3600e9),
                                    ca=None if settings.insecure_dev else ca,
                                    cert_lifetime=dt.timedelta(days=settings.client_cert_days))
-    people = PeopleService(session_ttl_ns=int(settings.session_hours * 3600e9))
+    people = PeopleService(session_ttl_ns=int(settings.session_hours * 3600e9),
+                           session_idle_ns=int(settings.session_idle_minutes * 60e9),
+                           concurrent_password_checks=settings.password_check_slots,
+                           password_check_wait_s=settings.password_check_wait_seconds)
     servers = GrpcServers(
         ingest=ingest, enrollment=enrollment, store=store, listen=settings.grpc_listen,
         enroll_listen=settings.enroll_listen, tls=tls,

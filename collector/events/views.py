@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query
 
 from shoumi.kinds import EVENT_KINDS
 
@@ -35,7 +35,6 @@ def event_json(e: StoredEvent) -> dict[str, Any]:
 
 @router.get("/events")
 def list_events(
-    request: Request,
     agent_id: str | None = Query(None, max_length=64),
     kind: str | None = Query(None, max_length=32),
     since: str | None = Query(None, max_length=64, description="RFC 3339 time, inclusive"),
@@ -57,6 +56,8 @@ def list_events(
     flt = EventFilter(agent_id=agent_id, kind=kind, since_ns=since_ns, user=user)
     with svc.store.transaction() as tx:
         page = tx.list_events(flt, cursor=cursor_value(cursor), limit=limit)
+        # the validated filter, not the raw query: bounded, and nothing the caller made up
+        asked = {"agent_id": agent_id, "kind": kind, "since": since, "user": user}
         tx.append_audit(AuditEntry(time.time_ns(), who.username, "events.list", "events",
-                                   {k: v for k, v in dict(request.query_params).items() if k != "cursor"}))
+                                   {k: v[:128] for k, v in asked.items() if v is not None}))
     return page_json([event_json(e) for e in page.items], page.next_cursor)
