@@ -13,7 +13,7 @@ from typing import Protocol, Sequence
 from collector.notify.models import SEVERITY_RANK, Attempt, Notification, NotifyStatus
 from collector.storage.base import CaseArea, NotifyArea
 
-__all__ = ["Target", "collect", "plan", "claim_deliveries", "finish_delivery", "backoff_ns", "MINUTE_NS"]
+__all__ = ["Target", "collect_alerts", "collect_case_changes", "plan", "claim_deliveries", "finish_delivery", "backoff_ns", "MINUTE_NS"]
 
 MINUTE_NS = 60 * 1_000_000_000
 _SECOND = 1_000_000_000
@@ -32,31 +32,32 @@ class _CollectTx(NotifyArea, CaseArea, Protocol):
     """What turning alerts and case changes into outbox rows needs."""
 
 
-def collect(*, tx: _CollectTx, targets: Sequence[Target], now_ns: int, min_severity: str = "high",
-            case_changes: bool = True, chunk: int = 500) -> int:
-    """Turns alerts and case changes stored since the last positions into outbox rows, one per target,
-    and moves the positions, all in the caller's transaction; returns how many rows it added."""
+# Alerts and case changes are collected in separate transactions: on PostgreSQL each read takes a
+# SHARE lock on its table, and holding both at once could deadlock with a request that writes both.
+def collect_alerts(*, tx: NotifyArea, targets: Sequence[Target], now_ns: int, min_severity: str = "high",
+                   chunk: int = 500) -> int:
+    """Turns alerts stored since the last position into outbox rows, one per target, and moves the
+    position, in the caller's transaction; returns how many rows it added."""
     least = SEVERITY_RANK[min_severity]
-    rows: list[Notification] = []
-    position = tx.notify_position("alerts")
-    found = tx.alerts_after(after_id=position, limit=chunk)
-    for a in found:
-        if SEVERITY_RANK.get(a.severity, -1) >= least:
-            rows += [Notification(channel=t.channel, target=t.key, kind="alert", source_id=a.id, number=a.id,
-                                  rule=a.rule, severity=a.severity, created_at_ns=now_ns, next_attempt_ns=now_ns)
-                     for t in targets]
+    found = tx.alerts_after(after_id=tx.notify_position("alerts"), limit=chunk)
+    rows = [Notification(channel=t.channel, target=t.key, kind="alert", source_id=a.id, number=a.id, rule=a.rule,
+                         severity=a.severity, created_at_ns=now_ns, next_attempt_ns=now_ns)
+            for a in found if SEVERITY_RANK.get(a.severity, -1) >= least for t in targets]
     if found:
         tx.set_notify_position(source="alerts", after_id=found[-1].id)
-    if case_changes:
-        tx.case_history_settled()
-        position = tx.notify_position("case_changes")
-        changes = tx.case_changes_after(after_id=position, limit=chunk)
-        for c in changes:
-            rows += [Notification(channel=t.channel, target=t.key, kind="case", source_id=c.id, number=c.case_id,
-                                  from_state=c.from_state or "", to_state=c.to_state, created_at_ns=now_ns,
-                                  next_attempt_ns=now_ns) for t in targets]
-        if changes:
-            tx.set_notify_position(source="case_changes", after_id=changes[-1].id)
+    return tx.add_notifications(rows)
+
+
+def collect_case_changes(*, tx: _CollectTx, targets: Sequence[Target], now_ns: int, chunk: int = 500) -> int:
+    """Turns case state changes stored since the last position into outbox rows, one per target, and
+    moves the position, in the caller's transaction; returns how many rows it added."""
+    tx.case_history_settled()
+    changes = tx.case_changes_after(after_id=tx.notify_position("case_changes"), limit=chunk)
+    rows = [Notification(channel=t.channel, target=t.key, kind="case", source_id=c.id, number=c.case_id,
+                         from_state=c.from_state or "", to_state=c.to_state, created_at_ns=now_ns,
+                         next_attempt_ns=now_ns) for c in changes for t in targets]
+    if changes:
+        tx.set_notify_position(source="case_changes", after_id=changes[-1].id)
     return tx.add_notifications(rows)
 
 

@@ -2,8 +2,9 @@
 
 Like detection, it reads the stored stream of what happened (alerts, case changes) from recorded
 positions, never inside the transactions that raise alerts or move cases, so a robot that is slow or
-down delays nothing else. Each run: one write transaction turns what is new into outbox rows and
-moves the positions (collector/notify/service.py ``collect``); then per target one transaction leases
+down delays nothing else. Each run: a write transaction per source (alerts, case changes) turns
+what is new into outbox rows and moves that source's position (collector/notify/service.py
+``collect_alerts``, ``collect_case_changes``); then per target one transaction leases
 the due rows as the messages the target's sliding minute has room for, the messages are sent with
 no transaction open, and one transaction per message records the result. On PostgreSQL one
 collector at a time plans (an advisory lock) and the window is in the database, so several
@@ -19,7 +20,7 @@ from typing import Callable, Protocol, Sequence
 
 from collector.notify.mail import SmtpMailer
 from collector.notify.models import Attempt, Notification
-from collector.notify.service import Target, claim_deliveries, collect, finish_delivery
+from collector.notify.service import Target, claim_deliveries, collect_alerts, collect_case_changes, finish_delivery
 from collector.notify.wecom import WeComRobot
 from collector.settings import NotifySettings
 from collector.storage.base import Store
@@ -62,11 +63,16 @@ class NotifyWorker:
 
     def collect(self) -> int:
         """Turns what is new into outbox rows; returns how many."""
+        added = 0
         with self.store.transaction() as tx:
             if not tx.claim_notify():
                 return 0
-            added = collect(tx=tx, targets=self.targets(), now_ns=self.clock(), min_severity=self.min_severity,
-                            case_changes=self.case_changes)
+            added += collect_alerts(tx=tx, targets=self.targets(), now_ns=self.clock(), min_severity=self.min_severity)
+        if self.case_changes:
+            with self.store.transaction() as tx:
+                if not tx.claim_notify():
+                    return added
+                added += collect_case_changes(tx=tx, targets=self.targets(), now_ns=self.clock())
         self.counters["notifications.queued"] += added
         return added
 

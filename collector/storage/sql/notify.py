@@ -5,6 +5,8 @@ BEGIN IMMEDIATE lets one writer at a time, so ids commit in order; on PostgreSQL
 handed out before commit, so ``alerts_after`` first takes a SHARE lock on the table, which waits for
 every insert in flight (and holds new ones back for the few milliseconds the read takes). The same
 holds for case history, read by ``case_history_settled`` before the cases area's ``case_changes_after``.
+The two are read in separate transactions (never both locks at once: a request writing both tables
+could otherwise deadlock with the reader).
 """
 
 from __future__ import annotations
