@@ -144,6 +144,9 @@ sa.Index("ix_alerts_assignee_id", alerts.c.assignee, alerts.c.id)
 sa.Index("ix_alerts_created", alerts.c.created_at_ns)
 sa.Index("ix_alerts_severity_id", alerts.c.severity_rank, alerts.c.id)
 sa.Index("ix_alerts_evidence_id", alerts.c.evidence_count, alerts.c.id)
+# the queue's usual view, open alerts most severe (or with most evidence) first, read in index order
+sa.Index("ix_alerts_status_severity_id", alerts.c.status, alerts.c.severity_rank, alerts.c.id)
+sa.Index("ix_alerts_status_evidence_id", alerts.c.status, alerts.c.evidence_count, alerts.c.id)
 # an alert's evidence events are found by their id (0008): the detail page's timeline
 sa.Index("ix_events_event_id", events.c.event_id)
 saved_filters = sa.Table(

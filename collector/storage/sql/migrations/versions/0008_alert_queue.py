@@ -31,7 +31,9 @@ def upgrade() -> None:
     for name, columns in (("ix_alerts_status_id", ["status", "id"]), ("ix_alerts_user_id", ["user_name", "id"]),
                           ("ix_alerts_agent_id", ["agent_id", "id"]), ("ix_alerts_assignee_id", ["assignee", "id"]),
                           ("ix_alerts_created", ["created_at_ns"]), ("ix_alerts_severity_id", ["severity_rank", "id"]),
-                          ("ix_alerts_evidence_id", ["evidence_count", "id"])):
+                          ("ix_alerts_evidence_id", ["evidence_count", "id"]),
+                          ("ix_alerts_status_severity_id", ["status", "severity_rank", "id"]),
+                          ("ix_alerts_status_evidence_id", ["status", "evidence_count", "id"])):
         op.create_index(name, "alerts", columns)
     op.create_index("ix_events_event_id", "events", ["event_id"])
     op.create_table(
