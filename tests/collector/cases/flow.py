@@ -15,8 +15,9 @@ def ok(reply: Any, status: int = 200) -> Any:
     return reply.json()
 
 
-def open_case(w: World, who: str = "ana", alerts: list[int] | None = None) -> int:
-    body = {"alert_ids": alerts if alerts is not None else w.alerts[:2], "title": "将设计图纸复制到个人网盘并外传"}
+def open_case(w: World, who: str = "ana", alerts: list[int] | None = None,
+              title: str = "将设计图纸复制到个人网盘并外传") -> int:
+    body = {"alert_ids": alerts if alerts is not None else w.alerts[:2], "title": title}
     return int(ok(w.api(who, "POST", "/api/v1/cases", json=body), 201)["id"])
 
 
