@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["CollectorSettings", "DetectionSettings", "NotifySettings", "parse_listen"]
+__all__ = ["CollectorSettings", "DetectionSettings", "NotifySettings", "CasesSettings", "parse_listen"]
 
 
 class DetectionSettings(BaseModel):
@@ -63,6 +63,30 @@ class NotifySettings(BaseModel):
         """Tells whether anything is to be notified."""
         return bool(self.wecom_webhooks) or (self.smtp_host is not None and bool(self.mail_to))
 
+class CasesSettings(BaseModel):
+    """Cases and their hand-off to the payroll bridge (collector/cases)."""
+
+    max_attachment_bytes: int = Field(10 * 1024 * 1024, ge=1024, le=512 * 1024 * 1024,
+                                      description="a file attached to a case may be this large; bigger: 413")
+    payroll_url: str | None = Field(None, max_length=200, description="the payroll bridge's intake, e.g. "
+                                    "http://127.0.0.1:8090; unset: confirmed cases wait in the outbox")
+    payroll_token_file: Path | None = Field(
+        None, description="a file (0600) holding the collector's own bridge credential, spc_... "
+                          "(shoumi-payroll client create collector); read at start, never logged")
+    payroll_poll_seconds: float = Field(1.0, gt=0, description="how often the outbox is looked at")
+    payroll_backoff_seconds: float = Field(2.0, gt=0, description="the first wait after a failed delivery; doubles")
+    payroll_backoff_max_seconds: float = Field(300.0, gt=0, description="the longest wait between attempts")
+    payroll_schedule_refresh_seconds: float = Field(600.0, gt=0, description="how often a filed case's schedule is read")
+    payroll_timeout_seconds: float = Field(10.0, gt=0, le=120)
+
+    @field_validator("payroll_url")
+    @classmethod
+    def _payroll_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("https://", "http://")):
+            raise ValueError("payroll_url starts with https:// (or http:// on loopback)")
+        return value.rstrip("/") if value else value
+
+
 class CollectorSettings(BaseSettings):
     """Everything the collector process needs to know."""
 
@@ -111,6 +135,7 @@ class CollectorSettings(BaseSettings):
     retention_check_seconds: float = Field(3600.0, gt=0, description="how often retention runs")
     detection: DetectionSettings = DetectionSettings()
     notify: NotifySettings = NotifySettings()
+    cases: CasesSettings = CasesSettings()
     rules_file: Path | None = Field(
         None, description="the detection rules file (TOML, installers/linux/rules.toml.example); unset: defaults")
 

@@ -18,6 +18,8 @@ from collector.enrollment.service import EnrollmentService
 from collector.fleet import service as fleet
 from collector.ingest.grpc_server import GrpcServers, Limits, Listeners, TlsMaterial
 from collector.ingest.service import IngestService
+from collector.cases.handoff import HandoffWorker, build_handoff_worker
+from collector.cases.views import CaseConfig
 from collector.notify.worker import NotifyWorker, build_worker
 from collector.people.service import PeopleService
 from collector.periodic import Periodic
@@ -51,6 +53,7 @@ class Built:
     rules: RuleSet = field(default_factory=RuleSet)  # the detection rules in force (reload_rules replaces them)
     rules_file: Path | None = None
     notifier: NotifyWorker | None = None  # WeCom robots and email (collector/notify); None: none set
+    handoff: HandoffWorker | None = None  # the payroll outbox's worker (collector/cases); None: no bridge set
 
     @property
     def listeners(self) -> Listeners:
@@ -107,10 +110,14 @@ def build_services(settings: CollectorSettings, store: Store | None = None) -> B
     notifier = build_worker(store, settings.notify)
     if notifier is not None:  # started and stopped with the other background jobs
         background.every(settings.notify.interval_seconds, "notify", notifier.run_once)
+    handoff = build_handoff_worker(store, settings.cases)
+    if handoff is not None:  # the payroll outbox (collector/cases), started and stopped with the other jobs
+        background.every(settings.cases.payroll_poll_seconds, "payroll-handoff", handoff.run_once)
     app = create_app(store=store, people=people, enrollment=enrollment, counters=ingest.counters,
                      detection=detection, open_streams=servers.open_streams, spool_depths=ingest.spool_depths)
+    app.state.cases = CaseConfig(max_attachment_bytes=settings.cases.max_attachment_bytes)
     return Built(store, ingest, detection, enrollment, people, signer, background, app, servers, ca,
-                 rules=rules, rules_file=settings.rules_file, notifier=notifier)
+                 rules=rules, rules_file=settings.rules_file, notifier=notifier, handoff=handoff)
 
 
 def detection_rules(settings: CollectorSettings, file_rules: RuleSet | None = None) -> RuleSet:

@@ -30,9 +30,10 @@ import httpx
 
 from collector.cases.models import Handoff, HandoffState, HANDOFF_TRANSITIONS, HistoryEntry
 from collector.cases.service import bridge_case_id
+from collector.settings import CasesSettings
 from collector.storage.base import Store, StoreUnavailable
 
-__all__ = ["BridgeAnswer", "BridgeUnreachable", "PayrollClient", "HandoffWorker", "read_token"]
+__all__ = ["BridgeAnswer", "BridgeUnreachable", "PayrollClient", "HandoffWorker", "read_token", "build_handoff_worker"]
 
 log = logging.getLogger("shoumi.collector.payroll")
 _ACTOR = "system:payroll-handoff"
@@ -174,7 +175,29 @@ class HandoffWorker:
             log.warning("hand-off %s of case %s: answer not recorded (store unavailable)", before.number,
                         before.case_id)
 
+    def close(self) -> None:
+        """Closes the bridge client's connections (after the background jobs stopped)."""
+        self.client.close()
+
     @staticmethod
     def describe(h: Handoff) -> str:
         """One line for logs (never the payload or the credential)."""
         return json.dumps({"case": h.case_id, "handoff": h.number, "state": h.state, "attempts": h.attempts})
+
+
+def build_handoff_worker(store: Store, settings: CasesSettings) -> HandoffWorker | None:
+    """The outbox worker for these settings, or None (said in the log) when no bridge or credential is set."""
+    if settings.payroll_url is None or settings.payroll_token_file is None:
+        log.warning("no payroll bridge configured (cases.payroll_url, cases.payroll_token_file): "
+                    "cases sent to payroll wait in the outbox")
+        return None
+    try:
+        token = read_token(settings.payroll_token_file)
+    except (OSError, ValueError) as exc:
+        log.error("the payroll credential file %s cannot be read (%s): cases sent to payroll wait in the outbox",
+                  settings.payroll_token_file, type(exc).__name__)
+        return None
+    client = PayrollClient(settings.payroll_url, token, timeout_s=settings.payroll_timeout_seconds)
+    return HandoffWorker(store, client, backoff_s=settings.payroll_backoff_seconds,
+                         backoff_max_s=settings.payroll_backoff_max_seconds,
+                         schedule_refresh_s=settings.payroll_schedule_refresh_seconds)

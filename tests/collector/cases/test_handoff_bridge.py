@@ -22,7 +22,7 @@ from payroll_bridge.api import create_app as bridge_app
 from payroll_bridge.ledger import Ledger
 from payroll_bridge.minimum_wage import load_table
 from payroll_bridge.settings import PayrollSettings
-from tests.collector.cases.conftest import World
+from tests.collector.cases.conftest import World, add_alerts
 from tests.collector.cases.flow import ok, step, to_hr_confirmed, hr_records, confirm_security, open_case
 
 
@@ -266,3 +266,45 @@ def test_a_wrong_credential_keeps_the_row_pending_and_never_logs_the_token(
     assert "spc_wrong-token-value" not in caplog.text
     with b.ledger() as ledger:
         assert ledger.intakes() == []
+
+
+def test_wiring_runs_the_worker_with_the_background_jobs_and_stops_it(
+        tmp_path: Path, bridge: tuple[Bridge, Path, dict[str, str]]) -> None:
+    from fastapi.testclient import TestClient
+
+    from collector.people.service import PeopleService
+    from collector.settings import CasesSettings, CollectorSettings
+    from collector.wiring import build_services
+
+    b, token_file, _ = bridge
+    settings = CollectorSettings(
+        data_dir=tmp_path / "data", insecure_dev=True, detection_enabled=False, retention_days=None,
+        cases=CasesSettings(payroll_url=b.url, payroll_token_file=token_file, payroll_poll_seconds=0.05,
+                            max_attachment_bytes=4096))
+    built = build_services(settings)
+    assert built.handoff is not None and built.app.state.cases.max_attachment_bytes == 4096
+    people = PeopleService(session_ttl_ns=3600 * 10**9)
+    tokens = {}
+    with built.store.transaction() as tx:
+        for name, role in (("ana", "security_analyst"), ("hana", "hr"), ("hugo", "hr"), ("aud", "auditor")):
+            people.create_user(tx=tx, username=name, role=role, password="correct horse battery", actor="t")
+            tokens[name] = people.create_api_token(tx=tx, username=name, actor="t")
+    alerts = add_alerts(built.store, first_ns=time.time_ns() - 40 * 86_400 * 10**9)
+    client = TestClient(built.app)
+    w = World(built.store, client, people, tokens, alerts, 0)
+    built.background.start()
+    try:
+        cid = to_hr_confirmed(w)
+        ok(step(w, "hugo", cid, "sent_to_payroll"))
+        deadline = time.monotonic() + 10
+        while _handoffs(w, cid)[0]["state"] == "pending" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _handoffs(w, cid)[0]["state"] == "accepted"
+        big = w.api("ana", "POST", f"/api/v1/cases/{cid}/attachments", files={"file": ("b", b"x" * 5000, "a/b")})
+        assert big.status_code == 413
+    finally:
+        built.background.stop()
+        built.handoff.close()
+        client.close()
+        built.store.close()
+    assert len(_accepted_intakes(b, f"SC-{cid}")) == 1
