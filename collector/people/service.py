@@ -47,8 +47,6 @@ DEFAULT_TOKEN_DAYS = 90
 MAX_TOKEN_DAYS = 365
 _TOUCH_EVERY_NS = 60 * 10**9  # a token's last use is written at most once a minute
 _KEY_NAME = "people.v1"
-# A fixed hash to verify against when the user does not exist, so timing does not tell.
-_DUMMY = PasswordHasher().hash("shoumi-no-such-user")
 
 
 class PeopleError(Exception):
@@ -100,11 +98,13 @@ class PeopleService:
 
     def __init__(self, *, session_ttl_ns: int, clock: Callable[[], int] = time.time_ns,
                  concurrent_password_checks: int = 4, session_idle_ns: int = 30 * 60 * 10**9,
-                 password_check_wait_s: float = 2.0) -> None:
+                 password_check_wait_s: float = 2.0, hasher: PasswordHasher | None = None) -> None:
         self.session_ttl_ns = session_ttl_ns
         self.session_idle_ns = session_idle_ns
         self.clock = clock
-        self.hasher = PasswordHasher()
+        self.hasher = hasher or PasswordHasher()  # argon2id, 64 MiB, as argon2-cffi recommends
+        # a hash to verify against when the user does not exist, with the same cost, so timing does not tell
+        self._dummy = self.hasher.hash("shoumi-no-such-user")
         self.password_check_wait_s = password_check_wait_s
         self.concurrent_password_checks = concurrent_password_checks
         # argon2 takes 64 MiB per check: a flood of sign-ins waits here, a bounded time, instead of exhausting memory
@@ -140,7 +140,7 @@ class PeopleService:
     def _verify(self, password_hash: str | None, password: str) -> bool:
         with self._check_slot():
             try:
-                return bool(self.hasher.verify(password_hash or _DUMMY, password)) and password_hash is not None
+                return bool(self.hasher.verify(password_hash or self._dummy, password)) and password_hash is not None
             except (VerificationError, InvalidHashError):
                 return False
 
