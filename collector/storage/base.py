@@ -386,6 +386,9 @@ class NotifyArea(Protocol):
     def list_notifications(self, *, cursor: int | None, limit: int, status: str | None = None) -> Page:
         """Outbox rows, newest first, after the cursor (a row id)."""
         ...
+    def count_notifications(self) -> dict[tuple[str, str], int]:
+        """Outbox rows by (channel, status)."""
+        ...
     def claim_notify(self) -> bool:
         """Takes the notification lock for this transaction; False if another collector holds it."""
         ...

@@ -776,6 +776,13 @@ class MemoryTransaction:
         items = tuple(found[:limit])
         return Page(items, str(items[-1].id) if len(found) > limit and items else None)
 
+    def count_notifications(self) -> dict[tuple[str, str], int]:
+        """Outbox rows by (channel, status)."""
+        out: dict[tuple[str, str], int] = {}
+        for n in self.s.notifications.values():
+            out[(n.channel, n.status)] = out.get((n.channel, n.status), 0) + 1
+        return out
+
     def claim_notify(self) -> bool:
         """One transaction at a time: always free."""
         return True

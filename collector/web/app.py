@@ -99,12 +99,16 @@ def create_app(*, store: Store, people: PeopleService, enrollment: EnrollmentSer
             with store.read() as tx:
                 by_rule = tx.count_alerts()
                 lag = tx.detection_lag()
+                outbox = tx.count_notifications()
         except StoreUnavailable:
-            by_rule, lag = {}, -1
+            by_rule, lag, outbox = {}, -1, {}
         lines += ["# HELP shoumi_alerts Alerts stored, by rule.", "# TYPE shoumi_alerts gauge"]
         lines += [f'shoumi_alerts{{rule="{rule}"}} {n}' for rule, n in sorted(by_rule.items())]
         lines += ["# HELP shoumi_detection_lag_events Events stored but not yet run through detection (-1: store away).",
                   "# TYPE shoumi_detection_lag_events gauge", f"shoumi_detection_lag_events {lag}"]
+        lines += ["# HELP shoumi_notifications Notification outbox rows, by channel and delivery status.",
+                  "# TYPE shoumi_notifications gauge"]
+        lines += [f'shoumi_notifications{{channel="{c}",status="{s}"}} {n}' for (c, s), n in sorted(outbox.items())]
         if open_streams is not None:
             lines += ["# HELP shoumi_agent_streams Agent streams open on this collector.",
                       "# TYPE shoumi_agent_streams gauge", f"shoumi_agent_streams {open_streams()}"]

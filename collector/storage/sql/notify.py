@@ -137,6 +137,12 @@ class NotifySql:
         items = tuple(_from(r) for r in rows[:limit])
         return Page(items, str(items[-1].id) if len(rows) > limit and items else None)
 
+    def count_notifications(self) -> dict[tuple[str, str], int]:
+        """Outbox rows by (channel, status)."""
+        rows = self._conn.execute(sa.select(notify_outbox.c.channel, notify_outbox.c.status, sa.func.count())
+                                  .group_by(notify_outbox.c.channel, notify_outbox.c.status))
+        return {(r[0], r[1]): int(r[2]) for r in rows}
+
     def claim_notify(self) -> bool:
         """Takes the notification lock for this transaction; False if another collector holds it."""
         if self._dialect != "postgresql":

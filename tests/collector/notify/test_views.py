@@ -64,6 +64,8 @@ def test_the_outbox_shows_each_rows_delivery_and_never_the_webhook_key(
     worker.run_once()
     sent = get(client, tokens["ivan"], "?status=sent").json()["items"]
     assert sorted(r["number"] for r in sent) == ids and all(r["sent_at"] and r["next_attempt_at"] is None for r in sent)
+    metrics = client.get("/metrics", headers={"authorization": f"Bearer {tokens['ivan']}"}).text
+    assert 'shoumi_notifications{channel="wecom",status="sent"} 3' in metrics and robot.key not in metrics
 
 
 @pytest.mark.parametrize("query", ["?status=lost", "?limit=0", "?limit=5000", "?cursor=¹", "?cursor=abc"])

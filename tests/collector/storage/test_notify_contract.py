@@ -81,3 +81,4 @@ def test_the_outbox_lists_newest_first_in_pages_and_by_status(any_store: Any) ->
     assert [n.source_id for n in rest.items] == [3, 2, 1] and rest.next_cursor is None
     assert any_store.list_notifications(cursor=None, limit=10, status="sent").items == ()
     assert any_store.claim_notify() is True
+    assert any_store.count_notifications() == {("wecom", "pending"): 5}
