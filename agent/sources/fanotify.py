@@ -58,6 +58,11 @@ from typing import Callable, Iterable, Literal
 from agent.core.events import FileEvent
 from agent.sources.proc_forks import ForkWatch
 
+try:  # the exec holder in C (agent/sources/_execheld.c), built at install where a compiler exists
+    from agent.sources import _execheld
+except ImportError:  # pragma: no cover - the Python holder does the same, with the GIL
+    _execheld = None  # type: ignore[assignment]
+
 __all__ = [
     "FanotifyError",
     "FanotifyEventMapper",
@@ -205,6 +210,7 @@ class FanotifyReader:
         hold_execs: Iterable[str | os.PathLike[str]] = (),
         max_pending: int = 200_000,
         track_forks: bool = False,
+        native_execs: bool = True,
     ) -> None:
         """``hold_roots``: folders whose files' opens are held (FAN_OPEN_PERM) until the opener is
         looked up, so that even a process that exits at once (cp, cat) is named. Keep them to the
@@ -230,13 +236,18 @@ class FanotifyReader:
 
         ``track_forks``: learn every fork from the kernel (``ForkWatch``), so that a process that
         forks without exec, opens a file and exits before its record is read is named after its
-        parent (``parent`` in its records) instead of by pid alone."""
+        parent (``parent`` in its records) instead of by pid alone.
+
+        ``native_execs``: answer held program starts on a C thread that never takes the GIL
+        (``agent/sources/_execheld.c``, when built), so an exec anywhere on the machine never waits
+        for the interpreter, however busy or low-priority the agent's Python threads are; the
+        notes it takes are applied here, by the same rules, before the records that follow them."""
         self._deliveries: queue.Queue[FanotifyRecord | None] = queue.Queue(maxsize=max_pending)
         self._delivery: threading.Thread | None = None
         self.lost = 0
         self._hold_roots = tuple(os.path.normpath(os.fspath(r)) for r in hold_roots)
         self._hold_execs = tuple(os.path.normpath(os.fspath(r)) for r in hold_execs)
-        self.held_execs = 0
+        self._held_execs = 0
         self.held = 0
         self._stop_requested = False
         self._roots = tuple(os.path.normpath(os.fspath(r)) for r in roots)
@@ -250,6 +261,8 @@ class FanotifyReader:
         self._fd = -1
         self._exec_fd = -1
         self._exec_thread: threading.Thread | None = None
+        self._native_execs = native_execs and _execheld is not None
+        self._holder: _execheld.ExecHolder | None = None  # the C holder, once started; it owns the exec group
         self._cache_lock = threading.Lock()  # the exec thread and the reader share the cache
         self._wake_r = self._wake_w = -1
         self._thread: threading.Thread | None = None
@@ -314,11 +327,15 @@ class FanotifyReader:
         self._stopping.clear()
         self._delivery = threading.Thread(target=self._deliver, name="fanotify-delivery", daemon=True)
         self._delivery.start()
-        self._thread = threading.Thread(target=self._run, name="fanotify-reader", daemon=True)
-        self._thread.start()
-        if self._exec_fd >= 0:
+        if self._exec_fd >= 0 and self._native_execs:
+            holder = _execheld.ExecHolder(self._exec_fd)
+            holder.start()  # from here on it closes the group itself
+            self._holder, self._exec_fd = holder, -1
+        elif self._exec_fd >= 0:
             self._exec_thread = threading.Thread(target=self._run_execs, name="fanotify-execs", daemon=True)
             self._exec_thread.start()
+        self._thread = threading.Thread(target=self._run, name="fanotify-reader", daemon=True)
+        self._thread.start()
 
     def _group(self, flags: int) -> int:
         assert self._libc is not None
@@ -387,6 +404,9 @@ class FanotifyReader:
             pass
         thread.join()
         self._thread = None
+        if self._holder is not None:
+            self._holder.stop()
+            self._take_notes()
         if self._exec_thread is not None:
             self._exec_thread.join()
             self._exec_thread = None
@@ -403,6 +423,26 @@ class FanotifyReader:
             self._forks = None
 
     @property
+    def held_execs(self) -> int:
+        """Program starts held and answered so far."""
+        if self._holder is not None:
+            return int(self._holder.held)
+        return self._held_execs
+
+    @property
+    def exec_notes_lost(self) -> int:
+        """Program starts answered without a note (the C holder's ring was full)."""
+        return int(self._holder.lost) if self._holder is not None else 0
+
+    def _take_notes(self) -> None:
+        """Applies the C holder's notes, oldest first: called before each batch of records."""
+        holder = self._holder
+        if holder is None:
+            return
+        for pid, uid, start, program in holder.drain():
+            self._noted(pid, uid, start, os.fsdecode(program))
+
+    @property
     def forks_lost(self) -> int:
         """How often the fork messages overflowed (forks then unknown), 0 without ``track_forks``."""
         return self._forks.lost if self._forks is not None else 0
@@ -415,12 +455,15 @@ class FanotifyReader:
             forks = self._forks
             if forks is not None:
                 poller.register(forks.fileno(), select.POLLIN)
+            if self._holder is not None:
+                poller.register(self._holder.notify_fd, select.POLLIN)
             while not self._stopping.is_set():
                 ready = poller.poll(self._poll_ms)
                 if self._stopping.is_set():
                     return
                 if forks is not None:
                     forks.drain()  # before the records: a fork is told before its child runs
+                self._take_notes()
                 if any(fd == self._fd for fd, _ in ready):
                     self._drain(self._fd)
                     if self._batch_wait > 0 and not self._hold_roots:
@@ -471,6 +514,8 @@ class FanotifyReader:
                 continue
             if not buf:
                 return
+            if group == self._fd:
+                self._take_notes()  # each exec noted before its process's records were queued
             self._parse(buf, group)
 
     def _parse(self, buf: bytes, group: int) -> None:
@@ -496,7 +541,7 @@ class FanotifyReader:
                 if pid not in self._ignore:
                     if mask & FAN_OPEN_EXEC_PERM:
                         self._note_exec(pid, fd)
-                        self.held_execs += 1
+                        self._held_execs += 1
                     else:
                         self._identify(pid, checked)
                         self.held += 1
@@ -576,6 +621,9 @@ class FanotifyReader:
         start = _start_time(pid)
         if uid < 0 or start < 0:
             return
+        self._noted(pid, uid, start, program)
+
+    def _noted(self, pid: int, uid: int, start: int, program: str) -> None:
         name = os.path.basename(program)
         with self._cache_lock:
             noted = self._processes.get(pid)

@@ -361,9 +361,11 @@ def test_held_opens_name_processes_that_exit_at_once(watched: Path) -> None:
 
 
 @_with_root
-def test_held_execs_name_processes_that_exit_at_once_without_holding_opens(watched: Path) -> None:
+@pytest.mark.parametrize("native", [True, False], ids=["c-holder", "python-holder"])
+def test_held_execs_name_processes_that_exit_at_once_without_holding_opens(watched: Path, native: bool) -> None:
     """The agent's way: program starts are held, opens are not; a `head -c1` that is long gone
-    when its records are read is still named, from what was noted when it started."""
+    when its records are read is still named, from what was noted when it started (by the C
+    holder, which never waits for the GIL, or by the Python one where it is not built)."""
     small = watched / "Contracts" / "small.txt"
     small.write_bytes(b"confidential\n")
     records = Records()
@@ -375,7 +377,8 @@ def test_held_execs_name_processes_that_exit_at_once_without_holding_opens(watch
             time.sleep(1.5)
         records.add(record)
 
-    r = FanotifyReader([watched], busy_reader, marks="directory", hold_execs=["/", str(watched)])
+    r = FanotifyReader([watched], busy_reader, marks="directory", hold_execs=["/", str(watched)],
+                       native_execs=native)
     r.start()
     try:
         subprocess.run(["cat", str(watched / "Contracts" / "nda.pdf")], stdout=subprocess.DEVNULL, check=True)
