@@ -661,6 +661,7 @@ class Sampler(threading.Thread):
         super().__init__(daemon=True)
         self.proc = psutil.Process(pid)
         self.samples: list[tuple[float, float, int, int]] = []  # (t, cpu s, rss, threads)
+        self.worker_cpu: list[tuple[float, float]] = []  # (t, cpu s of the collector's child processes)
         self._halt = threading.Event()
 
     def run(self) -> None:
@@ -668,8 +669,16 @@ class Sampler(threading.Thread):
             try:
                 with self.proc.oneshot():
                     c = self.proc.cpu_times()
-                    self.samples.append((time.monotonic(), c.user + c.system, self.proc.memory_info().rss,
-                                         self.proc.num_threads()))
+                    sample = (time.monotonic(), c.user + c.system, self.proc.memory_info().rss, self.proc.num_threads())
+                self.samples.append(sample)
+                workers = 0.0
+                for child in self.proc.children(recursive=True):  # the detection worker
+                    try:
+                        w = child.cpu_times()
+                        workers += w.user + w.system
+                    except Exception:  # noqa: BLE001 - it may have ended
+                        pass
+                self.worker_cpu.append((sample[0], workers))
             except Exception:  # noqa: BLE001 - the collector may be gone
                 return
             self._halt.wait(0.25)
@@ -681,9 +690,11 @@ class Sampler(threading.Thread):
     def window(self, t0: float, t1: float) -> dict[str, float]:
         inside = [s for s in self.samples if t0 <= s[0] <= t1]
         if len(inside) < 2:
-            return {"cpu_pct": float("nan"), "rss_mb": float("nan"), "threads": 0}
+            return {"cpu_pct": float("nan"), "worker_cpu_pct": float("nan"), "rss_mb": float("nan"), "threads": 0}
         a, b = inside[0], inside[-1]
-        return {"cpu_pct": round(100 * (b[1] - a[1]) / (b[0] - a[0]), 1),
+        kids = [s for s in self.worker_cpu if t0 <= s[0] <= t1]
+        worker = round(100 * (kids[-1][1] - kids[0][1]) / (kids[-1][0] - kids[0][0]), 1) if len(kids) > 1 else 0.0
+        return {"cpu_pct": round(100 * (b[1] - a[1]) / (b[0] - a[0]), 1), "worker_cpu_pct": worker,
                 "rss_mb": round(max(s[2] for s in inside) / 2**20, 1), "threads": max(s[3] for s in inside)}
 
 
@@ -828,7 +839,8 @@ class PyspyRecorder:
             self.prefix = None
             return
         self.proc = subprocess.Popen([exe, "record", "--pid", str(pid), "--duration", str(max(1, int(seconds))),
-                                      "--rate", "100", "--format", "raw", "--output", str(self.raw), "--nonblocking"],
+                                      "--rate", "100", "--format", "raw", "--output", str(self.raw), "--nonblocking",
+                                      *(["--gil"] if os.environ.get("BENCH_PYSPY_GIL") else [])],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
     def finish(self) -> list[str]:
@@ -1088,7 +1100,7 @@ def run_store_phase(ctx: Any, target: Target, tokens: list[str], args: argparse.
         "p50_ack_ms": round(pct(lat, 0.50) * 1000, 1), "p99_ack_ms": round(pct(lat, 0.99) * 1000, 1),
         "max_ack_ms": round(max(lat, default=float("nan")) * 1000, 1), "batches_acked": len(lat),
         "collector_cpu_pct": window["cpu_pct"], "collector_rss_mb": window["rss_mb"],
-        "collector_threads": window["threads"], "client_cpu_pct": round(client_cpu, 1),
+        "detection_worker_cpu_pct": window["worker_cpu_pct"], "collector_threads": window["threads"], "client_cpu_pct": round(client_cpu, 1),
         "client_procs": len(procs), "streams_held": sum(1 for o in outcomes if o.acks and not o.error),
         "stream_errors": dict(errors), "ran_out": sum(o.ran_out for o in outcomes),
         "in_flight_max_events": len(tokens) * args.window * B, "window_s": round(end - t0, 1),
@@ -1228,7 +1240,8 @@ def main() -> int:
     parser.add_argument("--enroll-concurrency", type=int, default=16, help="enrollments in flight per idle process")
     parser.add_argument("--attempts", type=int, default=4, help="stream openings per idle agent before it gives up")
     parser.add_argument("--connect-concurrency", type=int, default=64, help="stream openings in flight per process")
-    parser.add_argument("--profile", metavar="PREFIX", help="py-spy the collector during the timed window")
+    parser.add_argument("--profile", metavar="PREFIX", help="py-spy the collector during the timed window "
+                        "(BENCH_PYSPY_GIL=1: only threads holding the GIL, i.e. where its CPU goes)")
     parser.add_argument("--summarize", metavar="RAW", help="only print the summary of a py-spy raw profile")
     parser.add_argument("--top", type=int, default=22, help="functions listed in the profile summary")
     parser.add_argument("--keep", action="store_true", help="keep the data directory and logs")
@@ -1336,7 +1349,8 @@ def main() -> int:
               f"not yet looked at when it ended; caught up "
               f"{f'{caught} s after it' if caught is not None else f'NOT within {args.detection_wait:g} s'}")
     print(f"  collector: {figures['collector_cpu_pct']} % of a core, RSS {figures['collector_rss_mb']} MB, "
-          f"{figures['collector_threads']} threads; clients: {figures['client_cpu_pct']} % of a core in "
+          f"{figures['collector_threads']} threads; its detection worker process {figures['detection_worker_cpu_pct']} % "
+          f"of a core; clients: {figures['client_cpu_pct']} % of a core in "
           f"{figures['client_procs']} processes")
     print(f"  alerts raised: {alerts or 'none'}; stream errors: {figures['stream_errors'] or 'none'}"
           f"{'; ' + str(figures['ran_out']) + ' agents ran out of pre-built batches (rate is a lower bound)' if figures['ran_out'] else ''}")
@@ -1368,6 +1382,7 @@ def main() -> int:
         "events_per_s": eps, "raw_insert_per_s": round(raw), "ratio": ratio, "p99_ack_ms": p99, "streams": streams,
         "backend": args.backend, "events_per_batch": args.events_per_batch, "agents": args.agents,
         "window": args.window, "p50_ack_ms": figures["p50_ack_ms"], "collector_cpu_pct": figures["collector_cpu_pct"],
+        "detection_worker_cpu_pct": figures["detection_worker_cpu_pct"],
         "collector_rss_mb": figures["collector_rss_mb"], "client_cpu_pct": figures["client_cpu_pct"],
         "acked": figures["acked"], "stored_rows": figures["stored_rows"], "alerts": alerts,
         "detected_per_s": figures["detected_per_s"], "detection_lag_events_at_end": figures["detection_lag_events_at_end"],

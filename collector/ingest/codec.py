@@ -3,13 +3,16 @@
 The per-event fields come from ``EVENT_FIELDS``; attributes (a protobuf Struct) become plain JSON
 values exactly as ``json_format.MessageToDict`` would make them (numbers as floats), without its
 per-message reflection cost. NaN and infinity are refused: they are not JSON and not storable.
+Each event's attributes also carry their stored text (``Attributes.text``: sorted keys, as the SQL
+store writes them), made here, where batches are decoded in parallel, not in the committer.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import operator
-from typing import Any
+from typing import Any, Callable
 
 from google.protobuf import struct_pb2
 from google.protobuf.message import DecodeError
@@ -20,11 +23,35 @@ from shoumi.v1 import events_pb2
 
 from collector.events.models import EVENT_FIELDS, StoredEvent
 
-__all__ = ["EVENT_KINDS", "decode_batch", "decode_events", "struct_to_plain"]
+__all__ = ["EVENT_KINDS", "Attributes", "decode_batch", "decode_events", "struct_to_plain"]
 
 # One C-level call reads every scalar field of an Event, in StoredEvent's order (attributes are last).
 assert EVENT_FIELDS[-1].name == "attributes"
 _SCALARS = operator.attrgetter(*(f.wire for f in EVENT_FIELDS[:-1]))
+
+
+def _encoder() -> Callable[[Any], str]:
+    """json.dumps(value, sort_keys=True, ensure_ascii=False) without making an encoder per call."""
+    from json import encoder as je
+
+    make: Any = getattr(je, "c_make_encoder", None)  # what JSONEncoder.iterencode runs, made once here
+    if make is None:  # pragma: no cover - CPython has the C encoder
+        return json.JSONEncoder(sort_keys=True, ensure_ascii=False).encode
+    fast = make(None, json.JSONEncoder().default, je.encode_basestring, None, ": ", ", ", True, False, True)
+    return lambda value: "".join(fast(value, 0))
+
+
+_TEXT = _encoder()
+
+
+class Attributes(dict[str, Any]):
+    """An event's attributes as plain values, with their stored JSON text made once (``text``)."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        super().__init__(values)
+        self.text = _TEXT(values) if values else "{}"
 
 
 def decode_batch(raw: bytes) -> events_pb2.EventBatch:
@@ -35,13 +62,16 @@ def decode_batch(raw: bytes) -> events_pb2.EventBatch:
         raise MalformedBatch(f"undecodable batch ({len(raw)} bytes): {exc}") from exc
 
 
+_finite = math.isfinite
+
+
 def _value(v: struct_pb2.Value) -> Any:
     which = v.WhichOneof("kind")
     if which == "string_value":
         return v.string_value
     if which == "number_value":
         n = v.number_value
-        if math.isnan(n) or math.isinf(n):
+        if not _finite(n):
             raise ValueError("NaN or infinity in a number")
         return n
     if which == "bool_value":
@@ -55,23 +85,25 @@ def _value(v: struct_pb2.Value) -> Any:
 
 def struct_to_plain(s: struct_pb2.Struct) -> dict[str, Any]:
     """A Struct as plain JSON values."""
-    return {k: _value(v) for k, v in s.fields.items()}
+    fields = s.fields  # keys, then lookups: the map's items() runs through collections.abc, in Python
+    return {k: _value(fields[k]) for k in fields}
 
 
 def decode_events(batch: events_pb2.EventBatch) -> list[StoredEvent]:
     """Turns a verified batch's events into stored values; raises MalformedBatch on bad fields."""
     out = []
-    agent_id, epoch = batch.agent_id, batch.epoch
+    agent_id, epoch, make, kinds, scalars = batch.agent_id, batch.epoch, StoredEvent._make, EVENT_KINDS, _SCALARS
     for event in batch.events:
-        if event.kind not in EVENT_KINDS:
+        eid = event.id
+        if event.kind not in kinds:
             raise MalformedBatch(f"event seq {event.seq} has unknown kind {event.kind!r}")
-        if not event.id or len(event.id) > 64:
+        if not eid or len(eid) > 64:
             raise MalformedBatch(f"event seq {event.seq} has no usable id")
         if event.time_unix_ns <= 0:
             raise MalformedBatch(f"event seq {event.seq} has no time")
         try:
-            attributes = struct_to_plain(event.attributes) if event.HasField("attributes") else {}
+            attributes = Attributes(struct_to_plain(event.attributes) if event.HasField("attributes") else {})
         except (ValueError, RecursionError) as exc:
             raise MalformedBatch(f"event seq {event.seq} has attributes that are not JSON: {exc}") from exc
-        out.append(StoredEvent._make((agent_id, epoch, *_SCALARS(event), attributes, None)))
+        out.append(make((agent_id, epoch, *scalars(event), attributes, None)))
     return out

@@ -32,7 +32,7 @@ from shoumi.v1 import events_pb2, ingest_pb2
 
 from collector.enrollment.service import EnrollmentError, EnrollmentService
 from collector.ingest.codec import decode_batch
-from collector.ingest.service import AckValue, IngestError, IngestService
+from collector.ingest.service import AckValue, IngestError, IngestService, StreamState
 from collector.pki import agent_id_of
 from collector.storage.base import Store, StoreUnavailable
 
@@ -68,6 +68,8 @@ class Limits:
     max_connection_age_s: float = 900.0
     max_streams_per_agent: int = 4
     workers: int = 4  # threads that verify and store batches
+    stream_window: int = 8  # batches of one stream read ahead of its Acks
+    max_bytes_in_flight: int = 64 * 1024 * 1024  # batches read and not answered yet, over all streams
     enroll_timeout_s: float = 10.0
     max_enroll_calls: int = 2048
     handshake_timeout_s: float = 10.0
@@ -98,14 +100,9 @@ class _Calls:
         """Runs ``fn`` in the pool."""
         return await self._mapped(context, asyncio.get_running_loop().run_in_executor(self.pool, fn))
 
-    async def settle(self, context: grpc.aio.ServicerContext[Any, Any], fn: Callable[[], Future[T]]) -> T:
-        """Runs ``fn`` in the pool and awaits the future it hands back (a batch given to the committer)."""
-
-        async def both() -> T:
-            handed = await asyncio.get_running_loop().run_in_executor(self.pool, fn)
-            return await asyncio.wrap_future(handed)
-
-        return await self._mapped(context, both())
+    async def run_mapped(self, context: grpc.aio.ServicerContext[Any, Any], work: Awaitable[T]) -> T:
+        """Awaits ``work`` (a batch's Ack) and maps its errors to statuses."""
+        return await self._mapped(context, work)
 
     async def _mapped(self, context: grpc.aio.ServicerContext[Any, Any], work: Awaitable[T]) -> T:
         try:
@@ -132,6 +129,8 @@ class _Ingest:
         self.require_certificate = require_certificate
         self.limits = limits
         self.streams: dict[str, int] = {}  # agent id -> open streams; touched only on the loop's thread
+        self.in_flight_bytes = 0  # batches read and not answered yet, over all streams (the loop's thread too)
+        self._freed: asyncio.Event | None = None
 
     def handler(self) -> grpc.GenericRpcHandler:
         return grpc.method_handlers_generic_handler("shoumi.v1.IngestService", {
@@ -149,27 +148,78 @@ class _Ingest:
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
                                 f"agent already holds {self.limits.max_streams_per_agent} streams")
         self.streams[key] = self.streams.get(key, 0) + 1
+        stream = StreamState()
+        ahead: asyncio.Queue[asyncio.Future[AckValue] | None] = asyncio.Queue()
+        window = asyncio.Semaphore(self.limits.stream_window)
+        reader = asyncio.create_task(self._read(requests, peer, stream, ahead, window))
         try:
-            async for raw in requests:
-                ack = await self.calls.settle(context, functools.partial(self._one, raw, peer))
+            while True:
+                pending = await ahead.get()
+                if pending is None:
+                    break
+                ack = await self.calls.run_mapped(context, pending)
+                window.release()
                 yield events_pb2.Ack(agent_id=ack.agent_id, epoch=ack.epoch, acked_seq=ack.acked_seq,
                                      batch_hash=ack.batch_hash)
         finally:
+            reader.cancel()
             left = self.streams.get(key, 1) - 1
             if left:
                 self.streams[key] = left
             else:
                 self.streams.pop(key, None)
 
-    def _one(self, raw: bytes, peer: tuple[str, int] | None) -> Future[AckValue]:
+    async def _read(self, requests: AsyncIterator[bytes], peer: tuple[str, int] | None, stream: StreamState,
+                    ahead: asyncio.Queue[asyncio.Future[AckValue] | None], window: asyncio.Semaphore) -> None:
+        """Reads the stream's batches and hands each to the committer, in order, while the Acks of the
+        earlier ones are still due (at most ``stream_window`` ahead): a stream's next batch is verified
+        while its last one commits, and a commit group holds more than one batch per stream."""
+        loop = asyncio.get_running_loop()
+        try:
+            async for raw in requests:
+                size = len(raw)
+                await self._room(size)
+                try:
+                    handed = await loop.run_in_executor(self.calls.pool, functools.partial(self._one, raw, peer, stream))
+                    done: asyncio.Future[AckValue] = asyncio.wrap_future(handed)
+                except Exception as exc:  # refused before the committer: answered in its turn
+                    done = loop.create_future()
+                    done.set_exception(exc)
+                done.add_done_callback(functools.partial(self._release, size))
+                ahead.put_nowait(done)
+                if stream.refused:
+                    return  # what follows a refused batch cannot be stored; the stream ends with its answer
+                await window.acquire()
+        except Exception as exc:  # the call ended under us (cancelled, connection lost): the responder sees it
+            log.debug("stream of %s ended while reading: %s", peer[0] if peer else "?", exc)
+        finally:
+            ahead.put_nowait(None)
+
+    async def _room(self, size: int) -> None:
+        """Waits while the batches read but not answered yet, over all streams, hold too many bytes."""
+        if self._freed is None:
+            self._freed = asyncio.Event()
+        while self.in_flight_bytes and self.in_flight_bytes + size > self.limits.max_bytes_in_flight:
+            self.service.counters["backpressure.waits"] += 1
+            self._freed.clear()
+            await self._freed.wait()
+        self.in_flight_bytes += size
+
+    def _release(self, size: int, _done: object = None) -> None:
+        self.in_flight_bytes -= size
+        if self._freed is not None:
+            self._freed.set()
+
+    def _one(self, raw: bytes, peer: tuple[str, int] | None, stream: StreamState) -> Future[AckValue]:
         try:
             batch = decode_batch(raw)
         except MalformedBatch as exc:
+            stream.refused = True
             error = IngestError("INVALID_ARGUMENT", "undecodable", f"malformed: {exc}")
             self.service.refused(error, agent_id=peer[0] if peer else "", authenticated_agent=peer[0] if peer else None)
             raise error from exc
         return self.service.submit(batch, authenticated_agent=peer[0] if peer else None,
-                                   certificate_serial=peer[1] if peer else None)
+                                   certificate_serial=peer[1] if peer else None, stream=stream)
 
 
 class _Enrollment:

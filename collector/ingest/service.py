@@ -44,12 +44,12 @@ from collector.ingest.admission import TAMPER_REASONS, Known, Offered, Redeliver
 from collector.ingest.codec import decode_events
 from collector.storage.base import ChainConflict, Store, StoreError, Transaction
 
-__all__ = ["IngestError", "IngestService", "AckValue"]
+__all__ = ["IngestError", "IngestService", "AckValue", "StreamState"]
 
 log = logging.getLogger("shoumi.collector.ingest")
 
 # Refusals that say nothing about the agent: it retries, or it was revoked on purpose.
-_NOT_ALERTED = frozenset({"contention", "revoked_certificate", "revoked_agent", "unknown_agent"})
+_NOT_ALERTED = frozenset({"contention", "revoked_certificate", "revoked_agent", "unknown_agent", "after_refusal"})
 
 
 class IngestError(Exception):
@@ -71,6 +71,17 @@ class AckValue:
     batch_hash: bytes
 
 
+class StreamState:
+    """One agent stream as the committer sees it: once a batch of it is refused, the batches the stream
+    sent after it are answered ABORTED unlooked-at (they follow a batch that is not stored; the agent
+    resends them after it), not refused again one by one."""
+
+    __slots__ = ("refused",)
+
+    def __init__(self) -> None:
+        self.refused = False
+
+
 @dataclass
 class _Offer:
     """A batch whose signature was checked, waiting for the committer."""
@@ -82,6 +93,7 @@ class _Offer:
     stream_agent: str | None
     stream_serial: int | None
     arrived_ns: int = 0  # when the stream handed it over: clock skew is measured here, not after queueing
+    stream: StreamState | None = None
     future: Future[AckValue] = field(default_factory=Future)
     stored: list[StoredEvent] | None = None
 
@@ -107,7 +119,9 @@ class IngestService:
         self.spool_depths: dict[str, int] = {}  # agent id -> events in its spool, as its last heartbeat said
         self.max_group = max_group
         self._offers: queue.SimpleQueue[_Offer | None] = queue.SimpleQueue()
+        self._settles: queue.SimpleQueue[tuple[list[_Offer], list[AckValue | IngestError]] | None] = queue.SimpleQueue()
         self._committer: threading.Thread | None = None
+        self._settler: threading.Thread | None = None
         self._lock = threading.Lock()
 
     def ingest(
@@ -121,13 +135,18 @@ class IngestService:
         return self.submit(batch, authenticated_agent=authenticated_agent, certificate_serial=certificate_serial).result()
 
     def submit(
-        self, batch: events_pb2.EventBatch, *, authenticated_agent: str | None = None, certificate_serial: int | None = None
+        self, batch: events_pb2.EventBatch, *, authenticated_agent: str | None = None, certificate_serial: int | None = None,
+        stream: StreamState | None = None,
     ) -> Future[AckValue]:
         """Checks what needs no store here, then hands the batch to the committer; the future holds
-        the Ack, or the IngestError / StoreUnavailable of its refusal."""
+        the Ack, or the IngestError / StoreUnavailable of its refusal. Batches of one ``stream`` are
+        committed in the order they were submitted."""
         try:
             offer = self._prepare(batch, authenticated_agent, certificate_serial)
+            offer.stream = stream
         except IngestError as exc:
+            if stream is not None:
+                stream.refused = True
             self.refused(exc, agent_id=batch.agent_id[:64], authenticated_agent=authenticated_agent,
                          where=f"epoch={batch.epoch} first_seq={batch.first_seq}")
             failed: Future[AckValue] = Future()
@@ -137,16 +156,23 @@ class IngestService:
             if self._committer is None or not self._committer.is_alive():
                 self._committer = threading.Thread(target=self._commit_loop, name="ingest-committer", daemon=True)
                 self._committer.start()
+            if self._settler is None or not self._settler.is_alive():
+                self._settler = threading.Thread(target=self._settle_loop, name="ingest-settler", daemon=True)
+                self._settler.start()
         self._offers.put(offer)
         return offer.future
 
     def close(self) -> None:
-        """Stores what was offered, then stops the committer."""
+        """Stores what was offered, then stops the committer (and answers what it stored)."""
         with self._lock:
             committer, self._committer = self._committer, None
+            settler, self._settler = self._settler, None
         if committer is not None:
             self._offers.put(None)
             committer.join(30)
+        if settler is not None:
+            self._settles.put(None)
+            settler.join(30)
 
     def refused(self, exc: IngestError, *, agent_id: str, authenticated_agent: str | None, where: str = "") -> None:
         """Counts a refusal and files it, grouped by agent and reason, against the certificate's agent."""
@@ -235,6 +261,8 @@ class IngestService:
                         try:
                             outcomes.append(self._admit_and_store(tx, offer))
                         except IngestError as exc:
+                            if offer.stream is not None:
+                                offer.stream.refused = True
                             outcomes.append(exc)
                 break
             except ChainConflict:
@@ -244,24 +272,37 @@ class IngestService:
                     return
                 if attempt == tries - 1:
                     outcomes = [IngestError("ABORTED", "contention", "the agent's chain kept moving; retry")]
+                    if group[0].stream is not None:
+                        group[0].stream.refused = True
             except (StoreError, Exception) as exc:  # nothing of the group was stored
                 if not isinstance(exc, StoreError):
                     log.exception("ingest of %d batches failed", len(group))
                 for offer in group:
                     offer.future.set_exception(exc)
                 return
-        for offer, outcome in zip(group, outcomes):
-            if isinstance(outcome, IngestError):
-                offer.future.set_exception(outcome)  # settled first: filing the refusal may fail on its own
-                b = offer.batch
-                try:
-                    self.refused(outcome, agent_id=b.agent_id[:64], authenticated_agent=offer.stream_agent,
-                                 where=f"epoch={b.epoch} first_seq={b.first_seq}")
-                except StoreError as exc:
-                    log.warning("could not file the refusal of agent %s: %s", b.agent_id[:64], exc)
-                continue
-            self._count(offer)
-            offer.future.set_result(outcome)
+        # Answering wakes the streams' loop once per batch (and may wait for the GIL each time): the
+        # settler does it, so that the committer goes on to the next group at once.
+        self._settles.put((group, outcomes))
+
+    def _settle_loop(self) -> None:
+        while True:
+            item = self._settles.get()
+            if item is None:
+                return
+            for offer, outcome in zip(*item):
+                if isinstance(outcome, IngestError):
+                    b = offer.batch
+                    try:  # filed before the agent hears of it; a refusal that cannot be filed is still answered
+                        self.refused(outcome, agent_id=b.agent_id[:64], authenticated_agent=offer.stream_agent,
+                                     where=f"epoch={b.epoch} first_seq={b.first_seq}")
+                    except StoreError as exc:
+                        log.warning("could not file the refusal of agent %s: %s", b.agent_id[:64], exc)
+                    except Exception:  # the answer must go out whatever happened
+                        log.exception("filing the refusal of agent %s failed", b.agent_id[:64])
+                    offer.future.set_exception(outcome)
+                    continue
+                self._count(offer)
+                offer.future.set_result(outcome)
 
     def _count(self, offer: _Offer) -> None:
         events = offer.stored
@@ -281,6 +322,8 @@ class IngestService:
         the batch, the agent's liveness and any alert. Raises IngestError before writing anything."""
         batch, offered, stream_agent, stream_serial = offer.batch, offer.offered, offer.stream_agent, offer.stream_serial
         offer.stored = None
+        if offer.stream is not None and offer.stream.refused:
+            raise IngestError("ABORTED", "after_refusal", "an earlier batch of this stream was refused; resend from it")
         known = Known(
             agent=tx.get_agent(batch.agent_id),
             certificate=None if stream_serial is None else tx.certificate_status(serial=stream_serial),

@@ -32,8 +32,14 @@ _SQLITE_INSERT = f"INSERT INTO events ({', '.join(_COLUMNS)}) VALUES ({', '.join
 _PG_COPY = f"COPY events ({', '.join(_COLUMNS)}) FROM STDIN"
 
 
+_ENCODE = json.JSONEncoder(sort_keys=True, ensure_ascii=False).encode
+
+
 def _json(value: Any) -> str:
-    return json.dumps(dict(value), sort_keys=True, ensure_ascii=False) if value else "{}"
+    text = getattr(value, "text", None)  # made once where the batch was decoded (collector/ingest/codec.py)
+    if isinstance(text, str):
+        return text
+    return _ENCODE(dict(value)) if value else "{}"
 
 
 # StoredEvent's fields are in the columns' order, attributes last, then row_id (not a column).
