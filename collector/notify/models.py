@@ -35,7 +35,8 @@ class NotifyStatus(str, enum.Enum):
 TRANSITIONS: dict[NotifyStatus, frozenset[NotifyStatus]] = {
     NotifyStatus.PENDING: frozenset({NotifyStatus.SENDING}),
     # SENDING -> SENDING: a lease that ran out is claimed again
-    NotifyStatus.SENDING: frozenset({NotifyStatus.SENT, NotifyStatus.PENDING, NotifyStatus.FAILED, NotifyStatus.SENDING}),
+    NotifyStatus.SENDING: frozenset({NotifyStatus.SENT, NotifyStatus.PENDING, NotifyStatus.FAILED,
+                                     NotifyStatus.SENDING}),
     NotifyStatus.SENT: frozenset(),
     NotifyStatus.FAILED: frozenset(),
 }

@@ -13,9 +13,13 @@ from typing import Protocol, Sequence
 from collector.notify.models import SEVERITY_RANK, Attempt, Notification, NotifyStatus
 from collector.storage.base import CaseArea, NotifyArea
 
-__all__ = ["Target", "collect_alerts", "collect_case_changes", "plan", "claim_deliveries", "finish_delivery", "backoff_ns", "MINUTE_NS"]
+__all__ = ["Target", "collect_alerts", "collect_case_changes", "plan", "claim_deliveries", "finish_delivery",
+           "backoff_ns", "MINUTE_NS", "WINDOW_NS"]
 
 MINUTE_NS = 60 * 1_000_000_000
+# The far end counts a minute by when messages arrive, we by when they were leased: a second more
+# keeps a message that travelled faster than the one 20 before it from landing inside its minute.
+WINDOW_NS = MINUTE_NS + 1_000_000_000
 _SECOND = 1_000_000_000
 
 
@@ -78,14 +82,15 @@ def claim_deliveries(*, tx: NotifyArea, target: Target, now_ns: int, lease_ns: i
     due = tx.due_notifications(target=target.key, now_ns=now_ns, limit=limit)
     if not due:
         return []
-    window = tx.recent_sends(target=target.key, since_ns=now_ns - MINUTE_NS + 1)
+    window = tx.recent_sends(target=target.key, since_ns=now_ns - WINDOW_NS + 1)
     messages = plan(due, target.per_minute - len(window))
     claimed: list[list[Notification]] = []
     for message in messages:
         ids = [n.id for n in message if n.id is not None]
-        if tx.claim_notifications(ids=ids, delivery_id=ids[0], now_ns=now_ns, lease_until_ns=now_ns + lease_ns) != len(ids):
+        leased = tx.claim_notifications(ids=ids, delivery_id=ids[0], now_ns=now_ns, lease_until_ns=now_ns + lease_ns)
+        if leased != len(ids):
             raise AssertionError("due rows changed under the notification lock")
-        tx.record_send(target=target.key, at_ns=now_ns, keep_since_ns=now_ns - MINUTE_NS)
+        tx.record_send(target=target.key, at_ns=now_ns, keep_since_ns=now_ns - WINDOW_NS)
         claimed.append(message)
     return claimed
 
@@ -105,7 +110,8 @@ def finish_delivery(*, tx: NotifyArea, message: Sequence[Notification], attempt:
     if attempt.ok:
         status, when, error = NotifyStatus.SENT.value, now_ns, None
     elif attempt.retry and tries < max_attempts:
-        status, when, error = NotifyStatus.PENDING.value, now_ns + backoff_ns(tries, attempt.retry_after_s), attempt.error
+        status, error = NotifyStatus.PENDING.value, attempt.error
+        when = now_ns + backoff_ns(tries, attempt.retry_after_s)
     else:
         status, when = NotifyStatus.FAILED.value, now_ns
         error = attempt.error if not attempt.retry else f"gave up after {tries} attempts: {attempt.error}"

@@ -114,7 +114,8 @@ class NotifyWorker:
             channel.close()
 
 
-def build_worker(store: Store, settings: NotifySettings, *, clock: Callable[[], int] = time.time_ns) -> NotifyWorker | None:
+def build_worker(store: Store, settings: NotifySettings, *,
+                 clock: Callable[[], int] = time.time_ns) -> NotifyWorker | None:
     """The worker for these settings (None when no robot and no mail list is set), with one channel per
     robot and one for the mail list; logs where it sends, keys masked."""
     if not settings.enabled():
