@@ -59,12 +59,15 @@ class World:
     def sign_in(self, username: str, lang: str | None = None) -> TestClient:
         """A browser session of its own, signed in through the form."""
         browser = TestClient(self.client.app)
-        if lang:
-            browser.cookies.set("shoumi_lang", lang)
         token = csrf(browser, "/login")
         answer = browser.post("/login", data={"username": username, "password": PASSWORD, "csrf_token": token},
                               follow_redirects=False)
         assert answer.status_code == 303, answer.text
+        if lang:  # the account's own choice, through the switch every page has
+            switched = browser.post("/preferences/lang", data={"lang": lang, "next": "/alerts",
+                                                                "csrf_token": csrf(browser, "/alerts")},
+                                    follow_redirects=False)
+            assert switched.status_code == 303, switched.text
         return browser
 
 
