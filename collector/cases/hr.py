@@ -182,9 +182,10 @@ def _employee(data: Mapping[str, Any]) -> dict[str, Any]:
     tier_raw = data.get("tier")
     tier: int | None = None
     if tier_raw not in (None, ""):
-        if not str(tier_raw).strip().isascii() or not str(tier_raw).strip().isdigit() or not 1 <= int(str(tier_raw)) <= 9:
+        text = str(tier_raw).strip()
+        if not (text.isascii() and text.isdigit() and len(text) == 1 and 1 <= int(text) <= 9):
             raise HrInputError("the minimum-wage tier is a whole number from 1 to 9 (leave it empty for the default)")
-        tier = int(str(tier_raw))
+        tier = int(text)
     return {"employee_id": emp, "name": _text(data, "name", label="the employee's name", max_len=64),
             "region": region, "tier": tier}
 
@@ -199,7 +200,7 @@ def _notice(data: Mapping[str, Any], case: Case, now_ns: int) -> dict[str, Any]:
     days = DEFAULT_APPEAL_DAYS
     if raw_days not in (None, ""):
         text = str(raw_days).strip()
-        if not text.isascii() or not text.isdigit() or not 1 <= int(text) <= 90:
+        if not (text.isascii() and text.isdigit() and len(text) <= 2 and 1 <= int(text) <= 90):
             raise HrInputError("the appeal window is a whole number of days from 1 to 90")
         days = int(text)
     return {"served_at": served.isoformat(), "method": _text(data, "method", label="how the notice was served",

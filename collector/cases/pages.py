@@ -22,7 +22,7 @@ from collector.cases.hr import (APPEAL_DAYS_SOURCE, DEFAULT_APPEAL_DAYS, REGIONS
 from collector.cases.models import CaseState, HrKind
 from collector.cases.service import CaseError
 from collector.cases.shapes import case_detail, case_out
-from collector.cases.views import CaseConfig, case_config, read_upload
+from collector.cases.views import MAX_ID, CaseConfig, CaseId, case_config, read_upload
 from collector.domain.roles import allowed
 from collector.people.models import User
 from collector.privacy.service import PrivacyError, pseudonym_of, pseudonyms_of, reveal
@@ -81,7 +81,8 @@ async def create_case_form(request: Request, user: User = Depends(require_page("
     form = await request.form()
     title = str(form.get("title") or "")[:svc_cases.MAX_TITLE + 1]
     raw_ids = [str(v) for v in form.getlist("alert_ids")][:svc_cases.MAX_ALERTS + 1]
-    bad = [v[:20] for v in raw_ids if not (v.strip().isascii() and v.strip().isdigit())]
+    bad = [v[:20] for v in raw_ids if not (v.strip().isascii() and v.strip().isdigit() and len(v.strip()) <= 19
+                                 and 0 < int(v) <= MAX_ID)]
     try:
         if bad:
             raise CaseError(422, f"not alert ids: {', '.join(bad)}")
@@ -120,14 +121,14 @@ def _hr_editable(detail: Any) -> bool:
 
 
 @router.get("/cases/{case_id}", response_class=HTMLResponse)
-def case_page(request: Request, case_id: int, user: User = Depends(require_page("cases:read")),
+def case_page(request: Request, case_id: CaseId, user: User = Depends(require_page("cases:read")),
               svc: Services = Depends(services)) -> Response:
     """One case: alerts, timeline, comments, files, the steps the user may take, the hand-off and its schedule."""
     return _page(request, svc, user, case_id, "case_detail.html")
 
 
 @router.get("/cases/{case_id}/hr", response_class=HTMLResponse)
-def hr_page(request: Request, case_id: int, user: User = Depends(require_page("cases:read")),
+def hr_page(request: Request, case_id: CaseId, user: User = Depends(require_page("cases:read")),
             svc: Services = Depends(services)) -> Response:
     """HR's confirmation: the documented loss, the agreement, the employee, the notice, with the legal basis."""
     return _page(request, svc, user, case_id, "case_hr.html")
@@ -155,7 +156,7 @@ def _form_dict(form: Any) -> dict[str, Any]:
 
 
 @router.post("/cases/{case_id}/transition")
-async def transition_form(request: Request, case_id: int, user: User = Depends(require_page("cases:read")),
+async def transition_form(request: Request, case_id: CaseId, user: User = Depends(require_page("cases:read")),
                           svc: Services = Depends(services)) -> Response:
     """Takes one step from the case page or the HR page."""
     form = _form_dict(await request.form())
@@ -166,7 +167,7 @@ async def transition_form(request: Request, case_id: int, user: User = Depends(r
 
 
 @router.post("/cases/{case_id}/comments")
-async def comment_form(request: Request, case_id: int, user: User = Depends(require_page("cases:comment")),
+async def comment_form(request: Request, case_id: CaseId, user: User = Depends(require_page("cases:comment")),
                        svc: Services = Depends(services)) -> Response:
     """Adds a comment."""
     form = _form_dict(await request.form())
@@ -175,7 +176,7 @@ async def comment_form(request: Request, case_id: int, user: User = Depends(requ
 
 
 @router.post("/cases/{case_id}/assign")
-async def assign_form(request: Request, case_id: int, user: User = Depends(require_page("cases:write")),
+async def assign_form(request: Request, case_id: CaseId, user: User = Depends(require_page("cases:write")),
                       svc: Services = Depends(services)) -> Response:
     """Gives the case to someone."""
     form = _form_dict(await request.form())
@@ -184,7 +185,7 @@ async def assign_form(request: Request, case_id: int, user: User = Depends(requi
 
 
 @router.post("/cases/{case_id}/attachments")
-def attach_form(request: Request, case_id: int, file: UploadFile = File(...), back: str = "",
+def attach_form(request: Request, case_id: CaseId, file: UploadFile = File(...), back: str = Query("", max_length=8),
                 user: User = Depends(require_page("cases:comment")), svc: Services = Depends(services),
                 cfg: CaseConfig = Depends(case_config)) -> Response:
     """Attaches a file from the case page or the HR page."""
@@ -199,7 +200,7 @@ def attach_form(request: Request, case_id: int, file: UploadFile = File(...), ba
 
 
 @router.post("/cases/{case_id}/hr/{kind}")
-async def hr_form(request: Request, case_id: int, kind: str, user: User = Depends(require_page("cases:hr")),
+async def hr_form(request: Request, case_id: CaseId, kind: str, user: User = Depends(require_page("cases:hr")),
                   svc: Services = Depends(services)) -> Response:
     """Records one of HR's records from the HR page."""
     form = _form_dict(await request.form())
@@ -210,7 +211,7 @@ async def hr_form(request: Request, case_id: int, kind: str, user: User = Depend
 
 
 @router.post("/cases/{case_id}/handoff/resend")
-def resend_form(request: Request, case_id: int, user: User = Depends(require_page("cases:hr")),
+def resend_form(request: Request, case_id: CaseId, user: User = Depends(require_page("cases:hr")),
                 svc: Services = Depends(services)) -> Response:
     """Sends a corrected case to payroll again."""
     return _submit(request, svc, user, case_id, "case_hr.html", {}, lambda tx: svc_cases.resend(
@@ -218,7 +219,7 @@ def resend_form(request: Request, case_id: int, user: User = Depends(require_pag
 
 
 @router.post("/cases/{case_id}/handoff/refresh")
-def refresh_form(request: Request, case_id: int, user: User = Depends(require_page("cases:hr")),
+def refresh_form(request: Request, case_id: CaseId, user: User = Depends(require_page("cases:hr")),
                  svc: Services = Depends(services)) -> Response:
     """Has the bridge's schedule read again."""
     return _submit(request, svc, user, case_id, "case_detail.html", {}, lambda tx: svc_cases.refresh_schedule(
@@ -226,7 +227,7 @@ def refresh_form(request: Request, case_id: int, user: User = Depends(require_pa
 
 
 @router.post("/cases/{case_id}/reveal", response_class=HTMLResponse)
-async def reveal_form(request: Request, case_id: int, user: User = Depends(require_page("identity:reveal")),
+async def reveal_form(request: Request, case_id: CaseId, user: User = Depends(require_page("identity:reveal")),
                       svc: Services = Depends(services)) -> Response:
     """Shows the case with the employee's real name, after asking why (the privacy feature audits it)."""
     form = _form_dict(await request.form())

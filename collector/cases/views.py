@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, File, HTTPException, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, File, HTTPException, Path, Query, Request, UploadFile
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from collector.audit.models import AuditEntry
 from collector.cases import service as svc_cases
 from collector.cases.service import CaseError
 from collector.cases.shapes import (AttachmentOut, CaseDetail, CaseList, CommentOut, HandoffOut, HrRecordOut,
@@ -29,9 +30,14 @@ from collector.people.models import User
 from collector.privacy.service import pseudonyms_of
 from collector.web.deps import Services, cursor_value, require, services
 
-__all__ = ["router", "CaseConfig", "case_config", "ascii_fallback"]
+__all__ = ["router", "CaseConfig", "case_config", "ascii_fallback", "CaseId", "MAX_ID"]
 
 router = APIRouter()
+
+MAX_ID = 2**63 - 1  # ids are signed 64-bit in every store: a larger one names nothing (404), never a 500
+CaseId = Annotated[int, Path(ge=1, le=MAX_ID, description="the case's id")]
+FileId = Annotated[int, Path(ge=1, le=MAX_ID, description="the file's id")]
+AlertId = Annotated[int, Field(ge=1, le=MAX_ID)]
 
 
 @dataclass(frozen=True)
@@ -50,7 +56,7 @@ def case_config(request: Request) -> CaseConfig:
 class CaseCreate(BaseModel):
     """A new case from alerts."""
 
-    alert_ids: list[int] = Field(..., min_length=1, max_length=svc_cases.MAX_ALERTS)
+    alert_ids: list[AlertId] = Field(..., min_length=1, max_length=svc_cases.MAX_ALERTS)
     title: str = Field(..., min_length=1, max_length=svc_cases.MAX_TITLE)
 
 
@@ -80,7 +86,7 @@ class HrRecordRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     amount_yuan: str | None = Field(None, max_length=40, description="the loss in yuan, e.g. 5000.00")
     kind: str | None = Field(None, max_length=16, description="direct or indirect")
-    documents: list[int] | None = Field(None, max_length=50, description="attachment ids of this case")
+    documents: list[Annotated[int, Field(ge=1, le=MAX_ID)]] | None = Field(None, max_length=50, description="attachment ids of this case")
     description: str | None = Field(None, max_length=2000)
     title: str | None = Field(None, max_length=200)
     version: str | None = Field(None, max_length=64)
@@ -139,13 +145,13 @@ def list_cases(state: str | None = Query(None, max_length=32), assignee: str | N
 
 
 @router.get("/api/v1/cases/{case_id}", response_model=CaseDetail)
-def get_case(case_id: int, who: User = Depends(require("cases:read")), svc: Services = Depends(services)) -> CaseDetail:
+def get_case(case_id: CaseId, who: User = Depends(require("cases:read")), svc: Services = Depends(services)) -> CaseDetail:
     """The case with its state, history, comments, files, HR's records and hand-offs."""
     return _detail(svc, case_id, who)
 
 
 @router.post("/api/v1/cases/{case_id}/transition", response_model=CaseDetail)
-def transition(case_id: int, body: TransitionRequest, who: User = Depends(require("cases:read")),
+def transition(case_id: CaseId, body: TransitionRequest, who: User = Depends(require("cases:read")),
                svc: Services = Depends(services)) -> CaseDetail:
     """Takes one step of the lifecycle (the step's own permission is checked: 403), audited."""
     fields: dict[str, Any] = {**(body.model_extra or {}), "reason": body.reason}
@@ -159,7 +165,7 @@ def transition(case_id: int, body: TransitionRequest, who: User = Depends(requir
 
 
 @router.post("/api/v1/cases/{case_id}/assign", response_model=CaseDetail)
-def assign(case_id: int, body: AssignRequest, who: User = Depends(require("cases:write")),
+def assign(case_id: CaseId, body: AssignRequest, who: User = Depends(require("cases:write")),
            svc: Services = Depends(services)) -> CaseDetail:
     """Gives the case to someone; audited."""
     try:
@@ -172,14 +178,14 @@ def assign(case_id: int, body: AssignRequest, who: User = Depends(require("cases
 
 
 @router.get("/api/v1/cases/{case_id}/comments", response_model=list[CommentOut])
-def list_comments(case_id: int, who: User = Depends(require("cases:read")),
+def list_comments(case_id: CaseId, who: User = Depends(require("cases:read")),
                   svc: Services = Depends(services)) -> list[CommentOut]:
     """The case's comments, oldest first."""
     return _detail(svc, case_id, who).comments
 
 
 @router.post("/api/v1/cases/{case_id}/comments", status_code=201, response_model=CommentOut)
-def add_comment(case_id: int, body: CommentRequest, who: User = Depends(require("cases:comment")),
+def add_comment(case_id: CaseId, body: CommentRequest, who: User = Depends(require("cases:comment")),
                 svc: Services = Depends(services)) -> CommentOut:
     """Adds a comment; audited."""
     try:
@@ -195,7 +201,7 @@ def add_comment(case_id: int, body: CommentRequest, who: User = Depends(require(
 def read_upload(request: Request, file: UploadFile, limit: int) -> bytes:
     """The uploaded bytes, refused with 413 past the limit (checked on the declared length first)."""
     declared = request.headers.get("content-length", "")
-    if declared.isascii() and declared.isdigit() and int(declared) > limit + 64 * 1024:
+    if declared.isascii() and declared.isdigit() and (len(declared) > 15 or int(declared) > limit + 64 * 1024):
         raise HTTPException(413, f"the upload is larger than the limit of {limit} bytes")
     content = file.file.read(limit + 1)
     if len(content) > limit:
@@ -204,7 +210,7 @@ def read_upload(request: Request, file: UploadFile, limit: int) -> bytes:
 
 
 @router.post("/api/v1/cases/{case_id}/attachments", status_code=201, response_model=AttachmentOut)
-def upload(case_id: int, request: Request, file: UploadFile = File(...), who: User = Depends(require("cases:comment")),
+def upload(case_id: CaseId, request: Request, file: UploadFile = File(...), who: User = Depends(require("cases:comment")),
            svc: Services = Depends(services), cfg: CaseConfig = Depends(case_config)) -> AttachmentOut:
     """Attaches a file (kept by SHA-256 and size; the name only as display text); 413 past the limit."""
     content = read_upload(request, file, cfg.max_attachment_bytes)
@@ -219,7 +225,7 @@ def upload(case_id: int, request: Request, file: UploadFile = File(...), who: Us
 
 
 @router.get("/api/v1/cases/{case_id}/attachments", response_model=list[AttachmentOut])
-def list_attachments(case_id: int, who: User = Depends(require("cases:read")),
+def list_attachments(case_id: CaseId, who: User = Depends(require("cases:read")),
                      svc: Services = Depends(services)) -> list[AttachmentOut]:
     """The case's files, oldest first."""
     return _detail(svc, case_id, who).attachments
@@ -232,14 +238,17 @@ def ascii_fallback(name: str) -> str:
 
 
 @router.get("/api/v1/cases/{case_id}/attachments/{attachment_id}")
-def download(case_id: int, attachment_id: int, who: User = Depends(require("cases:read")),
+def download(case_id: CaseId, attachment_id: FileId, who: User = Depends(require("cases:read")),
              svc: Services = Depends(services)) -> Response:
-    """The file itself, always as a download (never rendered by the browser)."""
-    with svc.store.read() as tx:
+    """The file itself, always as a download (never rendered by the browser); who took it is audited."""
+    with svc.store.transaction() as tx:
         found = tx.get_attachment(attachment_id)
         if found is None or found.case_id != case_id:
             raise HTTPException(404, f"no file {attachment_id} on case {case_id}")
         content = tx.attachment_content(found.sha256)
+        # chain of custody: every copy of the evidence that leaves the collector is on record
+        tx.append_audit(AuditEntry(time.time_ns(), who.username, "case.download", str(case_id),
+                                   {"attachment_id": attachment_id, "sha256": found.sha256}))
     if content is None:
         raise HTTPException(404, f"the content of file {attachment_id} is gone")
     disposition = f"attachment; filename=\"{ascii_fallback(found.display_name)}\"; filename*=UTF-8''{quote(found.display_name, safe='')}"
@@ -249,7 +258,7 @@ def download(case_id: int, attachment_id: int, who: User = Depends(require("case
 
 
 @router.get("/api/v1/cases/{case_id}/hr", response_model=list[HrRecordOut])
-def list_hr(case_id: int, who: User = Depends(require("cases:read")),
+def list_hr(case_id: CaseId, who: User = Depends(require("cases:read")),
             svc: Services = Depends(services)) -> list[HrRecordOut]:
     """HR's records, oldest first; the employee's name only for HR."""
     with svc.store.read() as tx:
@@ -259,7 +268,7 @@ def list_hr(case_id: int, who: User = Depends(require("cases:read")),
 
 
 @router.post("/api/v1/cases/{case_id}/hr/{kind}", status_code=201, response_model=HrRecordOut)
-def record_hr(case_id: int, kind: str, body: HrRecordRequest, who: User = Depends(require("cases:hr")),
+def record_hr(case_id: CaseId, kind: str, body: HrRecordRequest, who: User = Depends(require("cases:hr")),
               svc: Services = Depends(services)) -> HrRecordOut:
     """Records the loss, the agreement, the employee, the notice, an appeal or a decision; 422 says what is wrong."""
     data = body.model_dump(exclude_none=True)
@@ -273,7 +282,7 @@ def record_hr(case_id: int, kind: str, body: HrRecordRequest, who: User = Depend
 
 
 @router.get("/api/v1/cases/{case_id}/handoff", response_model=list[HandoffOut])
-def handoff_status(case_id: int, who: User = Depends(require("cases:read")),
+def handoff_status(case_id: CaseId, who: User = Depends(require("cases:read")),
                    svc: Services = Depends(services)) -> list[HandoffOut]:
     """Every hand-off to payroll, by number, with the bridge's answer and schedule."""
     with svc.store.read() as tx:
@@ -283,7 +292,7 @@ def handoff_status(case_id: int, who: User = Depends(require("cases:read")),
 
 
 @router.post("/api/v1/cases/{case_id}/handoff/resend", status_code=201, response_model=HandoffOut)
-def resend(case_id: int, who: User = Depends(require("cases:hr")), svc: Services = Depends(services)) -> HandoffOut:
+def resend(case_id: CaseId, who: User = Depends(require("cases:hr")), svc: Services = Depends(services)) -> HandoffOut:
     """Sends a corrected case again after a refusal, under a new hand-off number."""
     try:
         with svc.store.transaction() as tx:
@@ -294,7 +303,7 @@ def resend(case_id: int, who: User = Depends(require("cases:hr")), svc: Services
 
 
 @router.post("/api/v1/cases/{case_id}/handoff/refresh", response_model=HandoffOut)
-def refresh(case_id: int, who: User = Depends(require("cases:hr")), svc: Services = Depends(services)) -> HandoffOut:
+def refresh(case_id: CaseId, who: User = Depends(require("cases:hr")), svc: Services = Depends(services)) -> HandoffOut:
     """Has the bridge's schedule read again now."""
     try:
         with svc.store.transaction() as tx:

@@ -143,3 +143,72 @@ def test_hr_records_refuse_bad_values_with_a_reason_and_store_nothing(world: Wor
     assert "张三" not in world.api("aud", "GET", f"/api/v1/cases/{cid}").text
     with world.store.read() as tx:
         assert all("张三" not in str(e.details) for e in tx.list_audit(cursor=None, limit=200).items)
+
+
+def test_appeal_within_the_window_and_hr_resolving_it(world: World) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    cid = to_hr_confirmed(world)
+    assert step(world, "hana", cid, "appealed").status_code == 422  # no appeal on record
+    late = (datetime.now(timezone.utc) + timedelta(days=20)).isoformat()
+    out = world.api("hana", "POST", f"/api/v1/cases/{cid}/hr/appeal", json={"received_at": late, "reason": "不服"})
+    assert out.status_code == 422 and "outside the window" in out.json()["detail"]
+    now = datetime.now(timezone.utc).isoformat()
+    ok(world.api("hana", "POST", f"/api/v1/cases/{cid}/hr/appeal", json={"received_at": now, "reason": "损失金额有误"}),
+       201)
+    ok(step(world, "hugo", cid, "appealed"))
+    assert step(world, "hugo", cid, "sent_to_payroll").status_code == 409  # nothing goes to payroll under appeal
+    assert step(world, "hugo", cid, "hr_confirmed").status_code == 422  # a new decision is needed
+    ok(world.api("hugo", "POST", f"/api/v1/cases/{cid}/hr/loss", json={"amount_yuan": "4000", "documents": [
+        ok(world.api("hugo", "GET", f"/api/v1/cases/{cid}/attachments"))[0]["id"]]}), 201)
+    ok(world.api("hugo", "POST", f"/api/v1/cases/{cid}/hr/decision", json={"text": "核减为 4000 元"}), 201)
+    assert step(world, "ana", cid, "hr_confirmed").status_code == 403
+    back = ok(step(world, "hugo", cid, "hr_confirmed"))
+    assert back["state"] == "hr_confirmed"
+    sent = ok(step(world, "hugo", cid, "sent_to_payroll"))
+    with world.store.read() as tx:
+        import json
+
+        doc = json.loads(tx.handoffs(cid)[0].payload)
+    assert doc["loss"]["amount_fen"] == 400000 and doc["confirmations"]["hr"]["by"] == "hugo"
+    assert sent["state"] == "sent_to_payroll"
+    early = step(world, "hana", cid, "closed")
+    assert early.status_code == 422 and "not accepted" in early.json()["detail"]
+
+
+def test_dismissed_cases_close_and_closed_is_the_end(world: World) -> None:
+    cid = open_case(world)
+    ok(step(world, "ana", cid, "dismissed", reason="false positive: a sanctioned export"))
+    assert step(world, "hana", cid, "closed").status_code == 403
+    ok(step(world, "sam", cid, "closed"))
+    for to in ("open", "under_review", "dismissed"):
+        assert step(world, "ana", cid, to).status_code == 409
+
+
+def test_ids_out_of_range_are_4xx_never_5xx(world: World) -> None:
+    huge = 10**30
+    for method, url, body in (("GET", f"/api/v1/cases/{huge}", None), ("GET", f"/api/v1/cases/{2**63}", None),
+                              ("GET", "/api/v1/cases/0", None), ("GET", f"/api/v1/cases/1/attachments/{huge}", None),
+                              ("POST", f"/api/v1/cases/{huge}/transition", {"to": "under_review"}),
+                              ("POST", "/api/v1/cases", {"alert_ids": [huge], "title": "t"}),
+                              ("POST", "/api/v1/cases", {"alert_ids": [2**63 - 1], "title": "t"}),
+                              ("GET", f"/api/v1/cases/{2**63 - 1}", None)):
+        r = world.api("ana", method, url, json=body)
+        assert 400 <= r.status_code < 500, (url, body, r.status_code, r.text)
+    token = world.login("ana")
+    r = world.client.post("/cases", data={"csrf_token": token, "alert_ids": ["9" * 5000], "title": "t"})
+    assert r.status_code == 422
+
+
+def test_close_after_the_schedule_recovered_everything(world: World) -> None:
+    cid = to_hr_confirmed(world)
+    ok(step(world, "hugo", cid, "sent_to_payroll"))
+    with world.store.transaction() as tx:
+        (h,) = tx.handoffs(cid)
+        tx.save_handoff(replace(h, state="accepted", answer={"status": "accepted"}, schedule={"remaining_fen": 20000}))
+    left = step(world, "hugo", cid, "closed")
+    assert left.status_code == 422 and "200.00 yuan left" in left.json()["detail"]
+    with world.store.transaction() as tx:
+        (h,) = tx.handoffs(cid)
+        tx.save_handoff(replace(h, schedule={"remaining_fen": 0, "lines": []}))
+    assert ok(step(world, "hugo", cid, "closed"))["state"] == "closed"
