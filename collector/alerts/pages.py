@@ -20,7 +20,7 @@ from collector.alerts.queue import (ALL_RULES, BULK_CAP, DEFAULT_SUPPRESSION_DAY
                                     save_filter, to_query)
 from collector.alerts.service import OUTCOMES, AlertError, assign
 from collector.alerts.views import (BulkRequest, FalsePositiveSuppression, change_one, counts_json, detail_json,
-                                    groups_json, load_alert, run_bulk)
+                                    RowId, groups_json, load_alert, run_bulk)
 from collector.domain.roles import allowed
 from collector.people.models import User
 from collector.privacy.service import PrivacyError, pseudonym_of, reveal
@@ -176,7 +176,7 @@ async def save_filter_form(request: Request, user: User = Depends(require_page("
 
 
 @router.post("/alerts/filters/{filter_id}/delete", response_class=HTMLResponse)
-def delete_filter_form(request: Request, filter_id: int, user: User = Depends(require_page("alerts:triage")),
+def delete_filter_form(request: Request, filter_id: RowId, user: User = Depends(require_page("alerts:triage")),
                        svc: Services = Depends(services)) -> Response:
     """Deletes one of the analyst's saved filters."""
     try:
@@ -202,7 +202,7 @@ def _detail(request: Request, user: User, tx: Transaction, alert_id: int, **extr
 
 
 @router.get("/alerts/{alert_id}", response_class=HTMLResponse)
-def detail_page(request: Request, alert_id: int, user: User = Depends(require_page("alerts:read")),
+def detail_page(request: Request, alert_id: RowId, user: User = Depends(require_page("alerts:read")),
                 svc: Services = Depends(services)) -> Response:
     """An alert: its sentence, outcome, evidence timeline, the agent's health then, its cases, and what to do."""
     try:
@@ -213,7 +213,7 @@ def detail_page(request: Request, alert_id: int, user: User = Depends(require_pa
 
 
 @router.post("/alerts/{alert_id}/status", response_class=HTMLResponse)
-async def status_form(request: Request, alert_id: int, user: User = Depends(require_page("alerts:triage")),
+async def status_form(request: Request, alert_id: RowId, user: User = Depends(require_page("alerts:triage")),
                       svc: Services = Depends(services)) -> Response:
     """Acknowledges, closes (with a closure reason, and for a false positive optionally a suppression) or reopens."""
     form = await request.form()
@@ -233,7 +233,7 @@ async def status_form(request: Request, alert_id: int, user: User = Depends(requ
 
 
 @router.post("/alerts/{alert_id}/assign", response_class=HTMLResponse)
-async def assign_form(request: Request, alert_id: int, user: User = Depends(require_page("alerts:triage")),
+async def assign_form(request: Request, alert_id: RowId, user: User = Depends(require_page("alerts:triage")),
                       svc: Services = Depends(services)) -> Response:
     """Assigns the alert to the analyst, to a named analyst, or to nobody."""
     form = await request.form()
@@ -248,7 +248,7 @@ async def assign_form(request: Request, alert_id: int, user: User = Depends(requ
 
 
 @router.post("/alerts/{alert_id}/reveal", response_class=HTMLResponse)
-async def reveal_form(request: Request, alert_id: int, user: User = Depends(require_page("identity:reveal")),
+async def reveal_form(request: Request, alert_id: RowId, user: User = Depends(require_page("identity:reveal")),
                       svc: Services = Depends(services)) -> Response:
     """Shows the alert with its person's real name, after asking why; audited with the reason."""
     form = await request.form()

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Path, Query
 from pydantic import BaseModel, Field
 
 from collector.alerts.detail import agent_health, evidence_page, masked_alerts
@@ -15,6 +15,8 @@ from collector.alerts.models import Alert, SavedFilter, Suppression
 from collector.alerts.queue import (ACTIONS, ALL_RULES, BULK_CAP, DEFAULT_SUPPRESSION_DAYS, MAX_SUPPRESSION_DAYS,
                                     QueueFilter, bulk_change, check_assignee, delete_filter, filter_from_pairs,
                                     parse_cursor, query_string, save_filter, suppress_false_positive, to_query)
+from collector.alerts.schemas import (AlertOut, AlertPage, BulkOut, ChangedOut, CountsOut, DetailOut, EvidencePage,
+                                      GroupPage, SavedFilterOut, SavedFilterPage, SuppressionOut, SuppressionPage)
 from collector.alerts.service import AlertError, assign, lift, move, suppress
 from collector.people.models import User
 from collector.privacy.codes import parse as parse_pseudonym
@@ -23,9 +25,11 @@ from collector.storage.base import Transaction
 from collector.web.deps import Services, page_json, require, services
 from collector.web.timefmt import format_ns, parse_rfc3339_ns
 
-__all__ = ["router", "ALL_RULES", "queue_filter", "load_alert", "detail_json"]
+__all__ = ["router", "ALL_RULES", "queue_filter", "load_alert", "detail_json", "RowId"]
 
 router = APIRouter()
+# an id the store can hold (signed 64-bit): a larger one is a 400, never a driver's overflow
+RowId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 
 
 def _http(exc: AlertError) -> HTTPException:
@@ -87,7 +91,7 @@ class AssignRequest(BaseModel):
 class BulkRequest(BaseModel):
     """One action on a selection (ids) or on everything a filter matches, at most 10,000 alerts."""
 
-    ids: list[int] | None = Field(None, description=f"at most {BULK_CAP}")
+    ids: list[Annotated[int, Field(ge=1, le=2**63 - 1)]] | None = Field(None, description=f"at most {BULK_CAP}")
     filter: QueueFilter | None = None
     action: str = Field(..., pattern="^(" + "|".join(ACTIONS) + ")$")
     outcome: str | None = Field(None, pattern="^(true_positive|false_positive|benign|duplicate)$")
@@ -118,7 +122,7 @@ def saved_filter_json(f: SavedFilter) -> dict[str, Any]:
             "url": "/alerts" + (f"?{f.query}" if f.query else "")}
 
 
-@router.get("/api/v1/alerts")
+@router.get("/api/v1/alerts", response_model=AlertPage)
 def list_alerts(
     f: QueueFilter = Depends(queue_filter),
     limit: int = Query(100, ge=1, le=1000),
@@ -140,7 +144,7 @@ def list_alerts(
     return page_json(items, page.next_cursor)
 
 
-@router.get("/api/v1/alerts/counts")
+@router.get("/api/v1/alerts/counts", response_model=CountsOut)
 def count_alerts(f: QueueFilter = Depends(queue_filter), who: User = Depends(require("alerts:read")),
                  svc: Services = Depends(services)) -> dict[str, Any]:
     """How many alerts the filter matches, in all and by status, rule and severity (each ignoring its own facet)."""
@@ -162,7 +166,7 @@ def counts_json(tx: Transaction, f: QueueFilter, me: str) -> dict[str, Any]:
             "by_severity": tx.count_alerts_by(replace(q, severities=()), field="severity")}
 
 
-@router.get("/api/v1/alerts/groups")
+@router.get("/api/v1/alerts/groups", response_model=GroupPage)
 def group_alerts(f: QueueFilter = Depends(queue_filter), limit: int = Query(50, ge=1, le=500),
                  cursor: str | None = Query(None, max_length=12), who: User = Depends(require("alerts:read")),
                  svc: Services = Depends(services)) -> dict[str, Any]:
@@ -189,14 +193,14 @@ def groups_json(tx: Transaction, f: QueueFilter, me: str, *, offset: int, limit:
     return page_json(items, str(offset + limit) if len(rows) > limit else None)
 
 
-@router.get("/api/v1/alerts/filters")
+@router.get("/api/v1/alerts/filters", response_model=SavedFilterPage)
 def list_filters(who: User = Depends(require("alerts:read")), svc: Services = Depends(services)) -> dict[str, Any]:
     """The caller's saved filters, by name."""
     with svc.store.read() as tx:
         return page_json([saved_filter_json(x) for x in tx.list_saved_filters(who.username)], None)
 
 
-@router.post("/api/v1/alerts/filters", status_code=201)
+@router.post("/api/v1/alerts/filters", status_code=201, response_model=SavedFilterOut)
 def create_filter(body: SavedFilterRequest, who: User = Depends(require("alerts:triage")),
                   svc: Services = Depends(services)) -> dict[str, Any]:
     """Keeps the caller's filter under a name (409 if the name is taken)."""
@@ -209,7 +213,7 @@ def create_filter(body: SavedFilterRequest, who: User = Depends(require("alerts:
 
 
 @router.delete("/api/v1/alerts/filters/{filter_id}")
-def remove_filter(filter_id: int, who: User = Depends(require("alerts:triage")),
+def remove_filter(filter_id: RowId, who: User = Depends(require("alerts:triage")),
                   svc: Services = Depends(services)) -> dict[str, Any]:
     """Deletes one of the caller's saved filters."""
     try:
@@ -253,7 +257,7 @@ def run_bulk(tx: Transaction, body: BulkRequest, who: User, now_ns: int) -> dict
             "skipped_count": len(result.skipped), "suppressions": list(result.suppressions)}
 
 
-@router.post("/api/v1/alerts/bulk")
+@router.post("/api/v1/alerts/bulk", response_model=BulkOut)
 def bulk(body: BulkRequest, who: User = Depends(require("alerts:triage")),
          svc: Services = Depends(services)) -> dict[str, Any]:
     """Acknowledges, closes (with a closure reason), reopens, assigns or unassigns a selection or everything a
@@ -287,8 +291,8 @@ def detail_json(tx: Transaction, alert: Alert, *, limit: int = 100) -> dict[str,
             "cases": list(tx.cases_for_alert(alert.id or 0))}
 
 
-@router.get("/api/v1/alerts/{alert_id}")
-def get_alert(alert_id: int, who: User = Depends(require("alerts:read")),
+@router.get("/api/v1/alerts/{alert_id}", response_model=DetailOut)
+def get_alert(alert_id: RowId, who: User = Depends(require("alerts:read")),
               svc: Services = Depends(services)) -> dict[str, Any]:
     """An alert's detail: the summary, the outcome, the first page of its evidence timeline, the agent's health
     in that window and the cases holding it."""
@@ -299,8 +303,8 @@ def get_alert(alert_id: int, who: User = Depends(require("alerts:read")),
         raise _http(exc) from exc
 
 
-@router.get("/api/v1/alerts/{alert_id}/evidence")
-def get_evidence(alert_id: int, limit: int = Query(100, ge=1, le=1000), cursor: str | None = Query(None, max_length=40),
+@router.get("/api/v1/alerts/{alert_id}/evidence", response_model=EvidencePage)
+def get_evidence(alert_id: RowId, limit: int = Query(100, ge=1, le=1000), cursor: str | None = Query(None, max_length=40),
                  who: User = Depends(require("alerts:read")), svc: Services = Depends(services)) -> dict[str, Any]:
     """An alert's evidence events in time order, a page at a time: who, which file, which process, where it went."""
     try:
@@ -326,8 +330,8 @@ def change_one(tx: Transaction, *, alert_id: int, status: str, outcome: str | No
     return moved, made
 
 
-@router.post("/api/v1/alerts/{alert_id}/status")
-def change_status(alert_id: int, change: StatusChange, who: User = Depends(require("alerts:triage")),
+@router.post("/api/v1/alerts/{alert_id}/status", response_model=ChangedOut)
+def change_status(alert_id: RowId, change: StatusChange, who: User = Depends(require("alerts:triage")),
                   svc: Services = Depends(services)) -> dict[str, Any]:
     """Moves an alert along its lifecycle; closing needs a closure reason (422 without); closing as
     false_positive with ``suppress`` also makes a time-boxed suppression owned by the caller. Audited."""
@@ -343,8 +347,8 @@ def change_status(alert_id: int, change: StatusChange, who: User = Depends(requi
     return shaped
 
 
-@router.post("/api/v1/alerts/{alert_id}/assign")
-def assign_alert(alert_id: int, body: AssignRequest, who: User = Depends(require("alerts:triage")),
+@router.post("/api/v1/alerts/{alert_id}/assign", response_model=AlertOut)
+def assign_alert(alert_id: RowId, body: AssignRequest, who: User = Depends(require("alerts:triage")),
                  svc: Services = Depends(services)) -> dict[str, Any]:
     """Assigns an alert to the caller ("me"), to a named analyst, or to nobody (null). Audited."""
     try:
@@ -373,7 +377,7 @@ def _suppression_user(tx: Transaction, text: str | None) -> str | None:
     return text
 
 
-@router.post("/api/v1/suppressions", status_code=201)
+@router.post("/api/v1/suppressions", status_code=201, response_model=SuppressionOut)
 def create_suppression(body: SuppressionRequest, who: User = Depends(require("alerts:triage")),
                        svc: Services = Depends(services)) -> dict[str, Any]:
     """Suppresses a rule for a person and/or paths until an expiry; the caller owns it. Audited."""
@@ -392,7 +396,7 @@ def create_suppression(body: SuppressionRequest, who: User = Depends(require("al
     return suppression_json(made, codes.get(user or ""))
 
 
-@router.get("/api/v1/suppressions")
+@router.get("/api/v1/suppressions", response_model=SuppressionPage)
 def list_suppressions(who: User = Depends(require("alerts:read")), svc: Services = Depends(services)) -> dict[str, Any]:
     """Lists suppressions, newest first, with how many events each kept from alerting; people by pseudonym."""
     with svc.store.read() as tx:
@@ -402,7 +406,7 @@ def list_suppressions(who: User = Depends(require("alerts:read")), svc: Services
 
 
 @router.post("/api/v1/suppressions/{suppression_id}/lift")
-def lift_suppression(suppression_id: int, who: User = Depends(require("alerts:triage")),
+def lift_suppression(suppression_id: RowId, who: User = Depends(require("alerts:triage")),
                      svc: Services = Depends(services)) -> dict[str, Any]:
     """Ends a suppression now. Audited."""
     with svc.store.transaction() as tx:

@@ -207,7 +207,7 @@ def test_bulk_on_a_filter_counts_first_then_closes_everything_it_matches(world: 
     flt = {"rule": ["first_access"], "user": world.code("etl-bot"), "status": ["open"]}
     dry = world.post("ana", "/api/v1/alerts/bulk", {"filter": flt, "action": "close", "outcome": "false_positive",
                                                     "dry_run": True}).json()
-    assert dry == {"dry_run": True, "action": "close", "matched": 7, "changed": 0, "skipped": []}
+    assert (dry["dry_run"], dry["action"], dry["matched"], dry["changed"], dry["bulk"]) == (True, "close", 7, 0, None)
     assert all(a["status"] == "open" for a in world.get("ana", "/api/v1/alerts").json()["items"])  # only counted
     stale = world.post("ana", "/api/v1/alerts/bulk", {"filter": flt, "action": "close", "outcome": "false_positive",
                                                       "expected": 6})
