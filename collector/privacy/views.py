@@ -24,7 +24,14 @@ class RevealRequest(BaseModel):
     reason: str = Field(..., max_length=REASON_MAX * 4, description="10 to 500 characters")
 
 
-@router.post("/api/v1/identities/reveal")
+class RevealOut(BaseModel):
+    """The pseudonym as asked and the user name behind it."""
+
+    pseudonym: str
+    user: str
+
+
+@router.post("/api/v1/identities/reveal", response_model=RevealOut)
 def reveal_identity(body: RevealRequest, who: User = Depends(require("identity:reveal")),
                     svc: Services = Depends(services)) -> dict[str, Any]:
     """Returns the user name behind a pseudonym; 422 without a reason of 10-500 characters. Audited with the reason."""

@@ -196,3 +196,38 @@ def test_a_flood_of_one_rule_never_hides_the_others(any_store: Any) -> None:
         == [real.id]
     assert [a.id for a in any_store.query_alerts(AlertQuery(sort="severity"), after=None, limit=1).items] == [real.id]
     assert _page_through(any_store, AlertQuery(), limit=250)[-1] == real.id  # the page-through reaches it
+
+
+def test_an_older_store_gets_a_secret_and_its_alerts_people_their_pseudonyms(tmp_path: Any) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    from collector.privacy.codes import code_for
+    from collector.privacy.service import pseudonym_of, user_of
+    from collector.storage import open_store
+    from collector.storage.sql.store import _MIGRATIONS
+
+    url = f"sqlite:///{tmp_path / 'collector.db'}"
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        cfg = Config()
+        cfg.set_main_option("script_location", str(_MIGRATIONS))
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0007")
+        for i, (user, severity) in enumerate([("alice", "high"), ("bob", "low"), ("alice", "critical"), ("", "medium")]):
+            conn.execute(sa.text(
+                "INSERT INTO alerts (rule, severity, status, user_name, agent_id, created_at_ns, updated_at_ns, "
+                "event_ids, summary, last_event_ns) VALUES ('read_burst', :s, 'open', :u, 'a', :t, :t, '[]', 'x', :t)"),
+                {"s": severity, "u": user, "t": i})
+    engine.dispose()
+    store = open_store(tmp_path)
+    try:
+        with store.read() as tx:
+            secret = tx.pseudonym_secret()
+            assert tx.pseudonyms_for(["alice", "bob", ""]) == {"alice": code_for(secret, "alice"),
+                                                                "bob": code_for(secret, "bob")}
+            assert user_of(tx=tx, pseudonym=pseudonym_of(tx=tx, user_name="alice")) == "alice"
+            ranks = [a.id for a in tx.query_alerts(AlertQuery(sort="severity"), after=None, limit=10).items]
+            assert ranks == [3, 1, 4, 2]  # critical, high, medium, low: the old rows got their rank
+    finally:
+        store.close()
