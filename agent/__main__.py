@@ -129,6 +129,18 @@ def _policy(settings: AgentSettings) -> "SensitiveFolderPolicy":
     return policy
 
 
+def _background_priority(nice: int) -> None:
+    """Lowers this thread's priority before any other starts (Linux threads inherit it): the
+    agent's work waits while the user's processes want the CPU, and catches up from its queues
+    (the kernel's fanotify queue is unlimited). The held-exec answerer raises itself back to 0."""
+    try:
+        tid = threading.get_native_id()
+        if nice > os.getpriority(os.PRIO_PROCESS, tid):
+            os.setpriority(os.PRIO_PROCESS, tid, nice)
+    except (OSError, AttributeError):  # not Linux/Unix: the platform's own scheduler decides
+        log.info("could not lower the agent's priority to nice %d", nice)
+
+
 def _run(settings: AgentSettings) -> int:
     from agent.identity import load_or_create_key, load_state, open_epoch
     from agent.recorder import Recorder
@@ -137,6 +149,7 @@ def _run(settings: AgentSettings) -> int:
     from agent.spool import Spool
     from agent.transport import Shipper
 
+    _background_priority(settings.nice)  # before any thread starts: they all inherit it
     policy = _policy(settings)
     state = load_state(settings.state_dir)
     key = load_or_create_key(settings.state_dir)

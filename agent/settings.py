@@ -45,9 +45,10 @@ class AgentSettings:
     in_flight_batches: int = 16
     batch_linger_s: float = 0.15  # how long a part-full batch waits for more events
     heartbeat_seconds: float = 30.0
-    queue_capacity: int = 20_000  # events waiting for the spool; a full queue waits
+    queue_capacity: int = 5_000  # events waiting for the spool; a full queue waits (RSS: ~0.5 KB each)
     max_hash_bytes: int = 256 * 1024 * 1024
     spool_cap_bytes: int = 1 << 30  # refuse (and count) new events beyond this
+    nice: int = 10  # the agent's Python threads yield the CPU to the user's work (held execs: nice 0)
 
     def __post_init__(self) -> None:
         for name, (low, low_open, high) in _RANGES.items():
@@ -88,8 +89,9 @@ _RANGES: dict[str, tuple[float, bool, float | None]] = {
     "queue_capacity": (100, False, None),
     "max_hash_bytes": (0, False, None),
     "spool_cap_bytes": (64 * 1024, False, None),
+    "nice": (0, False, 19),
 }
-_INTS = {"batch_max_events", "in_flight_batches", "queue_capacity", "max_hash_bytes", "spool_cap_bytes"}
+_INTS = {"batch_max_events", "in_flight_batches", "queue_capacity", "max_hash_bytes", "spool_cap_bytes", "nice"}
 _FLOATS = {"mount_poll_s", "batch_linger_s", "heartbeat_seconds"}
 
 

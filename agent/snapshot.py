@@ -39,7 +39,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SnapshotEntry:
     """One file as last seen; ``sha256`` is "" when it was too large or could not be read."""
 
@@ -51,7 +51,7 @@ class SnapshotEntry:
 SnapshotUpdate = tuple[str, SnapshotEntry | None]  # None: the file is gone
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Recorded:
     """An event (or none) and the snapshot changes it accounts for, stored in one transaction.
 

@@ -31,7 +31,7 @@ def escape_path(raw: str | bytes) -> str:
         )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class FileEvent:
     """One observation, before it has a sequence number (the spool assigns that)."""
 

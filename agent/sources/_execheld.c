@@ -7,7 +7,8 @@
  * from the event's descriptor) in a bounded ring, then allows the exec. Python drains the notes
  * (drain()) before it reads the records of those processes, and applies the same rules to them as
  * the Python holder it replaces. So a program start waits for a few /proc reads, never for the
- * interpreter, however busy the agent's Python threads are or how low their priority.
+ * interpreter, however busy the agent's Python threads are or how low their priority: this thread
+ * runs at normal priority (nice 0) even when the agent's Python threads are niced.
  *
  * Every held event is answered FAN_ALLOW, whatever happens; a full ring loses notes (counted in
  * `lost`), never an answer. If the thread ends for any reason, it closes the group first: the
@@ -26,6 +27,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #define RING 4096          /* notes between two drains; Python is woken at a quarter of it */
@@ -120,6 +123,12 @@ static void note(Holder *h, int pid, int fd) {
 
 static void *run(void *arg) {
     Holder *h = (Holder *)arg;
+    /* Every exec on the machine waits for this thread: never below normal priority, even when the
+     * agent's Python threads run niced (raising it back needs CAP_SYS_NICE, which root has). */
+    pid_t tid = (pid_t)syscall(SYS_gettid);
+    errno = 0;
+    int nice = getpriority(PRIO_PROCESS, (id_t)tid);
+    if (errno == 0 && nice > 0) (void)setpriority(PRIO_PROCESS, (id_t)tid, 0);
     /* struct fanotify_event_metadata is 8-byte aligned */
     uint64_t aligned[4096 / sizeof(uint64_t)];
     char *buf = (char *)aligned;

@@ -114,7 +114,7 @@ class FanotifyError(OSError):
     """fanotify cannot be used here; ``errno`` says why."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class FanotifyRecord:
     """One open or close of a file under a watched root, attributed to a process and user."""
 
@@ -129,7 +129,7 @@ class FanotifyRecord:
     parent: int = 0  # forked without exec and gone before its look-up: named after this pid
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Process:
     uid: int
     user: str
@@ -156,6 +156,16 @@ def _start_time(pid: int) -> int:
         return int(fields[19])  # field 22, starttime
     except (IndexError, ValueError):
         return -1
+
+
+def _normal_priority() -> None:
+    """Raises the calling thread back to nice 0 if the agent runs niced (root may)."""
+    tid = threading.get_native_id()
+    try:
+        if os.getpriority(os.PRIO_PROCESS, tid) > 0:
+            os.setpriority(os.PRIO_PROCESS, tid, 0)
+    except OSError:
+        pass
 
 
 def _libc() -> ctypes.CDLL:
@@ -476,6 +486,7 @@ class FanotifyReader:
 
     def _run_execs(self) -> None:
         try:
+            _normal_priority()  # every exec on the machine waits for this thread
             poller = select.poll()
             poller.register(self._exec_fd, select.POLLIN)
             poller.register(self._wake_r, select.POLLIN)
