@@ -163,7 +163,8 @@ class HandoffWorker:
             with self.store.transaction() as tx:
                 tx.save_handoff(after)
                 if after.state != before.state:
-                    codes = [r.get("code") for r in after.answer.get("refusals", []) if isinstance(r, dict)]
+                    raw = after.answer.get("refusals")
+                    codes = [str(r.get("code"))[:64] for r in (raw if isinstance(raw, list) else []) if isinstance(r, dict)]
                     tx.add_case_history(HistoryEntry(
                         after.case_id, after.answered_at_ns or self.clock(), _ACTOR, f"handoff.{after.state}",
                         before={"handoff": before.number, "state": before.state},

@@ -138,6 +138,11 @@ def _need(step: Step, need: Need, tx: CaseTx, case: Case, fields: Mapping[str, A
     if not isinstance(remaining, int) or remaining > 0:
         return (f"the schedule has {hr.format_fen(remaining)} yuan left to recover" if isinstance(remaining, int)
                 else "the bridge's schedule has not been read yet")
+    raw = last.schedule.get("lines")
+    lines = [x for x in (raw if isinstance(raw, list) else []) if isinstance(x, dict)]
+    unpaid = [str(x.get("period")) for x in lines if x.get("state") != "exported" and x.get("deduction_fen")]
+    if unpaid:  # scheduled is not paid: the case stays open until payroll has exported every month
+        return f"the months {', '.join(unpaid[:12])} are scheduled but not yet exported by payroll"
     return None
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from collector.cases.hr import CHINA, current_records
 from collector.cases.models import Attachment, Case, Handoff, HistoryEntry, HrKind, HrRecord, steps_from
@@ -193,12 +193,18 @@ def _status(h: Handoff) -> str:
 
 def handoff_out(h: Handoff) -> HandoffOut:
     """Shapes a hand-off with the bridge's answer and schedule."""
-    refusals = [{"code": str(r.get("code", "")), "message": str(r.get("message", ""))}
-                for r in h.answer.get("refusals", []) if isinstance(r, dict)]
+    raw = h.answer.get("refusals")
+    refusals = [{"code": str(r.get("code", ""))[:64], "message": str(r.get("message", ""))[:1000]}
+                for r in (raw if isinstance(raw, list) else []) if isinstance(r, dict)]
     if h.state == "refused" and not refusals and h.answer.get("detail"):
         refusals = [{"code": str(h.answer.get("error", "MALFORMED")), "message": str(h.answer["detail"])[:500]}]
-    lines = [ScheduleLine(**{k: x.get(k) for k in ScheduleLine.model_fields if k in x})
-             for x in h.schedule.get("lines", []) if isinstance(x, dict)]
+    lines = []
+    raw_lines = h.schedule.get("lines")
+    for x in raw_lines if isinstance(raw_lines, list) else []:
+        try:  # the bridge's answer is data from outside: a line it shapes otherwise is left out, never a 500
+            lines.append(ScheduleLine.model_validate({k: x[k] for k in ScheduleLine.model_fields if k in x}))
+        except (TypeError, ValidationError):
+            continue
     remaining = h.schedule.get("remaining_fen")
     return HandoffOut(
         number=h.number, key=h.key, state=h.state, status=_status(h), sent_by=h.sent_by,

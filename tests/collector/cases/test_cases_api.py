@@ -210,5 +210,13 @@ def test_close_after_the_schedule_recovered_everything(world: World) -> None:
     assert left.status_code == 422 and "200.00 yuan left" in left.json()["detail"]
     with world.store.transaction() as tx:
         (h,) = tx.handoffs(cid)
-        tx.save_handoff(replace(h, schedule={"remaining_fen": 0, "lines": []}))
-    assert ok(step(world, "hugo", cid, "closed"))["state"] == "closed"
+        tx.save_handoff(replace(h, schedule={"remaining_fen": 0, "lines": [
+            {"period": "2026-12", "deduction_fen": 500000, "state": "scheduled"}]}))
+    unpaid = step(world, "hugo", cid, "closed")
+    assert unpaid.status_code == 422 and "2026-12" in unpaid.json()["detail"]
+    with world.store.transaction() as tx:
+        (h,) = tx.handoffs(cid)
+        tx.save_handoff(replace(h, schedule={"remaining_fen": 0, "lines": [
+            {"period": "2026-12", "deduction_fen": 500000, "binding": "BALANCE", "state": "exported"}, "junk", {}]}))
+    closed = ok(step(world, "hugo", cid, "closed"))
+    assert closed["state"] == "closed" and [x["period"] for x in closed["handoffs"][0]["schedule"]] == ["2026-12"]
