@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["RULE_LABELS", "OUTCOME_LABELS", "SORT_LABELS", "ACTION_LABELS", "EVENT_KIND_LABELS", "MATCH_LABELS",
+__all__ = ["RULE_LABELS", "OUTCOME_LABELS", "SORT_LABELS", "ACTION_LABELS", "EVENT_KIND_LABELS", "MATCH_LABELS", "LIVENESS_LABELS",
            "rule_label"]
 
 RULE_LABELS: dict[str, str] = {
@@ -35,8 +35,12 @@ SORT_LABELS: dict[str, str] = {
 }
 
 ACTION_LABELS: dict[str, str] = {
-    "acknowledge": "Acknowledge", "close": "Close", "reopen": "Reopen", "assign": "Assign", "unassign": "Unassign",
+    "acknowledge": "Acknowledge", "close": "Close the alert", "reopen": "Reopen", "assign": "Assign the alert",
+    "unassign": "Unassign",
 }
+
+LIVENESS_LABELS: dict[str, str] = {"enrolled": "Enrolled, not heard from yet", "active": "Reporting",
+                                   "stopped": "Stopped", "silent": "Silent"}
 
 EVENT_KIND_LABELS: dict[str, str] = {
     "file.read": "Read", "file.write": "Write", "file.create": "Create", "file.delete": "Delete",

@@ -12,8 +12,8 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.datastructures import FormData
 
 from collector.alerts.detail import evidence_page, masked_alerts
-from collector.alerts.labels import (ACTION_LABELS, EVENT_KIND_LABELS, MATCH_LABELS, OUTCOME_LABELS, RULE_LABELS,
-                                     SORT_LABELS)
+from collector.alerts.labels import (ACTION_LABELS, EVENT_KIND_LABELS, LIVENESS_LABELS, MATCH_LABELS, OUTCOME_LABELS,
+                                     RULE_LABELS, SORT_LABELS)
 from collector.alerts.models import AlertStatus, Severity, Sort
 from collector.alerts.queue import (ALL_RULES, BULK_CAP, DEFAULT_SUPPRESSION_DAYS, MAX_SUPPRESSION_DAYS, QueueFilter,
                                     check_assignee, delete_filter, filter_from_pairs, parse_cursor, query_string,
@@ -38,6 +38,7 @@ _NOTICE_KEYS = ("changed", "skipped", "suppressed")
 def _labels() -> dict[str, Any]:
     return {"rule_labels": RULE_LABELS, "outcome_labels": OUTCOME_LABELS, "kind_labels": EVENT_KIND_LABELS,
             "sort_labels": SORT_LABELS, "action_labels": ACTION_LABELS, "match_labels": MATCH_LABELS,
+            "liveness_labels": LIVENESS_LABELS,
             "all_rules": ALL_RULES, "severities": [s.value for s in Severity],
             "statuses": [s.value for s in AlertStatus], "sorts": [s.value for s in Sort], "outcomes": OUTCOMES,
             "bulk_cap": BULK_CAP, "default_days": DEFAULT_SUPPRESSION_DAYS, "max_days": MAX_SUPPRESSION_DAYS}
