@@ -31,7 +31,7 @@ from collector.web.templating import render
 
 __all__ = ["router", "STATE_LABELS"]
 
-router = APIRouter()
+router = APIRouter(include_in_schema=False)  # pages: the API (views.py) is what /openapi.json describes
 
 STATE_LABELS: dict[str, str] = {
     "open": "Open", "under_review": "Under review", "security_confirmed": "Confirmed by security",

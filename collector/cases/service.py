@@ -21,7 +21,7 @@ from collector.cases import hr
 from collector.cases.models import (Attachment, Case, CaseState, Comment, Handoff, HandoffState, HistoryEntry,
                                     HrKind, HrRecord, Need, Step, four_eyes_violation, step_for)
 from collector.domain.roles import allowed
-from collector.storage.base import AlertArea, AuditArea, CaseArea
+from collector.storage.base import AlertArea, AlreadyExists, AuditArea, CaseArea
 
 __all__ = ["CaseError", "open_case", "transition", "assign", "comment", "attach", "record_hr", "resend",
            "refresh_schedule", "safe_display_name", "BRIDGE_CASE_PREFIX", "MAX_TITLE", "MAX_COMMENT",
@@ -170,7 +170,8 @@ def transition(*, tx: CaseTx, case_id: int, to: str, actor: str, role: str, now_
             raise CaseError(422, missing)
     reason = _clean(str(fields.get("reason") or ""), label="the reason", max_len=4000, required=False)
     moved = replace(case, state=step.target.value, updated_at_ns=now_ns)
-    tx.update_case(moved)
+    if not tx.update_case(moved, only_from=case.state):
+        raise CaseError(409, f"the case changed meanwhile (no longer {case.state}): look at it again")
     after: dict[str, Any] = {"state": moved.state}
     if reason:
         after["reason"] = reason
@@ -196,7 +197,10 @@ def _write_handoff(tx: CaseTx, case: Case, history: Sequence[HistoryEntry], *, a
         attachments=tx.list_attachments(case.id), security=(sec[-1].actor, sec[-1].at_ns),
         hr=(hrs[-1].actor, hrs[-1].at_ns), sender=actor, sent_at_ns=now_ns, number=number)
     text = json.dumps(payload, ensure_ascii=False, sort_keys=True)
-    return tx.add_handoff(Handoff(case.id, number, text, actor, now_ns, next_attempt_ns=now_ns))
+    try:
+        return tx.add_handoff(Handoff(case.id, number, text, actor, now_ns, next_attempt_ns=now_ns))
+    except AlreadyExists as exc:  # someone sent it at the same moment: theirs stands, this one is refused
+        raise CaseError(409, f"hand-off {number} of case {case.id} was just written by someone else") from exc
 
 
 def resend(*, tx: CaseTx, case_id: int, actor: str, role: str, now_ns: int) -> Handoff:

@@ -301,8 +301,9 @@ class CaseArea(Protocol):
         """Stores a new case with its alerts; returns it with its id."""
         ...
     def get_case(self, case_id: int) -> Case | None: ...
-    def update_case(self, case: Case) -> None:
-        """Overwrites a case's state, title, assignee and update time (its alerts stay)."""
+    def update_case(self, case: Case, *, only_from: str | None = None) -> bool:
+        """Overwrites a case's state, title, assignee and update time (its alerts stay), only while its state
+        is still ``only_from`` when given (two people taking a step at once: one wins); returns whether it did."""
         ...
     def list_cases(self, *, cursor: int | None, limit: int, state: str | None = None,
                    assignee: str | None = None) -> Page:

@@ -591,11 +591,13 @@ class MemoryTransaction:
         """Gets a case by its id."""
         return self.s.cases.get(case_id)
 
-    def update_case(self, case: Case) -> None:
-        """Overwrites a case's fields but its alerts."""
+    def update_case(self, case: Case, *, only_from: str | None = None) -> bool:
+        """Overwrites a case's fields but its alerts, if its state is still ``only_from`` (when given)."""
         old = self.s.cases.get(case.id or 0)
-        if old is not None:
-            self.s.cases[old.id or 0] = replace(case, alert_ids=old.alert_ids)
+        if old is None or (only_from is not None and old.state != only_from):
+            return False
+        self.s.cases[old.id or 0] = replace(case, alert_ids=old.alert_ids)
+        return True
 
     def list_cases(self, *, cursor: int | None, limit: int, state: str | None = None,
                    assignee: str | None = None) -> Page:

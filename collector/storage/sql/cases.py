@@ -50,9 +50,12 @@ class CasesSql:
             return None
         return _case_from(row, self._alerts_of([case_id]).get(case_id, ()))
 
-    def update_case(self, case: Case) -> None:
-        """Overwrites a case's fields but its alerts."""
-        self._conn.execute(cases.update().where(cases.c.id == case.id).values(**_case_row(case)))
+    def update_case(self, case: Case, *, only_from: str | None = None) -> bool:
+        """Overwrites a case's fields but its alerts, if its state is still ``only_from`` (when given)."""
+        q = cases.update().where(cases.c.id == case.id)
+        if only_from is not None:  # re-checked under the row lock on PostgreSQL: of two concurrent steps one wins
+            q = q.where(cases.c.state == only_from)
+        return bool(self._conn.execute(q.values(**_case_row(case))).rowcount == 1)
 
     def list_cases(self, *, cursor: int | None, limit: int, state: str | None = None,
                    assignee: str | None = None) -> Page:

@@ -43,7 +43,7 @@ def _world() -> tuple[MemoryStore, int]:
     return store, int(case.id or 0)
 
 
-def _hr_records(tx: Any, case_id: int, actor: str, role: str, now: int) -> None:
+def _hr_records(tx: Any, case_id: int, actor: str, role: str, now: int, served_ns: int = T0 + 2 * DAY) -> None:
     att = service.attach(tx=tx, case_id=case_id, filename="r.pdf", content=b"report", content_type="a/b",
                          actor=actor, now_ns=now, max_bytes=1000)
     for kind, data in (
@@ -51,7 +51,7 @@ def _hr_records(tx: Any, case_id: int, actor: str, role: str, now: int) -> None:
         ("agreement", {"version": "v3", "document_sha256": hashlib.sha256(b"nda").hexdigest(), "signed_by": "E1",
                        "signed_at": "2024-03-01T10:00", "identity_check": "实名认证"}),
         ("employee", {"employee_id": "E1", "name": "张三", "region": "CN-SH"}),
-        ("notice", {"served_at": _iso(T0 + 2 * DAY), "method": "当面"}),
+        ("notice", {"served_at": _iso(served_ns), "method": "当面"}),
     ):
         service.record_hr(tx=tx, case_id=case_id, kind=kind, data=data, actor=actor, role=role, now_ns=now)
 

@@ -28,7 +28,10 @@ def test_cases_round_trip_filter_and_page(any_store: Any) -> None:
             for i in range(5)]
     first = any_store.get_case(made[0].id)
     assert first == replace(made[0]) and first.alert_ids == (a1, a2) and first.state == "open"
-    any_store.update_case(replace(first, state="under_review", assignee="bo", updated_at_ns=20, alert_ids=()))
+    assert any_store.update_case(replace(first, state="under_review", assignee="bo", updated_at_ns=20, alert_ids=()),
+                                 only_from="open")
+    assert not any_store.update_case(replace(first, state="dismissed"), only_from="open")  # someone moved it first
+    assert not any_store.update_case(replace(first, id=10**9))
     again = any_store.get_case(first.id)
     assert (again.state, again.assignee, again.updated_at_ns, again.alert_ids) == ("under_review", "bo", 20, (a1, a2))
     assert any_store.get_case(10**9) is None
