@@ -112,6 +112,12 @@ def create_app(*, store: Store, people: PeopleService, enrollment: EnrollmentSer
         if open_streams is not None:
             lines += ["# HELP shoumi_agent_streams Agent streams open on this collector.",
                       "# TYPE shoumi_agent_streams gauge", f"shoumi_agent_streams {open_streams()}"]
+        lines += ["# HELP shoumi_password_checks argon2 sign-in checks: running now, the most at once, refused as busy.",
+                  "# TYPE shoumi_password_checks gauge",
+                  f'shoumi_password_checks{{what="running"}} {people.checks_running}',
+                  f'shoumi_password_checks{{what="peak"}} {people.checks_peak}',
+                  f'shoumi_password_checks{{what="slots"}} {people.concurrent_password_checks}',
+                  f'shoumi_password_checks{{what="refused_busy"}} {people.checks_refused}']
         depths = dict(spool_depths or {})
         if depths:
             lines += ["# HELP shoumi_agent_spool_events Events waiting in an agent's spool, as it last reported.",

@@ -114,3 +114,29 @@ def test_every_response_carries_the_security_headers() -> None:
     first = tls.get("/page")
     assert first.headers["strict-transport-security"].startswith("max-age=")
     assert "secure" in first.headers["set-cookie"].lower()
+
+
+def test_the_real_app_sends_the_headers_and_guards_its_service_pages(tmp_path: Any) -> None:
+    from collector.storage import open_store
+    from tests.collector.accounts.conftest import make_world
+
+    store = open_store(tmp_path / "collector")
+    try:
+        w = make_world(store)
+        c = w.client()
+        login = c.get("/login")
+        assert login.headers["content-security-policy"] == CONTENT_SECURITY_POLICY
+        assert login.headers["x-frame-options"] == "DENY" and login.headers["cache-control"] == "no-store"
+        assert "<script>" not in login.text and "style=" not in login.text and "onclick" not in login.text
+        for path in ("/metrics", "/openapi.json", "/api/docs"):
+            assert c.get(path).status_code == 401
+            assert c.get(path, headers=w.bearer("ana")).status_code == 403
+            assert c.get(path, headers=w.bearer("aud")).status_code == 200
+            assert c.get(path, headers=w.bearer("ivan")).status_code == 200
+        assert 'shoumi_password_checks{what="slots"} 4' in c.get("/metrics", headers=w.bearer("aud")).text
+        assert "/api/v1/users" in c.get("/openapi.json", headers=w.bearer("aud")).json()["paths"]
+        docs = c.get("/api/docs", headers=w.bearer("aud"))
+        assert "frame-ancestors 'none'" in docs.headers["content-security-policy"]
+        assert c.get("/static/shoumi.css").headers.get("cache-control") != "no-store"
+    finally:
+        store.close()
