@@ -39,7 +39,19 @@ def encode_event(event: FileEvent, seq: int) -> events_pb2.Event:
         exe=event.exe,
     )
     if event.attributes:
-        attrs = struct_pb2.Struct()
-        attrs.update(_plain(event.attributes))
-        msg.attributes.CopyFrom(attrs)
+        fields = msg.attributes.fields
+        for key, value in event.attributes.items():
+            name = key if type(key) is str else str(key)
+            kind = type(value)
+            # the common flat values set in place: Struct.update() costs ~4 times as much
+            if kind is str:
+                fields[name].string_value = value
+            elif kind is bool:
+                fields[name].bool_value = value
+            elif kind is int or kind is float:
+                fields[name].number_value = value
+            else:
+                one = struct_pb2.Struct()
+                one.update({name: _plain(value)})
+                fields[name].CopyFrom(one.fields[name])
     return msg
