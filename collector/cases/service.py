@@ -29,6 +29,7 @@ __all__ = ["CaseError", "open_case", "transition", "assign", "comment", "attach"
 
 BRIDGE_CASE_PREFIX = "SC-"  # the case's id at the payroll bridge: SC-<id>, the same for every hand-off
 MAX_TITLE, MAX_COMMENT, MAX_ALERTS = 200, 10_000, 500
+_BRIDGE_ACCOUNT = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")  # docs/payroll.md: a confirmer is a stable account id
 # a case in one of these still holds its alerts: another case may not take them
 ACTIVE_STATES = frozenset(s.value for s in CaseState) - {CaseState.DISMISSED.value, CaseState.CLOSED.value}
 # where HR may (re)record: before its confirmation, during an appeal, and after a refused hand-off
@@ -191,6 +192,10 @@ def _write_handoff(tx: CaseTx, case: Case, history: Sequence[HistoryEntry], *, a
     hrs = [h for h in history if h.action == "transition" and h.to_state == CaseState.HR_CONFIRMED.value]
     if not sec or not hrs:
         raise CaseError(409, "the case has no security and HR confirmation on record")
+    for who in (sec[-1].actor, hrs[-1].actor, actor):
+        if not _BRIDGE_ACCOUNT.match(who.casefold()):  # the bridge would refuse it (CONFIRMER_NOT_ACCOUNT_ID)
+            raise CaseError(422, f"{who!r} is not an account id the payroll bridge accepts (letters, digits, '.', "
+                            "'_', '-'; no e-mail form): the confirmers need directory account names")
     number = len(tx.handoffs(case.id)) + 1
     payload = hr.payroll_payload(
         case=case, bridge_case_id=bridge_case_id(case.id), current=hr.current_records(tx.hr_records(case.id)),

@@ -220,3 +220,14 @@ def test_close_after_the_schedule_recovered_everything(world: World) -> None:
             {"period": "2026-12", "deduction_fen": 500000, "binding": "BALANCE", "state": "exported"}, "junk", {}]}))
     closed = ok(step(world, "hugo", cid, "closed"))
     assert closed["state"] == "closed" and [x["period"] for x in closed["handoffs"][0]["schedule"]] == ["2026-12"]
+
+
+def test_a_confirmer_the_bridge_would_not_accept_is_said_before_sending(world: World) -> None:
+    with world.store.transaction() as tx:
+        world.people.create_user(tx=tx, username="li.wei@corp", role="security_analyst", password=None, actor="t")
+        world.tokens["li.wei@corp"] = world.people.create_api_token(tx=tx, username="li.wei@corp", actor="t")
+    cid = to_hr_confirmed(world, sec="li.wei@corp")
+    refused = step(world, "hugo", cid, "sent_to_payroll")
+    assert refused.status_code == 422 and "li.wei@corp" in refused.json()["detail"]
+    with world.store.read() as tx:
+        assert tx.handoffs(cid) == [] and tx.get_case(cid).state == "hr_confirmed"  # type: ignore[union-attr]
