@@ -120,9 +120,18 @@ def _reader(e: StoredEvent) -> str | None:
     return e.user if e.kind in _READ_KINDS and e.user else None
 
 
+_FOLDERS: dict[tuple[str, int], str] = {}  # paths repeat (the same files are read again): made once each
+
+
 def _folder(path: str, depth: int) -> str:
-    parts = [p for p in path.split("/") if p]
-    return "/" + "/".join(parts[:depth]) if parts else "/"
+    found = _FOLDERS.get((path, depth))
+    if found is None:
+        parts = [p for p in path.split("/") if p]
+        found = "/" + "/".join(parts[:depth]) if parts else "/"
+        if len(_FOLDERS) >= 50_000:
+            _FOLDERS.clear()
+        _FOLDERS[(path, depth)] = found
+    return found
 
 
 @dataclass
@@ -349,12 +358,21 @@ class AfterHours:
     severity: str
     name: str = "after_hours"
     kinds: frozenset[str] = _ACCESS_KINDS
+    # (user, minute since the epoch) -> working: calendars are in whole minutes of zones whose offsets
+    # are whole minutes, so one answer holds for the whole minute
+    _working: dict[tuple[str, int], bool] = field(default_factory=dict, repr=False)
 
     def key(self, e: StoredEvent) -> str | None:
         return e.user if e.kind in _ACCESS_KINDS and e.user else None
 
     def step(self, state: State, e: StoredEvent) -> Finding | None:
-        if self.is_working(e.user, e.time_ns):
+        at = (e.user, e.time_ns // MINUTE_NS)
+        working = self._working.get(at)
+        if working is None:
+            if len(self._working) >= 100_000:
+                self._working.clear()
+            working = self._working[at] = self.is_working(e.user, e.time_ns)
+        if working:
             return None
         ep = _episode(state, e.time_ns, self.gap_ns)
         pending: list[str] = state.setdefault("pending", [])
@@ -442,32 +460,43 @@ class Engine:
     rules: Sequence[Rule]
     steps: int = field(default=0)
     _by_kind: dict[str, list[Rule]] = field(default_factory=dict, init=False, repr=False)
+    # kind -> (name, key, step) of the rules that look at it, the methods bound once
+    _calls: dict[str, tuple[tuple[str, Callable[[StoredEvent], str | None],
+                                  Callable[[State, StoredEvent], Finding | None]], ...]] = field(
+        default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         for rule in self.rules:
             for kind in rule.kinds:
                 self._by_kind.setdefault(kind, []).append(rule)
+        self._calls = {kind: tuple((r.name, r.key, r.step) for r in rules) for kind, rules in self._by_kind.items()}
 
     def keys(self, events: Iterable[StoredEvent]) -> set[tuple[str, str]]:
         """The (rule, key) states these events need."""
         out = set()
+        calls, none = self._calls, ()
         for e in events:
-            for rule in self._by_kind.get(e.kind, ()):
-                k = rule.key(e)
+            for name, key, _step in calls.get(e.kind, none):
+                k = key(e)
                 if k is not None:
-                    out.add((rule.name, k))
+                    out.add((name, k))
         return out
 
     def run(self, states: dict[tuple[str, str], State], events: Iterable[StoredEvent]) -> list[Finding]:
         """Looks at each event once; updates ``states`` in place; returns findings merged per group."""
         merged: dict[str, Finding] = {}
+        calls, none = self._calls, ()
+        steps = 0
         for e in events:
-            for rule in self._by_kind.get(e.kind, ()):
-                k = rule.key(e)
+            for name, key, step in calls.get(e.kind, none):
+                k = key(e)
                 if k is None:
                     continue
-                self.steps += 1
-                found = rule.step(states.setdefault((rule.name, k), {}), e)
+                steps += 1
+                state = states.get((name, k))
+                if state is None:
+                    state = states[(name, k)] = {}
+                found = step(state, e)
                 if found is None:
                     continue
                 have = merged.get(found.group_key)
@@ -476,4 +505,5 @@ class Engine:
                 else:
                     have.event_ids.extend(found.event_ids)
                     have.last_ns, have.sentence, have.path = max(have.last_ns, found.last_ns), found.sentence, found.path
+        self.steps += steps
         return list(merged.values())

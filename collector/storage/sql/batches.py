@@ -33,6 +33,16 @@ _PG_COPY = f"COPY events ({', '.join(_COLUMNS)}) FROM STDIN"
 
 
 _ENCODE = json.JSONEncoder(sort_keys=True, ensure_ascii=False).encode
+_SCAN: Any = getattr(json.JSONDecoder(), "scan_once")  # the C scanner json.loads runs, without its two whitespace matches
+
+
+def _parse(text: str) -> Any:
+    """json.loads of the attributes text ingest stored (no surrounding whitespace: scanned at once)."""
+    try:
+        value, end = _SCAN(text, 0)
+    except StopIteration:
+        return json.loads(text)  # raises the usual JSONDecodeError
+    return value if end == len(text) else json.loads(text)
 
 
 def _json(value: Any) -> str:
@@ -228,7 +238,8 @@ class BatchesSql:
     def events_after(self, *, agent_id: str, epoch: int, seq: int, limit: int) -> Sequence[StoredEvent]:
         """One agent's events after (epoch, seq), in chain order (detection's read: on the driver's cursor)."""
         rows = self._raw.all(_EVENTS_AFTER, (agent_id, epoch, epoch, seq, limit))
-        return [StoredEvent._make((*r[:-2], {} if r[-2] == "{}" else json.loads(r[-2]), r[-1])) for r in rows]
+        make, parse = StoredEvent._make, _parse
+        return [make((*r[:-2], {} if r[-2] == "{}" else parse(r[-2]), r[-1])) for r in rows]
 
     def count_events(self) -> int:
         """Counts stored events."""

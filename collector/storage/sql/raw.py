@@ -48,7 +48,8 @@ class RawCursor:
         cur = dbapi.cursor()
         try:
             cur.execute(self._text(sql), tuple(params))
-            return [tuple(r) for r in cur.fetchall()]
+            rows = cur.fetchall()
+            return rows if not rows or type(rows[0]) is tuple else [tuple(r) for r in rows]
         finally:
             cur.close()
 
