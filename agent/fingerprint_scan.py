@@ -375,11 +375,18 @@ def find_copies(
     exact copy of a sensitive archive stays "exact"). Raises ``ScanSkipped`` if the file itself
     cannot be read; a bad archive is not an error.
     """
-    scanned = scan_file(path, max_bytes=max_bytes, fine="all")
+    # Fine chunks only matter against small sources that begin as this file does (their anchor is
+    # its first fine chunk) and are not already exact copies: look first, fine-chunk only then.
+    scanned = scan_file(path, max_bytes=max_bytes, fine="anchor")
     text = scanned.path
     threshold = index.min_share if min_share is None else min_share
     matches = index.match(scanned.fingerprint, min_share=min_share, ignore=(text,))
-    matches = _fine_matches(index, scanned, matches, threshold, max_bytes, own_read)
+    if scanned.anchor is not None:
+        exact = {m.source_path for m in matches if m.kind == "exact"}
+        if any(s != text and s not in exact for s in index.anchored(scanned.anchor)):
+            scanned = scan_file(path, max_bytes=max_bytes, fine="all")
+            matches = index.match(scanned.fingerprint, min_share=min_share, ignore=(text,))
+            matches = _fine_matches(index, scanned, matches, threshold, max_bytes, own_read)
     if not (scanned.size and _looks_like_archive(path)):
         return scanned, matches
     try:
