@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import math
 import os
 import re
@@ -79,6 +80,19 @@ class Busy(PeopleError):
 
     def __init__(self) -> None:
         super().__init__("busy, retry in a few seconds")
+
+
+def _address(peer: str) -> str:
+    """What the throttle counts as one address: an IPv4 address, or an IPv6 /64 (one subscriber's, usually)."""
+    try:
+        ip = ipaddress.ip_address(peer)
+    except ValueError:
+        return peer[:64]
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)
 
 
 class PeopleTx(PeopleArea, AuditArea, Protocol):
@@ -368,11 +382,11 @@ class PeopleService:
         return hmac.new(key, f"{what}\0{text}".encode("utf-8", "replace"), hashlib.sha256).hexdigest()
 
     def _pair_key(self, key: bytes, username: str, peer: str) -> str:
-        return self._keyed(key, "pair", f"{username}\0{peer}")[:64]
+        return self._keyed(key, "pair", f"{username}\0{_address(peer)}")[:64]
 
     def _keys(self, key: bytes, username: str, peer: str) -> dict[str, str]:
         return {"pair": self._pair_key(key, username, peer), "account": self._keyed(key, "account", username)[:64],
-                "address": self._keyed(key, "address", peer)[:64]}
+                "address": self._keyed(key, "address", _address(peer))[:64]}
 
     def _refuse_if_locked(self, tx: PeopleArea, key: bytes, username: str, peer: str) -> None:
         now = self.clock()

@@ -21,6 +21,9 @@ How the numbers were chosen, so a lockout cannot be used to lock everyone out:
   machine for at most an hour at a time.
 * The **address** rule (100, failures across all accounts) stops password spraying from one
   address; 100 leaves room for an office behind one NAT address where people mistype.
+* An address is an IPv4 address or an IPv6 /64 (what one subscriber usually holds), so rotating
+  through one's own /64 buys no more guesses. Behind a reverse proxy the collector must be given
+  the client's address (uvicorn's proxy headers), or every caller counts as the proxy.
 * Lockouts are forgotten after a day without failures, so the doubling starts again at its first
   step. Counts live in the database (table login_throttle), so every collector on one PostgreSQL
   sees the same counts; keys are keyed hashes of the account name, never the typed text.

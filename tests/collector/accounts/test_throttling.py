@@ -118,3 +118,10 @@ def test_collectors_sharing_a_database_share_the_counts(backend: str, tmp_path: 
             with admin.begin() as conn:
                 conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
             admin.dispose()
+
+
+def test_an_ipv6_subscriber_counts_as_one_address_whatever_its_last_64_bits(world: World) -> None:
+    for i in range(5):  # rotating through one /64 does not buy more guesses
+        assert sign_in(world.client(f"2001:db8:1:2::{i + 1:x}"), "ana", "wrong password!!").status_code == 401
+    assert sign_in(world.client("2001:db8:1:2::ffff"), "ana").status_code == 429
+    assert sign_in(world.client("2001:db8:1:3::1"), "ana").status_code == 303  # another /64 is another address
