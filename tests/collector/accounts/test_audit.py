@@ -198,3 +198,39 @@ def test_events_list_audits_only_the_validated_filter_capped(world: World) -> No
     assert (entry.action, dict(entry.details)) == ("events.list", {"kind": "file.read"})
     assert c.get("/api/v1/events", params={"cursor": "¹"}, headers=world.bearer("ana")).status_code == 400
     assert c.get("/api/v1/events", params={"cursor": "١٢"}, headers=world.bearer("ana")).status_code == 400
+
+
+def test_rows_of_a_store_from_before_the_chain_are_chained_by_the_upgrade(sql_url: str) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    from collector.storage.sql import store as sql_store
+
+    url = sql_url if "://" in sql_url else f"sqlite:///{Path(sql_url) / 'collector.db'}"
+    if "://" not in sql_url:
+        Path(sql_url).mkdir(parents=True)
+    url = url.replace("postgresql://", "postgresql+psycopg://", 1)
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:  # a store as the release before accounts left it, with its audit rows
+        cfg = Config()
+        cfg.set_main_option("script_location", str(sql_store._MIGRATIONS))
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0005")
+        for i in range(3):
+            conn.execute(sa.text("INSERT INTO audit_log (at_ns, actor, action, target, details) VALUES "
+                                 "(:t, 'cli:root', 'user.create', :u, :d)"),
+                         {"t": i, "u": f"u{i}", "d": json.dumps({"role": "hr", "名": i}, sort_keys=True)})
+    engine.dispose()
+    store = open_store(sql_url)
+    try:
+        with store.transaction() as tx:
+            tx.append_audit(AuditEntry(9, "ana", "login", "ana", {}))
+        with store.read() as tx:
+            count, findings = audit_chain_findings(tx)
+            assert [e.target for e in tx.list_audit(cursor=None, limit=9).items] == ["ana", "u2", "u1", "u0"]
+        assert (count, findings) == (4, [])
+        with pytest.raises(sa.exc.DBAPIError, match="append-only"):
+            with store.transaction() as tx:
+                tx._conn.execute(sa.text("DELETE FROM audit_log"))
+    finally:
+        store.close()
