@@ -163,6 +163,10 @@ class _Ingest:
                                      batch_hash=ack.batch_hash)
         finally:
             reader.cancel()
+            while not ahead.empty():  # answers nobody will read now (the stream ended): retrieved, not warned of
+                left_over = ahead.get_nowait()
+                if left_over is not None:
+                    left_over.add_done_callback(_retrieved)
             left = self.streams.get(key, 1) - 1
             if left:
                 self.streams[key] = left
@@ -182,6 +186,9 @@ class _Ingest:
                 try:
                     handed = await loop.run_in_executor(self.calls.pool, functools.partial(self._one, raw, peer, stream))
                     done: asyncio.Future[AckValue] = asyncio.wrap_future(handed)
+                except asyncio.CancelledError:
+                    self._release(size)
+                    raise
                 except Exception as exc:  # refused before the committer: answered in its turn
                     done = loop.create_future()
                     done.set_exception(exc)
@@ -220,6 +227,11 @@ class _Ingest:
             raise error from exc
         return self.service.submit(batch, authenticated_agent=peer[0] if peer else None,
                                    certificate_serial=peer[1] if peer else None, stream=stream)
+
+
+def _retrieved(done: asyncio.Future[AckValue]) -> None:
+    if not done.cancelled():
+        done.exception()
 
 
 class _Enrollment:
