@@ -88,8 +88,9 @@ def set_status(*, tx: _AlertTx, alert_id: int, status: str, actor: str, now_ns: 
 
 
 def move(*, tx: _AlertTx, alert: Alert, status: str, actor: str, now_ns: int, outcome: str | None = None,
-         batch: str | None = None) -> Alert:
-    """Moves a loaded alert (as ``set_status``); ``batch`` names the bulk request it is part of, in its audit row."""
+         batch: str | None = None, write: bool = True) -> Alert:
+    """Moves a loaded alert (as ``set_status``); ``batch`` names the bulk request it is part of, in its audit row;
+    with ``write=False`` the caller stores the moved alert (``update_alerts``, many at once)."""
     alert_id = alert.id
     try:
         allowed = can_move(alert.status, status)
@@ -103,7 +104,8 @@ def move(*, tx: _AlertTx, alert: Alert, status: str, actor: str, now_ns: int, ou
     elif outcome is not None:
         raise AlertError(400, "a closure reason is given when closing")
     moved = replace(alert, status=status, updated_at_ns=now_ns, outcome=outcome)
-    tx.update_alert(moved)
+    if write:
+        tx.update_alert(moved)
     details: dict[str, object] = {"from": alert.status, "to": status, "outcome": outcome,
                                   "outcome_before": alert.outcome}
     if batch is not None:
@@ -113,12 +115,13 @@ def move(*, tx: _AlertTx, alert: Alert, status: str, actor: str, now_ns: int, ou
 
 
 def assign(*, tx: _AlertTx, alert: Alert, assignee: str | None, actor: str, now_ns: int,
-           batch: str | None = None) -> Alert:
+           batch: str | None = None, write: bool = True) -> Alert:
     """Gives a loaded alert to an analyst (or to nobody: None); audited with before and after."""
     if alert.assignee == assignee:
         return alert
     moved = replace(alert, assignee=assignee, updated_at_ns=now_ns)
-    tx.update_alert(moved)
+    if write:
+        tx.update_alert(moved)
     details: dict[str, object] = {"from": alert.assignee, "to": assignee}
     if batch is not None:
         details["bulk"] = batch

@@ -140,6 +140,9 @@ class AlertArea(Protocol):
     def update_alert(self, alert: Alert) -> None:
         """Overwrites an alert's fields; its evidence is only appended, by add_evidence."""
         ...
+    def update_alerts(self, changed: Sequence[Alert]) -> None:
+        """Writes the triage fields (status, outcome, assignee, update time) of many alerts at once (bulk)."""
+        ...
     def add_evidence(self, *, alert_id: int, event_ids: Sequence[str]) -> int:
         """Appends the events an alert does not hold yet; returns how many were new."""
         ...

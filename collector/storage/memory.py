@@ -286,6 +286,13 @@ class MemoryTransaction:
         if alert.id in self.s.alerts:
             self.s.alerts[alert.id] = replace(alert, event_ids=())
 
+    def update_alerts(self, changed: Sequence[Alert]) -> None:
+        """Writes the triage fields of many alerts."""
+        for a in changed:
+            if a.id in self.s.alerts:
+                self.s.alerts[a.id] = replace(self.s.alerts[a.id], status=a.status, outcome=a.outcome,
+                                              assignee=a.assignee, updated_at_ns=a.updated_at_ns)
+
     def add_evidence(self, *, alert_id: int, event_ids: Sequence[str]) -> int:
         """Appends the events an alert does not hold yet; returns how many were new."""
         held = self.s.evidence.setdefault(alert_id, [])

@@ -50,6 +50,16 @@ class AlertsSql:
         row.pop("event_ids")
         self._conn.execute(alerts.update().where(alerts.c.id == alert.id).values(**row))
 
+    def update_alerts(self, changed: Sequence[Alert]) -> None:
+        """Writes the triage fields of many alerts in one statement per 1,000 (executemany)."""
+        statement = alerts.update().where(alerts.c.id == sa.bindparam("b_id")).values(
+            status=sa.bindparam("b_status"), outcome=sa.bindparam("b_outcome"), assignee=sa.bindparam("b_assignee"),
+            updated_at_ns=sa.bindparam("b_at"))
+        rows = [dict(b_id=a.id, b_status=a.status, b_outcome=a.outcome, b_assignee=a.assignee, b_at=a.updated_at_ns)
+                for a in changed]
+        for i in range(0, len(rows), 1000):
+            self._conn.execute(statement, rows[i:i + 1000])
+
     def add_evidence(self, *, alert_id: int, event_ids: Sequence[str]) -> int:
         """Appends the events an alert does not hold yet; returns how many were new."""
         wanted = list(dict.fromkeys(event_ids))

@@ -231,3 +231,16 @@ def test_an_older_store_gets_a_secret_and_its_alerts_people_their_pseudonyms(tmp
             assert ranks == [3, 1, 4, 2]  # critical, high, medium, low: the old rows got their rank
     finally:
         store.close()
+
+
+def test_many_alerts_change_their_triage_fields_at_once(any_store: Any) -> None:
+    made = _fill(any_store, 5)
+    changed = [replace(a, status="closed", outcome="benign", assignee="bo", updated_at_ns=77, summary="ignored")
+               for a in made[:3]]
+    any_store.update_alerts(changed)
+    after = {a.id: a for a in any_store.get_alerts([a.id for a in made])}
+    for a in made[:3]:
+        got = after[a.id]
+        assert (got.status, got.outcome, got.assignee, got.updated_at_ns, got.summary) == (
+            "closed", "benign", "bo", 77, a.summary)  # only the triage fields
+    assert (after[made[3].id].status, after[made[3].id].updated_at_ns) == (made[3].status, made[3].updated_at_ns)
