@@ -153,8 +153,13 @@ class HandoffWorker:
         except BridgeUnreachable as exc:
             return replace(h, last_error=f"schedule not read: {exc}", next_attempt_ns=now + self.backoff(h.attempts + 1),
                            lease_until_ns=0)
-        return replace(h, schedule=found, schedule_at_ns=now, last_error=None, next_attempt_ns=now + self.refresh_ns,
-                       lease_until_ns=0)
+        raw = found.get("lines")
+        lines: list[Any] = raw if isinstance(raw, list) else []
+        settled = found.get("remaining_fen") == 0 and all(
+            isinstance(x, dict) and x.get("state") == "exported" for x in lines)
+        # a schedule the bridge has fully exported changes no more: it is not read again unless asked
+        return replace(h, schedule=found, schedule_at_ns=now, last_error=None,
+                       next_attempt_ns=0 if settled else now + self.refresh_ns, lease_until_ns=0)
 
     def _save(self, before: Handoff, after: Handoff) -> None:
         if HandoffState(after.state) not in HANDOFF_TRANSITIONS[HandoffState(before.state)]:
