@@ -21,6 +21,8 @@ A state-changing request (POST, PUT, PATCH, DELETE) that is not authenticated by
    temporary file), parsed, and replayed to the route unchanged, so the route's ``Form``/``File``
    parameters read it as if nothing happened; a 10 MB attachment costs disk, not memory.
 
+A request with a bearer token is authenticated by that token alone: the middleware drops its
+cookies, so no route can fall back on a session the browser happened to send with it.
 Anonymous writes outside the pre-session paths pass untouched: they carry no ambient authority and
 the route answers 401. A refusal is 403 with the reason. The token every page needs is put on
 ``request.state.csrf_token`` for ``render()``.
@@ -36,13 +38,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from http.cookies import SimpleCookie
 from tempfile import SpooledTemporaryFile
 from typing import Any, AsyncGenerator, Awaitable, Callable, MutableMapping
 from urllib.parse import parse_qsl, urlsplit
 
 from starlette.datastructures import Headers
 from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.requests import cookie_parser
 
 __all__ = ["SecurityMiddleware", "session_csrf_token", "CSRF_FIELD", "CSRF_HEADER", "LOGIN_CSRF_COOKIE",
            "PRE_SESSION_PATHS", "CONTENT_SECURITY_POLICY"]
@@ -73,13 +75,8 @@ def session_csrf_token(session_token: str) -> str:
 
 
 def _cookies(headers: Headers) -> dict[str, str]:
-    jar: SimpleCookie = SimpleCookie()
-    for value in headers.getlist("cookie"):
-        try:
-            jar.load(value)
-        except Exception:  # a malformed cookie header is no cookie, not a 500
-            continue
-    return {k: m.value for k, m in jar.items()}
+    # Starlette's own parser, so this sees exactly the cookies request.cookies gives the routes
+    return cookie_parser(headers.get("cookie", ""))
 
 
 class _Refused(Exception):
@@ -114,7 +111,12 @@ class SecurityMiddleware:
         scope.setdefault("state", {})["csrf_token"] = expected
         wrapped_send = self._with_headers(send, path=path, tls=tls, login_token=new_login_token)
 
-        if scope["method"] in _SAFE or headers.get("authorization", "").lower().startswith("bearer "):
+        if headers.get("authorization", "").lower().startswith("bearer "):
+            # authenticated by the token alone: its cookies are dropped, so no page can take the session instead
+            scope["headers"] = [(k, v) for k, v in scope["headers"] if k.lower() != b"cookie"]
+            await self.app(scope, receive, wrapped_send)
+            return
+        if scope["method"] in _SAFE:
             await self.app(scope, receive, wrapped_send)
             return
         spool: Any = None
@@ -176,12 +178,14 @@ def _check_origin(headers: Headers) -> None:
         raise _Refused(403, f"cross-origin request refused (Sec-Fetch-Site: {site[:32]})")
     origin = headers.get("origin")
     if origin is not None:
-        host = headers.get("host", "")
+        # behind a reverse proxy that rewrites Host, the browser's host arrives as X-Forwarded-Host
+        # (a header another site's page cannot add without a CORS preflight, which is never granted)
+        hosts = {h.strip().lower() for h in (headers.get("host", ""), headers.get("x-forwarded-host", "")) if h.strip()}
         try:
-            origin_host = urlsplit(origin).netloc
+            origin_host = urlsplit(origin).netloc.lower()
         except ValueError:
             origin_host = ""
-        if origin == "null" or not origin_host or origin_host.lower() != host.lower():
+        if origin == "null" or not origin_host or origin_host not in hosts:
             raise _Refused(403, "cross-origin request refused (Origin does not match Host)")
 
 

@@ -140,3 +140,29 @@ def test_the_real_app_sends_the_headers_and_guards_its_service_pages(tmp_path: A
         assert c.get("/static/shoumi.css").headers.get("cache-control") != "no-store"
     finally:
         store.close()
+
+
+def test_the_check_reads_cookies_as_the_routes_do_and_bearer_requests_lose_their_cookies() -> None:
+    app = _echo_app()
+
+    @app.post("/whoami")
+    def whoami(request: Request) -> dict[str, Any]:
+        return {"session": request.cookies.get("shoumi_session")}
+
+    client = TestClient(app)
+    # a cookie another app on the domain set, that Python's SimpleCookie gives up on, before the session
+    raw = 'prefs="{\\"a\\": 1}"; bad cookie=x; shoumi_session=ss_abc'
+    refused = client.post("/whoami", headers={"Cookie": raw})
+    assert refused.status_code == 403  # the session is seen, so its token is required
+    ok = client.post("/whoami", headers={"Cookie": raw, "X-CSRF-Token": session_csrf_token("ss_abc")})
+    assert ok.json() == {"session": "ss_abc"}
+    bearer = client.post("/whoami", headers={"Cookie": raw, "Authorization": "Bearer sa_x"})
+    assert bearer.status_code == 200 and bearer.json() == {"session": None}
+
+
+def test_behind_a_proxy_the_forwarded_host_is_the_origin_to_match() -> None:
+    client, token = _session_client()
+    headers = {"X-CSRF-Token": token, "Origin": "https://shoumi.example.cn", "Host": "127.0.0.1:8080"}
+    assert client.post("/json", json={}, headers=headers).status_code == 403
+    headers["X-Forwarded-Host"] = "shoumi.example.cn"
+    assert client.post("/json", json={}, headers=headers).status_code == 200
