@@ -53,6 +53,8 @@ class BridgeAnswer:
 
 def read_token(path: Path) -> str:
     """Reads the collector's bridge credential (``spc_...``) from its file."""
+    if path.stat().st_mode & 0o077:
+        log.warning("the payroll credential file %s can be read by others: chmod 600 it", path)
     token = path.read_text(encoding="utf-8").strip()
     if not token or any(ch.isspace() for ch in token):
         raise ValueError(f"{path} does not hold one credential")
