@@ -324,11 +324,15 @@ class IngestService:
         offer.stored = None
         if offer.stream is not None and offer.stream.refused:
             raise IngestError("ABORTED", "after_refusal", "an earlier batch of this stream was refused; resend from it")
+        head = tx.chain_head(batch.agent_id)
+        # a batch is stored at (epoch, first_seq) only if the head has reached it: the next batch needs no look
+        beyond = head is None or (batch.epoch, batch.first_seq) > (head.epoch, head.last_seq)
         known = Known(
             agent=tx.get_agent(batch.agent_id),
             certificate=None if stream_serial is None else tx.certificate_status(serial=stream_serial),
-            stored_hash=tx.batch_hash_at(agent_id=batch.agent_id, epoch=batch.epoch, first_seq=batch.first_seq),
-            head=tx.chain_head(batch.agent_id),
+            stored_hash=None if beyond else tx.batch_hash_at(agent_id=batch.agent_id, epoch=batch.epoch,
+                                                             first_seq=batch.first_seq),
+            head=head,
         )
         decision = admit(offered, known, stream_agent=stream_agent, stream_serial=stream_serial)
         if isinstance(decision, Refuse):

@@ -79,10 +79,24 @@ class BatchesSql:
     _dialect: str
     _raw: RawCursor
 
+    def _heads_read(self) -> dict[str, tuple[Any, ...] | None] | None:
+        """SQLite: the chain-head rows this transaction read or wrote, by agent. Its BEGIN IMMEDIATE holds
+        the write lock, so they cannot change under it and store_batch need not read them again. None on
+        PostgreSQL, where store_batch locks the row itself (FOR UPDATE)."""
+        if self._dialect != "sqlite":
+            return None
+        seen: dict[str, tuple[Any, ...] | None] | None = self.__dict__.get("_heads_seen")
+        if seen is None:
+            seen = self.__dict__["_heads_seen"] = {}
+        return seen
+
     # --- chains and batches -------------------------------------------------------------------
     def chain_head(self, agent_id: str) -> ChainHead | None:
         """Gets where the agent's chain stands."""
         row = self._raw.one("SELECT epoch, last_seq, last_hash FROM chain_heads WHERE agent_id = ?", (agent_id,))
+        seen = self._heads_read()
+        if seen is not None:
+            seen[agent_id] = row
         return None if row is None else ChainHead(row[0], row[1], bytes(row[2]))
 
     def batch_hash_at(self, *, agent_id: str, epoch: int, first_seq: int) -> bytes | None:
@@ -96,8 +110,12 @@ class BatchesSql:
         """Stores a verified batch and its events if the chain head has not moved."""
         # FOR UPDATE locks the head row on PostgreSQL; SQLite's BEGIN IMMEDIATE already holds the write lock
         lock = " FOR UPDATE" if self._dialect == "postgresql" else ""
-        row = self._raw.one(f"SELECT epoch, last_seq, last_hash FROM chain_heads WHERE agent_id = ?{lock}",
-                            (batch.agent_id,))
+        seen = self._heads_read()
+        if seen is not None and batch.agent_id in seen:
+            row = seen[batch.agent_id]
+        else:
+            row = self._raw.one(f"SELECT epoch, last_seq, last_hash FROM chain_heads WHERE agent_id = ?{lock}",
+                                (batch.agent_id,))
         current = None if row is None else ChainHead(row[0], row[1], bytes(row[2]))
         if current != expected_head:
             raise ChainConflict(f"chain head of {batch.agent_id} moved")
@@ -115,6 +133,8 @@ class BatchesSql:
                           (batch.agent_id, batch.epoch, batch.first_seq, batch.last_seq, batch.batch_hash,
                            batch.prev_hash, batch.signature, batch.canonical, batch.received_at_ns))
             self._insert_events([event_row(e) for e in events_])
+            if seen is not None:
+                seen[batch.agent_id] = (batch.epoch, batch.last_seq, batch.batch_hash)
         except IntegrityError as exc:
             raise ChainConflict(f"batch of {batch.agent_id} already stored") from exc
         except self._conn.dialect.dbapi.IntegrityError as exc:  # type: ignore[union-attr]
