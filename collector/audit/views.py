@@ -64,6 +64,9 @@ def audit_filter(
     until: str | None = Query(None, max_length=64, description="RFC 3339 time or YYYY-MM-DD (UTC, the whole day), exclusive"),
 ) -> AuditFilter:
     """The filter of an audit request (empty fields are no filter)."""
+    for name, value in (("actor", actor), ("action", action), ("target", target)):
+        if value and not value.isprintable():
+            raise HTTPException(400, f"{name}: only printable characters")
     return AuditFilter(actor=actor or None, action=action or None, target=target or None,
                        since_ns=_time(since, end_of_day=False), until_ns=_time(until, end_of_day=True))
 

@@ -180,7 +180,7 @@ class PeopleService:
 
     def get_user(self, *, tx: PeopleArea, username: str) -> User:
         """Gets a user by name."""
-        user = tx.get_user(username)
+        user = tx.get_user(username) if _USERNAME.match(username) else None
         if user is None:
             raise NotFound(f"no user {username!r}")
         return user
@@ -305,7 +305,8 @@ class PeopleService:
         key = self._key(store)
         with store.read() as tx:
             self._refuse_if_locked(tx, key, username, peer)
-            user = tx.get_user(username)
+            # a name no account can have is not looked up (PostgreSQL refuses NUL in text, for one)
+            user = tx.get_user(username) if _USERNAME.match(username) else None
         ok = self._verify(user.password_hash if user else None, password)
         ok = ok and user is not None and not user.disabled
         now = self.clock()
@@ -405,7 +406,7 @@ class PeopleService:
     def _count_failure(self, tx: PeopleTx, key: bytes, username: str, peer: str, *, action: str) -> None:
         now = self.clock()
         keys = self._keys(key, username, peer)
-        user = tx.get_user(username)
+        user = tx.get_user(username) if _USERNAME.match(username) else None
         target = user.username if user is not None else f"unknown user #{self._keyed(key, 'name', username)[:10]}"
         tx.append_audit(AuditEntry(now, f"peer:{peer[:64]}", action, target, {}))
         for rule in RULES:

@@ -234,3 +234,18 @@ def test_rows_of_a_store_from_before_the_chain_are_chained_by_the_upgrade(sql_ur
                 tx._conn.execute(sa.text("DELETE FROM audit_log"))
     finally:
         store.close()
+
+
+def test_hostile_text_gets_a_4xx_on_postgresql_too(sql_url: str) -> None:
+    from tests.collector.accounts.conftest import make_world, sign_in
+
+    store = open_store(sql_url)
+    try:
+        w = make_world(store)
+        c = w.client()
+        assert sign_in(c, "ana\x00' OR 1=1 --", "x").status_code == 401  # PostgreSQL refuses NUL: never looked up
+        assert c.get("/api/v1/audit", params={"actor": "a\x00b"}, headers=w.bearer("aud")).status_code == 400
+        assert c.get("/api/v1/users/a%00b", headers=w.bearer("ivan")).status_code == 404
+        assert c.post("/api/v1/users", json={"username": "x\x00", "role": "hr"}, headers=w.bearer("ivan")).status_code == 400
+    finally:
+        store.close()
