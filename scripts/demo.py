@@ -27,12 +27,14 @@ from __future__ import annotations
 import argparse
 import ctypes
 import getpass
+import hashlib
 import json
 import os
 import pwd
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -64,8 +66,8 @@ def _tool(name: str) -> str:
     return str(found) if found.exists() else name
 
 
-def _run(*args: str, stdin: str | None = None) -> str:
-    done = subprocess.run(args, input=stdin, capture_output=True, text=True, timeout=60)
+def _run(*args: str, stdin: str | None = None, env: dict[str, str] | None = None) -> str:
+    done = subprocess.run(args, input=stdin, capture_output=True, text=True, timeout=60, env=env)
     if done.returncode != 0:
         raise SystemExit(f"demo: {' '.join(args[:3])} failed: {done.stderr.strip()}")
     return done.stdout.strip()
@@ -121,9 +123,9 @@ def _die_with_parent() -> None:
     libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-def _spawn(args: list[str], log_path: Path) -> subprocess.Popen[bytes]:
+def _spawn(args: list[str], log_path: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     with open(log_path, "wb") as log:
-        return subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+        return subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent, env=env)
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
@@ -134,6 +136,92 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+ACCOUNTS = (("analyst", "security_analyst"), ("hr", "hr"), ("hr2", "hr"), ("auditor", "auditor"), ("it", "it_admin"))
+EMPLOYEE = {"employee_id": "E1001", "name": "张三", "region": "CN-SH"}
+
+
+def _free_port() -> int:
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = int(probe.getsockname()[1])
+    probe.close()
+    return port
+
+
+def _payroll_bridge(root: Path) -> tuple[dict[str, str], Path, str]:
+    """Prepares the payroll bridge's ledger with the collector's own credential."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHOUMI_PAYROLL_")}
+    env.update(SHOUMI_PAYROLL_LEDGER_PATH=str(root / "payroll" / "ledger.sqlite3"), XDG_STATE_HOME=str(root / "payroll"))
+    (root / "payroll").mkdir(mode=0o700)
+    made = json.loads(_run(_tool("shoumi-payroll"), "client", "create", "collector", "--actor", "it", env=env))
+    token_file = root / "payroll" / "collector.token"
+    token_file.write_text(made["token"] + "\n")
+    token_file.chmod(0o600)
+    return env, token_file, f"http://127.0.0.1:{_free_port()}"
+
+
+def _payroll_wages(root: Path, env: dict[str, str]) -> None:
+    """Payroll records the employee's wages for the coming months (the bridge knows the employee from the case)."""
+    y, m = time.gmtime().tm_year, time.gmtime().tm_mon
+    periods = [f"{y + (m - 1 + i) // 12}-{(m - 1 + i) % 12 + 1:02d}" for i in range(6)]
+    wages = root / "payroll" / "wages.json"
+    wages.write_text(json.dumps({"employee_id": EMPLOYEE["employee_id"], "periods": [
+        {"period": p, "wage_fen": 800000, "social_insurance_fen": 84000, "housing_fund_fen": 56000} for p in periods]}))
+    _run(_tool("shoumi-payroll"), "wages", str(wages), "--actor", "payroll.clerk", env=env)
+
+
+def _api(http: str, token: str, method: str, path: str, **kw: Any) -> Any:
+    import httpx
+
+    reply = httpx.request(method, http + path, headers={"Authorization": f"Bearer {token}"}, timeout=30, **kw)
+    if reply.status_code >= 400:
+        raise SystemExit(f"demo: {method} {path} answered {reply.status_code}: {reply.text[:300]}")
+    return reply.json()
+
+
+def _play_case(http: str, tokens: dict[str, str], alert_id: int, agent: subprocess.Popen[bytes],
+               wages: Callable[[], None]) -> dict[str, Any]:
+    """The people's part, through the API: security opens and confirms, HR records and confirms, HR sends."""
+    sec, hr = tokens["analyst"], tokens["hr"]
+    case = _api(http, sec, "POST", "/api/v1/cases", json={"alert_ids": [alert_id], "title": "把客户合同写入U盘"})
+    cid = case["id"]
+    for to in ("under_review", "security_confirmed"):
+        _api(http, sec, "POST", f"/api/v1/cases/{cid}/transition", json={"to": to})
+    print(f"demo: case #{cid} opened from alert #{alert_id} and confirmed by analyst (security)")
+    report = "第三方鉴定报告：客户合同外泄造成的直接损失 5,000 元".encode()
+    doc = _api(http, hr, "POST", f"/api/v1/cases/{cid}/attachments",
+               files={"file": ("损失鉴定报告.txt", report, "text/plain")})
+    _api(http, hr, "POST", f"/api/v1/cases/{cid}/hr/loss",
+         json={"amount_yuan": "5000.00", "kind": "direct", "documents": [doc["id"]]})
+    _api(http, hr, "POST", f"/api/v1/cases/{cid}/hr/agreement", json={
+        "version": "NDA-2024-v3", "document_sha256": hashlib.sha256(b"demo: the signed NDA").hexdigest(),
+        "signed_by": EMPLOYEE["employee_id"], "signed_at": "2024-03-01T10:00:00+08:00",
+        "identity_check": "电子签约平台实名认证 + 短信验证码"})
+    _api(http, hr, "POST", f"/api/v1/cases/{cid}/hr/employee", json=EMPLOYEE)
+    served = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    _api(http, hr, "POST", f"/api/v1/cases/{cid}/hr/notice", json={"served_at": served, "method": "当面送达，员工签收"})
+    for to in ("hr_confirmed", "sent_to_payroll"):
+        _api(http, hr, "POST", f"/api/v1/cases/{cid}/transition", json={"to": to})
+    print(f"demo: HR (hr) recorded the loss of 5,000.00 yuan, the agreement NDA-2024-v3 and the notice, "
+          "confirmed, and sent the case to payroll")
+
+    def answered(with_schedule: bool) -> dict[str, Any] | None:
+        handoffs = _api(http, hr, "GET", f"/api/v1/cases/{cid}/handoff")
+        done = [h for h in handoffs if h.get("state") in ("accepted", "refused")]
+        if not done or (with_schedule and done[-1]["state"] == "accepted" and not done[-1].get("schedule")):
+            return None
+        return dict(done[-1])
+
+    handoff = _until(lambda: answered(False), 30, agent)
+    if handoff and handoff["state"] == "accepted":
+        wages()
+        _api(http, hr, "POST", f"/api/v1/cases/{cid}/handoff/refresh")
+        handoff = _until(lambda: answered(True), 30, agent)
+    if not handoff:
+        raise SystemExit(f"demo: the payroll bridge did not answer for case #{cid}; see {http}/cases/{cid}")
+    return {"id": cid, "handoff": handoff}
 
 
 def main() -> int:
@@ -173,6 +261,11 @@ def main() -> int:
     rules = root / "rules.toml"
     rules.write_text(RULES)
 
+    payroll_env, payroll_token, payroll_url = _payroll_bridge(root)
+    bridge = _spawn([_tool("shoumi-payroll"), "serve", "--listen", payroll_url.removeprefix("http://")],
+                    root / "logs" / "payroll.log", env=payroll_env)
+    os.environ.update(SHOUMI_COLLECTOR_CASES__PAYROLL_URL=payroll_url,
+                      SHOUMI_COLLECTOR_CASES__PAYROLL_TOKEN_FILE=str(payroll_token))
     collector = _spawn([_tool("shoumi-collector"), "serve", "--data-dir", str(collector_dir), "--grpc-listen", "127.0.0.1:0",
                         "--enroll-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--rules", str(rules)],
                        root / "logs" / "collector.log")
@@ -181,10 +274,13 @@ def main() -> int:
         _wait_for(collector_dir / "collector.addr.json", collector, "collector")
         addr = json.loads((collector_dir / "collector.addr.json").read_text())
         http = addr["http"]
-        password = secrets.token_urlsafe(12)
-        _run(_tool("shoumi-collector"), "user", "create", "--data-dir", str(collector_dir), "--username", "analyst",
-             "--role", "security_analyst", "--password-stdin", stdin=password + "\n")
-        api_token = _run(_tool("shoumi-collector"), "api-token", "create", "--data-dir", str(collector_dir), "--username", "analyst")
+        passwords = {name: secrets.token_urlsafe(12) for name, _ in ACCOUNTS}
+        for name, role in ACCOUNTS:
+            _run(_tool("shoumi-collector"), "user", "create", "--data-dir", str(collector_dir), "--username", name,
+                 "--role", role, "--password-stdin", stdin=passwords[name] + "\n")
+        tokens = {name: _run(_tool("shoumi-collector"), "api-token", "create", "--data-dir", str(collector_dir),
+                             "--username", name) for name in ("analyst", "hr")}
+        password, api_token = passwords["analyst"], tokens["analyst"]
         enroll_token = _run(_tool("shoumi-collector"), "enroll-token", "create", "--data-dir", str(collector_dir))
         fingerprint = _run(_tool("shoumi-collector"), "ca-fingerprint", "--data-dir", str(collector_dir))
         agent_id = _run(_tool("shoumi-agent"), "enroll", "--collector", addr["enroll"], "--token", enroll_token,
@@ -240,15 +336,31 @@ def main() -> int:
         print(f"demo: {len(events)} events stored, {len(alerts)} alert(s):")
         for a in sorted(alerts, key=lambda a: EXPECTED.index(a["rule"]) if a["rule"] in EXPECTED else 99):
             print(f"  {a['rule']} ({a['severity']}): {a['summary']}")
+        case: dict[str, Any] | None = None
+        if args.stop_after == "chain":
+            by_rule = {a["rule"]: a for a in alerts}
+            case = _play_case(http, tokens, by_rule["usb_exfiltration"]["id"], agent,
+                              lambda: _payroll_wages(root, payroll_env))
+            h = case["handoff"]
+            if h.get("state") == "refused":
+                print(f"demo: the payroll bridge refused case #{case['id']}: {h.get('status')}")
+            else:
+                print(f"demo: the payroll bridge filed case #{case['id']}; its schedule (月份 month: 扣款 deduction, 约束 binding limit):")
+                for line in (x for x in h["schedule"] if x["deduction_fen"]):
+                    print(f"  {line['period']}: {line['deduction_fen'] / 100:,.2f} yuan ({line['binding']})")
         print()
-        print(f"  Alerts page:  {http}/")
-        print(f"  Sign in as:   analyst / {password}")
-        print(f"  API:          curl -H 'Authorization: Bearer {api_token}' {http}/api/v1/events")
-        print(f"  Data:         {root}")
+        print(f"  告警队列 Alert queue:   {http}/alerts")
+        if case is not None:
+            print(f"  案件 Case:              {http}/cases/{case['id']}")
+            print(f"  人事确认 HR page:       {http}/cases/{case['id']}/hr")
+        print(f"  审计日志 Audit log:     {http}/audit")
+        print("  登录 Sign in as:        " + ", ".join(f"{name} / {passwords[name]}" for name, _ in ACCOUNTS))
+        print(f"  API:                    curl -H 'Authorization: Bearer {api_token}' {http}/api/v1/events")
+        print(f"  数据 Data:              {root}")
         if args.ready_file is not None:
-            ready_doc = {"http": http, "data": str(root), "analyst": {"username": "analyst", "password": password},
-                         "api_token": api_token, "alerts": {a["rule"]: a["id"] for a in alerts},
-                         "pids": {"collector": collector.pid, "agent": agent.pid}}
+            ready_doc = {"http": http, "data": str(root), "passwords": passwords, "tokens": tokens,
+                         "alerts": {a["rule"]: a["id"] for a in alerts}, "case": case,
+                         "pids": {"collector": collector.pid, "agent": agent.pid, "payroll": bridge.pid}}
             tmp = args.ready_file.with_suffix(".tmp")
             tmp.write_text(json.dumps(ready_doc, ensure_ascii=False))
             tmp.replace(args.ready_file)
@@ -265,6 +377,7 @@ def main() -> int:
         if agent is not None:
             _stop(agent)
         _stop(collector)
+        _stop(bridge)
 
 
 if __name__ == "__main__":

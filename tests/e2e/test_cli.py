@@ -140,10 +140,14 @@ def test_demo_runs_and_raises_its_three_alerts(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout
-    assert "Alerts page:  http://127.0.0.1:" in out and "Sign in as:   analyst / " in out
+    assert "告警队列 Alert queue:   http://127.0.0.1:" in out and "analyst / " in out and "hr / " in out
+    # the rest of the chain: a case from the stick alert, both confirmations, the bridge's schedule
+    assert "demo: case #1 opened from alert #" in out and "the payroll bridge filed case #1" in out
+    assert re.search(r"\n  \d{4}-\d\d: 1,600\.00 yuan \(CAP20\)\n", out), out  # 20% of an 8,000-yuan wage binds
+    assert "案件 Case:              http://127.0.0.1:" in out
     assert "bulk_read's floor lowered to 30 reads an hour" in out and "declared removable media" in out
     assert not done.stderr.strip(), done.stderr
-    for log in ("collector.log", "agent.log"):
+    for log in ("collector.log", "agent.log", "payroll.log"):
         text = (data / "logs" / log).read_text()
         assert "Traceback" not in text and " ERROR " not in text, text
     assert "stopped (all delivered)" in (data / "logs" / "agent.log").read_text()
