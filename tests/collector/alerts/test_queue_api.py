@@ -4,6 +4,8 @@ that becomes a suppression in the same step."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from collector.alerts.queue import BULK_CAP
@@ -231,3 +233,18 @@ def test_bulk_is_capped(world: World) -> None:
     capped = world.post("ana", "/api/v1/alerts/bulk", {"filter": {"rule": ["agent_malformed"]}, "action": "acknowledge"})
     assert capped.status_code == 413 and f"{BULK_CAP + 1} alerts match" in capped.json()["detail"]
     assert world.get("ana", "/api/v1/alerts/counts", status="acknowledged").json()["total"] == 0  # nothing done
+
+
+def test_a_suppression_is_made_and_listed_by_pseudonym(world: World) -> None:
+    world.alert(user="etl-bot")
+    code = world.code("etl-bot")
+    made = world.post("ana", "/api/v1/suppressions", {"rule": "read_burst", "user": code, "reason": "the robot",
+                                                     "expires_at": format_ns(time.time_ns() + 86_400 * SECOND)})
+    assert made.status_code == 201, made.text
+    assert made.json()["user"] == code
+    with world.store.read() as tx:
+        assert tx.list_suppressions()[0].user == "etl-bot"  # what detection matches on
+    assert [s["user"] for s in world.get("ana", "/api/v1/suppressions").json()["items"]] == [code]
+    assert "etl-bot" not in str(world.get("ana", "/api/v1/suppressions").json())
+    assert world.post("ana", "/api/v1/suppressions", {"rule": "read_burst", "user": "P-0000000000", "reason": "x",
+                                                     "expires_at": format_ns(T0)}).status_code == 404
