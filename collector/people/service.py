@@ -408,12 +408,14 @@ class PeopleService:
         keys = self._keys(key, username, peer)
         user = tx.get_user(username) if _USERNAME.match(username) else None
         target = user.username if user is not None else f"unknown user #{self._keyed(key, 'name', username)[:10]}"
-        tx.append_audit(AuditEntry(now, f"peer:{peer[:64]}", action, target, {}))
-        for rule in RULES:
+        entries = [AuditEntry(now, f"peer:{peer[:64]}", action, target, {})]
+        for rule in RULES:  # the throttle rows first, the audit head last: one lock order everywhere
             before = tx.get_throttle(scope=rule.scope, key=keys[rule.scope])
             after = after_failure(rule, before, key=keys[rule.scope], now_ns=now)
             tx.put_throttle(after)
             if after.locked_until_ns > now and (before is None or before.locked_until_ns < after.locked_until_ns):
                 minutes = math.ceil((after.locked_until_ns - now) / 60e9)
-                tx.append_audit(AuditEntry(now, f"peer:{peer[:64]}", "login.locked", target,
-                                           {"scope": rule.scope, "minutes": minutes, "lockouts": after.lockouts}))
+                entries.append(AuditEntry(now, f"peer:{peer[:64]}", "login.locked", target,
+                                          {"scope": rule.scope, "minutes": minutes, "lockouts": after.lockouts}))
+        for entry in entries:
+            tx.append_audit(entry)
