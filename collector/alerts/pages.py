@@ -12,6 +12,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.datastructures import FormData
 
 from collector.alerts.detail import evidence_page, masked_alerts
+from collector.alerts.inputs import refuse_controls
 from collector.alerts.labels import (ACTION_LABELS, EVENT_KIND_LABELS, LIVENESS_LABELS, MATCH_LABELS, OUTCOME_LABELS,
                                      RULE_LABELS, SORT_LABELS)
 from collector.alerts.models import AlertStatus, Severity, Sort
@@ -30,7 +31,7 @@ from collector.web.templating import render
 
 __all__ = ["router"]
 
-router = APIRouter()
+router = APIRouter(include_in_schema=False)  # pages: the API (views.py) is what /openapi.json describes
 PAGE = 50
 _NOTICE_KEYS = ("changed", "skipped", "suppressed")
 
@@ -51,6 +52,15 @@ def _notice(request: Request) -> dict[str, int]:
         if value.isascii() and value.isdigit() and len(value) < 7:
             out[key] = int(value)
     return out
+
+
+def _controls(request: Request, user: User, form: FormData) -> Response | None:
+    """A 422 page when a form field holds a control character (such as NUL), else None."""
+    try:
+        refuse_controls([str(v) for _, v in form.multi_items()], "form")
+    except ValueError as exc:
+        return _problem(request, user, AlertError(422, str(exc)), "/alerts")
+    return None
 
 
 def _problem(request: Request, user: User, exc: AlertError | PrivacyError, back: str) -> Response:
@@ -130,6 +140,8 @@ async def bulk_form(request: Request, user: User = Depends(require_page("alerts:
     """A bulk action from the queue: on the ticked alerts, or on everything the filter matches after a
     confirmation page that says how many."""
     form = await request.form()
+    if (refused := _controls(request, user, form)) is not None:
+        return refused
     qs = str(form.get("filter") or "")
     try:
         f = _form_filter(form)
@@ -166,6 +178,8 @@ async def save_filter_form(request: Request, user: User = Depends(require_page("
                            svc: Services = Depends(services)) -> Response:
     """Keeps the queue's current filter under a name."""
     form = await request.form()
+    if (refused := _controls(request, user, form)) is not None:
+        return refused
     qs = str(form.get("filter") or "")[:2000]
     try:
         with svc.store.transaction() as tx:
@@ -218,6 +232,8 @@ async def status_form(request: Request, alert_id: RowId, user: User = Depends(re
                       svc: Services = Depends(services)) -> Response:
     """Acknowledges, closes (with a closure reason, and for a false positive optionally a suppression) or reopens."""
     form = await request.form()
+    if (refused := _controls(request, user, form)) is not None:
+        return refused
     status = str(form.get("status") or "")
     outcome = str(form.get("outcome") or "") or None
     try:
@@ -238,6 +254,8 @@ async def assign_form(request: Request, alert_id: RowId, user: User = Depends(re
                       svc: Services = Depends(services)) -> Response:
     """Assigns the alert to the analyst, to a named analyst, or to nobody."""
     form = await request.form()
+    if (refused := _controls(request, user, form)) is not None:
+        return refused
     choice = str(form.get("assignee") or "").strip()[:128]
     try:
         with svc.store.transaction() as tx:
@@ -253,6 +271,8 @@ async def reveal_form(request: Request, alert_id: RowId, user: User = Depends(re
                       svc: Services = Depends(services)) -> Response:
     """Shows the alert with its person's real name, after asking why; audited with the reason."""
     form = await request.form()
+    if (refused := _controls(request, user, form)) is not None:
+        return refused
     try:
         with svc.store.transaction() as tx:
             if not allowed(user.role, "alerts:read"):

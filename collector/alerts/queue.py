@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from typing import Iterable, Protocol, Sequence
 from urllib.parse import parse_qsl, urlencode
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
+from collector.alerts.inputs import CleanInput
 from collector.alerts.models import Alert, AlertQuery, AlertStatus, SavedFilter, Severity, Sort, Suppression
 from collector.alerts.service import OUTCOMES, AlertError, assign, move, suppress
 from collector.audit.models import AuditEntry
@@ -39,7 +40,7 @@ DEFAULT_SUPPRESSION_DAYS, MAX_SUPPRESSION_DAYS = 30, 90
 _DAY_NS = 86_400 * 1_000_000_000
 
 
-class QueueFilter(BaseModel):
+class QueueFilter(CleanInput):
     """A filter of the queue as people and scripts give it: a pseudonym for the person, RFC 3339 times."""
 
     model_config = ConfigDict(extra="forbid")

@@ -8,9 +8,10 @@ from dataclasses import replace
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from collector.alerts.detail import agent_health, evidence_page, masked_alerts
+from collector.alerts.inputs import CleanInput
 from collector.alerts.models import Alert, SavedFilter, Suppression
 from collector.alerts.queue import (ACTIONS, ALL_RULES, BULK_CAP, DEFAULT_SUPPRESSION_DAYS, MAX_SUPPRESSION_DAYS,
                                     QueueFilter, bulk_change, check_assignee, delete_filter, filter_from_pairs,
@@ -56,7 +57,7 @@ def queue_filter(
         raise _http(exc) from exc
 
 
-class SuppressionRequest(BaseModel):
+class SuppressionRequest(CleanInput):
     """A time-boxed suppression: which rule, for whom or which paths, why, until when."""
 
     rule: str = Field(..., max_length=64)
@@ -66,7 +67,7 @@ class SuppressionRequest(BaseModel):
     expires_at: str = Field(..., max_length=64, description="RFC 3339; at most 90 days ahead")
 
 
-class FalsePositiveSuppression(BaseModel):
+class FalsePositiveSuppression(CleanInput):
     """Closing as false_positive may suppress the alert's rule for its person, for a while."""
 
     reason: str = Field(..., min_length=1, max_length=2000)
@@ -74,7 +75,7 @@ class FalsePositiveSuppression(BaseModel):
     path: str | None = Field(None, max_length=1024, description="optionally only paths matching this glob")
 
 
-class StatusChange(BaseModel):
+class StatusChange(CleanInput):
     """A request to move an alert to another status; closing says why (the closure reason)."""
 
     status: str = Field(..., pattern="^(open|acknowledged|closed)$")
@@ -82,13 +83,13 @@ class StatusChange(BaseModel):
     suppress: FalsePositiveSuppression | None = None
 
 
-class AssignRequest(BaseModel):
+class AssignRequest(CleanInput):
     """Who is to look into an alert: "me", an analyst's user name, or null for nobody."""
 
     assignee: str | None = Field(None, max_length=128)
 
 
-class BulkRequest(BaseModel):
+class BulkRequest(CleanInput):
     """One action on a selection (ids) or on everything a filter matches, at most 10,000 alerts."""
 
     ids: list[Annotated[int, Field(ge=1, le=2**63 - 1)]] | None = Field(None, description=f"at most {BULK_CAP}")
@@ -101,7 +102,7 @@ class BulkRequest(BaseModel):
     expected: int | None = Field(None, ge=0, description="refuse (409) unless the filter still matches this many")
 
 
-class SavedFilterRequest(BaseModel):
+class SavedFilterRequest(CleanInput):
     """A filter to keep under a name: the query string of /alerts (e.g. status=open&rule=usb_exfiltration)."""
 
     name: str = Field(..., min_length=1, max_length=100)

@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, HTTPException
 from pydantic import BaseModel, Field
 
+from collector.alerts.inputs import CleanInput
 from collector.people.models import User
 from collector.privacy.service import REASON_MAX, PrivacyError, reveal
 from collector.web.deps import Services, require, services
@@ -17,7 +18,7 @@ __all__ = ["router"]
 router = APIRouter()
 
 
-class RevealRequest(BaseModel):
+class RevealRequest(CleanInput):
     """Which pseudonym to reveal and why (10 to 500 characters; kept in the audit log)."""
 
     pseudonym: str = Field(..., min_length=1, max_length=64)

@@ -167,3 +167,14 @@ def test_an_auditor_reads_the_pages_and_changes_nothing(world: World) -> None:
     assert browser.post("/alerts/bulk", data={"csrf_token": token, "ids": [str(a.id)], "action": "acknowledge"}).status_code == 403
     assert world.sign_in("ivan").get("/alerts").status_code == 403
     assert TestClient(world.client.app).get("/alerts", follow_redirects=False).headers["location"] == "/login?next=/alerts"
+
+
+def test_a_form_with_a_control_character_is_refused_with_a_page(world: World) -> None:
+    a = world.alert()
+    browser = world.sign_in("ana")
+    token = csrf(browser, f"/alerts/{a.id}")
+    answer = browser.post(f"/alerts/{a.id}/status", data={"csrf_token": token, "status": "closed",
+                                                          "outcome": "false_positive", "suppress": "yes",
+                                                          "suppress_reason": "nul\x00here"})
+    assert answer.status_code == 422 and "未执行" in answer.text
+    assert world.get("ana", f"/api/v1/alerts/{a.id}").json()["status"] == "open"

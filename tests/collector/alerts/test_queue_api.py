@@ -64,7 +64,8 @@ def test_people_are_pseudonyms_everywhere_the_api_shows_them(world: World) -> No
     ({"since": "yesterday"}, "RFC 3339"), ({"until": "2026-12-01T00:00:00"}, "no zone"),
     ({"cursor": "¹"}, "invalid cursor"), ({"cursor": "12_34"}, "invalid cursor"),
     ({"cursor": "99999999999999999999"}, "invalid cursor"), ({"sort": "severity", "cursor": "3"}, "invalid cursor"),
-    ({"user": "x" * 65}, "user"),
+    ({"user": "x" * 65}, "user"), ({"agent": "agt\x00-1"}, "control characters"),
+    ({"assignee": "ana\x07"}, "control characters"),
 ])
 def test_a_bad_filter_is_a_400_with_its_reason(world: World, params: dict, reason: str) -> None:
     answer = world.get("ana", "/api/v1/alerts", **params)
@@ -248,3 +249,16 @@ def test_a_suppression_is_made_and_listed_by_pseudonym(world: World) -> None:
     assert "etl-bot" not in str(world.get("ana", "/api/v1/suppressions").json())
     assert world.post("ana", "/api/v1/suppressions", {"rule": "read_burst", "user": "P-0000000000", "reason": "x",
                                                      "expires_at": format_ns(T0)}).status_code == 404
+
+
+def test_texts_with_control_characters_are_refused_before_the_database(world: World) -> None:
+    a = world.alert()
+    for url, body in (("/api/v1/alerts/filters", {"name": "a\x00b", "query": ""}),
+                      ("/api/v1/alerts/bulk", {"filter": {"agent": "\x00"}, "action": "acknowledge"}),
+                      (f"/api/v1/alerts/{a.id}/assign", {"assignee": "bo\x00"}),
+                      (f"/api/v1/alerts/{a.id}/status", {"status": "closed", "outcome": "false_positive",
+                                                          "suppress": {"reason": "nul\x00"}}),
+                      ("/api/v1/identities/reveal", {"pseudonym": world.code("alice"), "reason": "a reason\x00 here"})):
+        answer = world.post("ana", url, body)
+        assert answer.status_code == 400 and "control characters" in answer.text, (url, answer.text)
+    assert world.get("ana", f"/api/v1/alerts/{a.id}").json()["status"] == "open"
