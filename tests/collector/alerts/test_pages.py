@@ -178,3 +178,15 @@ def test_a_form_with_a_control_character_is_refused_with_a_page(world: World) ->
                                                           "suppress_reason": "nul\x00here"})
     assert answer.status_code == 422 and "未执行" in answer.text
     assert world.get("ana", f"/api/v1/alerts/{a.id}").json()["status"] == "open"
+
+
+def test_the_detail_and_the_confirmation_in_english(world: World) -> None:
+    a = world.alert(rule="usb_exfiltration", event_ids=EVIDENCE)
+    browser = world.sign_in("ana", lang="en")
+    detail = browser.get(f"/alerts/{a.id}")
+    for text in ("Evidence timeline", "Where the content went", "share of the source 87 %", "The agent in that window",
+                 "Escalate to case", "Reporting", "Sensitive content to removable media"):
+        assert text in detail.text, text
+    confirm = browser.post("/alerts/bulk", data={"csrf_token": csrf(browser, "/alerts"), "scope": "filter",
+                                                 "filter": "rule=usb_exfiltration", "action": "acknowledge"})
+    assert confirm.status_code == 200 and "alerts match the filter and would change." in confirm.text
