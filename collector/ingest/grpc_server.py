@@ -69,6 +69,7 @@ class Limits:
     max_streams_per_agent: int = 4
     workers: int = 4  # threads that verify and store batches
     stream_window: int = 8  # batches of one stream read ahead of its Acks
+    inline_bytes: int = 16 * 1024  # batches up to this size are verified on the loop's thread
     max_bytes_in_flight: int = 64 * 1024 * 1024  # batches read and not answered yet, over all streams
     enroll_timeout_s: float = 10.0
     max_enroll_calls: int = 2048
@@ -131,6 +132,8 @@ class _Ingest:
         self.streams: dict[str, int] = {}  # agent id -> open streams; touched only on the loop's thread
         self.in_flight_bytes = 0  # batches read and not answered yet, over all streams (the loop's thread too)
         self._freed: asyncio.Event | None = None
+        self._answers: list[tuple[Future[AckValue], asyncio.Future[AckValue]]] = []
+        self._answers_lock = threading.Lock()
 
     def handler(self) -> grpc.GenericRpcHandler:
         return grpc.method_handlers_generic_handler("shoumi.v1.IngestService", {
@@ -184,8 +187,18 @@ class _Ingest:
                 size = len(raw)
                 await self._room(size)
                 try:
-                    handed = await loop.run_in_executor(self.calls.pool, functools.partial(self._one, raw, peer, stream))
-                    done: asyncio.Future[AckValue] = asyncio.wrap_future(handed)
+                    decoded = self._decode(raw, peer, stream) if size <= self.limits.inline_bytes else None
+                    if isinstance(decoded, Future):  # undecodable: refused
+                        handed = decoded
+                    elif decoded is not None and self.service.has_key(decoded.agent_id):
+                        handed = self._submit(decoded, peer, stream)  # small, and no store read: no hop to the pool
+                    elif decoded is not None:
+                        handed = await loop.run_in_executor(self.calls.pool,
+                                                            functools.partial(self._submit, decoded, peer, stream))
+                    else:
+                        handed = await loop.run_in_executor(self.calls.pool,
+                                                            functools.partial(self._one, raw, peer, stream))
+                    done = self._answer(loop, handed)
                 except asyncio.CancelledError:
                     self._release(size)
                     raise
@@ -201,6 +214,33 @@ class _Ingest:
             log.debug("stream of %s ended while reading: %s", peer[0] if peer else "?", exc)
         finally:
             ahead.put_nowait(None)
+
+    def _answer(self, loop: asyncio.AbstractEventLoop, handed: Future[AckValue]) -> asyncio.Future[AckValue]:
+        """The loop's future of a committer's answer. Answers that come together (one commit group) wake
+        the loop once, not once each."""
+        done: asyncio.Future[AckValue] = loop.create_future()
+
+        def settled(_: Future[AckValue]) -> None:  # on the settler's thread
+            with self._answers_lock:
+                self._answers.append((handed, done))
+                first = len(self._answers) == 1
+            if first:
+                loop.call_soon_threadsafe(self._deliver)
+
+        handed.add_done_callback(settled)
+        return done
+
+    def _deliver(self) -> None:
+        with self._answers_lock:
+            answers, self._answers = self._answers, []
+        for handed, done in answers:
+            if done.cancelled():
+                continue
+            exc = handed.exception()
+            if exc is not None:
+                done.set_exception(exc)
+            else:
+                done.set_result(handed.result())
 
     async def _room(self, size: int) -> None:
         """Waits while the batches read but not answered yet, over all streams, hold too many bytes."""
@@ -218,13 +258,20 @@ class _Ingest:
             self._freed.set()
 
     def _one(self, raw: bytes, peer: tuple[str, int] | None, stream: StreamState) -> Future[AckValue]:
+        decoded = self._decode(raw, peer, stream)
+        return decoded if isinstance(decoded, Future) else self._submit(decoded, peer, stream)
+
+    def _decode(self, raw: bytes, peer: tuple[str, int] | None,
+                stream: StreamState) -> events_pb2.EventBatch | Future[AckValue]:
+        """The batch, or the refusal of bytes that are not one."""
         try:
-            batch = decode_batch(raw)
+            return decode_batch(raw)
         except MalformedBatch as exc:
             stream.refused = True
             error = IngestError("INVALID_ARGUMENT", "undecodable", f"malformed: {exc}")
-            self.service.refused(error, agent_id=peer[0] if peer else "", authenticated_agent=peer[0] if peer else None)
-            raise error from exc
+            return self.service.refuse(error, agent_id=peer[0] if peer else "", authenticated_agent=peer[0] if peer else None)
+
+    def _submit(self, batch: events_pb2.EventBatch, peer: tuple[str, int] | None, stream: StreamState) -> Future[AckValue]:
         return self.service.submit(batch, authenticated_agent=peer[0] if peer else None,
                                    certificate_serial=peer[1] if peer else None, stream=stream)
 

@@ -98,6 +98,17 @@ class _Offer:
     stored: list[StoredEvent] | None = None
 
 
+@dataclass
+class _Refusal:
+    """A batch refused before the committer, for the settler to file and answer."""
+
+    future: Future[AckValue]
+    error: IngestError
+    agent_id: str
+    authenticated_agent: str | None
+    where: str
+
+
 class IngestService:
     """Verifies and stores batches; one instance serves all streams, from any thread."""
 
@@ -119,7 +130,8 @@ class IngestService:
         self.spool_depths: dict[str, int] = {}  # agent id -> events in its spool, as its last heartbeat said
         self.max_group = max_group
         self._offers: queue.SimpleQueue[_Offer | None] = queue.SimpleQueue()
-        self._settles: queue.SimpleQueue[tuple[list[_Offer], list[AckValue | IngestError]] | None] = queue.SimpleQueue()
+        self._settles: queue.SimpleQueue[tuple[list[_Offer], list[AckValue | IngestError]] | _Refusal | None] = (
+            queue.SimpleQueue())
         self._committer: threading.Thread | None = None
         self._settler: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -147,11 +159,25 @@ class IngestService:
         except IngestError as exc:
             if stream is not None:
                 stream.refused = True
-            self.refused(exc, agent_id=batch.agent_id[:64], authenticated_agent=authenticated_agent,
-                         where=f"epoch={batch.epoch} first_seq={batch.first_seq}")
-            failed: Future[AckValue] = Future()
-            failed.set_exception(exc)
-            return failed
+            return self.refuse(exc, agent_id=batch.agent_id[:64], authenticated_agent=authenticated_agent,
+                               where=f"epoch={batch.epoch} first_seq={batch.first_seq}")
+        self._start()
+        self._offers.put(offer)
+        return offer.future
+
+    def refuse(self, exc: IngestError, *, agent_id: str, authenticated_agent: str | None, where: str = "") -> Future[AckValue]:
+        """A refusal decided before the committer, filed (``refused``) by the settler thread before its
+        future fails: the caller never waits for the store here, the agent hears of it after the filing."""
+        failed: Future[AckValue] = Future()
+        self._start()
+        self._settles.put(_Refusal(failed, exc, agent_id, authenticated_agent, where))
+        return failed
+
+    def has_key(self, agent_id: str) -> bool:
+        """Whether the agent's public key is cached (submit then needs no store read before the committer)."""
+        return agent_id in self._keys
+
+    def _start(self) -> None:
         with self._lock:
             if self._committer is None or not self._committer.is_alive():
                 self._committer = threading.Thread(target=self._commit_loop, name="ingest-committer", daemon=True)
@@ -159,8 +185,6 @@ class IngestService:
             if self._settler is None or not self._settler.is_alive():
                 self._settler = threading.Thread(target=self._settle_loop, name="ingest-settler", daemon=True)
                 self._settler.start()
-        self._offers.put(offer)
-        return offer.future
 
     def close(self) -> None:
         """Stores what was offered, then stops the committer (and answers what it stored)."""
@@ -289,20 +313,29 @@ class IngestService:
             item = self._settles.get()
             if item is None:
                 return
+            if isinstance(item, _Refusal):
+                self._file(item.error, agent_id=item.agent_id, authenticated_agent=item.authenticated_agent,
+                           where=item.where)
+                item.future.set_exception(item.error)
+                continue
             for offer, outcome in zip(*item):
                 if isinstance(outcome, IngestError):
                     b = offer.batch
-                    try:  # filed before the agent hears of it; a refusal that cannot be filed is still answered
-                        self.refused(outcome, agent_id=b.agent_id[:64], authenticated_agent=offer.stream_agent,
-                                     where=f"epoch={b.epoch} first_seq={b.first_seq}")
-                    except StoreError as exc:
-                        log.warning("could not file the refusal of agent %s: %s", b.agent_id[:64], exc)
-                    except Exception:  # the answer must go out whatever happened
-                        log.exception("filing the refusal of agent %s failed", b.agent_id[:64])
+                    self._file(outcome, agent_id=b.agent_id[:64], authenticated_agent=offer.stream_agent,
+                               where=f"epoch={b.epoch} first_seq={b.first_seq}")
                     offer.future.set_exception(outcome)
                     continue
                 self._count(offer)
                 offer.future.set_result(outcome)
+
+    def _file(self, exc: IngestError, *, agent_id: str, authenticated_agent: str | None, where: str) -> None:
+        """Files a refusal before the agent hears of it; one that cannot be filed is still answered."""
+        try:
+            self.refused(exc, agent_id=agent_id, authenticated_agent=authenticated_agent, where=where)
+        except StoreError as err:
+            log.warning("could not file the refusal of agent %s: %s", agent_id, err)
+        except Exception:  # the answer must go out whatever happened
+            log.exception("filing the refusal of agent %s failed", agent_id)
 
     def _count(self, offer: _Offer) -> None:
         events = offer.stored
