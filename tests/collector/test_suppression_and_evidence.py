@@ -104,3 +104,18 @@ def test_a_suppression_without_a_bound_or_a_reason_is_refused(world: dict[str, A
     assert reply.status_code == status, reply.text
     assert _call(world, "aud", "POST", "/api/v1/suppressions", json={
         "rule": "read_burst", "reason": "x", "expires_at": format_ns(time.time_ns() + 10**12)}).status_code == 403
+
+
+def test_closing_as_false_positive_with_a_suppression_keeps_the_next_burst_from_alerting(world: dict[str, Any]) -> None:
+    _burst_of(world, "etl-bot")
+    [alert] = _call(world, "ana", "GET", "/api/v1/alerts").json()["items"]
+    closed = _call(world, "ana", "POST", f"/api/v1/alerts/{alert['id']}/status", json={
+        "status": "closed", "outcome": "false_positive",
+        "suppress": {"reason": "the nightly export job", "days": 30, "path": "/srv/finance/exports/*"}})
+    assert closed.status_code == 200 and closed.json()["suppression"]["owner"] == "ana"
+    _burst_of(world, "etl-bot")  # the same job again: held back, and counted
+    _burst_of(world, "alice")  # someone else: still alerts
+    users = [a["user"] for a in _call(world, "ana", "GET", "/api/v1/alerts?status=open").json()["items"]]
+    assert users == [_code(world, "alice")]
+    [held] = _call(world, "ana", "GET", "/api/v1/suppressions").json()["items"]
+    assert held["suppressed_events"] == 6 and held["user"] == _code(world, "etl-bot")
