@@ -170,7 +170,10 @@ def scan_file(path: PathArg, *, max_bytes: int, fine: FineMode = "none") -> Scan
         fed = 0
         while remaining > 0:
             try:
-                block = os.read(fd, min(_BLOCK, remaining))
+                # sized to what fstat said is left (+1 to see the end): a 30 KB file costs a 30 KB
+                # buffer, not a 1 MiB one shrunk afterwards (the allocator keeps those pages)
+                want = opened.st_size - fed + 1 if fed < opened.st_size else _BLOCK  # grown: as before
+                block = os.read(fd, min(_BLOCK, remaining, want))
             except OSError as exc:
                 raise _skip_for(exc, text) from exc
             if not block:
