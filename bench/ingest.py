@@ -1040,6 +1040,11 @@ def _stop_collector(proc: subprocess.Popen[bytes] | None) -> None:
         proc.wait(timeout=10)
 
 
+def _detecting() -> bool:
+    """Whether the collector runs detection (SHOUMI_COLLECTOR_DETECTION_ENABLED=false turns it off)."""
+    return os.environ.get("SHOUMI_COLLECTOR_DETECTION_ENABLED", "true").strip().lower() not in ("false", "0", "no", "off")
+
+
 def _mark(ok: bool) -> str:
     return "met" if ok else "NOT met"
 
@@ -1094,8 +1099,11 @@ def run_store_phase(ctx: Any, target: Target, tokens: list[str], args: argparse.
         detected_per_s = round((det1[1] - det0[1]) / (end - t0))
         lag_end = det1[0] - det1[1]
     caught_up = probe.wait_caught_up(end, args.detection_wait) if det1 else None
+    lags = [s[1] - s[2] for s in probe.samples if t0 <= s[0] <= end]
     return {
         "detected_per_s": detected_per_s, "detection_lag_events_at_end": lag_end, "detection_caught_up_s": caught_up,
+        "detection_lag_max_events": max(lags, default=None),
+        "detection_lag_mean_events": round(sum(lags) / len(lags)) if lags else None,
         "events_per_s": round(acked_in / (end - t0)) if end > t0 else 0, "acked": acked_all,
         "p50_ack_ms": round(pct(lat, 0.50) * 1000, 1), "p99_ack_ms": round(pct(lat, 0.99) * 1000, 1),
         "max_ack_ms": round(max(lat, default=float("nan")) * 1000, 1), "batches_acked": len(lat),
@@ -1271,7 +1279,7 @@ def main() -> int:
         sampler = Sampler(collector.pid)
         sampler.start()
         print(f"collector pid {collector.pid} on {target.grpc} (mutual TLS), enrollment {target.enroll}, "
-              f"store {args.backend}; detection on (the default rules)")
+              f"store {args.backend}; detection {'on (the default rules, in its worker process)' if _detecting() else 'OFF'}")
         t = time.monotonic()
         tokens = cli_tokens(data_dir, args.agents)
         print(f"{args.agents} tokens from `shoumi-collector enroll-token create` in {time.monotonic() - t:.1f} s")
@@ -1345,8 +1353,9 @@ def main() -> int:
           f"(goal p99 < {GOAL_P99_MS:.0f} ms: {_mark(p99 < GOAL_P99_MS)})")
     lag, det, caught = (figures["detection_lag_events_at_end"], figures["detected_per_s"], figures["detection_caught_up_s"])
     if det is not None:
-        print(f"  detection stage (default rules): ran over {det:,} events/s in the window; {lag:,} stored events "
-              f"not yet looked at when it ended; caught up "
+        print(f"  detection stage (default rules): ran over {det:,} events/s in the window; events stored but not yet "
+              f"looked at (lag, sampled every 0.5 s): mean {figures['detection_lag_mean_events'] or 0:,}, max "
+              f"{figures['detection_lag_max_events'] or 0:,}, {lag:,} when it ended; caught up "
               f"{f'{caught} s after it' if caught is not None else f'NOT within {args.detection_wait:g} s'}")
     print(f"  collector: {figures['collector_cpu_pct']} % of a core, RSS {figures['collector_rss_mb']} MB, "
           f"{figures['collector_threads']} threads; its detection worker process {figures['detection_worker_cpu_pct']} % "
@@ -1380,13 +1389,15 @@ def main() -> int:
         print(line)
     out: dict[str, Any] = {
         "events_per_s": eps, "raw_insert_per_s": round(raw), "ratio": ratio, "p99_ack_ms": p99, "streams": streams,
-        "backend": args.backend, "events_per_batch": args.events_per_batch, "agents": args.agents,
+        "backend": args.backend, "detection": _detecting(), "events_per_batch": args.events_per_batch, "agents": args.agents,
         "window": args.window, "p50_ack_ms": figures["p50_ack_ms"], "collector_cpu_pct": figures["collector_cpu_pct"],
         "detection_worker_cpu_pct": figures["detection_worker_cpu_pct"],
         "collector_rss_mb": figures["collector_rss_mb"], "client_cpu_pct": figures["client_cpu_pct"],
         "acked": figures["acked"], "stored_rows": figures["stored_rows"], "alerts": alerts,
         "detected_per_s": figures["detected_per_s"], "detection_lag_events_at_end": figures["detection_lag_events_at_end"],
         "detection_caught_up_s": figures["detection_caught_up_s"],
+        "detection_lag_max_events": figures["detection_lag_max_events"],
+        "detection_lag_mean_events": figures["detection_lag_mean_events"],
         "raw_rows": len(rows), **{f"raw_{k}_per_s": round(v) for k, v in raws.items()},
     }
     out["loadavg_1m"] = [round(load_start, 1), round(load_end, 1)]
