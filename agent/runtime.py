@@ -222,6 +222,7 @@ class AgentRuntime:
             out["fanotify_held_execs"] = self.fanotify.held_execs
             out["fanotify_overflows"] = self.fanotify.overflows
             out["fanotify_forks_lost"] = self.fanotify.forks_lost
+            out["fanotify_exec_notes_lost"] = self.fanotify.exec_notes_lost
         return out
 
     def stop(self, reason: str = "signal") -> bool:

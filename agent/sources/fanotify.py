@@ -462,9 +462,9 @@ class FanotifyReader:
             poller = select.poll()
             poller.register(self._fd, select.POLLIN)
             poller.register(self._wake_r, select.POLLIN)
+            # Forks are not polled for (each would wake this thread: thousands a second in a
+            # build); their socket buffer holds them until the next records or poll timeout.
             forks = self._forks
-            if forks is not None:
-                poller.register(forks.fileno(), select.POLLIN)
             if self._holder is not None:
                 poller.register(self._holder.notify_fd, select.POLLIN)
             while not self._stopping.is_set():

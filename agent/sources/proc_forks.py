@@ -66,7 +66,7 @@ def _kernel_filters() -> bool:
 class ForkWatch:
     """child pid -> parent pid for the latest ``capacity`` process forks; ``drain()`` from one thread."""
 
-    def __init__(self, *, capacity: int = 32_768, receive_buffer: int = 4 << 20) -> None:
+    def __init__(self, *, capacity: int = 32_768, receive_buffer: int = 8 << 20) -> None:
         """Subscribes to the proc connector; raises OSError where it cannot (not root, no
         CONFIG_PROC_EVENTS)."""
         self.capacity = capacity
