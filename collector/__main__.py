@@ -80,6 +80,7 @@ def _cmd_serve(settings: CollectorSettings) -> int:
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((http_host, http_port))
+    sock.listen(2048)  # callers who come as soon as the address file says where wait in the backlog, not refused
     http_port = sock.getsockname()[1]
     listeners = built.grpc.start()
     grpc_port = listeners.agent_port
@@ -117,7 +118,9 @@ def _cmd_serve(settings: CollectorSettings) -> int:
         "http": f"http://{http_host}:{http_port}",
         "data_dir": str(settings.data_dir),
     }
-    (settings.data_dir / "collector.addr.json").write_text(json.dumps(ready))
+    addr_file = settings.data_dir / "collector.addr.json"
+    addr_file.with_suffix(".tmp").write_text(json.dumps(ready))
+    addr_file.with_suffix(".tmp").replace(addr_file)  # whoever sees the file reads all of it
     if settings.insecure_dev:
         print(f"shoumi-collector: serving PLAINTEXT gRPC on {ready['grpc']}, HTTP on {ready['http']}", flush=True)
         log.warning("INSECURE: --insecure-dev serves agents in plaintext without client certificates; "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
 import re
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +77,12 @@ def test_file_operations_become_stored_events_and_an_alert(collector: Collector,
         assert moved["path"].endswith("plan-0.txt") and moved["dest_path"].endswith("plan-zero.txt")
         assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
         alerts = eventually(lambda: collector.get("/api/v1/alerts", token)["items"], what="an alert")
-        assert alerts[0]["rule"] == "read_burst" and alerts[0]["user"] == reader
+        assert alerts[0]["rule"] == "read_burst" and alerts[0]["user"].startswith("P-")  # a pseudonym by default
+        req = urllib.request.Request(collector.http + "/api/v1/identities/reveal", method="POST",
+                                     data=json.dumps({"pseudonym": alerts[0]["user"], "reason": "e2e: whose reads were these"}).encode(),
+                                     headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=10) as reply:
+            assert json.load(reply)["user"] == reader  # revealed with a reason, for a role that may
     finally:
         assert stop(agent) == 0
     stored = collector.events(token)
