@@ -16,6 +16,7 @@ from collector.detection.config import RulesError, load_rules, summarize
 from collector.detection.service import DetectionStage
 from collector.enrollment.service import EnrollmentService
 from collector.fleet import service as fleet
+from collector.ingest.gate import WriteGate
 from collector.ingest.grpc_server import GrpcServers, Limits, Listeners, TlsMaterial
 from collector.ingest.service import IngestService
 from collector.cases.handoff import HandoffWorker, build_handoff_worker
@@ -72,10 +73,11 @@ def build_services(settings: CollectorSettings, store: Store | None = None) -> B
     file_rules = load_rules(settings.rules_file) if settings.rules_file else None
     if store is None:
         store = open_store(settings.store_location())
+    gate = WriteGate.for_store(settings.data_dir, settings.database_url)  # SQLite: one writer, handed over at once
     ingest = IngestService(store, max_events_per_batch=settings.max_events_per_batch,
-                           max_clock_skew_ns=int(settings.max_clock_skew_seconds * 1e9))
+                           max_clock_skew_ns=int(settings.max_clock_skew_seconds * 1e9), write_gate=gate)
     rules = detection_rules(settings, file_rules)
-    detection = DetectionStage(store, rules=rules)
+    detection = DetectionStage(store, rules=rules, write_gate=gate)
     ca = CertificateAuthority.load_or_create(settings.data_dir)
     tls = None
     if not settings.insecure_dev:
@@ -118,6 +120,16 @@ def build_services(settings: CollectorSettings, store: Store | None = None) -> B
     app.state.cases = CaseConfig(max_attachment_bytes=settings.cases.max_attachment_bytes)
     return Built(store, ingest, detection, enrollment, people, signer, background, app, servers, ca,
                  rules=rules, rules_file=settings.rules_file, notifier=notifier, handoff=handoff)
+
+
+def detection_rules(settings: CollectorSettings, file_rules: RuleSet | None = None) -> RuleSet:
+    """The rules file's rules, else the defaults with the read-burst thresholds of the settings."""
+    if file_rules is None and settings.rules_file:
+        file_rules = load_rules(settings.rules_file)
+    if file_rules is not None:
+        return file_rules
+    det = settings.detection  # the command line (and SHOUMI_COLLECTOR_DETECTION__*) over the defaults
+    return RuleSet(read_burst=ReadBurst(threshold=det.read_burst_threshold, window_minutes=det.read_burst_window_minutes))
 
 
 def detection_rules(settings: CollectorSettings, file_rules: RuleSet | None = None) -> RuleSet:

@@ -20,6 +20,7 @@ from typing import Callable
 from collector.alerts.service import raise_alert
 from collector.detection.engine import Engine, Finding, build_rules
 from collector.detection.models import RuleSet
+from collector.ingest.gate import WriteGate
 from collector.storage.base import Store, Transaction
 
 __all__ = ["DetectionStage"]
@@ -31,8 +32,9 @@ class DetectionStage:
     """Runs the rules over events stored since each agent's detection position."""
 
     def __init__(self, store: Store, *, rules: RuleSet | None = None, clock: Callable[[], int] = time.time_ns,
-                 chunk: int = 5000) -> None:
+                 chunk: int = 5000, write_gate: WriteGate | None = None) -> None:
         self.store = store
+        self.write_gate = write_gate or WriteGate(None)  # SQLite: taken in turn with the ingest committer
         self.clock = clock
         self.chunk = chunk
         self.counters: Counter[str] = Counter()
@@ -74,7 +76,7 @@ class DetectionStage:
             states = tx.load_rule_states(keys)
             head = tx.chain_head(agent_id)
         findings = self.engine.run(states, events)  # pure: no lock is held while the rules run
-        with self.store.transaction() as tx:
+        with self.write_gate.held(), self.store.transaction() as tx:
             if not tx.claim_detection():
                 return None
             if tx.detected_upto(agent_id) != position:

@@ -84,6 +84,7 @@ def run_worker(settings_json: str, stop: Any) -> None:
     """The worker process: detection over the stored stream until ``stop`` is set."""
     from collector.detection.config import RulesError, load_rules, summarize
     from collector.detection.service import DetectionStage
+    from collector.ingest.gate import WriteGate
     from collector.storage import open_store
     from collector.wiring import detection_rules
 
@@ -93,7 +94,8 @@ def run_worker(settings_json: str, stop: Any) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s [detection] %(message)s")
     settings = CollectorSettings.model_validate_json(settings_json)
     store = open_store(settings.store_location())
-    stage = DetectionStage(store, rules=detection_rules(settings))
+    stage = DetectionStage(store, rules=detection_rules(settings),
+                           write_gate=WriteGate.for_store(settings.data_dir, settings.database_url))
     reload = threading.Event()
     signal.signal(signal.SIGHUP, lambda _s, _f: reload.set())
     signal.signal(signal.SIGTERM, lambda _s, _f: stop.set())

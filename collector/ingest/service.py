@@ -42,6 +42,7 @@ from collector.fleet import service as fleet
 from collector.fleet.liveness import heard_from
 from collector.ingest.admission import TAMPER_REASONS, Known, Offered, Redelivered, Refuse, admit
 from collector.ingest.codec import decode_events
+from collector.ingest.gate import WriteGate
 from collector.storage.base import ChainConflict, Store, StoreError, Transaction
 
 __all__ = ["IngestError", "IngestService", "AckValue", "StreamState"]
@@ -120,6 +121,7 @@ class IngestService:
         max_clock_skew_ns: int = 300 * 1_000_000_000,
         clock: Callable[[], int] = time.time_ns,
         max_group: int = 64,
+        write_gate: WriteGate | None = None,
     ) -> None:
         self.store = store
         self.max_events = max_events_per_batch
@@ -129,6 +131,7 @@ class IngestService:
         self._keys: dict[str, Ed25519PublicKey] = {}
         self.spool_depths: dict[str, int] = {}  # agent id -> events in its spool, as its last heartbeat said
         self.max_group = max_group
+        self.write_gate = write_gate or WriteGate(None)  # SQLite: taken in turn with the detection worker
         self._offers: queue.SimpleQueue[_Offer | None] = queue.SimpleQueue()
         self._settles: queue.SimpleQueue[tuple[list[_Offer], list[AckValue | IngestError]] | _Refusal | None] = (
             queue.SimpleQueue())
@@ -280,7 +283,7 @@ class IngestService:
         for attempt in range(tries):
             outcomes = []
             try:
-                with self.store.transaction() as tx:
+                with self.write_gate.held(), self.store.transaction() as tx:
                     for offer in group:
                         try:
                             outcomes.append(self._admit_and_store(tx, offer))

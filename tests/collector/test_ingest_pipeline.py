@@ -178,3 +178,30 @@ def test_detection_worker_process_detects_goes_on_after_a_kill_and_stops(tmp_pat
         worker.stop(timeout=10)
         ingest.close()
         store.close()
+
+
+def test_write_gate_lets_one_writer_in_at_a_time_and_hands_over_at_once(tmp_path: Path) -> None:
+    import threading
+
+    from collector.ingest.gate import WriteGate
+
+    first, second = WriteGate.for_store(tmp_path, None), WriteGate.for_store(tmp_path, None)  # two "processes"
+    order: list[str] = []
+    inside = threading.Event()
+
+    def other() -> None:
+        with second.held():
+            order.append("second in")
+
+    with first.held():
+        order.append("first in")
+        waiter = threading.Thread(target=other)
+        waiter.start()
+        inside.wait(0.2)  # the other writer is kept out meanwhile
+        assert order == ["first in"]
+        order.append("first out")
+    waiter.join(5)
+    assert order == ["first in", "first out", "second in"]
+    assert oct((tmp_path / "collector.db.writer").stat().st_mode & 0o777) == "0o600"
+    with WriteGate.for_store(tmp_path, "postgresql://x/y").held():  # a database server needs no gate
+        pass
