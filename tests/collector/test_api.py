@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from typing import Any, Iterator
 
 import pytest
@@ -93,7 +95,15 @@ def test_events_page_through_with_the_cursor(world: dict[str, Any]) -> None:
 
 def test_event_filters(world: dict[str, Any]) -> None:
     writes = _get(world, "ana", "/api/v1/events", kind="file.write").json()["items"]
-    assert [w["user"] for w in writes] == ["bob"] * 3
+    # people by pseudonym, their name masked in paths too; the filter takes the pseudonym; the name needs a reveal
+    [bob] = {w["user"] for w in writes}
+    assert bob.startswith("P-") and len(writes) == 3 and not any("bob" in json.dumps(w) for w in writes)
+    assert [w["id"] for w in _get(world, "ana", "/api/v1/events", user=bob, kind="file.write").json()["items"]] == \
+        [w["id"] for w in writes]
+    assert _get(world, "ana", "/api/v1/events", user="P-0000000000").json()["items"] == []  # no such person
+    assert "pseudonym" in _get(world, "ana", "/api/v1/events", user="bob").json()["detail"]  # no guessing by name
+    revealed = _post(world, "ana", "/api/v1/identities/reveal", {"pseudonym": bob, "reason": "whose writes were these"})
+    assert revealed.json()["user"] == "bob"
     assert len(_get(world, "ana", "/api/v1/events", agent_id=world["agent_id"], limit=1000).json()["items"]) == 28
     assert _get(world, "ana", "/api/v1/events", agent_id="agt-other").json()["items"] == []
     assert _get(world, "ana", "/api/v1/events", since="2999-01-01T00:00:00Z").json()["items"] == []
