@@ -155,12 +155,12 @@ class ContentWatch:
         self._pending_lock = threading.Lock()
         # which sensitive file each inode is, and the ones that left recently (a rename away from a
         # sensitive folder is seen as a delete there and a create elsewhere, in either order)
-        self._inodes: dict[tuple[int, int], str] = {}
-        self._inode_of: dict[str, tuple[int, int]] = {}
-        self._departed: collections.OrderedDict[tuple[int, int], tuple[str, SnapshotEntry | None, float]] = (
+        self._inodes: dict[int, str] = {}  # keyed by _inode(dev, ino): one int, not a tuple of two
+        self._inode_of: dict[str, int] = {}
+        self._departed: collections.OrderedDict[int, tuple[str, SnapshotEntry | None, float]] = (
             collections.OrderedDict())
         # what the last full scan found (path -> inode), until the events queued meanwhile are done
-        self._scan_seen: dict[str, tuple[int, int]] = {}
+        self._scan_seen: dict[str, int] = {}
         self._scan_done_ns = 0
         # sensitive files whose close-write came before their create: in the durable snapshot only
         # once their create is reported, or a crash between the two would lose the create
@@ -275,7 +275,7 @@ class ContentWatch:
                 self.emit(Recorded(event, ((path, self._entries_known(path)),)))
                 return
             seen = self._scan_seen.pop(path, None)
-            if st is not None and seen == (st.st_dev, st.st_ino) and event.time_unix_ns < self._scan_done_ns:
+            if st is not None and seen == _inode(st.st_dev, st.st_ino) and event.time_unix_ns < self._scan_done_ns:
                 return  # created while the scan ran, which found (and reported) this very file
             with self._pending_lock:
                 written = path in self._pending
@@ -336,10 +336,10 @@ class ContentWatch:
             return None
         self.index.add(path, scanned.fingerprint, anchor=scanned.anchor)
         self._set_entry(path, _entry(scanned))
-        self._note_inode(path, (scanned.dev, scanned.ino))
+        self._note_inode(path, _inode(scanned.dev, scanned.ino))
         return scanned
 
-    def _note_inode(self, path: str, key: tuple[int, int]) -> None:
+    def _note_inode(self, path: str, key: int) -> None:
         old = self._inode_of.get(path)
         if old is not None and old != key and self._inodes.get(old) == path:
             del self._inodes[old]
@@ -360,7 +360,7 @@ class ContentWatch:
             st = os.lstat(event.path)
         except OSError:
             return  # gone again already
-        key = (st.st_dev, st.st_ino)
+        key = _inode(st.st_dev, st.st_ino)
         source = self._inodes.get(key)
         entry = self._entries_known(source) if source else None
         if source is None:
@@ -453,7 +453,7 @@ class ContentWatch:
                     continue
                 if (st.st_size, st.st_mtime_ns) == (old.size, old.mtime_ns):
                     after[path] = old  # unchanged and indexed: no need to read it again
-                    self._note_inode(path, (st.st_dev, st.st_ino))
+                    self._note_inode(path, _inode(st.st_dev, st.st_ino))
                     continue
             scanned = self._scan_one(path)
             if scanned is not None:
@@ -502,6 +502,11 @@ class ContentWatch:
                     path = os.path.join(dirpath, name)
                     if not self.policy.is_excluded(path):
                         yield path
+
+
+def _inode(dev: int, ino: int) -> int:
+    """One int for (device, inode): ~70 bytes less per sensitive file than the tuple."""
+    return dev << 64 | ino
 
 
 def _entry(scanned: ScannedFile) -> SnapshotEntry:
