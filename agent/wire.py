@@ -50,6 +50,12 @@ def encode_event(event: FileEvent, seq: int) -> events_pb2.Event:
                 fields[name].bool_value = value
             elif kind is int or kind is float:
                 fields[name].number_value = value
+            elif (kind is list or kind is tuple) and all(type(v) is str for v in value):
+                listed = fields[name].list_value  # source_paths, archive_members
+                listed.SetInParent()  # an empty list is still a list
+                values = listed.values
+                for text in value:
+                    values.add().string_value = text
             else:
                 one = struct_pb2.Struct()
                 one.update({name: _plain(value)})
