@@ -1,10 +1,11 @@
 """Detection as its own stage over the stored stream, never inside ingest.
 
 Each agent's position (epoch, seq) up to which detection has run is stored beside its chain head.
-A run reads one agent's next events and the states of the rules they touch (a read transaction),
-lets the engine look at each event once (collector/detection/engine.py, pure), and then, in one
-write transaction, checks that the position has not moved, stores the new states, raises or extends
-the alerts and moves the position: a crash neither skips events nor raises an alert twice. On
+A run reads each pending agent's next events and the states of the rules they touch (a read
+transaction each), lets the engine look at each event once (collector/detection/engine.py, pure), and
+then, in one write transaction for the round, checks that no position has moved, stores the new
+states, raises or extends the alerts and moves the positions: a crash neither skips events nor raises
+an alert twice. On
 PostgreSQL one collector at a time writes (a transaction-scoped advisory lock), so several
 collectors on one database raise one alert per incident. Suppressed findings are counted on their
 suppression, never dropped silently.
@@ -15,17 +16,33 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from typing import Callable
+from dataclasses import dataclass
+from typing import Callable, Sequence
 
 from collector.alerts.service import raise_alert
-from collector.detection.engine import Engine, Finding, build_rules
+from shoumi.batch import ChainHead
+
+from collector.detection.engine import Engine, Finding, State, build_rules
 from collector.detection.models import RuleSet
+from collector.events.models import StoredEvent
 from collector.ingest.gate import WriteGate
 from collector.storage.base import Store, Transaction
 
 __all__ = ["DetectionStage"]
 
 log = logging.getLogger("shoumi.collector.detection")
+
+
+@dataclass
+class _Run:
+    """One agent's events since its position, and what the rules found in them."""
+
+    agent_id: str
+    position: tuple[int, int]
+    events: Sequence[StoredEvent]
+    keys: set[tuple[str, str]]
+    head: ChainHead | None
+    findings: list[Finding]
 
 
 class DetectionStage:
@@ -45,16 +62,32 @@ class DetectionStage:
         self.rules = rules
         self.engine = Engine(build_rules(rules))
 
-    def run_once(self, *, max_agents: int = 200) -> int:
-        """Runs detection over what was stored since the last run; returns how many events it looked at."""
+    def run_once(self, *, max_agents: int = 200, budget: int = 20_000) -> int:
+        """Runs detection over what was stored since the last run; returns how many events it looked at.
+
+        Agents are read and run one by one (no lock held), and the results of up to ``budget`` events
+        are written in one transaction: on SQLite each write waits its turn with ingest, so one turn
+        serves many agents. Rule states read in a round stay in memory for the agents after (a user on
+        two workstations has one state)."""
         with self.store.read() as tx:
             pending = tx.agents_behind_detection(limit=max_agents)
-        done = 0
-        for agent_id in pending:
-            looked = self._run_agent(agent_id)
-            if looked is None:
+        done, i = 0, 0
+        while i < len(pending):
+            runs: list[_Run] = []
+            states: dict[tuple[str, str], State] = {}
+            loaded: set[tuple[str, str]] = set()
+            looked = 0
+            while i < len(pending) and looked < budget:
+                run = self._read_and_run(pending[i], states, loaded)
+                runs.append(run)
+                looked += len(run.events)
+                i += 1
+            stored = self._write(runs, states)
+            if stored is None:
                 break  # another collector runs detection now
-            done += looked
+            done += stored
+            if stored == 0 and looked:
+                break  # someone else moved a position meanwhile: look again next time
         self.counters["events.detected"] += done
         return done
 
@@ -68,36 +101,45 @@ class DetectionStage:
                 return total
         return total
 
-    def _run_agent(self, agent_id: str) -> int | None:
+    def _read_and_run(self, agent_id: str, states: dict[tuple[str, str], State], loaded: set[tuple[str, str]]) -> _Run:
         with self.store.read() as tx:
             position = tx.detected_upto(agent_id)
             events = tx.events_after(agent_id=agent_id, epoch=position[0], seq=position[1], limit=self.chunk)
-            keys = sorted(self.engine.keys(events))
-            states = tx.load_rule_states(keys)
+            keys = self.engine.keys(events)
+            wanted = sorted(keys - loaded)
+            states.update(tx.load_rule_states(wanted))
+            loaded.update(wanted)
             head = tx.chain_head(agent_id)
         findings = self.engine.run(states, events)  # pure: no lock is held while the rules run
+        return _Run(agent_id, position, events, keys, head, findings)
+
+    def _write(self, runs: list[_Run], states: dict[tuple[str, str], State]) -> int | None:
+        """Stores the round's states, alerts and positions in one transaction; None: another collector
+        holds detection; 0: a position moved meanwhile, nothing written."""
         with self.write_gate.held(), self.store.transaction() as tx:
             if not tx.claim_detection():
                 return None
-            if tx.detected_upto(agent_id) != position:
-                return 0  # someone else ran this agent meanwhile: look again next time
-            if not events:  # nothing left to read (pruned by retention): catch up with the head
-                if head is not None:
-                    tx.mark_detected(agent_id=agent_id, epoch=head.epoch, seq=head.last_seq)
-                return 0
-            tx.save_rule_states({k: states[k] for k in keys if k in states})
+            if any(tx.detected_upto(r.agent_id) != r.position for r in runs):
+                return 0  # someone else ran one of these agents meanwhile: look again next time
+            touched = sorted({k for r in runs if r.events for k in r.keys})
+            tx.save_rule_states({k: states[k] for k in touched if k in states})
             now = self.clock()
-            active = tx.list_suppressions(active_at_ns=now) if findings else []
-            for finding in findings:
-                covering = next((x for x in active if x.covers(rule=finding.rule, user=finding.user, path=finding.path,
-                                                                 now_ns=now)), None)
-                if covering is not None and covering.id is not None:  # counted, never dropped silently
-                    tx.count_suppressed(suppression_id=covering.id, hits=len(finding.event_ids), at_ns=now)
-                    self.counters[f"suppressed.{finding.rule}"] += len(finding.event_ids)
+            active = tx.list_suppressions(active_at_ns=now) if any(r.findings for r in runs) else []
+            for r in runs:
+                if not r.events:  # nothing left to read (pruned by retention): catch up with the head
+                    if r.head is not None:
+                        tx.mark_detected(agent_id=r.agent_id, epoch=r.head.epoch, seq=r.head.last_seq)
                     continue
-                self._raise(tx, finding)
-            tx.mark_detected(agent_id=agent_id, epoch=events[-1].epoch, seq=events[-1].seq)
-        return len(events)
+                for finding in r.findings:
+                    covering = next((x for x in active if x.covers(rule=finding.rule, user=finding.user,
+                                                                     path=finding.path, now_ns=now)), None)
+                    if covering is not None and covering.id is not None:  # counted, never dropped silently
+                        tx.count_suppressed(suppression_id=covering.id, hits=len(finding.event_ids), at_ns=now)
+                        self.counters[f"suppressed.{finding.rule}"] += len(finding.event_ids)
+                        continue
+                    self._raise(tx, finding)
+                tx.mark_detected(agent_id=r.agent_id, epoch=r.events[-1].epoch, seq=r.events[-1].seq)
+        return sum(len(r.events) for r in runs)
 
     def _raise(self, tx: Transaction, f: Finding) -> None:
         alert = raise_alert(tx=tx, rule=f.rule, severity=f.severity, user=f.user, agent_id=f.agent_id,

@@ -205,3 +205,49 @@ def test_write_gate_lets_one_writer_in_at_a_time_and_hands_over_at_once(tmp_path
     assert oct((tmp_path / "collector.db.writer").stat().st_mode & 0o777) == "0o600"
     with WriteGate.for_store(tmp_path, "postgresql://x/y").held():  # a database server needs no gate
         pass
+
+
+def test_one_detection_round_writes_many_agents_and_shares_a_users_state_between_them(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    from collector.detection.service import DetectionStage
+    from collector.enrollment.service import EnrollmentService
+
+    from tests.conftest import _burst
+
+    store = open_store(tmp_path)
+    svc = EnrollmentService(token_ttl_ns=10 * MIN)
+    ingest = IngestService(store)
+    writers = []
+    for i in range(2):  # one user on two workstations
+        key = Ed25519PrivateKey.generate()
+        with store.transaction() as tx:
+            token = svc.create_token(tx=tx, actor="test")
+            agent_id = svc.enroll(tx=tx, token=token, public_key=key.public_key().public_bytes(
+                Encoding.Raw, PublicFormat.Raw), hostname=f"ws{i}", os_name="Linux", agent_version="t", peer="t").agent_id
+        writers.append(ChainWriter(agent_id, key))
+    try:
+        for w in writers:
+            ingest.ingest(w.next(3, user="alice"))
+        writes: list[int] = []
+        real = store.transaction
+
+        def counted() -> object:
+            writes.append(1)
+            return real()
+
+        stage = DetectionStage(store, rules=_burst(threshold=5, minutes=1))
+        store.transaction = counted  # type: ignore[method-assign]
+        try:
+            assert stage.run_once() == 6
+        finally:
+            store.transaction = real  # type: ignore[method-assign]
+        assert len(writes) == 1  # both agents' results in one write
+        with store.read() as tx:
+            bursts = [a for a in tx.list_alerts(cursor=None, limit=10).items if a.rule == "read_burst"]
+            assert tx.detection_lag() == 0
+        assert len(bursts) == 1 and len(bursts[0].event_ids) == 6  # 3 + 3 reads of one user > 5 in a minute
+        assert stage.run_once() == 0
+    finally:
+        ingest.close()
+        store.close()
