@@ -62,7 +62,7 @@ class DetectionStage:
         self.rules = rules
         self.engine = Engine(build_rules(rules))
 
-    def run_once(self, *, max_agents: int = 200, budget: int = 20_000) -> int:
+    def run_once(self, *, max_agents: int = 200, budget: int = 10_000) -> int:
         """Runs detection over what was stored since the last run; returns how many events it looked at.
 
         Agents are read and run one by one (no lock held), and the results of up to ``budget`` events
