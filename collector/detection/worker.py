@@ -66,7 +66,7 @@ class DetectionWorker:
         if pid is not None:
             os.kill(pid, signal.SIGHUP)
 
-    def stop(self, timeout: float = 60.0) -> None:
+    def stop(self, timeout: float = 20.0) -> None:
         """Lets the worker finish what is stored (until idle), then ends it."""
         with self._lock:
             proc, stop = self._proc, self._stop
