@@ -167,7 +167,15 @@ def _run(settings: AgentSettings) -> int:
     from agent.spool import Spool
     from agent.transport import Shipper
 
-    _background_priority(settings.nice)  # before any thread starts: they all inherit it
+    try:
+        from agent.sources.fanotify import native_exec_holder
+
+        native = native_exec_holder()
+    except ImportError:  # not Linux: no held execs
+        native = True
+    # Before any thread starts: they all inherit it. Without the C exec answerer the Python one
+    # waits for the GIL, which a thread niced further could hold while descheduled: nice 5 at most.
+    _background_priority(settings.nice if native else min(settings.nice, 5))
     _compact_allocator()
     policy = _policy(settings)
     state = load_state(settings.state_dir)

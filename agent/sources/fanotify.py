@@ -70,6 +70,7 @@ __all__ = [
     "FanotifyRecord",
     "RecordKind",
     "fanotify_available",
+    "native_exec_holder",
 ]
 
 log = logging.getLogger(__name__)
@@ -156,6 +157,11 @@ def _start_time(pid: int) -> int:
         return int(fields[19])  # field 22, starttime
     except (IndexError, ValueError):
         return -1
+
+
+def native_exec_holder() -> bool:
+    """Tells whether held program starts are answered in C (without the GIL) here."""
+    return _execheld is not None
 
 
 def _normal_priority() -> None:
