@@ -80,10 +80,10 @@ class BatchesSql:
     _raw: RawCursor
 
     def _heads_read(self) -> dict[str, tuple[Any, ...] | None] | None:
-        """SQLite: the chain-head rows this transaction read or wrote, by agent. Its BEGIN IMMEDIATE holds
-        the write lock, so they cannot change under it and store_batch need not read them again. None on
-        PostgreSQL, where store_batch locks the row itself (FOR UPDATE)."""
-        if self._dialect != "sqlite":
+        """The chain-head rows this write transaction read or wrote, by agent; None in a read transaction.
+        They cannot change under it (SQLite: BEGIN IMMEDIATE holds the write lock; PostgreSQL: chain_head
+        reads them FOR UPDATE), so store_batch need not read them again."""
+        if self._conn.get_execution_options().get("shoumi_read_only"):
             return None
         seen: dict[str, tuple[Any, ...] | None] | None = self.__dict__.get("_heads_seen")
         if seen is None:
@@ -93,8 +93,9 @@ class BatchesSql:
     # --- chains and batches -------------------------------------------------------------------
     def chain_head(self, agent_id: str) -> ChainHead | None:
         """Gets where the agent's chain stands."""
-        row = self._raw.one("SELECT epoch, last_seq, last_hash FROM chain_heads WHERE agent_id = ?", (agent_id,))
         seen = self._heads_read()
+        lock = " FOR UPDATE" if seen is not None and self._dialect == "postgresql" else ""
+        row = self._raw.one(f"SELECT epoch, last_seq, last_hash FROM chain_heads WHERE agent_id = ?{lock}", (agent_id,))
         if seen is not None:
             seen[agent_id] = row
         return None if row is None else ChainHead(row[0], row[1], bytes(row[2]))
