@@ -121,15 +121,17 @@ class DetectionStage:
                 return None
             if any(tx.detected_upto(r.agent_id) != r.position for r in runs):
                 return 0  # someone else ran one of these agents meanwhile: look again next time
+            # the positions first, in agent order (ingest locks chain heads in that order too: no deadlock)
+            for r in sorted(runs, key=lambda r: r.agent_id):
+                if r.events:
+                    tx.mark_detected(agent_id=r.agent_id, epoch=r.events[-1].epoch, seq=r.events[-1].seq)
+                elif r.head is not None:  # nothing left to read (pruned by retention): catch up with the head
+                    tx.mark_detected(agent_id=r.agent_id, epoch=r.head.epoch, seq=r.head.last_seq)
             touched = sorted({k for r in runs if r.events for k in r.keys})
             tx.save_rule_states({k: states[k] for k in touched if k in states})
             now = self.clock()
             active = tx.list_suppressions(active_at_ns=now) if any(r.findings for r in runs) else []
             for r in runs:
-                if not r.events:  # nothing left to read (pruned by retention): catch up with the head
-                    if r.head is not None:
-                        tx.mark_detected(agent_id=r.agent_id, epoch=r.head.epoch, seq=r.head.last_seq)
-                    continue
                 for finding in r.findings:
                     covering = next((x for x in active if x.covers(rule=finding.rule, user=finding.user,
                                                                      path=finding.path, now_ns=now)), None)
@@ -138,7 +140,6 @@ class DetectionStage:
                         self.counters[f"suppressed.{finding.rule}"] += len(finding.event_ids)
                         continue
                     self._raise(tx, finding)
-                tx.mark_detected(agent_id=r.agent_id, epoch=r.events[-1].epoch, seq=r.events[-1].seq)
         return sum(len(r.events) for r in runs)
 
     def _raise(self, tx: Transaction, f: Finding) -> None:

@@ -279,6 +279,9 @@ class IngestService:
 
     def _commit(self, group: list[_Offer], *, tries: int) -> None:
         """Stores a group of offers in one transaction and settles their futures."""
+        # Chain heads are locked in agent order (each agent's batches keep theirs), as detection locks
+        # its round's: on PostgreSQL the two cannot deadlock.
+        group = sorted(group, key=lambda o: o.batch.agent_id)
         outcomes: list[AckValue | IngestError] = []
         for attempt in range(tries):
             outcomes = []
@@ -305,6 +308,8 @@ class IngestService:
                 if not isinstance(exc, StoreError):
                     log.exception("ingest of %d batches failed", len(group))
                 for offer in group:
+                    if offer.stream is not None:  # what its stream sent after it cannot be stored either
+                        offer.stream.refused = True
                     offer.future.set_exception(exc)
                 return
         # Answering wakes the streams' loop once per batch (and may wait for the GIL each time): the
