@@ -251,3 +251,54 @@ def test_one_detection_round_writes_many_agents_and_shares_a_users_state_between
     finally:
         ingest.close()
         store.close()
+
+
+def test_a_batch_the_store_could_not_take_ends_its_stream_without_a_tamper_alert(tmp_path: Path) -> None:
+    from contextlib import contextmanager
+    from typing import Any
+
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    from collector.enrollment.service import EnrollmentService
+    from collector.ingest.service import IngestError, StreamState
+    from collector.storage.base import StoreUnavailable
+
+    store = open_store(tmp_path)
+    key = Ed25519PrivateKey.generate()
+    svc = EnrollmentService(token_ttl_ns=10 * MIN)
+    with store.transaction() as tx:
+        token = svc.create_token(tx=tx, actor="test")
+        agent_id = svc.enroll(tx=tx, token=token, public_key=key.public_key().public_bytes(
+            Encoding.Raw, PublicFormat.Raw), hostname="ws", os_name="Linux", agent_version="t", peer="t").agent_id
+
+    class Flaky:  # the real store, whose next write fails as a database gone away does
+        def __init__(self) -> None:
+            self.fail = 1
+
+        @contextmanager
+        def transaction(self) -> Iterator[Any]:
+            if self.fail:
+                self.fail -= 1
+                raise StoreUnavailable("the database cannot be reached or written; retry later")
+            with store.transaction() as tx:
+                yield tx
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(store, name)
+
+    ingest = IngestService(Flaky())  # type: ignore[arg-type]
+    writer = ChainWriter(agent_id, key)
+    stream = StreamState()
+    try:
+        first, behind = writer.next(2), writer.next(2)
+        assert isinstance(ingest.submit(first, stream=stream).exception(timeout=10), StoreUnavailable)
+        refused = ingest.submit(behind, stream=stream).exception(timeout=10)
+        assert isinstance(refused, IngestError) and refused.reason == "after_refusal"
+        assert ingest.counters["rejected.chain_broken"] == 0
+        with store.read() as tx:
+            assert tx.list_alerts(cursor=None, limit=10).items == ()
+        again = StreamState()  # the agent reconnects and resends both
+        assert [ingest.submit(b, stream=again).result(timeout=10).acked_seq for b in (first, behind)] == [2, 4]
+    finally:
+        ingest.close()
+        store.close()
