@@ -156,7 +156,8 @@ class AgentRuntime:
         if self.use_fanotify:
             roots = [str(p) for p in (*self.folders, *self.destinations)]
             # opens in the sensitive folders are held until the opener is named (see FanotifyReader)
-            self.fanotify = self._reader(roots, marks="directory", hold_execs=[*EXEC_ROOTS, *roots])
+            self.fanotify = self._reader(roots, marks="directory", hold_execs=[*EXEC_ROOTS, *roots],
+                                         write_only=[str(d) for d in self.destinations if d not in self.folders])
         self.tracker = RemovableMountTracker(declared=policy.removable_mounts)
         self._overflow_log = _OverflowLog(lambda: self.note_gap("inotify"))
 
@@ -255,21 +256,22 @@ class AgentRuntime:
     # -- sources --------------------------------------------------------------------------------
 
     def _reader(self, roots: list[str], *, marks: Literal["mount", "directory"] = "mount",
-                hold_execs: Sequence[str] = ()) -> FanotifyReader:
+                hold_execs: Sequence[str] = (), write_only: Sequence[str] = ()) -> FanotifyReader:
         # Nothing is held but program starts (answered by a thread of their own), so the records'
         # reader may wait for the agent: the kernel keeps what it has not read (unlimited queue,
         # root only), read in batches every 20 ms.
         return FanotifyReader(roots, self._on_record, on_overflow=lambda: self.note_gap("fanotify"), marks=marks,
                               hold_execs=hold_execs, unlimited_queue=True, batch_wait=0.02,
                               max_pending=4_000,  # RSS: what waits beyond this stays in the kernel
-                              track_forks=True)  # a fork that exits at once is named after its parent
+                              track_forks=True,  # a fork that exits at once is named after its parent
+                              write_only_roots=write_only)  # destinations: close-writes only
 
-    def _watch_new_directory(self, path: str) -> bool:
+    def _watch_new_directory(self, path: str, *, writes_only: bool = False) -> bool:
         reader = self.fanotify
         if reader is None:
             return False
         try:
-            reader.watch_directory(path)
+            reader.watch_directory(path, writes_only=writes_only)
         except OSError as exc:  # gone again already: nothing in it to watch
             log.debug("not watching %s: %s", path, exc)
             return False
@@ -282,7 +284,8 @@ class AgentRuntime:
     def _on_new_destination_directory(self, path: str) -> None:
         """A directory appeared in a destination (cp -r): mark it, then check what was written in
         it before the mark could see it."""
-        if not self._watch_new_directory(path) or self.policy.is_sensitive(path):
+        sensitive = self.policy.is_sensitive(path)
+        if not self._watch_new_directory(path, writes_only=not sensitive) or sensitive:
             return
         try:
             names = os.listdir(path)

@@ -227,6 +227,7 @@ class FanotifyReader:
         max_pending: int = 200_000,
         track_forks: bool = False,
         native_execs: bool = True,
+        write_only_roots: Iterable[str | os.PathLike[str]] = (),
     ) -> None:
         """``hold_roots``: folders whose files' opens are held (FAN_OPEN_PERM) until the opener is
         looked up, so that even a process that exits at once (cp, cat) is named. Keep them to the
@@ -257,7 +258,11 @@ class FanotifyReader:
         ``native_execs``: answer held program starts on a C thread that never takes the GIL
         (``agent/sources/_execheld.c``, when built), so an exec anywhere on the machine never waits
         for the interpreter, however busy or low-priority the agent's Python threads are; the
-        notes it takes are applied here, by the same rules, before the records that follow them."""
+        notes it takes are applied here, by the same rules, before the records that follow them.
+
+        ``write_only_roots`` (with ``marks="directory"``): roots, among ``roots``, whose directories
+        report close-after-write only (destinations: what is read there is nobody's business, and
+        each open not asked for is work in the user's process and in this reader)."""
         self._deliveries: queue.Queue[FanotifyRecord | None] = queue.Queue(maxsize=max_pending)
         self._delivery: threading.Thread | None = None
         self.lost = 0
@@ -267,6 +272,7 @@ class FanotifyReader:
         self.held = 0
         self._stop_requested = False
         self._roots = tuple(os.path.normpath(os.fspath(r)) for r in roots)
+        self._write_only = frozenset(os.path.normpath(os.fspath(r)) for r in write_only_roots)
         self._on_record = on_record
         self._on_overflow = on_overflow
         self._marks = marks
@@ -319,7 +325,7 @@ class FanotifyReader:
             for root in self._roots:
                 if self._marks == "directory":
                     for dirpath, _dirs, _files in os.walk(root):
-                        self.watch_directory(dirpath)
+                        self.watch_directory(dirpath, writes_only=root in self._write_only)
                 else:
                     how = FAN_MARK_MOUNT if self._marks == "mount" else FAN_MARK_FILESYSTEM
                     self._mark(root, how, _EVENT_MASK)
@@ -377,9 +383,12 @@ class FanotifyReader:
                 # some filesystems (overlay, FUSE) refuse filesystem marks; their mount will do
                 self._mark(path, FAN_MARK_MOUNT, FAN_OPEN_EXEC_PERM, group=self._exec_fd)
 
-    def watch_directory(self, path: str | os.PathLike[str]) -> None:
-        """Marks one more directory (``marks="directory"``): its files' events are reported."""
-        self._mark(os.fspath(path), FAN_MARK_ONLYDIR, _EVENT_MASK | FAN_EVENT_ON_CHILD)
+    def watch_directory(self, path: str | os.PathLike[str], *, writes_only: bool = False) -> None:
+        """Marks one more directory (``marks="directory"``): its files' events are reported (only
+        close-after-write with ``writes_only``; marks add up, so a directory also marked in full
+        keeps its full mask)."""
+        mask = FAN_CLOSE_WRITE if writes_only else _EVENT_MASK
+        self._mark(os.fspath(path), FAN_MARK_ONLYDIR, mask | FAN_EVENT_ON_CHILD)
 
     def add_root(self, path: str | os.PathLike[str], *, hold: bool = False) -> None:
         """Watches one more root while running (a sensitive folder that appeared since start)."""

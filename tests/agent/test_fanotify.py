@@ -570,3 +570,25 @@ def test_without_following_forks_such_a_child_has_no_name(watched: Path) -> None
     found, _child = _fork_reader(watched, track_forks=False)
     assert (found["child"].process, found["child"].uid) == ("", -1)
     assert found["parent"].process  # the parent is named from its held exec
+
+
+@_with_root
+def test_write_only_roots_report_writes_and_no_reads(watched: Path) -> None:
+    """Destinations are marked for close-after-write only: a copy there is seen, a read there
+    costs nothing; the sensitive root beside it still reports reads."""
+    dest = watched / "dest"
+    dest.mkdir()
+    records = Records()
+    r = FanotifyReader([watched / "Contracts", dest], records.add, marks="directory", write_only_roots=[dest],
+                       hold_execs=["/", str(watched)])
+    r.start()
+    try:
+        subprocess.run(["cp", str(watched / "Contracts" / "nda.pdf"), str(dest / "copy.pdf")], check=True)
+        subprocess.run(["cat", str(dest / "copy.pdf")], stdout=subprocess.DEVNULL, check=True)
+        subprocess.run(["cat", str(watched / "Contracts" / "nda.pdf")], stdout=subprocess.DEVNULL, check=True)
+        records.wait_for(lambda rec: rec.kind == "close_write" and rec.path == str(dest / "copy.pdf"))
+        cat = records.wait_for(lambda rec: rec.kind == "close_nowrite" and rec.process == "cat")
+        assert cat.path == str(watched / "Contracts" / "nda.pdf")
+    finally:
+        r.stop()
+    assert [rec.kind for rec in records.items if rec.path.startswith(str(dest))] == ["close_write"]
