@@ -133,7 +133,7 @@ class ContentWatch:
         *,
         legacy: LegacySnapshotFile | None = None,
         own_read: Callable[[str], ContextManager[None]] = lambda path: contextlib.nullcontext(),
-        queue_size: int = 2_000,
+        queue_size: int = 1_000,
         read_window_s: float = 300.0,
     ) -> None:
         self.policy = policy

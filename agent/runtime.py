@@ -262,7 +262,7 @@ class AgentRuntime:
         # root only), read in batches every 20 ms.
         return FanotifyReader(roots, self._on_record, on_overflow=lambda: self.note_gap("fanotify"), marks=marks,
                               hold_execs=hold_execs, unlimited_queue=True, batch_wait=0.02,
-                              max_pending=4_000,  # RSS: what waits beyond this stays in the kernel
+                              max_pending=2_000,  # RSS: what waits beyond this stays in the kernel
                               track_forks=True,  # a fork that exits at once is named after its parent
                               write_only_roots=write_only)  # destinations: close-writes only
 

@@ -45,7 +45,7 @@ class AgentSettings:
     in_flight_batches: int = 16
     batch_linger_s: float = 0.15  # how long a part-full batch waits for more events
     heartbeat_seconds: float = 30.0
-    queue_capacity: int = 5_000  # events waiting for the spool; a full queue waits (RSS: ~0.5 KB each)
+    queue_capacity: int = 2_000  # events waiting for the spool; a full queue waits (RSS: ~0.5 KB each)
     max_hash_bytes: int = 256 * 1024 * 1024
     spool_cap_bytes: int = 1 << 30  # refuse (and count) new events beyond this
     nice: int = 10  # the agent's Python threads yield the CPU to the user's work (held execs: nice 0)
