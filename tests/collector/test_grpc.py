@@ -119,6 +119,10 @@ def test_undecodable_bytes_are_refused(collector: Built, agent_key: Ed25519Priva
     assert collector.ingest.counters["rejected.undecodable"] == 1
     from fastapi.testclient import TestClient
 
+    with collector.store.transaction() as tx:  # /metrics is for IT and auditors
+        collector.people.create_user(tx=tx, username="ivan", role="it_admin", password=None, actor="test")
+        token = collector.people.create_api_token(tx=tx, username="ivan", actor="test")
     with TestClient(collector.app) as http:
-        text = http.get("/metrics").text
+        assert http.get("/metrics").status_code == 401
+        text = http.get("/metrics", headers={"Authorization": f"Bearer {token}"}).text
     assert 'shoumi_ingest_total{what="rejected.undecodable"} 1' in text
