@@ -132,16 +132,6 @@ def detection_rules(settings: CollectorSettings, file_rules: RuleSet | None = No
     return RuleSet(read_burst=ReadBurst(threshold=det.read_burst_threshold, window_minutes=det.read_burst_window_minutes))
 
 
-def detection_rules(settings: CollectorSettings, file_rules: RuleSet | None = None) -> RuleSet:
-    """The rules file's rules, else the defaults with the read-burst thresholds of the settings."""
-    if file_rules is None and settings.rules_file:
-        file_rules = load_rules(settings.rules_file)
-    if file_rules is not None:
-        return file_rules
-    det = settings.detection  # the command line (and SHOUMI_COLLECTOR_DETECTION__*) over the defaults
-    return RuleSet(read_burst=ReadBurst(threshold=det.read_burst_threshold, window_minutes=det.read_burst_window_minutes))
-
-
 def reload_rules(built: Built) -> RuleSet | RulesError:
     """Re-reads the rules file into ``built.rules``; a file that fails keeps the last good rules (logged)."""
     if built.rules_file is None:
