@@ -25,6 +25,9 @@ __all__ = ["DetectionWorker", "run_worker"]
 
 log = logging.getLogger("shoumi.collector.detection")
 
+# Rounds that found fewer events than this wait detection_seconds before the next; more: at once.
+_BACKLOG = 2_000
+
 
 class DetectionWorker:
     """Starts, watches and stops the detection process of one serve process."""
@@ -116,7 +119,7 @@ def run_worker(settings_json: str, stop: Any) -> None:
             except Exception:  # a store away, a bug in one run: logged, tried again (the positions are stored)
                 log.exception("detection run failed")
                 looked = 0
-            if looked == 0:
+            if looked < _BACKLOG:  # a trickle: let it gather (a round costs its states' reads and writes)
                 stop.wait(settings.detection_seconds)
         stage.run_until_idle()  # what was stored is looked at before the collector ends
     finally:
