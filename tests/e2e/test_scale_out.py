@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import secrets
 import shutil
 import subprocess
 import threading
@@ -86,19 +87,29 @@ class PgCollector(Collector):
         return run(tool("shoumi-collector"), *args, "--data-dir", str(self.data_dir),
                    "--database-url", self.database_url, stdin=stdin).stdout.strip()
 
+    metrics_token = ""  # an IT account's: /metrics is for IT and auditors
+
+    def metrics(self) -> str:
+        if not self.metrics_token:
+            name = f"it-{secrets.token_hex(4)}"  # an account of its own for each collector, on any database
+            self.cli("user", "create", "--username", name, "--role", "it_admin", "--password-stdin",
+                     stdin="a long enough password\n")
+            self.metrics_token = self.cli("api-token", "create", "--username", name)
+        req = urllib.request.Request(self.http + "/metrics", headers={"Authorization": f"Bearer {self.metrics_token}"})
+        with urllib.request.urlopen(req, timeout=2) as reply:
+            return str(reply.read().decode())
+
     def streams(self) -> int:
         """Agent streams open on this collector (its /metrics), -1 when it does not answer."""
         try:
-            with urllib.request.urlopen(self.http + "/metrics", timeout=2) as reply:
-                text = reply.read().decode()
+            text = self.metrics()
         except OSError:
             return -1
         found = re.search(r"^shoumi_agent_streams (\d+)$", text, re.M)
         return int(found.group(1)) if found else -1
 
     def counter(self, what: str) -> int:
-        with urllib.request.urlopen(self.http + "/metrics", timeout=2) as reply:
-            text = reply.read().decode()
+        text = self.metrics()
         found = re.search(rf'^shoumi_ingest_total{{what="{re.escape(what)}"}} (\d+)$', text, re.M)
         return int(found.group(1)) if found else 0
 
