@@ -25,8 +25,11 @@ __all__ = ["DetectionWorker", "run_worker"]
 
 log = logging.getLogger("shoumi.collector.detection")
 
-# Rounds that found fewer events than this wait detection_seconds before the next; more: at once.
+# A round that found events, but fewer than _BACKLOG, waits _TRICKLE_WAITS x detection_seconds (1 s by
+# default) before the next; a round that found more goes on at once; one that found none waits
+# detection_seconds.
 _BACKLOG = 2_000
+_TRICKLE_WAITS = 4
 
 
 class DetectionWorker:
@@ -119,8 +122,10 @@ def run_worker(settings_json: str, stop: Any) -> None:
             except Exception:  # a store away, a bug in one run: logged, tried again (the positions are stored)
                 log.exception("detection run failed")
                 looked = 0
-            if looked < _BACKLOG:  # a trickle: let it gather (a round costs its states' reads and writes)
+            if looked == 0:
                 stop.wait(settings.detection_seconds)
+            elif looked < _BACKLOG:  # a trickle: let it gather (a round costs its states' reads and writes)
+                stop.wait(settings.detection_seconds * _TRICKLE_WAITS)
         stage.run_until_idle()  # what was stored is looked at before the collector ends
     finally:
         store.close()
