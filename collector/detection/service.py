@@ -121,12 +121,6 @@ class DetectionStage:
                 return None
             if any(tx.detected_upto(r.agent_id) != r.position for r in runs):
                 return 0  # someone else ran one of these agents meanwhile: look again next time
-            # the positions first, in agent order (ingest locks chain heads in that order too: no deadlock)
-            for r in sorted(runs, key=lambda r: r.agent_id):
-                if r.events:
-                    tx.mark_detected(agent_id=r.agent_id, epoch=r.events[-1].epoch, seq=r.events[-1].seq)
-                elif r.head is not None:  # nothing left to read (pruned by retention): catch up with the head
-                    tx.mark_detected(agent_id=r.agent_id, epoch=r.head.epoch, seq=r.head.last_seq)
             touched = sorted({k for r in runs if r.events for k in r.keys})
             tx.save_rule_states({k: states[k] for k in touched if k in states})
             now = self.clock()
@@ -140,6 +134,13 @@ class DetectionStage:
                         self.counters[f"suppressed.{finding.rule}"] += len(finding.event_ids)
                         continue
                     self._raise(tx, finding)
+            # The positions last, in agent order: their rows are the chain heads ingest locks (in that order
+            # too, so no deadlock), held from here to the commit only, not while the alerts are raised.
+            for r in sorted(runs, key=lambda r: r.agent_id):
+                if r.events:
+                    tx.mark_detected(agent_id=r.agent_id, epoch=r.events[-1].epoch, seq=r.events[-1].seq)
+                elif r.head is not None:  # nothing left to read (pruned by retention): catch up with the head
+                    tx.mark_detected(agent_id=r.agent_id, epoch=r.head.epoch, seq=r.head.last_seq)
         return sum(len(r.events) for r in runs)
 
     def _raise(self, tx: Transaction, f: Finding) -> None:
