@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import uuid
@@ -61,24 +62,34 @@ def pg_url(schema: str) -> str:
     return f"{base}{sep}options=-csearch_path%3D{schema}"
 
 
-def _pg_store() -> Iterator[SqlStore]:
+@contextlib.contextmanager
+def fresh_pg_schema(prefix: str = "t") -> Iterator[str]:
+    """A new, empty schema on the test server, dropped afterwards (skips without a server)."""
     import sqlalchemy as sa
 
     if not PG_DSN:
         pytest.skip("no PostgreSQL server: set SHOUMI_TEST_PG_DSN (as .ci/run does)")
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    base = PG_DSN.replace("postgresql://", "postgresql+psycopg://", 1)
-    admin = sa.create_engine(base)
+    schema = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(PG_DSN.replace("postgresql://", "postgresql+psycopg://", 1))
     with admin.begin() as conn:
         conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
-    store = SqlStore(sa.create_engine(pg_url(schema)))
     try:
-        yield store
+        yield schema
     finally:
-        store.close()
         with admin.begin() as conn:
             conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
         admin.dispose()
+
+
+def _pg_store() -> Iterator[SqlStore]:
+    import sqlalchemy as sa
+
+    with fresh_pg_schema() as schema:
+        store = SqlStore(sa.create_engine(pg_url(schema)))
+        try:
+            yield store
+        finally:
+            store.close()
 
 
 @pytest.fixture(params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

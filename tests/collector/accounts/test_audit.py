@@ -7,7 +7,6 @@ import csv
 import io
 import json
 import threading
-import uuid
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -21,7 +20,7 @@ from collector.verify import audit_chain_findings
 
 from tests.collector.accounts.conftest import World
 from tests.collector.evidence_helpers import run_sql, verify_dir
-from tests.conftest import PG_DSN, pg_url
+from tests.conftest import fresh_pg_schema, pg_url
 
 
 def _data_dir_with_audit(tmp_path: Path, n: int = 6) -> Path:
@@ -83,18 +82,8 @@ def sql_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield str(tmp_path / "collector")
         return
-    if not PG_DSN:
-        pytest.skip("no PostgreSQL server: set SHOUMI_TEST_PG_DSN")
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(PG_DSN.replace("postgresql://", "postgresql+psycopg://", 1))
-    with admin.begin() as conn:
-        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
-    try:
+    with fresh_pg_schema() as schema:
         yield pg_url(schema)
-    finally:
-        with admin.begin() as conn:
-            conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
-        admin.dispose()
 
 
 def test_the_database_refuses_to_change_or_delete_audit_rows(sql_url: str) -> None:

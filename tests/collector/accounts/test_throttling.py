@@ -3,6 +3,7 @@ database so collectors sharing it agree; the page and the audit say what happene
 
 from __future__ import annotations
 
+import contextlib
 import re
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from collector.people.service import PeopleService, Throttled
 from collector.storage import open_store
 
 from tests.collector.accounts.conftest import PASSWORD, Clock, World, light_hasher, sign_in
-from tests.conftest import PG_DSN
+from tests.conftest import fresh_pg_schema, pg_url
 
 
 def _fail(world: World, address: str, n: int, username: str = "ana") -> list[int]:
@@ -77,26 +78,10 @@ def test_a_failed_sign_in_of_an_unknown_user_keeps_no_typed_text(world: World) -
 @pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def test_collectors_sharing_a_database_share_the_counts(backend: str, tmp_path: Path) -> None:
     """Two collector processes (two stores, two services) on one database: failures at one lock the other."""
-    if backend == "sqlite":
-        location = str(tmp_path / "collector")
+    with contextlib.ExitStack() as stack:
+        location = str(tmp_path / "collector") if backend == "sqlite" else pg_url(stack.enter_context(fresh_pg_schema()))
         stores = [open_store(location), open_store(location)]
-        cleanup = None
-    else:
-        if not PG_DSN:
-            pytest.skip("no PostgreSQL server: set SHOUMI_TEST_PG_DSN")
-        import uuid
-
-        import sqlalchemy as sa
-
-        from tests.conftest import pg_url
-
-        schema = f"t_{uuid.uuid4().hex[:12]}"
-        admin = sa.create_engine(PG_DSN.replace("postgresql://", "postgresql+psycopg://", 1))
-        with admin.begin() as conn:
-            conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
-        stores = [open_store(pg_url(schema)), open_store(pg_url(schema))]
-        cleanup = (admin, schema)
-    try:
+        stack.callback(lambda: [s.close() for s in stores])
         clock = Clock()
         one, two = (PeopleService(session_ttl_ns=10**12, clock=clock, hasher=light_hasher()) for _ in range(2))
         with stores[0].transaction() as tx:
@@ -110,14 +95,6 @@ def test_collectors_sharing_a_database_share_the_counts(backend: str, tmp_path: 
         assert locked.value.minutes == 1
         with pytest.raises(Throttled):
             two.sign_in(store=stores[1], username="ana", password=PASSWORD, peer="10.1.1.1")
-    finally:
-        for s in stores:
-            s.close()
-        if cleanup is not None:
-            admin, schema = cleanup
-            with admin.begin() as conn:
-                conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
-            admin.dispose()
 
 
 def test_an_ipv6_subscriber_counts_as_one_address_whatever_its_last_64_bits(world: World) -> None:

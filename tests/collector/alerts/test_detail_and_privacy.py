@@ -4,7 +4,6 @@ database, revealed only with a reason by the roles that need it, audited without
 
 from __future__ import annotations
 
-import uuid
 from typing import Any, Iterator
 
 import pytest
@@ -15,7 +14,7 @@ from collector.privacy.service import PrivacyError, pseudonym_of, register, reve
 from collector.storage import MemoryStore, SqlStore
 
 from tests.collector.alerts.conftest import T0, World
-from tests.conftest import PG_DSN, pg_url
+from tests.conftest import fresh_pg_schema, pg_url
 
 EVIDENCE = ("ev-43", "ev-42", "ev-41", "ev-40")  # appended out of time order
 
@@ -116,21 +115,13 @@ def test_a_collision_gives_the_second_person_the_long_code() -> None:
 
 @pytest.fixture
 def two_collectors() -> Iterator[tuple[SqlStore, SqlStore]]:
-    if not PG_DSN:
-        pytest.skip("no PostgreSQL server: set SHOUMI_TEST_PG_DSN (as .ci/run does)")
-    schema = f"p_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(PG_DSN.replace("postgresql://", "postgresql+psycopg://", 1))
-    with admin.begin() as conn:
-        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
-    one, two = SqlStore(sa.create_engine(pg_url(schema))), SqlStore(sa.create_engine(pg_url(schema)))
-    try:
-        yield one, two
-    finally:
-        one.close()
-        two.close()
-        with admin.begin() as conn:
-            conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
-        admin.dispose()
+    with fresh_pg_schema("p") as schema:
+        one, two = SqlStore(sa.create_engine(pg_url(schema))), SqlStore(sa.create_engine(pg_url(schema)))
+        try:
+            yield one, two
+        finally:
+            one.close()
+            two.close()
 
 
 @pytest.mark.postgres

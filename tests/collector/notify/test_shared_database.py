@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from typing import Iterator
 
 import pytest
@@ -18,7 +17,7 @@ from collector.storage import SqlStore
 
 from tests.collector.notify.fakes import Clock, FakeRobot
 from tests.collector.notify.test_worker import BASE, numbers, raise_high
-from tests.conftest import PG_DSN, pg_url
+from tests.conftest import fresh_pg_schema, pg_url
 
 pytestmark = pytest.mark.postgres
 
@@ -26,22 +25,14 @@ pytestmark = pytest.mark.postgres
 @pytest.fixture
 def two_stores() -> Iterator[tuple[SqlStore, SqlStore]]:
     """Two collectors' stores on one PostgreSQL schema."""
-    if not PG_DSN:
-        pytest.skip("no PostgreSQL server: set SHOUMI_TEST_PG_DSN (as .ci/run does)")
-    schema = f"n_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(PG_DSN.replace("postgresql://", "postgresql+psycopg://", 1))
-    with admin.begin() as conn:
-        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
-    first = SqlStore(sa.create_engine(pg_url(schema)))
-    second = SqlStore(sa.create_engine(pg_url(schema)))
-    try:
-        yield first, second
-    finally:
-        first.close()
-        second.close()
-        with admin.begin() as conn:
-            conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
-        admin.dispose()
+    with fresh_pg_schema("n") as schema:
+        first = SqlStore(sa.create_engine(pg_url(schema)))
+        second = SqlStore(sa.create_engine(pg_url(schema)))
+        try:
+            yield first, second
+        finally:
+            first.close()
+            second.close()
 
 
 def test_two_collectors_keep_one_robot_under_twenty_a_minute_and_send_each_alert_once(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 from typing import Iterator
 
@@ -15,7 +14,7 @@ from collector.storage import open_store
 from collector.storage.base import StoreError
 from collector.storage.sql.schema import metadata
 
-from tests.conftest import PG_DSN, pg_url
+from tests.conftest import fresh_pg_schema, pg_url
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -23,18 +22,8 @@ def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'collector.db'}"
         return
-    if not PG_DSN:
-        pytest.skip("no PostgreSQL server: set SHOUMI_TEST_PG_DSN (as .ci/run does)")
-    schema = f"m_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(PG_DSN.replace("postgresql://", "postgresql+psycopg://", 1))
-    with admin.begin() as conn:
-        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
-    try:
+    with fresh_pg_schema("m") as schema:
         yield pg_url(schema)
-    finally:
-        with admin.begin() as conn:
-            conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
-        admin.dispose()
 
 
 def _differences(url: str) -> list[object]:
