@@ -24,7 +24,14 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "cases:hr": frozenset({_HR}),                # the documented loss, the agreement, the notice, HR's steps
     "cases:comment": frozenset({_SEC, _HR}),
     "identity:reveal": frozenset({_SEC, _HR}),   # show a real name behind a pseudonym, with a reason; audited
-    "agents:read": frozenset({_IT, _SEC, _AUD}),
+    "agents:read": frozenset({_IT, _SEC, _AUD}),   # the fleet and each agent's health
+    "agents:write": frozenset({_IT}),             # labels, revocation, enrollment tokens
+    "policies:read": frozenset({_IT, _AUD}),      # policy documents and where they apply
+    "policies:write": frozenset({_IT}),           # edit, version and assign policies
+    "evidence:export": frozenset({_SEC, _HR, _AUD}),  # a case's evidence bundle and its report
+    "agreements:read": frozenset({_HR, _SEC, _AUD}),  # the agreement registry and signed copies
+    "agreements:write": frozenset({_HR}),         # templates, imports of signed copies, notices
+    "privacy:admin": frozenset({_HR, _IT}),       # retention per kind, legal holds, access requests
     "users:admin": frozenset({_IT}),
     "audit:read": frozenset({_AUD}),
     "service:read": frozenset({_IT, _AUD}),      # /metrics and the API description

@@ -21,5 +21,6 @@ EVENT_KINDS: frozenset[str] = frozenset(
         "agent.capture_gap",
         "agent.spool_full",
         "policy.applied",
+        "policy.refused",
     }
 )

@@ -156,11 +156,16 @@ class Ack(_message.Message):
     EPOCH_FIELD_NUMBER: _builtins.int
     ACKED_SEQ_FIELD_NUMBER: _builtins.int
     BATCH_HASH_FIELD_NUMBER: _builtins.int
+    POLICY_FIELD_NUMBER: _builtins.int
     agent_id: _builtins.str
     epoch: _builtins.int
     acked_seq: _builtins.int
     batch_hash: _builtins.bytes
     """hash of the last batch stored"""
+    @_builtins.property
+    def policy(self) -> Global___SignedPolicy:
+        """set when the collector assigns this agent another policy"""
+
     def __init__(
         self,
         *,
@@ -168,11 +173,54 @@ class Ack(_message.Message):
         epoch: _builtins.int = ...,
         acked_seq: _builtins.int = ...,
         batch_hash: _builtins.bytes = ...,
+        policy: Global___SignedPolicy | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["policy", b"policy"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["acked_seq", b"acked_seq", "agent_id", b"agent_id", "batch_hash", b"batch_hash", "epoch", b"epoch"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acked_seq", b"acked_seq", "agent_id", b"agent_id", "batch_hash", b"batch_hash", "epoch", b"epoch", "policy", b"policy"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Ack: _TypeAlias = Ack  # noqa: Y015
+
+@_typing.final
+class SignedPolicy(_message.Message):
+    """A policy document pushed by the collector. The agent applies it only if `signature` verifies
+    under the collector's policy key pinned at enrollment (EnrollResponse.policy_public_key); the
+    signed bytes are defined in proto/shoumi/signed_policy.py. It reports policy.applied or
+    policy.refused with name, version and sha256.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    DOCUMENT_FIELD_NUMBER: _builtins.int
+    ISSUED_UNIX_NS_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """the policy's name, stable across versions"""
+    version: _builtins.int
+    """increases with every edit of that policy"""
+    document: _builtins.bytes
+    """the [policy] table as UTF-8 TOML, parsed by agent/policy.py"""
+    issued_unix_ns: _builtins.int
+    """when the collector signed it"""
+    signature: _builtins.bytes
+    """Ed25519 over signed_policy.signed_bytes(...)"""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        version: _builtins.int = ...,
+        document: _builtins.bytes = ...,
+        issued_unix_ns: _builtins.int = ...,
+        signature: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["document", b"document", "issued_unix_ns", b"issued_unix_ns", "name", b"name", "signature", b"signature", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SignedPolicy: _TypeAlias = SignedPolicy  # noqa: Y015

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from shoumi.v1 import events_pb2 as shoumi_dot_v1_dot_events__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16shoumi/v1/ingest.proto\x12\tshoumi.v1\x1a\x16shoumi/v1/events.proto\"x\n\rEnrollRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12\x12\n\npublic_key\x18\x02 \x01(\x0c\x12\x10\n\x08hostname\x18\x03 \x01(\t\x12\n\n\x02os\x18\x04 \x01(\t\x12\x15\n\ragent_version\x18\x05 \x01(\t\x12\x0f\n\x07\x63sr_pem\x18\x06 \x01(\x0c\"s\n\x0e\x45nrollResponse\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x1e\n\x16\x63lient_certificate_pem\x18\x02 \x01(\x0c\x12\x1a\n\x12\x63\x61_certificate_pem\x18\x03 \x01(\x0c\x12\x13\n\x0bingest_port\x18\x04 \x01(\r\"\x1f\n\x0cRenewRequest\x12\x0f\n\x07\x63sr_pem\x18\x01 \x01(\x0c\"/\n\rRenewResponse\x12\x1e\n\x16\x63lient_certificate_pem\x18\x01 \x01(\x0c\x32J\n\rIngestService\x12\x39\n\x0cStreamEvents\x12\x15.shoumi.v1.EventBatch\x1a\x0e.shoumi.v1.Ack(\x01\x30\x01\x32R\n\x11\x45nrollmentService\x12=\n\x06\x45nroll\x12\x18.shoumi.v1.EnrollRequest\x1a\x19.shoumi.v1.EnrollResponse2P\n\x12\x43\x65rtificateService\x12:\n\x05Renew\x12\x17.shoumi.v1.RenewRequest\x1a\x18.shoumi.v1.RenewResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16shoumi/v1/ingest.proto\x12\tshoumi.v1\x1a\x16shoumi/v1/events.proto\"x\n\rEnrollRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12\x12\n\npublic_key\x18\x02 \x01(\x0c\x12\x10\n\x08hostname\x18\x03 \x01(\t\x12\n\n\x02os\x18\x04 \x01(\t\x12\x15\n\ragent_version\x18\x05 \x01(\t\x12\x0f\n\x07\x63sr_pem\x18\x06 \x01(\x0c\"\x8e\x01\n\x0e\x45nrollResponse\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x1e\n\x16\x63lient_certificate_pem\x18\x02 \x01(\x0c\x12\x1a\n\x12\x63\x61_certificate_pem\x18\x03 \x01(\x0c\x12\x13\n\x0bingest_port\x18\x04 \x01(\r\x12\x19\n\x11policy_public_key\x18\x05 \x01(\x0c\"\x1f\n\x0cRenewRequest\x12\x0f\n\x07\x63sr_pem\x18\x01 \x01(\x0c\"/\n\rRenewResponse\x12\x1e\n\x16\x63lient_certificate_pem\x18\x01 \x01(\x0c\x32J\n\rIngestService\x12\x39\n\x0cStreamEvents\x12\x15.shoumi.v1.EventBatch\x1a\x0e.shoumi.v1.Ack(\x01\x30\x01\x32R\n\x11\x45nrollmentService\x12=\n\x06\x45nroll\x12\x18.shoumi.v1.EnrollRequest\x1a\x19.shoumi.v1.EnrollResponse2P\n\x12\x43\x65rtificateService\x12:\n\x05Renew\x12\x17.shoumi.v1.RenewRequest\x1a\x18.shoumi.v1.RenewResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,16 +34,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ENROLLREQUEST']._serialized_start=61
   _globals['_ENROLLREQUEST']._serialized_end=181
-  _globals['_ENROLLRESPONSE']._serialized_start=183
-  _globals['_ENROLLRESPONSE']._serialized_end=298
-  _globals['_RENEWREQUEST']._serialized_start=300
-  _globals['_RENEWREQUEST']._serialized_end=331
-  _globals['_RENEWRESPONSE']._serialized_start=333
-  _globals['_RENEWRESPONSE']._serialized_end=380
-  _globals['_INGESTSERVICE']._serialized_start=382
-  _globals['_INGESTSERVICE']._serialized_end=456
-  _globals['_ENROLLMENTSERVICE']._serialized_start=458
-  _globals['_ENROLLMENTSERVICE']._serialized_end=540
-  _globals['_CERTIFICATESERVICE']._serialized_start=542
-  _globals['_CERTIFICATESERVICE']._serialized_end=622
+  _globals['_ENROLLRESPONSE']._serialized_start=184
+  _globals['_ENROLLRESPONSE']._serialized_end=326
+  _globals['_RENEWREQUEST']._serialized_start=328
+  _globals['_RENEWREQUEST']._serialized_end=359
+  _globals['_RENEWRESPONSE']._serialized_start=361
+  _globals['_RENEWRESPONSE']._serialized_end=408
+  _globals['_INGESTSERVICE']._serialized_start=410
+  _globals['_INGESTSERVICE']._serialized_end=484
+  _globals['_ENROLLMENTSERVICE']._serialized_start=486
+  _globals['_ENROLLMENTSERVICE']._serialized_end=568
+  _globals['_CERTIFICATESERVICE']._serialized_start=570
+  _globals['_CERTIFICATESERVICE']._serialized_end=650
 # @@protoc_insertion_point(module_scope)

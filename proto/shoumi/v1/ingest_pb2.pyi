@@ -61,12 +61,15 @@ class EnrollResponse(_message.Message):
     CLIENT_CERTIFICATE_PEM_FIELD_NUMBER: _builtins.int
     CA_CERTIFICATE_PEM_FIELD_NUMBER: _builtins.int
     INGEST_PORT_FIELD_NUMBER: _builtins.int
+    POLICY_PUBLIC_KEY_FIELD_NUMBER: _builtins.int
     agent_id: _builtins.str
     client_certificate_pem: _builtins.bytes
     """issued for csr_pem, bound to agent_id"""
     ca_certificate_pem: _builtins.bytes
     ingest_port: _builtins.int
     """the mutual-TLS agent listener, on the same host"""
+    policy_public_key: _builtins.bytes
+    """raw Ed25519 key the collector signs pushed policies with; the agent pins it"""
     def __init__(
         self,
         *,
@@ -74,10 +77,11 @@ class EnrollResponse(_message.Message):
         client_certificate_pem: _builtins.bytes = ...,
         ca_certificate_pem: _builtins.bytes = ...,
         ingest_port: _builtins.int = ...,
+        policy_public_key: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "ca_certificate_pem", b"ca_certificate_pem", "client_certificate_pem", b"client_certificate_pem", "ingest_port", b"ingest_port"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "ca_certificate_pem", b"ca_certificate_pem", "client_certificate_pem", b"client_certificate_pem", "ingest_port", b"ingest_port", "policy_public_key", b"policy_public_key"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

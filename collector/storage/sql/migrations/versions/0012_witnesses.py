@@ -1,0 +1,22 @@
+"""Witnessed tree heads: cosignatures and the witnesses the collector knows (issue 12).
+
+Reserved: filled by the work on that issue; until then it changes nothing.
+
+Revision ID: 0012
+Revises: 0011
+"""
+
+from __future__ import annotations
+
+revision = "0012"
+down_revision = "0011"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    pass
+
+
+def downgrade() -> None:
+    pass
