@@ -166,6 +166,7 @@ def _run(settings: AgentSettings) -> int:
     from agent.sources.watchdog_source import Attribution
     from agent.spool import Spool
     from agent.transport import Shipper
+    from agent.stop_reason import take_stop_reason
 
     try:
         from agent.sources.fanotify import native_exec_holder
@@ -229,7 +230,7 @@ def _run(settings: AgentSettings) -> int:
     runtime.run_until(stopping)
     if renewer is not None:
         renewer.stop()
-    drained = runtime.stop(reason="signal")
+    drained = runtime.stop(reason=take_stop_reason(settings.state_dir))
     spool.close()
     print(f"shoumi-agent: stopped ({'all delivered' if drained else 'undelivered events stay spooled'})", flush=True)
     return 0
