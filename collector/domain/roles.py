@@ -10,9 +10,10 @@ from __future__ import annotations
 
 __all__ = ["ROLES", "PERMISSIONS", "allowed", "permissions_of"]
 
-ROLES: frozenset[str] = frozenset({"it_admin", "security_analyst", "hr", "auditor"})
+ROLES: frozenset[str] = frozenset({"it_admin", "security_analyst", "hr", "auditor", "employee"})
 
 _SEC, _HR, _IT, _AUD = "security_analyst", "hr", "it_admin", "auditor"
+_EMP = "employee"  # a monitored employee: sees and acknowledges their own notices, nothing else
 
 # permission -> roles holding it
 PERMISSIONS: dict[str, frozenset[str]] = {
@@ -31,7 +32,9 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "evidence:export": frozenset({_SEC, _HR, _AUD}),  # a case's evidence bundle and its report
     "agreements:read": frozenset({_HR, _SEC, _AUD}),  # the agreement registry and signed copies
     "agreements:write": frozenset({_HR}),         # templates, imports of signed copies, notices
+    "notices:self": frozenset({_EMP}),            # one's own agreements and monitoring notice, acknowledged
     "privacy:admin": frozenset({_HR, _IT}),       # retention per kind, legal holds, access requests
+    "privacy:read": frozenset({_HR, _IT, _AUD}),  # the /privacy page: periods in force, holds, runs, requests
     "users:admin": frozenset({_IT}),
     "audit:read": frozenset({_AUD}),
     "service:read": frozenset({_IT, _AUD}),      # /metrics and the API description

@@ -21,25 +21,33 @@ contract suite in tests/collector/storage runs against all three. Errors::
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
-from typing import Any, Protocol, Sequence, runtime_checkable
+from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
 
 from shoumi.batch import ChainHead
 
+from collector.agreements.models import Employee as AgreementEmployee
+from collector.agreements.models import SignedRecord
+from collector.agreements.models import Template as AgreementTemplate
+from collector.agreements.models import Version as AgreementVersion
 from collector.alerts.models import Alert, AlertQuery, SavedFilter, Suppression, UserGroup
 from collector.audit.models import AuditEntry, AuditFilter, AuditHead, AuditRow
 from collector.cases.models import Attachment, Case, CaseChange, Comment, Handoff, HistoryEntry, HrRecord
 from collector.domain.evidence import BatchRow, EventRow, SignedTreeHead, TreeLeaf
 from collector.domain.records import Page
+from collector.evidence.models import CertificateRecord, StoredCosignature
 from collector.events.models import EventFilter, StoredBatch, StoredEvent
-from collector.fleet.models import AgentRecord
+from collector.enrollment.models import EnrollToken
+from collector.fleet.models import AgentHealth, AgentQuery, AgentRecord
 from collector.notify.models import AlertFact, Notification
 from collector.people.models import ThrottleState, User, UserToken
-from collector.retention.models import LegalHold, RetentionRun
+from collector.policy.models import AgentPolicyState, Assignment, PolicyVersion
+from collector.retention.models import AuditAnchor, CaseHold, LegalHold, RetentionRun
 
 __all__ = [
     "StoreError", "AlreadyExists", "ChainConflict", "StoreUnavailable",
     "EnrollmentArea", "AgentArea", "CertificateArea", "BatchArea", "EventArea", "AlertArea",
-    "PeopleArea", "AuditArea", "TreeArea", "RetentionArea", "CaseArea", "NotifyArea", "PrivacyArea", "Transaction",
+    "PeopleArea", "AuditArea", "TreeArea", "RetentionArea", "CaseArea", "NotifyArea", "PrivacyArea", "WitnessArea", "AgreementArea",
+    "PolicyArea", "Transaction",
     "Store",
 ]
 
@@ -63,12 +71,20 @@ class StoreUnavailable(StoreError):
 class EnrollmentArea(Protocol):
     """Enrollment tokens."""
 
-    def add_enroll_token(self, *, token_hash: str, created_at_ns: int, expires_at_ns: int, created_by: str) -> None: ...
+    def add_enroll_token(self, *, token_hash: str, created_at_ns: int, expires_at_ns: int, created_by: str,
+                         max_uses: int = 1, labels: Sequence[str] = (), name: str = "") -> None: ...
     def consume_enroll_token(self, *, token_hash: str, agent: AgentRecord, now_ns: int) -> str | None:
-        """Uses a valid token and records the agent; returns None if it worked, else why not
-        ('unknown', 'used', 'expired', 'revoked')."""
+        """Spends one use of a valid token (atomically: of two agents racing for the last use, one wins) and
+        records the agent with the token's labels; returns None if it worked, else why not
+        ('unknown', 'used' (every use spent), 'expired', 'revoked')."""
         ...
-    def revoke_enroll_token(self, *, token_hash: str, now_ns: int) -> bool: ...
+    def revoke_enroll_token(self, *, token_hash: str, now_ns: int) -> bool:
+        """Revokes a token that still has uses left; returns whether it did."""
+        ...
+    def get_enroll_token(self, token_hash: str) -> EnrollToken | None: ...
+    def list_enroll_tokens(self, *, limit: int = 500) -> Sequence[EnrollToken]:
+        """Tokens, newest first (used, expired and revoked ones included)."""
+        ...
 
 
 class AgentArea(Protocol):
@@ -81,6 +97,30 @@ class AgentArea(Protocol):
         """Records an agent's liveness (only if it is ``only_from`` now, when given); returns whether it did."""
         ...
     def revoke_agent(self, *, agent_id: str, now_ns: int) -> bool: ...
+    # --- fleet (collector/fleet): labels, health rows, the fleet page's query ---
+    def set_agent_labels(self, *, agent_id: str, labels: Sequence[str]) -> bool:
+        """Replaces an agent's labels (already checked and sorted); returns whether the agent exists."""
+        ...
+    def agent_ids_with_label(self, label: str) -> Sequence[str]:
+        """The ids of every agent carrying the label, sorted."""
+        ...
+    def get_agent_health(self, agent_id: str) -> AgentHealth | None: ...
+    def put_agent_health(self, health: AgentHealth) -> None:
+        """Writes (inserts or replaces) an agent's health row."""
+        ...
+    def query_agents(self, q: AgentQuery, *, after: tuple[Any, str] | None, limit: int) -> Page:
+        """FleetRows matching ``q`` in its order, after the cursor key (sort value, agent id);
+        next_cursor is the JSON of the last row's key."""
+        ...
+    def count_agents_by_status(self) -> dict[str, int]:
+        """How many agents have each fleet status (fleet.models.STATUSES)."""
+        ...
+    def agent_versions(self) -> Sequence[str]:
+        """The distinct agent versions enrolled, sorted."""
+        ...
+    def open_agent_alerts(self, *, agent_ids: Sequence[str], rules: Sequence[str]) -> dict[str, tuple[tuple[str, int], ...]]:
+        """Each agent's open alerts of these rules as (rule, alert id), newest first; agents without any absent."""
+        ...
 
 
 class CertificateArea(Protocol):
@@ -89,6 +129,10 @@ class CertificateArea(Protocol):
     def add_certificate(self, *, serial: int, agent_id: str, not_before_ns: int, not_after_ns: int) -> None: ...
     def certificate_status(self, *, serial: int) -> tuple[str, bool] | None: ...
     def revoke_certificate(self, *, serial: int, now_ns: int) -> bool: ...
+    def certificates_expiring(self, *, before_ns: int, now_ns: int, limit: int) -> Sequence[tuple[str, int]]:
+        """(agent id, not after) of unrevoked agents whose newest unrevoked certificate is still valid at
+        ``now_ns`` but ends before ``before_ns``, soonest first."""
+        ...
 
 
 class BatchArea(Protocol):
@@ -289,12 +333,38 @@ class RetentionArea(Protocol):
     def add_legal_hold(self, hold: LegalHold) -> LegalHold: ...
     def release_legal_hold(self, *, hold_id: int, now_ns: int) -> bool: ...
     def list_legal_holds(self, *, active_only: bool = True) -> Sequence[LegalHold]: ...
-    def prune_batches(self, *, before_ns: int, now_ns: int, limit: int, after_row_id: int = 0) -> RetentionRun:
+    def prune_batches(self, *, before_ns: int, now_ns: int, limit: int, after_row_id: int = 0,
+                      held_cases: Sequence[int] = ()) -> RetentionRun:
         """Deletes the events (and blanks the signed bytes) of up to ``limit`` batches received
         before ``before_ns``, after row ``after_row_id``, that are already leaves of the Merkle tree
-        and that no active hold covers; keeps each batch's hashes and signature."""
+        and that no active hold covers (nor an event that is evidence of an alert of ``held_cases``);
+        keeps each batch's hashes and signature. Records the run (kind events)."""
         ...
     def list_retention_runs(self) -> Sequence[RetentionRun]: ...
+    # --- the other kinds (collector/retention/service.py): each records its run, with what it held and why ---
+    def case_holds(self, *, payroll_since_ns: int) -> Sequence[CaseHold]:
+        """Cases that keep their records: not closed or dismissed, or handed to payroll at or after ``payroll_since_ns``."""
+        ...
+    def prune_alerts(self, *, before_ns: int, now_ns: int, limit: int, after_id: int = 0) -> RetentionRun:
+        """Deletes up to ``limit`` alerts (id above ``after_id``) last updated before ``before_ns`` that no case
+        holds and no active hold covers, with their evidence lists; records the run."""
+        ...
+    def prune_cases(self, *, before_ns: int, payroll_since_ns: int, now_ns: int, limit: int,
+                    after_id: int = 0) -> RetentionRun:
+        """Deletes up to ``limit`` closed or dismissed cases last updated before ``before_ns`` (with their
+        history, comments, attachments, HR records and hand-offs) unless handed to payroll at or after
+        ``payroll_since_ns`` or covered by an active hold on their subject; records the run."""
+        ...
+    def prune_notifications(self, *, before_ns: int, now_ns: int, limit: int) -> RetentionRun:
+        """Deletes up to ``limit`` sent or failed outbox rows created before ``before_ns``; records the run."""
+        ...
+    def prune_audit(self, *, before_ns: int, now_ns: int, held_why: Mapping[str, int]) -> RetentionRun:
+        """Deletes the longest prefix of the audit log whose rows are all before ``before_ns`` and records
+        an ``AuditAnchor`` at the cut (the last deleted row's id and hash); records the run."""
+        ...
+    def latest_audit_anchor(self) -> AuditAnchor | None:
+        """The newest cut of the audit log (verify starts the chain there), or None."""
+        ...
 
 
 class CaseArea(Protocol):
@@ -414,8 +484,107 @@ class PrivacyArea(Protocol):
         ...
 
 
+class WitnessArea(Protocol):
+    """Witnesses' cosignatures on tree heads, and the reads of a case's evidence bundle (collector/evidence)."""
+
+    def add_cosignature(self, c: StoredCosignature) -> bool:
+        """Keeps a cosignature; False (nothing written) if that witness already cosigned that size."""
+        ...
+    def cosignatures(self, *, tree_sizes: Sequence[int] | None = None) -> Sequence[StoredCosignature]:
+        """Cosignatures on these tree sizes (None: all), by size then witness."""
+        ...
+    def latest_cosignature(self, witness: str) -> StoredCosignature | None: ...
+    def tree_head_at(self, tree_size: int) -> SignedTreeHead | None: ...
+    def first_head_covering(self, leaf_index: int) -> SignedTreeHead | None:
+        """The smallest signed head whose tree holds leaf ``leaf_index``."""
+        ...
+    def batch_of_event(self, *, agent_id: str, epoch: int, seq: int) -> tuple[BatchRow, TreeLeaf | None] | None:
+        """The stored batch that carried the event, with its tree leaf (None if not a leaf yet)."""
+        ...
+    def agent_certificates(self, agent_id: str) -> Sequence[CertificateRecord]:
+        """The client certificates issued to an agent, oldest first."""
+        ...
+
+
+class AgreementArea(Protocol):
+    """Agreements on record (collector/agreements): templates, versions, employees, signed records."""
+
+    def add_agreement_template(self, template: AgreementTemplate) -> AgreementTemplate: ...
+    def list_agreement_templates(self) -> Sequence[AgreementTemplate]:
+        """Every template, oldest first."""
+        ...
+    def get_agreement_template(self, template_id: int) -> AgreementTemplate | None: ...
+    def add_agreement_version(self, version: AgreementVersion) -> AgreementVersion:
+        """Stores a version; raises AlreadyExists if the template has a version of that name."""
+        ...
+    def list_agreement_versions(self, template_id: int) -> Sequence[AgreementVersion]:
+        """A template's versions, oldest first."""
+        ...
+    def get_agreement_version(self, version_id: int) -> AgreementVersion | None: ...
+    def put_agreement_employee(self, employee: AgreementEmployee) -> None:
+        """Adds an employee or updates their user name and account; AlreadyExists if the account is another's."""
+        ...
+    def get_agreement_employee(self, employee_id: str) -> AgreementEmployee | None: ...
+    def agreement_employee_for_account(self, account: str) -> AgreementEmployee | None: ...
+    def agreement_employees_for_user(self, user_name: str) -> Sequence[AgreementEmployee]:
+        """The employees whose events carry this user name, by payroll id."""
+        ...
+    def list_agreement_employees(self) -> Sequence[AgreementEmployee]:
+        """Every employee, by payroll id."""
+        ...
+    def add_signed_record(self, record: SignedRecord, document: bytes) -> SignedRecord:
+        """Stores a signed record with the exact bytes it is about (PDF, or acknowledgement JSON)."""
+        ...
+    def get_signed_record(self, record_id: int) -> SignedRecord | None: ...
+    def signed_records(self, employee_id: str) -> Sequence[SignedRecord]:
+        """An employee's signed records, oldest first."""
+        ...
+    def signed_document(self, record_id: int) -> bytes | None: ...
+    def save_seal(self, *, record_id: int, tsr: bytes | None, sealed_at_ns: int | None, attempts: int, error: str,
+                  next_seal_ns: int) -> bool:
+        """Records a timestamping attempt on an acknowledgement not sealed yet; False (nothing written) if sealed."""
+        ...
+    def unsealed_records(self, *, now_ns: int, limit: int) -> Sequence[SignedRecord]:
+        """Acknowledgements without a timestamp whose next attempt is due, oldest first."""
+        ...
+
+
+class PolicyArea(Protocol):
+    """Policy documents and their versions, their assignment by label, what each agent reported (collector/policy)."""
+
+    def add_policy_version(self, version: PolicyVersion) -> None:
+        """Stores a new version; raises AlreadyExists if that policy has that version number already."""
+        ...
+    def get_policy_version(self, *, name: str, version: int | None = None) -> PolicyVersion | None:
+        """One version of a policy, or its newest (``version`` None); None if there is none."""
+        ...
+    def list_policy_versions(self, name: str) -> Sequence[PolicyVersion]:
+        """Every version of a policy, newest first."""
+        ...
+    def latest_policy_versions(self) -> Sequence[PolicyVersion]:
+        """The newest version of every policy, by name."""
+        ...
+    def list_assignments(self) -> Sequence[Assignment]:
+        """Every label's assignment, by label."""
+        ...
+    def put_assignment(self, assignment: Assignment) -> None:
+        """Gives a label to a policy (taking it from any other)."""
+        ...
+    def delete_assignment(self, label: str) -> bool:
+        """Takes a label's assignment away; returns whether it had one."""
+        ...
+    def get_agent_policy_state(self, agent_id: str) -> AgentPolicyState | None: ...
+    def put_agent_policy_state(self, state: AgentPolicyState) -> None:
+        """Records (replaces) what an agent reported of its policy."""
+        ...
+    def list_agent_policy_states(self) -> Sequence[AgentPolicyState]:
+        """What every agent that reported reported, by agent id."""
+        ...
+
+
 class Transaction(EnrollmentArea, AgentArea, CertificateArea, BatchArea, EventArea, AlertArea, PeopleArea,
-                  AuditArea, TreeArea, RetentionArea, CaseArea, NotifyArea, PrivacyArea, Protocol):
+                  AuditArea, TreeArea, RetentionArea, CaseArea, NotifyArea, PrivacyArea, WitnessArea,
+                  AgreementArea, PolicyArea, Protocol):
     """Every area at once, inside one transaction."""
 
 

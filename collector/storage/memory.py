@@ -13,39 +13,42 @@ import secrets
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 from shoumi.batch import ChainHead
 
+from collector.agreements.models import Employee as AgreementEmployee
+from collector.agreements.models import SignedRecord
+from collector.agreements.models import Template as AgreementTemplate
+from collector.agreements.models import Version as AgreementVersion
 from collector.alerts.models import SEVERITY_RANK, Alert, AlertQuery, SavedFilter, Suppression, UserGroup
 from collector.audit.models import GENESIS, AuditEntry, AuditFilter, AuditHead, AuditRow, audit_row_hash, canonical_details
 from collector.cases.models import Attachment, Case, CaseChange, Comment, Handoff, HistoryEntry, HrRecord
 from collector.domain.evidence import BatchRow, EventRow, SignedTreeHead, TreeLeaf
 from collector.domain.records import Page
 from collector.events.models import EventFilter, StoredBatch, StoredEvent
-from collector.fleet.models import AgentRecord
+from collector.evidence.models import CertificateRecord, StoredCosignature
+from collector.enrollment.models import EnrollToken
+from collector.fleet.models import STATUSES, AgentHealth, AgentQuery, AgentRecord, FleetRow, status_of
 from collector.notify.models import AlertFact, Notification
 from collector.people.models import ThrottleState, User, UserToken
-from collector.retention.models import LegalHold, RetentionRun, covers
+from collector.retention.models import AuditAnchor, CaseHold, LegalHold, RetentionRun, covers, covers_span
 from collector.storage.base import AlreadyExists, ChainConflict
 
 __all__ = ["MemoryStore", "MemoryTransaction"]
 
+_CASE_DONE = ("closed", "dismissed")  # a case in any other state holds its records (retention)
 
-@dataclass
-class _Token:
-    created_by: str
-    created_at_ns: int
-    expires_at_ns: int
-    used_at_ns: int | None = None
-    revoked_at_ns: int | None = None
+
 
 
 @dataclass
 class _State:
-    tokens: dict[str, _Token] = field(default_factory=dict)
+    tokens: dict[str, EnrollToken] = field(default_factory=dict)
     agents: dict[str, AgentRecord] = field(default_factory=dict)
+    agent_health: dict[str, AgentHealth] = field(default_factory=dict)
     certificates: dict[int, tuple[str, bool]] = field(default_factory=dict)
+    certificate_ends: dict[int, int] = field(default_factory=dict)  # serial -> not after
     heads: dict[str, ChainHead] = field(default_factory=dict)
     detected: dict[str, tuple[int, int]] = field(default_factory=dict)
     batches: dict[int, StoredBatch] = field(default_factory=dict)  # row_id -> batch
@@ -63,6 +66,7 @@ class _State:
     heads_signed: list[SignedTreeHead] = field(default_factory=list)
     holds: dict[int, LegalHold] = field(default_factory=dict)
     runs: list[RetentionRun] = field(default_factory=list)
+    audit_anchors: list[AuditAnchor] = field(default_factory=list)
     rule_states: dict[tuple[str, str], str] = field(default_factory=dict)
     evidence: dict[int, list[str]] = field(default_factory=dict)
     suppressions: dict[int, Suppression] = field(default_factory=dict)
@@ -82,6 +86,14 @@ class _State:
     notify_positions: dict[str, int] = field(default_factory=dict)
     notifications: dict[int, Notification] = field(default_factory=dict)
     notify_sends: dict[str, list[int]] = field(default_factory=dict)
+    # witnesses' cosignatures (collector/evidence): (witness, tree size) -> cosignature
+    cosignatures: dict[tuple[str, int], StoredCosignature] = field(default_factory=dict)
+    # agreements (collector/agreements)
+    agreement_templates: dict[int, AgreementTemplate] = field(default_factory=dict)
+    agreement_versions: dict[int, AgreementVersion] = field(default_factory=dict)
+    agreement_employees: dict[str, AgreementEmployee] = field(default_factory=dict)
+    agreement_records: dict[int, SignedRecord] = field(default_factory=dict)
+    agreement_documents: dict[int, bytes] = field(default_factory=dict)
     next_id: int = 1
 
     def new_id(self) -> int:
@@ -89,43 +101,150 @@ class _State:
         return self.next_id - 1
 
 
-class MemoryTransaction:
+class _AgreementsMemory:
+    """The agreements area (collector/agreements) over the state."""
+
+    s: _State
+
+    def add_agreement_template(self, template: AgreementTemplate) -> AgreementTemplate:
+        """Stores a template."""
+        stored = replace(template, id=self.s.new_id())
+        self.s.agreement_templates[stored.id or 0] = stored
+        return stored
+
+    def list_agreement_templates(self) -> Sequence[AgreementTemplate]:
+        """Every template, oldest first."""
+        return [t for _, t in sorted(self.s.agreement_templates.items())]
+
+    def get_agreement_template(self, template_id: int) -> AgreementTemplate | None:
+        """A template by id."""
+        return self.s.agreement_templates.get(template_id)
+
+    def add_agreement_version(self, version: AgreementVersion) -> AgreementVersion:
+        """Stores a version; AlreadyExists if the template has one of that name."""
+        if any(v.template_id == version.template_id and v.version == version.version
+               for v in self.s.agreement_versions.values()):
+            raise AlreadyExists(f"template {version.template_id} already has a version {version.version!r}")
+        stored = replace(version, id=self.s.new_id())
+        self.s.agreement_versions[stored.id or 0] = stored
+        return stored
+
+    def list_agreement_versions(self, template_id: int) -> Sequence[AgreementVersion]:
+        """A template's versions, oldest first."""
+        return [v for _, v in sorted(self.s.agreement_versions.items()) if v.template_id == template_id]
+
+    def get_agreement_version(self, version_id: int) -> AgreementVersion | None:
+        """A version by id."""
+        return self.s.agreement_versions.get(version_id)
+
+    def put_agreement_employee(self, employee: AgreementEmployee) -> None:
+        """Adds an employee or updates their user name and account."""
+        if employee.account is not None and any(
+                e.account == employee.account and e.employee_id != employee.employee_id
+                for e in self.s.agreement_employees.values()):
+            raise AlreadyExists(f"the account {employee.account!r} belongs to another employee")
+        old = self.s.agreement_employees.get(employee.employee_id)
+        self.s.agreement_employees[employee.employee_id] = (
+            employee if old is None else replace(old, user_name=employee.user_name, account=employee.account))
+
+    def get_agreement_employee(self, employee_id: str) -> AgreementEmployee | None:
+        """An employee by payroll id."""
+        return self.s.agreement_employees.get(employee_id)
+
+    def agreement_employee_for_account(self, account: str) -> AgreementEmployee | None:
+        """The employee a collector account is linked to."""
+        return next((e for e in self.s.agreement_employees.values() if e.account == account), None)
+
+    def agreement_employees_for_user(self, user_name: str) -> Sequence[AgreementEmployee]:
+        """The employees whose events carry this user name."""
+        return [e for _, e in sorted(self.s.agreement_employees.items()) if e.user_name == user_name]
+
+    def list_agreement_employees(self) -> Sequence[AgreementEmployee]:
+        """Every employee, by payroll id."""
+        return [e for _, e in sorted(self.s.agreement_employees.items())]
+
+    def add_signed_record(self, record: SignedRecord, document: bytes) -> SignedRecord:
+        """Stores a signed record with its document."""
+        stored = replace(record, id=self.s.new_id(), validation=copy.deepcopy(dict(record.validation)))
+        self.s.agreement_records[stored.id or 0] = stored
+        self.s.agreement_documents[stored.id or 0] = bytes(document)
+        return stored
+
+    def get_signed_record(self, record_id: int) -> SignedRecord | None:
+        """A signed record by id."""
+        return self.s.agreement_records.get(record_id)
+
+    def signed_records(self, employee_id: str) -> Sequence[SignedRecord]:
+        """An employee's signed records, oldest first."""
+        return [r for _, r in sorted(self.s.agreement_records.items()) if r.employee_id == employee_id]
+
+    def signed_document(self, record_id: int) -> bytes | None:
+        """The exact bytes a record is about."""
+        return self.s.agreement_documents.get(record_id)
+
+    def save_seal(self, *, record_id: int, tsr: bytes | None, sealed_at_ns: int | None, attempts: int, error: str,
+                  next_seal_ns: int) -> bool:
+        """Records a timestamping attempt on an acknowledgement not sealed yet."""
+        old = self.s.agreement_records.get(record_id)
+        if old is None or old.tsr is not None:
+            return False
+        self.s.agreement_records[record_id] = replace(old, tsr=tsr, sealed_at_ns=sealed_at_ns, seal_attempts=attempts,
+                                                      seal_error=error, next_seal_ns=next_seal_ns)
+        return True
+
+    def unsealed_records(self, *, now_ns: int, limit: int) -> Sequence[SignedRecord]:
+        """Acknowledgements not yet timestamped whose next attempt is due, oldest first."""
+        return [r for _, r in sorted(self.s.agreement_records.items())
+                if r.source == "acknowledgement" and r.tsr is None and r.next_seal_ns <= now_ns][:limit]
+
+
+class MemoryTransaction(_AgreementsMemory):
     """Every area over one copy of the state."""
 
     def __init__(self, state: _State) -> None:
         self.s = state
 
     # --- enrollment, agents, certificates ------------------------------------------------------
-    def add_enroll_token(self, *, token_hash: str, created_at_ns: int, expires_at_ns: int, created_by: str) -> None:
+    def add_enroll_token(self, *, token_hash: str, created_at_ns: int, expires_at_ns: int, created_by: str,
+                         max_uses: int = 1, labels: Sequence[str] = (), name: str = "") -> None:
         """Records a new enrollment token."""
         if token_hash in self.s.tokens:
             raise AlreadyExists("token exists")
-        self.s.tokens[token_hash] = _Token(created_by, created_at_ns, expires_at_ns)
+        self.s.tokens[token_hash] = EnrollToken(token_hash, created_by, created_at_ns, expires_at_ns, max_uses, 0,
+                                                tuple(labels), name)
 
     def consume_enroll_token(self, *, token_hash: str, agent: AgentRecord, now_ns: int) -> str | None:
-        """Uses a token and records the agent; returns why not, or None."""
+        """Spends one use of a token and records the agent with its labels; returns why not, or None."""
         t = self.s.tokens.get(token_hash)
         if t is None:
             return "unknown"
         if t.revoked_at_ns is not None:
             return "revoked"
-        if t.used_at_ns is not None:
+        if t.uses >= t.max_uses:
             return "used"
         if t.expires_at_ns <= now_ns:
             return "expired"
         if agent.agent_id in self.s.agents:
             raise AlreadyExists(f"agent {agent.agent_id} exists")
-        t.used_at_ns = now_ns
-        self.s.agents[agent.agent_id] = agent
+        self.s.tokens[token_hash] = replace(t, uses=t.uses + 1, used_at_ns=now_ns)
+        self.s.agents[agent.agent_id] = replace(agent, labels=t.labels)
         return None
 
     def revoke_enroll_token(self, *, token_hash: str, now_ns: int) -> bool:
-        """Revokes an unused token."""
+        """Revokes a token with uses left."""
         t = self.s.tokens.get(token_hash)
-        if t is None or t.used_at_ns is not None or t.revoked_at_ns is not None:
+        if t is None or t.uses >= t.max_uses or t.revoked_at_ns is not None:
             return False
-        t.revoked_at_ns = now_ns
+        self.s.tokens[token_hash] = replace(t, revoked_at_ns=now_ns)
         return True
+
+    def get_enroll_token(self, token_hash: str) -> EnrollToken | None:
+        """One token's record."""
+        return self.s.tokens.get(token_hash)
+
+    def list_enroll_tokens(self, *, limit: int = 500) -> Sequence[EnrollToken]:
+        """Tokens, newest first."""
+        return sorted(self.s.tokens.values(), key=lambda t: (-t.created_at_ns, t.token_hash))[:limit]
 
     def get_agent(self, agent_id: str) -> AgentRecord | None:
         """Gets an agent by its id."""
@@ -154,11 +273,91 @@ class MemoryTransaction:
         self.s.agents[agent_id] = replace(a, revoked_at_ns=now_ns)
         return True
 
+    # --- fleet: labels, health rows, the fleet page's query ---
+    def set_agent_labels(self, *, agent_id: str, labels: Sequence[str]) -> bool:
+        """Replaces an agent's labels."""
+        a = self.s.agents.get(agent_id)
+        if a is None:
+            return False
+        self.s.agents[agent_id] = replace(a, labels=tuple(labels))
+        return True
+
+    def agent_ids_with_label(self, label: str) -> Sequence[str]:
+        """The ids of every agent carrying the label, sorted."""
+        return sorted(a.agent_id for a in self.s.agents.values() if label in a.labels)
+
+    def get_agent_health(self, agent_id: str) -> AgentHealth | None:
+        """An agent's health row."""
+        return self.s.agent_health.get(agent_id)
+
+    def put_agent_health(self, health: AgentHealth) -> None:
+        """Inserts or replaces an agent's health row."""
+        self.s.agent_health[health.agent_id] = health
+
+    def query_agents(self, q: AgentQuery, *, after: tuple[Any, str] | None, limit: int) -> Page:
+        """The fleet page: filtered, sorted by the key and the agent id, one page."""
+        def key(a: AgentRecord) -> Any:
+            return {"hostname": a.hostname, "last_seen": a.last_seen_ns or 0, "version": a.agent_version,
+                    "status": status_of(a), "enrolled": a.enrolled_at_ns}[q.sort]
+
+        def matches(a: AgentRecord) -> bool:
+            text = (q.text or "").lower()
+            return ((q.status is None or status_of(a) == q.status) and (not q.label or q.label in a.labels)
+                    and (not q.version or a.agent_version == q.version)
+                    and (not q.os or q.os.lower() in a.os.lower())
+                    and (not text or text in a.hostname.lower() or text in a.agent_id.lower()))
+
+        found = sorted(((key(a), a.agent_id, a) for a in self.s.agents.values() if matches(a)),
+                       key=lambda t: (t[0], t[1]), reverse=q.descending)
+        if after is not None:
+            found = [t for t in found if ((t[0], t[1]) < tuple(after) if q.descending else (t[0], t[1]) > tuple(after))]
+        page = found[:limit]
+        rows = tuple(FleetRow(a, self.s.agent_health.get(a.agent_id), self._newest_certificate(a.agent_id))
+                     for _, _, a in page)
+        nxt = json.dumps([page[-1][0], page[-1][1]]) if len(found) > limit else None
+        return Page(rows, nxt)
+
+    def _newest_certificate(self, agent_id: str) -> int | None:
+        ends = [self.s.certificate_ends[serial] for serial, (owner, revoked) in self.s.certificates.items()
+                if owner == agent_id and not revoked and serial in self.s.certificate_ends]
+        return max(ends) if ends else None
+
+    def count_agents_by_status(self) -> dict[str, int]:
+        """Agents by fleet status."""
+        counts = dict.fromkeys(STATUSES, 0)
+        for a in self.s.agents.values():
+            counts[status_of(a)] += 1
+        return counts
+
+    def agent_versions(self) -> Sequence[str]:
+        """The distinct agent versions, sorted."""
+        return sorted({a.agent_version for a in self.s.agents.values()})
+
+    def open_agent_alerts(self, *, agent_ids: Sequence[str], rules: Sequence[str]) -> dict[str, tuple[tuple[str, int], ...]]:
+        """Each agent's open alerts of these rules as (rule, id), newest first."""
+        out: dict[str, list[tuple[str, int]]] = {}
+        wanted = set(agent_ids)
+        for alert_id in sorted(self.s.alerts, reverse=True):
+            a = self.s.alerts[alert_id]
+            if a.agent_id in wanted and a.rule in rules and a.status == "open":
+                out.setdefault(a.agent_id, []).append((a.rule, alert_id))
+        return {k: tuple(v) for k, v in sorted(out.items())}
+
     def add_certificate(self, *, serial: int, agent_id: str, not_before_ns: int, not_after_ns: int) -> None:
         """Records a certificate."""
         if serial in self.s.certificates:
             raise AlreadyExists("certificate exists")
         self.s.certificates[serial] = (agent_id, False)
+        self.s.certificate_ends[serial] = not_after_ns
+
+    def certificates_expiring(self, *, before_ns: int, now_ns: int, limit: int) -> Sequence[tuple[str, int]]:
+        """Unrevoked agents whose newest unrevoked certificate ends in (now, before), soonest first."""
+        found = []
+        for agent in self.s.agents.values():
+            end = self._newest_certificate(agent.agent_id)
+            if agent.revoked_at_ns is None and end is not None and now_ns < end < before_ns:
+                found.append((end, agent.agent_id))
+        return [(agent_id, end) for end, agent_id in sorted(found)[:limit]]
 
     def certificate_status(self, *, serial: int) -> tuple[str, bool] | None:
         """Returns (agent id, revoked), or None."""
@@ -556,10 +755,12 @@ class MemoryTransaction:
     def append_audit(self, entry: AuditEntry) -> None:
         """Appends one entry to the chain."""
         details_json = canonical_details(entry.details)
-        prev = self.s.audit[-1].row_hash if self.s.audit else GENESIS
+        cut = self.latest_audit_anchor()  # rows up to a retention cut are gone: the chain goes on from it
+        prev = self.s.audit[-1].row_hash if self.s.audit else cut.cut_hash if cut else GENESIS
         assert prev is not None
+        last_id = (self.s.audit[-1].id or 0) if self.s.audit else (cut.cut_id if cut else 0)
         row_hash = audit_row_hash(prev, entry.at_ns, entry.actor, entry.action, entry.target, details_json)
-        self.s.audit.append(replace(entry, id=len(self.s.audit) + 1, details=json.loads(details_json),
+        self.s.audit.append(replace(entry, id=last_id + 1, details=json.loads(details_json),
                                     prev_hash=prev, row_hash=row_hash))
 
     def list_audit(self, *, cursor: int | None, limit: int, filter: AuditFilter | None = None,
@@ -582,10 +783,11 @@ class MemoryTransaction:
 
     def audit_head(self) -> AuditHead | None:
         """The chain's last row."""
+        cut = self.latest_audit_anchor()
         if not self.s.audit:
-            return None
+            return None if cut is None else AuditHead(cut.cut_id, cut.cut_hash, cut.rows)
         last = self.s.audit[-1]
-        return AuditHead(last.id or 0, last.row_hash or GENESIS, len(self.s.audit))
+        return AuditHead(last.id or 0, last.row_hash or GENESIS, len(self.s.audit) + (cut.rows if cut else 0))
 
     # --- cases (collector/cases) -----------------------------------------------------------------
     def add_case(self, case: Case) -> Case:
@@ -905,19 +1107,28 @@ class MemoryTransaction:
         """Lists legal holds, oldest first."""
         return [h for _, h in sorted(self.s.holds.items()) if not active_only or h.released_at_ns is None]
 
-    def prune_batches(self, *, before_ns: int, now_ns: int, limit: int, after_row_id: int = 0) -> RetentionRun:
+    def prune_batches(self, *, before_ns: int, now_ns: int, limit: int, after_row_id: int = 0,
+                      held_cases: Sequence[int] = ()) -> RetentionRun:
         """Deletes the events of unheld batches received before ``before_ns``."""
         holds = self.list_legal_holds()
+        case_events = self._case_evidence(held_cases)
         leaves = {x.batch_row_id for x in self.s.leaves}
         candidates = [(r, b) for r, b in sorted(self.s.batches.items())
                       if b.received_at_ns < before_ns and r not in self.s.pruned and r > after_row_id and r in leaves][:limit]
         pruned = held = deleted = 0
+        why: dict[str, int] = {}
         for r, b in candidates:
             mine = [rid for rid, e in self.s.events.items()
                     if e.agent_id == b.agent_id and e.epoch == b.epoch and b.first_seq <= e.seq <= b.last_seq]
-            if any(covers(h, user=self.s.events[rid].user, agent_id=b.agent_id, time_ns=self.s.events[rid].time_ns)
-                   for rid in mine for h in holds):
+            reason = next((f"legal hold #{h.id}" for h in holds for rid in mine
+                           if covers(h, user=self.s.events[rid].user, agent_id=b.agent_id,
+                                     time_ns=self.s.events[rid].time_ns)), None)
+            if reason is None:
+                reason = next((case_events[self.s.events[rid].id] for rid in mine
+                               if self.s.events[rid].id in case_events), None)
+            if reason is not None:
                 held += 1
+                why[reason] = why.get(reason, 0) + 1
                 continue
             for rid in mine:
                 e = self.s.events.pop(rid)
@@ -926,14 +1137,160 @@ class MemoryTransaction:
             self.s.batches[r] = replace(b, canonical=b"")
             self.s.pruned[r] = now_ns
             pruned += 1
-        run = RetentionRun(now_ns, before_ns, pruned, deleted, held, id=len(self.s.runs) + 1,
-                           last_row_id=candidates[-1][0] if candidates else after_row_id)
-        self.s.runs.append(run)
-        return run
+        return self._record_run(RetentionRun(now_ns, before_ns, pruned, deleted, held, records=pruned, held=held,
+                                             held_why=why,
+                                             last_row_id=candidates[-1][0] if candidates else after_row_id))
+
+    def _case_evidence(self, case_ids: Sequence[int]) -> dict[str, str]:
+        """event id -> "case #n" for the evidence of these cases' alerts."""
+        out: dict[str, str] = {}
+        for cid in sorted(case_ids):
+            case = self.s.cases.get(cid)
+            for aid in case.alert_ids if case else ():
+                for eid in self.s.evidence.get(aid, []):
+                    out.setdefault(eid, f"case #{cid}")
+        return out
+
+    def _record_run(self, run: RetentionRun) -> RetentionRun:
+        stored = replace(run, id=len(self.s.runs) + 1)
+        self.s.runs.append(stored)
+        return stored
+
+    def case_holds(self, *, payroll_since_ns: int) -> Sequence[CaseHold]:
+        """Open cases, and cases handed to payroll since ``payroll_since_ns``."""
+        paid = {h.case_id for h in self.s.handoffs.values() if h.created_at_ns >= payroll_since_ns}
+        out = []
+        for cid, c in sorted(self.s.cases.items()):
+            if c.state not in _CASE_DONE:
+                out.append(CaseHold(cid, c.subject_user, "open", c.created_at_ns))
+            elif cid in paid:
+                out.append(CaseHold(cid, c.subject_user, "payroll", c.created_at_ns))
+        return out
+
+    def prune_alerts(self, *, before_ns: int, now_ns: int, limit: int, after_id: int = 0) -> RetentionRun:
+        """Deletes old alerts no case holds and no hold covers."""
+        holds = self.list_legal_holds()
+        in_case = {aid: cid for cid, c in sorted(self.s.cases.items(), reverse=True) for aid in c.alert_ids}
+        candidates = [a for i, a in sorted(self.s.alerts.items()) if i > after_id and a.updated_at_ns < before_ns][:limit]
+        deleted = 0
+        why: dict[str, int] = {}
+        for a in candidates:
+            reason = (f"case #{in_case[a.id or 0]}" if (a.id or 0) in in_case else
+                      next((f"legal hold #{h.id}" for h in holds if covers_span(
+                          h, user=a.user, agent_id=a.agent_id, since_ns=a.created_at_ns,
+                          until_ns=max(a.last_event_ns, a.created_at_ns))), None))
+            if reason is not None:
+                why[reason] = why.get(reason, 0) + 1
+                continue
+            del self.s.alerts[a.id or 0]
+            self.s.evidence.pop(a.id or 0, None)
+            deleted += 1
+        held = sum(why.values())
+        return self._record_run(RetentionRun(now_ns, before_ns, 0, 0, 0, kind="alerts", records=deleted, held=held,
+                                             held_why=why, last_row_id=(candidates[-1].id or 0) if candidates else after_id))
+
+    def prune_cases(self, *, before_ns: int, payroll_since_ns: int, now_ns: int, limit: int,
+                    after_id: int = 0) -> RetentionRun:
+        """Deletes old closed or dismissed cases with everything on them, unless payroll or a hold keeps them."""
+        holds = self.list_legal_holds()
+        paid = {h.case_id for h in self.s.handoffs.values() if h.created_at_ns >= payroll_since_ns}
+        candidates = [c for i, c in sorted(self.s.cases.items()) if i > after_id and c.updated_at_ns < before_ns][:limit]
+        deleted = 0
+        why: dict[str, int] = {}
+        for c in candidates:
+            cid = c.id or 0
+            reason = ("open" if c.state not in _CASE_DONE else "payroll minimum" if cid in paid else
+                      next((f"legal hold #{h.id}" for h in holds if covers_span(
+                          h, user=c.subject_user, agent_id=None, since_ns=c.created_at_ns, until_ns=c.updated_at_ns)),
+                           None))
+            if reason is not None:
+                why[reason] = why.get(reason, 0) + 1
+                continue
+            del self.s.cases[cid]
+            self.s.case_history = [h for h in self.s.case_history if h.case_id != cid]
+            self.s.case_comments = [x for x in self.s.case_comments if x.case_id != cid]
+            self.s.hr_records = [x for x in self.s.hr_records if x.case_id != cid]
+            self.s.handoffs = {k: h for k, h in self.s.handoffs.items() if h.case_id != cid}
+            self.s.case_attachments = {k: x for k, x in self.s.case_attachments.items() if x.case_id != cid}
+            used = {x.sha256 for x in self.s.case_attachments.values()}
+            self.s.case_blobs = {k: v for k, v in self.s.case_blobs.items() if k in used}
+            deleted += 1
+        return self._record_run(RetentionRun(now_ns, before_ns, 0, 0, 0, kind="cases", records=deleted,
+                                             held=sum(why.values()), held_why=why,
+                                             last_row_id=(candidates[-1].id or 0) if candidates else after_id))
+
+    def prune_notifications(self, *, before_ns: int, now_ns: int, limit: int) -> RetentionRun:
+        """Deletes old sent or failed outbox rows."""
+        old = [i for i, n in sorted(self.s.notifications.items()) if n.created_at_ns < before_ns]
+        gone = [i for i in old if self.s.notifications[i].status in ("sent", "failed")][:limit]
+        for i in gone:
+            del self.s.notifications[i]
+        waiting = len(old) - len(gone) if len(gone) < limit else 0
+        return self._record_run(RetentionRun(now_ns, before_ns, 0, 0, 0, kind="notifications", records=len(gone),
+                                             held=waiting, held_why={"not delivered yet": waiting} if waiting else {}))
+
+    def prune_audit(self, *, before_ns: int, now_ns: int, held_why: Mapping[str, int]) -> RetentionRun:
+        """Cuts the oldest rows before ``before_ns`` off the audit log, with an anchor at the cut."""
+        n = 0
+        while n < len(self.s.audit) and self.s.audit[n].at_ns < before_ns:
+            n += 1
+        if n:
+            last = self.s.audit[n - 1]
+            before = self.latest_audit_anchor()
+            self.s.audit_anchors.append(AuditAnchor(now_ns, last.id or 0, last.row_hash or GENESIS,
+                                                    (before.rows if before else 0) + n, before_ns,
+                                                    id=len(self.s.audit_anchors) + 1))
+            del self.s.audit[:n]
+        return self._record_run(RetentionRun(now_ns, before_ns, 0, 0, 0, kind="audit", records=n,
+                                             held=0, held_why=dict(held_why)))
+
+    def latest_audit_anchor(self) -> AuditAnchor | None:
+        """The newest cut of the audit log."""
+        return self.s.audit_anchors[-1] if self.s.audit_anchors else None
 
     def list_retention_runs(self) -> Sequence[RetentionRun]:
         """Lists retention runs, oldest first."""
         return list(self.s.runs)
+
+    # --- witnesses and evidence bundles (collector/evidence) ----------------------------------
+    def add_cosignature(self, c: StoredCosignature) -> bool:
+        """Keeps a cosignature; False if that witness already cosigned that size."""
+        if (c.witness, c.tree_size) in self.s.cosignatures:
+            return False
+        self.s.cosignatures[(c.witness, c.tree_size)] = c
+        return True
+
+    def cosignatures(self, *, tree_sizes: Sequence[int] | None = None) -> Sequence[StoredCosignature]:
+        """Cosignatures on these sizes (None: all), by size then witness."""
+        wanted = None if tree_sizes is None else set(tree_sizes)
+        return [c for (_w, size), c in sorted(self.s.cosignatures.items(), key=lambda kv: (kv[0][1], kv[0][0]))
+                if wanted is None or size in wanted]
+
+    def latest_cosignature(self, witness: str) -> StoredCosignature | None:
+        """This witness's cosignature on the largest head."""
+        mine = [c for (w, _s), c in self.s.cosignatures.items() if w == witness]
+        return max(mine, key=lambda c: c.tree_size, default=None)
+
+    def tree_head_at(self, tree_size: int) -> SignedTreeHead | None:
+        """The signed head of exactly ``tree_size`` leaves."""
+        return next((h for h in self.s.heads_signed if h.tree_size == tree_size), None)
+
+    def first_head_covering(self, leaf_index: int) -> SignedTreeHead | None:
+        """The smallest signed head whose tree holds the leaf."""
+        return min((h for h in self.s.heads_signed if h.tree_size > leaf_index), key=lambda h: h.tree_size, default=None)
+
+    def batch_of_event(self, *, agent_id: str, epoch: int, seq: int) -> tuple[BatchRow, TreeLeaf | None] | None:
+        """The stored batch that carried the event, with its tree leaf."""
+        for r, b in self.s.batches.items():
+            if b.agent_id == agent_id and b.epoch == epoch and b.first_seq <= seq <= b.last_seq:
+                leaf = next((x for x in self.s.leaves if x.batch_row_id == r), None)
+                return BatchRow(r, b, self.s.pruned.get(r)), leaf
+        return None
+
+    def agent_certificates(self, agent_id: str) -> Sequence[CertificateRecord]:
+        """The certificates issued to an agent (the memory store keeps no validity times)."""
+        return [CertificateRecord(str(serial), agent, 0, 0, None)
+                for serial, (agent, _revoked) in sorted(self.s.certificates.items()) if agent == agent_id]
 
 
 def _matches(a: Alert, q: AlertQuery) -> bool:

@@ -9,8 +9,8 @@ import sqlalchemy as sa
 
 from collector.events.models import EVENT_FIELDS
 
-__all__ = ["metadata", "agents", "enroll_tokens", "certificates", "chain_heads", "batches", "events", "alerts",
-           "users", "tokens", "audit_log", "audit_head", "login_throttle", "service_keys", "saved_filters", "privacy_secret", "pseudonyms", "tree_leaves", "tree_heads", "legal_holds", "retention_runs",
+__all__ = ["metadata", "agents", "agent_labels", "agent_health", "enroll_tokens", "certificates", "chain_heads", "batches", "events", "alerts",
+           "users", "tokens", "audit_log", "audit_head", "login_throttle", "service_keys", "saved_filters", "privacy_secret", "pseudonyms", "tree_leaves", "tree_heads", "legal_holds", "retention_runs", "audit_anchors",
            "EVENT_COLUMNS"]
 
 BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
@@ -29,6 +29,31 @@ agents = sa.Table(
     sa.Column("last_seen_ns", sa.BigInteger),
     sa.Column("heartbeat_interval_s", sa.Float),
     sa.Column("liveness", sa.String(16), nullable=False),
+    # fleet (0010): the agent's labels as one sorted, comma-joined text (read with the agent in one row);
+    # agent_labels holds the same, one row each, for the queries by label
+    sa.Column("labels", sa.Text, nullable=False, server_default=""),
+)
+agent_labels = sa.Table(
+    "agent_labels", metadata,
+    sa.Column("agent_id", sa.String(64), primary_key=True),
+    sa.Column("label", sa.String(48), primary_key=True),
+    sa.Index("ix_agent_labels_label", "label", "agent_id"),
+)
+sa.Index("ix_agents_hostname", agents.c.hostname, agents.c.agent_id)
+sa.Index("ix_agents_last_seen", agents.c.last_seen_ns, agents.c.agent_id)
+agent_health = sa.Table(  # fleet (0010): the latest heartbeat's figures, one row per agent, written on ingest
+    "agent_health", metadata,
+    sa.Column("agent_id", sa.String(64), primary_key=True),
+    sa.Column("updated_at_ns", sa.BigInteger, nullable=False),
+    sa.Column("heartbeat_ns", sa.BigInteger),
+    sa.Column("reported_version", sa.Text, nullable=False),
+    sa.Column("spool_unacked_events", sa.BigInteger, nullable=False),
+    sa.Column("spool_bytes", sa.BigInteger, nullable=False),
+    sa.Column("spool_refused_pending", sa.BigInteger, nullable=False),
+    sa.Column("refused_total", sa.BigInteger, nullable=False),
+    sa.Column("capture_gaps", sa.BigInteger, nullable=False),
+    sa.Column("clock_skew_ms", sa.BigInteger, nullable=False),
+    sa.Column("users", sa.Text, nullable=False),  # JSON list, newest first
 )
 enroll_tokens = sa.Table(
     "enroll_tokens", metadata,
@@ -36,9 +61,14 @@ enroll_tokens = sa.Table(
     sa.Column("created_by", sa.Text, nullable=False),
     sa.Column("created_at_ns", sa.BigInteger, nullable=False),
     sa.Column("expires_at_ns", sa.BigInteger, nullable=False),
-    sa.Column("used_at_ns", sa.BigInteger),
-    sa.Column("used_by_agent", sa.String(64)),
+    sa.Column("used_at_ns", sa.BigInteger),  # the latest use
+    sa.Column("used_by_agent", sa.String(64)),  # the latest agent
     sa.Column("revoked_at_ns", sa.BigInteger),
+    # fleet (0010): multi-use tokens with labels and a name
+    sa.Column("max_uses", sa.Integer, nullable=False, server_default="1"),
+    sa.Column("uses", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("labels", sa.Text, nullable=False, server_default=""),
+    sa.Column("name", sa.Text, nullable=False, server_default=""),
 )
 certificates = sa.Table(
     "certificates", metadata,
@@ -252,6 +282,18 @@ tree_heads = sa.Table(
     sa.Column("key_id", sa.LargeBinary, nullable=False),
     sa.Column("signature", sa.LargeBinary, nullable=False),
 )
+# witnesses' cosignatures on signed tree heads (0012): collector/evidence/witnesses.py
+witness_cosignatures = sa.Table(
+    "witness_cosignatures", metadata,
+    sa.Column("witness", sa.String(128), primary_key=True),
+    sa.Column("tree_size", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("witness_key_id", sa.LargeBinary, nullable=False),
+    sa.Column("root_hash", sa.LargeBinary, nullable=False),
+    sa.Column("cosigned_at", sa.BigInteger, nullable=False),
+    sa.Column("signature", sa.LargeBinary, nullable=False),
+    sa.Column("received_at_ns", sa.BigInteger, nullable=False),
+    sa.Index("ix_witness_cosignatures_size", "tree_size"),
+)
 # each detection rule's state per key (a user, an agent), as JSON: collector/detection/engine.py
 detection_state = sa.Table(
     "detection_state", metadata,
@@ -279,6 +321,23 @@ retention_runs = sa.Table(
     sa.Column("batches", sa.BigInteger, nullable=False),
     sa.Column("events", sa.BigInteger, nullable=False),
     sa.Column("held_batches", sa.BigInteger, nullable=False),
+    # 0014: every kind of record (events, alerts, cases, audit, notifications), what was held and why (JSON)
+    sa.Column("kind", sa.String(16), nullable=False, server_default="events"),
+    sa.Column("records", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("held", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("held_why", sa.Text, nullable=False, server_default="{}"),
+)
+sa.Index("ix_retention_runs_kind", retention_runs.c.kind, retention_runs.c.id)
+# where retention cut the audit log (0014): rows up to cut_id are deleted, verify starts from cut_hash;
+# append-only (triggers), and audit_log's delete trigger lets only rows up to the newest cut go
+audit_anchors = sa.Table(
+    "audit_anchors", metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("at_ns", sa.BigInteger, nullable=False),
+    sa.Column("cut_id", sa.BigInteger, nullable=False),
+    sa.Column("cut_hash", sa.String(64), nullable=False),
+    sa.Column("rows", sa.BigInteger, nullable=False),
+    sa.Column("before_ns", sa.BigInteger, nullable=False),
 )
 # --- cases (collector/cases): cases, their alerts, history, comments, attachments, HR's records, the payroll outbox
 cases = sa.Table(
@@ -404,3 +463,58 @@ notify_sends = sa.Table(
     sa.Column("at_ns", sa.BigInteger, nullable=False),
 )
 sa.Index("ix_notify_sends_target_at", notify_sends.c.target, notify_sends.c.at_ns)
+# --- agreements on record (collector/agreements): templates, versions, employees, signed records ----------
+agreement_templates = sa.Table(
+    "agreement_templates", metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("title", sa.Text, nullable=False),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("created_by", sa.Text, nullable=False),
+    sa.Column("created_at_ns", sa.BigInteger, nullable=False),
+)
+agreement_versions = sa.Table(
+    "agreement_versions", metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("template_id", sa.BigInteger, sa.ForeignKey("agreement_templates.id"), nullable=False),
+    sa.Column("version", sa.String(64), nullable=False),
+    sa.Column("text", sa.Text, nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("effective_from", sa.String(10), nullable=False),
+    sa.Column("created_by", sa.Text, nullable=False),
+    sa.Column("created_at_ns", sa.BigInteger, nullable=False),
+    sa.UniqueConstraint("template_id", "version", name="uq_agreement_versions_template_version"),
+)
+agreement_employees = sa.Table(
+    "agreement_employees", metadata,
+    sa.Column("employee_id", sa.String(64), primary_key=True),
+    sa.Column("user_name", sa.Text, index=True),
+    sa.Column("account", sa.String(128), unique=True),
+    sa.Column("created_by", sa.Text, nullable=False),
+    sa.Column("created_at_ns", sa.BigInteger, nullable=False),
+)
+agreement_records = sa.Table(
+    "agreement_records", metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("employee_id", sa.String(64), sa.ForeignKey("agreement_employees.employee_id"), nullable=False,
+              index=True),
+    sa.Column("version_id", sa.BigInteger, sa.ForeignKey("agreement_versions.id"), nullable=False),
+    sa.Column("source", sa.String(16), nullable=False),
+    sa.Column("platform", sa.String(16), nullable=False),
+    sa.Column("evidence_ref", sa.Text, nullable=False),
+    sa.Column("signed_at_ns", sa.BigInteger, nullable=False),
+    sa.Column("identity_check", sa.Text, nullable=False),
+    sa.Column("document_sha256", sa.String(64), nullable=False),
+    sa.Column("document", sa.LargeBinary, nullable=False),
+    sa.Column("recorded_by", sa.Text, nullable=False),
+    sa.Column("recorded_at_ns", sa.BigInteger, nullable=False),
+    sa.Column("valid", sa.Boolean, nullable=False),
+    sa.Column("validation", sa.Text, nullable=False),
+    sa.Column("session_hash", sa.String(64), nullable=False),
+    sa.Column("tsr", sa.LargeBinary),
+    sa.Column("sealed_at_ns", sa.BigInteger),
+    sa.Column("seal_attempts", sa.Integer, nullable=False),
+    sa.Column("seal_error", sa.Text, nullable=False),
+    sa.Column("next_seal_ns", sa.BigInteger, nullable=False),
+)
+sa.Index("ix_agreement_records_unsealed", agreement_records.c.source, agreement_records.c.sealed_at_ns,
+         agreement_records.c.next_seal_ns)

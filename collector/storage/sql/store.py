@@ -28,6 +28,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from collector.storage.base import StoreError, StoreUnavailable
 from collector.storage.sql.agents import AgentsSql
+from collector.storage.sql.agreements import AgreementsSql
 from collector.storage.sql.alerts import AlertsSql
 from collector.storage.sql.batches import BatchesSql
 from collector.storage.sql.cases import CasesSql
@@ -35,8 +36,10 @@ from collector.storage.sql.notify import NotifySql
 from collector.storage.sql.people import PeopleSql
 from collector.storage.sql.privacy import PrivacySql
 from collector.storage.sql.raw import RawCursor
+from collector.storage.sql.retention import RetentionSql
 from collector.storage.sql.schema import schema_info
 from collector.storage.sql.tree import TreeSql
+from collector.storage.sql.witnesses import WitnessesSql
 
 __all__ = ["SqlStore", "SqlTransaction", "open_store", "migrate", "DB_FILE"]
 
@@ -47,7 +50,8 @@ _MIGRATIONS = Path(__file__).parent / "migrations"
 _READ_ONLY = "shoumi_read_only"
 
 
-class SqlTransaction(AgentsSql, BatchesSql, AlertsSql, PeopleSql, TreeSql, CasesSql, NotifySql, PrivacySql):
+class SqlTransaction(AgentsSql, BatchesSql, AlertsSql, PeopleSql, TreeSql, CasesSql, NotifySql, PrivacySql,
+                     WitnessesSql, AgreementsSql, RetentionSql):
     """Every area over one connection inside one transaction."""
 
     def __init__(self, conn: Connection, dialect: str) -> None:

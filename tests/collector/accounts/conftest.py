@@ -17,7 +17,7 @@ from collector.storage import SqlStore, open_store
 from collector.web.app import create_app
 
 PASSWORD = "correct horse battery"
-ROLE_USERS = {"security_analyst": "ana", "it_admin": "ivan", "hr": "hana", "auditor": "aud"}
+ROLE_USERS = {"security_analyst": "ana", "it_admin": "ivan", "hr": "hana", "auditor": "aud", "employee": "emma"}
 
 
 class Clock:
