@@ -37,7 +37,7 @@ def _enroll(args: argparse.Namespace) -> int:
     from shoumi.tls import TLS_NAME, normalize_fingerprint
     from shoumi.v1 import ingest_pb2, ingest_pb2_grpc
 
-    from agent.identity import AgentState, load_or_create_key, public_key_bytes, save_state
+    from agent.identity import AgentState, IdentityError, load_or_create_key, pin_policy_key, public_key_bytes, save_state
     from agent.tls import TlsError, check_issued, fetch_pinned_ca, new_key_and_csr, save_identity
 
     state_dir = Path(args.state_dir)
@@ -89,6 +89,12 @@ def _enroll(args: argparse.Namespace) -> int:
             return 2
         save_identity(state_dir, key_pem=tls_key_pem, cert_pem=bytes(reply.client_certificate_pem), ca_pem=ca_pem)
         target = f"{args.collector.rpartition(':')[0]}:{reply.ingest_port}"
+    try:
+        # pushed policies must verify under this key; without one only a local policy is applied
+        pin_policy_key(state_dir, bytes(reply.policy_public_key))
+    except IdentityError as exc:
+        print(f"shoumi-agent: enrollment refused: {exc}", file=sys.stderr)
+        return 2
     save_state(state_dir, AgentState(reply.agent_id, target, hostname, tls=not args.insecure_dev))
     print(reply.agent_id)
     return 0

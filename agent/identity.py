@@ -1,4 +1,5 @@
-"""The agent's identity on disk: its Ed25519 key (0600) and its enrolled state (agent.json).
+"""The agent's identity on disk: its Ed25519 key (0600), its enrolled state (agent.json) and the
+collector's policy key pinned at enrollment (policy_key.pub: pushed policies must verify under it).
 
 Errors::
 
@@ -16,10 +17,13 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-__all__ = ["IdentityError", "AgentState", "load_or_create_key", "public_key_bytes", "save_state", "load_state", "open_epoch", "write_private"]
+__all__ = ["IdentityError", "AgentState", "load_or_create_key", "load_policy_key", "pin_policy_key",
+           "public_key_bytes", "save_state", "load_state", "open_epoch", "write_private"]
 
 KEY_FILE = "agent.key"
 STATE_FILE = "agent.json"
+POLICY_KEY_FILE = "policy_key.pub"
+PUSHED_POLICY_FILE = "policy.pushed.json"  # the last good pushed policy (agent.policy_push)
 
 
 class IdentityError(Exception):
@@ -117,3 +121,31 @@ def load_state(state_dir: Path) -> AgentState:
         raise IdentityError(f"not enrolled: {path} is missing; run 'shoumi-agent enroll' first") from exc
     except (ValueError, KeyError, TypeError) as exc:
         raise IdentityError(f"{path} is corrupt: {exc}") from exc
+
+
+def pin_policy_key(state_dir: Path, public_key: bytes) -> None:
+    """Pins the collector's raw Ed25519 policy key (hex, 0600); an empty key unpins.
+
+    Either way the policy pushed under an earlier enrollment is dropped: it came from another key.
+    """
+    if public_key and len(public_key) != 32:
+        raise IdentityError(f"the collector's policy key has {len(public_key)} bytes, not 32")
+    (state_dir / PUSHED_POLICY_FILE).unlink(missing_ok=True)
+    if public_key:
+        write_private(state_dir / POLICY_KEY_FILE, public_key.hex().encode() + b"\n")
+    else:
+        (state_dir / POLICY_KEY_FILE).unlink(missing_ok=True)
+
+
+def load_policy_key(state_dir: Path) -> bytes | None:
+    """The pinned policy key, or None when this agent was enrolled without one (local policy only)."""
+    path = state_dir / POLICY_KEY_FILE
+    try:
+        key = bytes.fromhex(path.read_text().strip())
+    except FileNotFoundError:
+        return None
+    except (ValueError, OSError) as exc:
+        raise IdentityError(f"{path} is corrupt: {exc}") from exc
+    if len(key) != 32:
+        raise IdentityError(f"{path} is corrupt: {len(key)} bytes, not 32")
+    return key

@@ -2,11 +2,22 @@
 
 It says which folders hold sensitive files (globs such as ``/home/*/Contracts``), where copies
 are looked for, which mounts count as removable media, and which paths and processes are ignored.
-Being a frozen value with ``from_mapping``/``to_mapping``, the same policy can later be pushed by
-the collector over the wire and compared for equality.
+It also lists the company-issued removable devices (``company_devices``: vendor id, product id and
+serial), whose writes are still recorded but marked ``company_device``. Being a frozen value with
+``from_mapping``/``to_mapping``, the same policy is pushed by the collector over the wire
+(``parse_policy_document``: the one parser of a ``[policy]`` TOML document, used by the agent for
+its agent.toml and for pushed policies, and by the collector to validate what IT edits) and
+compared for equality.
+
+Bounds (a policy beyond them is refused, naming the key): at most ``MAX_LIST_ENTRIES`` (1,000)
+entries in each list, a document of at most ``MAX_DOCUMENT_BYTES`` (1 MiB); no sensitive-folder
+glob may match ``/`` or a top-level system directory (``/usr``, ``/etc``, ``/home`` itself, ...:
+``SYSTEM_DIRECTORIES``), and no destination may be ``/``. A pushed policy must name at least one
+sensitive folder (a local agent.toml may leave that to ``--watch``).
 
 This module must never watch, hash or open the files the policy names; the only I/O is reading
 the policy file itself (``load_policy``) and listing directories in ``expand_sensitive_folders``.
+It is imported by the collector: it must stay free of side effects at import.
 
 Exceptions::
 
@@ -27,15 +38,30 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Mapping, Sequence
 
 __all__ = [
+    "CompanyDevice",
     "DEFAULT_MAX_HASH_BYTES",
     "DEFAULT_PARTIAL_MATCH_SHARE",
+    "MAX_DOCUMENT_BYTES",
+    "MAX_LIST_ENTRIES",
     "PolicyError",
+    "SYSTEM_DIRECTORIES",
     "SensitiveFolderPolicy",
     "load_policy",
+    "parse_policy_document",
 ]
 
 DEFAULT_MAX_HASH_BYTES = 256 * 1024 * 1024
 DEFAULT_PARTIAL_MATCH_SHARE = 0.5
+# Each list's bound: far above what a department's policy names, far below what would cost the
+# agent its memory (each sensitive pattern is matched per event) or the operator a typo's damage.
+MAX_LIST_ENTRIES = 1_000
+MAX_DOCUMENT_BYTES = 1 << 20
+# A sensitive-folder glob matching one of these would watch (and fingerprint) the system itself.
+SYSTEM_DIRECTORIES = (
+    "/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib32", "/lib64", "/libx32", "/proc", "/root",
+    "/run", "/sbin", "/snap", "/sys", "/tmp", "/usr", "/var",
+)
+_HEX4 = frozenset("0123456789abcdef")
 
 _LIST_KEYS = (
     "sensitive_folders",
@@ -44,7 +70,8 @@ _LIST_KEYS = (
     "exclude_paths",
     "exclude_processes",
 )
-_KNOWN_KEYS = frozenset(_LIST_KEYS + ("max_hash_bytes", "partial_match_share"))
+_KNOWN_KEYS = frozenset(_LIST_KEYS + ("company_devices", "max_hash_bytes", "partial_match_share"))
+_DEVICE_KEYS = ("vendor_id", "product_id", "serial")
 
 PathLike = str | bytes | os.PathLike[str] | os.PathLike[bytes]
 
@@ -88,6 +115,61 @@ def _check_glob(key: str, pattern: str) -> None:
         i += 1
 
 
+def _check_not_system(pattern: str) -> None:
+    """Refuses a sensitive-folder glob that matches ``/`` or a top-level system directory."""
+    parts = _parts(pattern)
+    for directory in SYSTEM_DIRECTORIES:
+        target = _parts(directory)
+        if len(parts) == len(target) and all(fnmatch.fnmatchcase(t, p) for t, p in zip(target, parts)):
+            raise PolicyError("sensitive_folders", f"pattern {pattern!r} matches {directory}: far too broad "
+                              "(name the folders that hold the sensitive files)")
+
+
+def _hex4(key: str, value: object) -> str:
+    if not isinstance(value, str):
+        raise PolicyError(key, "must be a string of 4 hex digits, e.g. \"0781\"")
+    text = value.strip().lower()
+    if text.startswith("0x"):
+        text = text[2:]
+    if len(text) != 4 or not set(text) <= _HEX4:
+        raise PolicyError(key, f"{value!r} is not 4 hex digits, e.g. \"0781\"")
+    return text
+
+
+@dataclass(frozen=True)
+class CompanyDevice:
+    """A company-issued removable device, known by its USB vendor id, product id and serial."""
+
+    vendor_id: str
+    product_id: str
+    serial: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "vendor_id", _hex4("company_devices.vendor_id", self.vendor_id))
+        object.__setattr__(self, "product_id", _hex4("company_devices.product_id", self.product_id))
+        if not isinstance(self.serial, str) or not self.serial.strip() or "\x00" in self.serial:
+            # a device without a serial cannot be told from any other of its model
+            raise PolicyError("company_devices.serial", "must be the device's non-empty serial")
+        object.__setattr__(self, "serial", self.serial.strip())
+
+    @classmethod
+    def from_mapping(cls, entry: object) -> CompanyDevice:
+        """Builds one entry of ``company_devices`` (a table with vendor_id, product_id, serial)."""
+        if not isinstance(entry, Mapping):
+            raise PolicyError("company_devices", "each entry must be a table {vendor_id, product_id, serial}")
+        unknown = sorted(set(entry) - set(_DEVICE_KEYS))
+        if unknown:
+            raise PolicyError(f"company_devices.{unknown[0]}", f"unknown key (known: {', '.join(_DEVICE_KEYS)})")
+        for key in _DEVICE_KEYS:
+            if key not in entry:
+                raise PolicyError(f"company_devices.{key}", "missing")
+        return cls(entry["vendor_id"], entry["product_id"], entry["serial"])
+
+    def to_mapping(self) -> dict[str, str]:
+        """The entry as a plain table."""
+        return {"vendor_id": self.vendor_id, "product_id": self.product_id, "serial": self.serial}
+
+
 def _absolute(key: str, text: str) -> str:
     if not text.startswith("/"):
         raise PolicyError(key, f"{text!r} is not an absolute path")
@@ -117,12 +199,15 @@ class SensitiveFolderPolicy:
     exclude_processes: tuple[str, ...] = ()
     max_hash_bytes: int = DEFAULT_MAX_HASH_BYTES
     partial_match_share: float = DEFAULT_PARTIAL_MATCH_SHARE
+    company_devices: tuple[CompanyDevice, ...] = ()
 
     def __post_init__(self) -> None:
         for key in _LIST_KEYS:
             value = getattr(self, key)
             if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
                 raise PolicyError(key, "must be a list of strings")
+            if len(value) > MAX_LIST_ENTRIES:
+                raise PolicyError(key, f"{len(value)} entries; at most {MAX_LIST_ENTRIES} are allowed")
             if not all(isinstance(item, str) for item in value):
                 raise PolicyError(key, "must be a list of strings")
             object.__setattr__(self, key, tuple(value))
@@ -133,11 +218,23 @@ class SensitiveFolderPolicy:
             "sensitive_folders",
             tuple(_absolute("sensitive_folders", p) for p in self.sensitive_folders),
         )
+        for pattern in self.sensitive_folders:
+            _check_not_system(pattern)
         for key in ("destinations", "removable_mounts"):
             for path in getattr(self, key):
                 if not path or "\x00" in path:
                     raise PolicyError(key, f"invalid path {path!r}")
             object.__setattr__(self, key, tuple(_absolute(key, p) for p in getattr(self, key)))
+            if "/" in getattr(self, key):
+                raise PolicyError(key, "'/' is the whole filesystem: far too broad")
+        devices = self.company_devices
+        if isinstance(devices, (str, bytes)) or not isinstance(devices, Sequence):
+            raise PolicyError("company_devices", "must be a list of tables {vendor_id, product_id, serial}")
+        if len(devices) > MAX_LIST_ENTRIES:
+            raise PolicyError("company_devices", f"{len(devices)} entries; at most {MAX_LIST_ENTRIES} are allowed")
+        if not all(isinstance(d, CompanyDevice) for d in devices):
+            raise PolicyError("company_devices", "must be a list of tables {vendor_id, product_id, serial}")
+        object.__setattr__(self, "company_devices", tuple(devices))
         for pattern in self.exclude_paths:
             _check_glob("exclude_paths", pattern)
         for name in self.exclude_processes:
@@ -166,9 +263,21 @@ class SensitiveFolderPolicy:
         for key in _LIST_KEYS:
             if key in table:
                 value = table[key]
-                if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                if not isinstance(value, list):
+                    raise PolicyError(key, "must be a list of strings")
+                if len(value) > MAX_LIST_ENTRIES:
+                    raise PolicyError(key, f"{len(value)} entries; at most {MAX_LIST_ENTRIES} are allowed")
+                if not all(isinstance(v, str) for v in value):
                     raise PolicyError(key, "must be a list of strings")
                 values[key] = tuple(value)
+        if "company_devices" in table:
+            devices = table["company_devices"]
+            if not isinstance(devices, list):
+                raise PolicyError("company_devices", "must be a list of tables {vendor_id, product_id, serial}")
+            if len(devices) > MAX_LIST_ENTRIES:
+                raise PolicyError("company_devices",
+                                  f"{len(devices)} entries; at most {MAX_LIST_ENTRIES} are allowed")
+            values["company_devices"] = tuple(CompanyDevice.from_mapping(d) for d in devices)
         for key in ("max_hash_bytes", "partial_match_share"):
             if key in table:
                 values[key] = table[key]
@@ -179,7 +288,15 @@ class SensitiveFolderPolicy:
         out: dict[str, Any] = {key: list(getattr(self, key)) for key in _LIST_KEYS}
         out["max_hash_bytes"] = self.max_hash_bytes
         out["partial_match_share"] = self.partial_match_share
+        out["company_devices"] = [d.to_mapping() for d in self.company_devices]
         return out
+
+    def is_company_device(self, vendor_id: str, product_id: str, serial: str) -> bool:
+        """Tells whether a USB device (ids as sysfs gives them) is one of the company's own."""
+        if not (vendor_id and product_id and serial):
+            return False
+        key = (vendor_id.strip().lower(), product_id.strip().lower(), serial.strip())
+        return any((d.vendor_id, d.product_id, d.serial) == key for d in self.company_devices)
 
     def is_sensitive(self, path: PathLike) -> bool:
         """Tells whether ``path`` is one of the sensitive folders or lies beneath one."""
@@ -239,6 +356,34 @@ def _under_any(path: str, roots: Sequence[str]) -> bool:
         if path == root or path.startswith(root.rstrip("/") + "/"):
             return True
     return False
+
+
+def parse_policy_document(document: str | bytes, *, require_folder: bool = True) -> SensitiveFolderPolicy:
+    """Parses a policy document: TOML holding a ``[policy]`` table, or that table's keys at top level.
+
+    The one parser of pushed policies (the agent) and of what IT edits (the collector); raises
+    PolicyError naming the key. ``require_folder`` refuses a policy that names no sensitive folder.
+    """
+    if isinstance(document, bytes):
+        if len(document) > MAX_DOCUMENT_BYTES:
+            raise PolicyError("", f"the document has {len(document)} bytes; at most {MAX_DOCUMENT_BYTES} are allowed")
+        try:
+            document = document.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise PolicyError("", f"the document is not UTF-8: {exc}") from exc
+    elif len(document.encode("utf-8", "surrogatepass")) > MAX_DOCUMENT_BYTES:
+        raise PolicyError("", f"the document is longer than {MAX_DOCUMENT_BYTES} bytes")
+    try:
+        parsed = tomllib.loads(document)
+    except tomllib.TOMLDecodeError as exc:
+        raise PolicyError("", f"not valid TOML: {exc}") from exc
+    table: Any = parsed
+    if set(parsed) == {"policy"} and isinstance(parsed["policy"], dict):
+        table = parsed["policy"]
+    policy = SensitiveFolderPolicy.from_mapping(table)
+    if require_folder and not policy.sensitive_folders:
+        raise PolicyError("sensitive_folders", "the policy names no sensitive folder")
+    return policy
 
 
 def load_policy(path: PathLike) -> SensitiveFolderPolicy:

@@ -7,6 +7,8 @@ failure the next address is tried). Batches go out in order; Acks come back afte
 collector's commit and only then is anything deleted from the spool. On any error the stream is
 dropped and rebuilt with exponential backoff and jitter, and every unacknowledged batch is sent
 again: the collector recognises a redelivered batch by its position and hash and stores it once.
+An Ack that carries a pushed policy (``Ack.policy``) hands it to ``on_policy``, which must return at
+once (the runtime queues it for its own thread): the ack loop is never held by applying a policy.
 """
 
 from __future__ import annotations
@@ -65,6 +67,8 @@ class Shipper:
         self._thread = threading.Thread(target=self._run, name="shipper", daemon=True)
         self.connected = threading.Event()
         self.last_error: str | None = None
+        # called with each Ack's pushed policy (a SignedPolicy), from the shipper's thread
+        self.on_policy: Callable[[events_pb2.SignedPolicy], None] | None = None
 
     def start(self) -> None:
         """Starts shipping in the background."""
@@ -106,6 +110,11 @@ class Shipper:
                     with self._acked:
                         self._acked_seq = max(self._acked_seq, ack.acked_seq)
                         self._acked.notify_all()
+                    if ack.HasField("policy") and self.on_policy is not None:
+                        try:
+                            self.on_policy(ack.policy)
+                        except Exception:  # a policy problem must never end the stream
+                            log.exception("the pushed policy could not be handed over")
                     backoff = 0.25
                     self.last_error = None
             except grpc.RpcError as exc:

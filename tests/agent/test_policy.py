@@ -188,10 +188,12 @@ _segment = st.text(alphabet="abcXYZ019_-.*?", min_size=1, max_size=8).filter(
     lambda s: s not in (".", "..")
 )
 _abs_path = st.lists(_segment, min_size=1, max_size=4).map(lambda parts: "/" + "/".join(parts))
+# below a folder of its own: a one-part glob such as "/*" matches system directories and is refused
+_sensitive_path = _abs_path.map(lambda path: "/data" + path)
 
 
 @given(
-    sensitive=st.lists(_abs_path, max_size=3),
+    sensitive=st.lists(_sensitive_path, max_size=3),
     destinations=st.lists(_abs_path, max_size=3),
     excludes=st.lists(_segment, max_size=3),
     processes=st.lists(st.text(alphabet="abc-_", min_size=1, max_size=6), max_size=3),
