@@ -1,4 +1,5 @@
-"""Enrollment: one-time tokens exchanged for an agent identity bound to its Ed25519 signing key
+"""Enrollment: tokens (one use, or a count of uses for a batch of machines, with labels the enrolled agents
+receive) exchanged for an agent identity bound to its Ed25519 signing key
 and, through the collector's CA, to a short-lived mutual-TLS client certificate.
 
 Errors::
@@ -12,17 +13,22 @@ import datetime as dt
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Callable, Protocol, Sequence
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from collector.audit.models import AuditEntry
-from collector.fleet.models import AgentRecord
+from collector.enrollment.models import MAX_TOKEN_USES
+from collector.fleet.models import AgentRecord, LabelError, check_labels
 from collector.pki import CertificateAuthority, IssuedCertificate, PkiError
 from collector.secrets import new_secret, secret_hash
 from collector.storage.base import AgentArea, AuditArea, CertificateArea, EnrollmentArea
 
-__all__ = ["EnrollmentError", "EnrollmentService", "Enrolled"]
+__all__ = ["EnrollmentError", "EnrollmentService", "Enrolled", "MIN_TTL_NS", "MAX_TTL_NS", "MAX_NAME_LEN"]
+
+MIN_TTL_NS = 60 * 10**9
+MAX_TTL_NS = 366 * 86400 * 10**9
+MAX_NAME_LEN = 100
 
 
 @dataclass(frozen=True)
@@ -40,6 +46,14 @@ class EnrollmentError(Exception):
     def __init__(self, status: str, message: str) -> None:
         super().__init__(message)
         self.status = status
+
+
+_REFUSED = {
+    "unknown": "enrollment token is unknown",
+    "used": "enrollment token is used: every one of its uses is spent",
+    "expired": "enrollment token is expired",
+    "revoked": "enrollment token is revoked",
+}
 
 
 class EnrollmentTx(EnrollmentArea, AgentArea, CertificateArea, AuditArea, Protocol):
@@ -62,23 +76,41 @@ class EnrollmentService:
         self.cert_lifetime = cert_lifetime
         self.clock = clock
 
-    def create_token(self, *, tx: EnrollmentTx, actor: str) -> str:
-        """Creates a one-time enrollment token and returns it (only its hash is kept)."""
+    def create_token(self, *, tx: EnrollmentTx, actor: str, ttl_ns: int | None = None, max_uses: int = 1,
+                     labels: Sequence[str] = (), name: str = "") -> str:
+        """Creates an enrollment token good for ``max_uses`` agents, which receive ``labels``, and returns it
+        (shown once: only its hash is kept). Raises EnrollmentError on a bad count, expiry, label or name."""
+        ttl = self.token_ttl_ns if ttl_ns is None else ttl_ns
+        if not MIN_TTL_NS <= ttl <= MAX_TTL_NS:
+            raise EnrollmentError("INVALID_ARGUMENT", "a token's expiry is between 1 minute and 366 days away")
+        if isinstance(max_uses, bool) or not isinstance(max_uses, int) or not 1 <= max_uses <= MAX_TOKEN_USES:
+            raise EnrollmentError("INVALID_ARGUMENT", f"a token's use count is between 1 and {MAX_TOKEN_USES}")
+        try:
+            checked = check_labels(labels)
+        except LabelError as exc:
+            raise EnrollmentError("INVALID_ARGUMENT", str(exc)) from exc
+        name = name.strip()
+        if len(name) > MAX_NAME_LEN or any(ord(c) < 32 for c in name):
+            raise EnrollmentError("INVALID_ARGUMENT", f"a token's name is at most {MAX_NAME_LEN} printable characters")
         token = new_secret("se")
         now = self.clock()
-        tx.add_enroll_token(
-            token_hash=secret_hash(token), created_at_ns=now, expires_at_ns=now + self.token_ttl_ns, created_by=actor
-        )
-        tx.append_audit(
-            AuditEntry(now, actor, "enroll_token.create", secret_hash(token)[:12], {"expires_at_ns": now + self.token_ttl_ns})
-        )
+        token_hash = secret_hash(token)
+        tx.add_enroll_token(token_hash=token_hash, created_at_ns=now, expires_at_ns=now + ttl, created_by=actor,
+                            max_uses=max_uses, labels=checked, name=name)
+        tx.append_audit(AuditEntry(now, actor, "enroll_token.create", token_hash[:12],
+                                   {"expires_at_ns": now + ttl, "max_uses": max_uses, "labels": list(checked),
+                                    "name": name}))
         return token
 
     def revoke_token(self, *, tx: EnrollmentTx, token: str, actor: str) -> bool:
-        """Revokes an unused enrollment token; returns whether there was one to revoke."""
+        """Revokes an enrollment token with uses left (given its value); returns whether there was one."""
+        return self.revoke_token_hash(tx=tx, token_hash=secret_hash(token), actor=actor)
+
+    def revoke_token_hash(self, *, tx: EnrollmentTx, token_hash: str, actor: str) -> bool:
+        """Revokes an enrollment token with uses left (given its hash, the id it is listed by)."""
         now = self.clock()
-        done = tx.revoke_enroll_token(token_hash=secret_hash(token), now_ns=now)
-        tx.append_audit(AuditEntry(now, actor, "enroll_token.revoke", secret_hash(token)[:12], {"revoked": done}))
+        done = tx.revoke_enroll_token(token_hash=token_hash, now_ns=now)
+        tx.append_audit(AuditEntry(now, actor, "enroll_token.revoke", token_hash[:12], {"revoked": done}))
         return done
 
     def enroll(
@@ -120,11 +152,13 @@ class EnrollmentService:
             tx.append_audit(
                 AuditEntry(now, f"peer:{peer}", "agent.enroll_refused", hostname, {"reason": why_not})
             )
-            raise EnrollmentError("PERMISSION_DENIED", f"enrollment token is {why_not}")
+            raise EnrollmentError("PERMISSION_DENIED", _REFUSED[why_not])
         certificate = self._issue(tx, agent.agent_id, csr_pem) if csr_pem and self.ca is not None else None
+        enrolled = tx.get_agent(agent.agent_id)
         tx.append_audit(
             AuditEntry(now, f"peer:{peer}", "agent.enroll", agent.agent_id,
-                       {"hostname": hostname, "certificate": str(certificate.serial) if certificate else None})
+                       {"hostname": hostname, "certificate": str(certificate.serial) if certificate else None,
+                        "token": secret_hash(token)[:12], "labels": list(enrolled.labels) if enrolled else []})
         )
         return Enrolled(agent.agent_id, certificate, self.ca.cert_pem if self.ca else b"")
 

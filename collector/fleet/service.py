@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import logging
-from typing import Protocol
+from typing import Protocol, Sequence
 
 from collector.alerts.models import Alert
 from collector.alerts.service import raise_alert
 from collector.audit.models import AuditEntry
 from collector.fleet.liveness import Heard, is_silent, next_liveness
-from collector.fleet.models import DEFAULT_INTERVAL_S, MISSED_INTERVALS, AgentRecord, Liveness
+from collector.fleet.models import DEFAULT_INTERVAL_S, MISSED_INTERVALS, AgentRecord, Liveness, check_labels
 from collector.storage.base import AgentArea, AlertArea, AuditArea, CertificateArea
 from collector.web.timefmt import format_ns
 
-__all__ = ["record_heard", "check_silence", "revoke"]
+__all__ = ["record_heard", "check_silence", "revoke", "set_labels"]
 
 log = logging.getLogger("shoumi.collector.fleet")
 
@@ -55,3 +55,15 @@ def revoke(*, tx: _FleetTx, agent_id: str, actor: str, now_ns: int) -> bool:
     done = tx.revoke_agent(agent_id=agent_id, now_ns=now_ns)
     tx.append_audit(AuditEntry(now_ns, actor, "agent.revoke", agent_id, {"revoked": done}))
     return done
+
+
+def set_labels(*, tx: _FleetTx, agent_id: str, labels: Sequence[str], actor: str, now_ns: int) -> tuple[str, ...] | None:
+    """Replaces an agent's labels (raises fleet.models.LabelError on a bad one); returns them, or None if no such
+    agent. Audited in the same transaction, with the labels before and after."""
+    checked = check_labels(labels)
+    agent = tx.get_agent(agent_id)
+    if agent is None or not tx.set_agent_labels(agent_id=agent_id, labels=checked):
+        return None
+    tx.append_audit(AuditEntry(now_ns, actor, "agent.labels", agent_id,
+                               {"before": list(agent.labels), "after": list(checked)}))
+    return checked

@@ -28,7 +28,7 @@ from collector.domain.evidence import BatchRow, EventRow, SignedTreeHead, TreeLe
 from collector.domain.records import Page
 from collector.events.models import EventFilter, StoredBatch, StoredEvent
 from collector.evidence.models import CertificateRecord, StoredCosignature
-from collector.enrollment.models import EnrollToken
+from collector.enrollment.models import EnrollToken, token_state
 from collector.fleet.models import STATUSES, AgentHealth, AgentQuery, AgentRecord, FleetRow, status_of
 from collector.notify.models import AlertFact, Notification
 from collector.people.models import ThrottleState, User, UserToken
@@ -218,12 +218,9 @@ class MemoryTransaction(_AgreementsMemory):
         t = self.s.tokens.get(token_hash)
         if t is None:
             return "unknown"
-        if t.revoked_at_ns is not None:
-            return "revoked"
-        if t.uses >= t.max_uses:
-            return "used"
-        if t.expires_at_ns <= now_ns:
-            return "expired"
+        state = token_state(t, now_ns=now_ns)
+        if state != "active":
+            return state
         if agent.agent_id in self.s.agents:
             raise AlreadyExists(f"agent {agent.agent_id} exists")
         self.s.tokens[token_hash] = replace(t, uses=t.uses + 1, used_at_ns=now_ns)
