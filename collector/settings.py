@@ -7,12 +7,16 @@ e.g. SHOUMI_COLLECTOR_DETECTION__READ_BURST_THRESHOLD=30) or from the command li
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["CollectorSettings", "DetectionSettings", "NotifySettings", "CasesSettings", "parse_listen"]
+if TYPE_CHECKING:
+    from collector.retention.models import RetentionPolicy
+
+__all__ = ["CollectorSettings", "DetectionSettings", "NotifySettings", "CasesSettings", "RetentionSettings", "AgreementSettings",
+           "parse_listen"]
 
 
 class DetectionSettings(BaseModel):
@@ -87,6 +91,72 @@ class CasesSettings(BaseModel):
         return value.rstrip("/") if value else value
 
 
+class RetentionSettings(BaseModel):
+    """How long each kind of record is kept (collector/retention; docs/privacy.md); events: ``retention_days``.
+
+    A period unset (null) keeps that kind. Records handed to payroll are kept at least two years
+    (《工资支付暂行规定》第六条); a ``payroll_days`` or ``audit_days`` below 730 is refused at start.
+    """
+
+    alerts_days: float | None = Field(730.0, gt=0, description="alerts no case holds, after their last update")
+    cases_days: float | None = Field(1095.0, gt=0, description="closed or dismissed cases, after their last update")
+    audit_days: float | None = Field(1095.0, gt=0, description="audit log rows (a prefix of the chain, anchored)")
+    notifications_days: float | None = Field(90.0, gt=0, description="delivered or failed notifications")
+    payroll_days: float = Field(730.0, gt=0, description="a case handed to payroll is kept this long after it")
+
+    @field_validator("payroll_days", "audit_days")
+    @classmethod
+    def _statutory_minimum(cls, value: float | None, info: Any) -> float | None:
+        from collector.retention.models import PAYROLL_BASIS, PAYROLL_MIN_DAYS
+        if value is not None and value < PAYROLL_MIN_DAYS:
+            raise ValueError(f"retention {info.field_name} = {value:g} is below the statutory minimum of "
+                             f"{PAYROLL_MIN_DAYS:g} days for wage records: {PAYROLL_BASIS}")
+        return value
+
+
+class AgreementSettings(BaseModel):
+    """Agreements on record (collector/agreements): trust roots for signed PDFs, the RFC 3161 timestamp authority."""
+
+    trust_roots: list[Path] = Field(
+        default_factory=list, description="PEM files of the CA certificates whose signatures on imported PDFs are "
+                                          "trusted (the e-signature platforms' CAs, and their TSAs')")
+    tsa_url: str | None = Field(None, max_length=300, description="the RFC 3161 timestamp authority that seals "
+                                "in-product acknowledgements; unset: they stay 'not yet timestamped'")
+    tsa_ca_file: Path | None = Field(None, description="PEM file of the CA certificate the TSA's tokens verify under")
+    tsa_timeout_seconds: float = Field(10.0, gt=0, le=120)
+    seal_retry_seconds: float = Field(60.0, gt=0, description="how often unsealed acknowledgements are retried")
+    max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1024, le=512 * 1024 * 1024,
+                                  description="a signed PDF may be this large; bigger: 413")
+
+    @field_validator("tsa_url")
+    @classmethod
+    def _tsa_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("https://", "http://")):
+            raise ValueError("tsa_url starts with https:// or http://")
+        return value
+
+
+class WitnessSetting(BaseModel):
+    """A witness the collector gives its tree heads to (shoumi-witness; collector/evidence/witnesses.py)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", description="its name in its cosignatures")
+    url: str = Field(max_length=200, description="where it serves POST /add-checkpoint, e.g. http://127.0.0.1:8095")
+    public_key: str = Field(pattern=r"^[0-9a-f]{64}$", description="its Ed25519 public key, 64 hex digits "
+                            "(shoumi-witness public-key)")
+
+    @field_validator("url")
+    @classmethod
+    def _witness_url(cls, value: str) -> str:
+        if not value.startswith(("https://", "http://")):
+            raise ValueError("a witness url starts with https:// (or http:// on loopback)")
+        return value.rstrip("/")
+
+    def key(self) -> Any:
+        """The name and raw key, as the evidence bundle carries them."""
+        from collector.evidence.bundle import WitnessKey
+        return WitnessKey(self.name, bytes.fromhex(self.public_key))
+
+
 class CollectorSettings(BaseSettings):
     """Everything the collector process needs to know."""
 
@@ -133,11 +203,25 @@ class CollectorSettings(BaseSettings):
     retention_days: float | None = Field(
         365.0, gt=0, description="events older than this are deleted unless a legal hold covers them; unset: kept")
     retention_check_seconds: float = Field(3600.0, gt=0, description="how often retention runs")
+    retention: RetentionSettings = RetentionSettings()
     detection: DetectionSettings = DetectionSettings()
     notify: NotifySettings = NotifySettings()
     cases: CasesSettings = CasesSettings()
+    agreements: AgreementSettings = AgreementSettings()
     rules_file: Path | None = Field(
         None, description="the detection rules file (TOML, installers/linux/rules.toml.example); unset: defaults")
+    witnesses: list[WitnessSetting] = Field(
+        default_factory=list, description="witnesses that cosign each new tree head (JSON list of name, url, "
+                                          "public_key); the evidence bundle carries their cosignatures")
+    witness_timeout_seconds: float = Field(5.0, gt=0, le=60, description="a witness that answers slower is tried "
+                                                                         "again at the next head")
+
+    def retention_policy(self) -> "RetentionPolicy":
+        """The retention periods in force, per kind of record."""
+        from collector.retention.models import RetentionPolicy
+        r = self.retention
+        return RetentionPolicy(self.retention_days, r.alerts_days, r.cases_days, r.audit_days, r.notifications_days,
+                               r.payroll_days)
 
     def store_location(self) -> str:
         """Returns what open_store() takes: the database URL, or the data directory."""

@@ -618,7 +618,7 @@ class _Verifier:
         self.report.agents = len(agents)
         ids = sorted(set(tx.stored_agent_ids()) | {a.agent_id for a in agents}, key=str)
         newest = self.check_tree(tx)
-        return _Context(tuple(tx.list_retention_runs()), newest), ids
+        return _Context(tuple(r for r in tx.list_retention_runs() if r.kind == "events"), newest), ids
 
     # tree -----------------------------------------------------------------------------------
     def check_tree(self, tx: Transaction) -> int:
@@ -807,9 +807,11 @@ class _Verifier:
 
 
 def audit_chain_findings(tx: Transaction) -> tuple[int, list[Finding]]:
-    """Walks the audit log's hash chain in id order; returns the rows checked and the first break, if any."""
-    prev, last_id, count = GENESIS, 0, 0
-    after = 0
+    """Walks the audit log's hash chain in id order; returns the rows checked and the first break, if any.
+    After a retention cut the chain starts at the newest anchor (the last deleted row's id and hash)."""
+    cut = tx.latest_audit_anchor()
+    prev, last_id, count = (cut.cut_hash, cut.cut_id, cut.rows) if cut else (GENESIS, 0, 0)
+    after = last_id
     while True:
         page = tx.audit_rows(after_id=after, limit=_PAGE)
         for row in page:

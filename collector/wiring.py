@@ -20,11 +20,14 @@ from collector.ingest.gate import WriteGate
 from collector.ingest.grpc_server import GrpcServers, Limits, Listeners, TlsMaterial
 from collector.ingest.service import IngestService
 from collector.cases.handoff import HandoffWorker, build_handoff_worker
+from collector.agreements import service as agreements
 from collector.cases.views import CaseConfig
 from collector.notify.worker import NotifyWorker, build_worker
 from collector.people.service import PeopleService
 from collector.periodic import Periodic
 from collector.pki import CertificateAuthority
+from collector.policy.delivery import REFRESH_SECONDS as POLICY_REFRESH_SECONDS
+from collector.policy.delivery import PolicyDelivery, load_or_create_policy_key
 from collector.retention import service as retention
 from collector.settings import CollectorSettings
 from collector.storage import open_store
@@ -100,24 +103,33 @@ def build_services(settings: CollectorSettings, store: Store | None = None) -> B
                       handshake_timeout_s=settings.handshake_timeout_seconds),
     )
     signer = TreeHeadSigner(store, load_or_create_tree_key(settings.data_dir))
+    ingest.policies = PolicyDelivery(store, load_or_create_policy_key(settings.data_dir))  # pushed on the Acks
+    ingest.policies.refresh_quietly()
     background = Periodic()
     if settings.detection_enabled and not settings.detection_process:  # else serve starts its DetectionWorker
         background.every(settings.detection_seconds, "detection", detection.run_until_idle)
     background.every(settings.silence_check_seconds, "silence-check", lambda: check_silence(store))
     background.every(settings.tree_head_seconds, "tree-head", lambda: sign_tree_head(signer, store))
-    if settings.retention_days is not None:
-        days = settings.retention_days
-        background.every(settings.retention_check_seconds, "retention",
-                         lambda: retention.prune(store=store, retention_days=days, now_ns=time.time_ns()))
+    background.every(POLICY_REFRESH_SECONDS, "policy-refresh", ingest.policies.refresh_quietly)
+    policy = settings.retention_policy()  # every kind with a period (docs/privacy.md)
+    background.every(settings.retention_check_seconds, "retention",
+                     lambda: retention.run_retention(store=store, policy=policy, now_ns=time.time_ns()))
     notifier = build_worker(store, settings.notify)
     if notifier is not None:  # started and stopped with the other background jobs
         background.every(settings.notify.interval_seconds, "notify", notifier.run_once)
     handoff = build_handoff_worker(store, settings.cases)
     if handoff is not None:  # the payroll outbox (collector/cases), started and stopped with the other jobs
         background.every(settings.cases.payroll_poll_seconds, "payroll-handoff", handoff.run_once)
+    agreements_cfg = agreements.load_config(settings.agreements)
+    if agreements_cfg.tsa_url:  # acknowledgements the TSA could not seal at once are retried
+        background.every(agreements_cfg.seal_retry_seconds, "agreement-seals", lambda: agreements.seal_pending(
+            store=store, cfg=agreements_cfg, now=time.time_ns))
     app = create_app(store=store, people=people, enrollment=enrollment, counters=ingest.counters,
                      detection=detection, open_streams=servers.open_streams, spool_depths=ingest.spool_depths)
+    app.state.policies = ingest.policies  # views refresh it after a change
     app.state.cases = CaseConfig(max_attachment_bytes=settings.cases.max_attachment_bytes)
+    app.state.agreements = agreements_cfg  # trust roots and the TSA (collector/agreements)
+    app.state.retention_days = settings.retention_days  # the monitoring notice says how long events are kept
     return Built(store, ingest, detection, enrollment, people, signer, background, app, servers, ca,
                  rules=rules, rules_file=settings.rules_file, notifier=notifier, handoff=handoff)
 

@@ -34,6 +34,7 @@ from collector.notify.models import AlertFact, Notification
 from collector.people.models import ThrottleState, User, UserToken
 from collector.retention.models import AuditAnchor, CaseHold, LegalHold, RetentionRun, covers, covers_span
 from collector.storage.base import AlreadyExists, ChainConflict
+from collector.storage.memory_policies import MemoryPolicies
 
 __all__ = ["MemoryStore", "MemoryTransaction"]
 
@@ -94,6 +95,10 @@ class _State:
     agreement_employees: dict[str, AgreementEmployee] = field(default_factory=dict)
     agreement_records: dict[int, SignedRecord] = field(default_factory=dict)
     agreement_documents: dict[int, bytes] = field(default_factory=dict)
+    # policies (collector/policy): (name, version) -> version, label -> assignment, agent id -> its report
+    policy_versions: dict[tuple[str, int], Any] = field(default_factory=dict)
+    policy_assignments: dict[str, Any] = field(default_factory=dict)
+    agent_policy: dict[str, Any] = field(default_factory=dict)
     next_id: int = 1
 
     def new_id(self) -> int:
@@ -198,7 +203,7 @@ class _AgreementsMemory:
                 if r.source == "acknowledgement" and r.tsr is None and r.next_seal_ns <= now_ns][:limit]
 
 
-class MemoryTransaction(_AgreementsMemory):
+class MemoryTransaction(_AgreementsMemory, MemoryPolicies):
     """Every area over one copy of the state."""
 
     def __init__(self, state: _State) -> None:

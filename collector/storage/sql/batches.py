@@ -1,4 +1,4 @@
-"""SQL for chains, batches, events, detection positions and retention.
+"""SQL for chains, batches, events and detection positions (retention: retention.py).
 
 Events go in with COPY on PostgreSQL and with one executemany of plain tuples on SQLite; both in
 the transaction that moves the chain head, so a batch is stored whole or not at all.
@@ -7,7 +7,6 @@ the transaction that moves the chain head, so a batch is stored whole or not at 
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from typing import Any, Sequence
 
 import sqlalchemy as sa
@@ -18,11 +17,9 @@ from shoumi.batch import ChainHead
 
 from collector.domain.records import Page
 from collector.events.models import EVENT_FIELDS, EventFilter, StoredBatch, StoredEvent
-from collector.retention.models import LegalHold, RetentionRun
 from collector.storage.base import ChainConflict
 from collector.storage.sql.raw import RawCursor
-from collector.storage.sql.schema import (EVENT_COLUMNS, batches, chain_heads, detection_state, events, legal_holds,
-                                         retention_runs, tree_leaves)
+from collector.storage.sql.schema import EVENT_COLUMNS, batches, chain_heads, detection_state, events
 
 __all__ = ["BatchesSql", "event_row", "event_from_row"]
 
@@ -265,76 +262,6 @@ class BatchesSql:
     def count_events(self) -> int:
         """Counts stored events."""
         return int(self._conn.execute(sa.select(sa.func.count()).select_from(events)).scalar_one())
-
-    # --- retention ----------------------------------------------------------------------------
-    def add_legal_hold(self, hold: LegalHold) -> LegalHold:
-        """Stores a legal hold and returns it with its id."""
-        new_id = self._conn.execute(legal_holds.insert().values(
-            reason=hold.reason, created_by=hold.created_by, created_at_ns=hold.created_at_ns, since_ns=hold.since_ns,
-            until_ns=hold.until_ns, user_name=hold.user, agent_id=hold.agent_id, released_at_ns=hold.released_at_ns,
-        ).returning(legal_holds.c.id)).scalar_one()
-        return replace(hold, id=int(new_id))
-
-    def release_legal_hold(self, *, hold_id: int, now_ns: int) -> bool:
-        """Releases an active hold; returns whether there was one."""
-        res = self._conn.execute(legal_holds.update()
-                                 .where(legal_holds.c.id == hold_id, legal_holds.c.released_at_ns.is_(None))
-                                 .values(released_at_ns=now_ns))
-        return bool(res.rowcount)
-
-    def list_legal_holds(self, *, active_only: bool = True) -> Sequence[LegalHold]:
-        """Lists legal holds, oldest first."""
-        query = sa.select(legal_holds).order_by(legal_holds.c.id)
-        if active_only:
-            query = query.where(legal_holds.c.released_at_ns.is_(None))
-        return [LegalHold(r.reason, r.created_by, r.created_at_ns, r.since_ns, r.until_ns, r.user_name, r.agent_id,
-                          r.released_at_ns, r.id) for r in self._conn.execute(query).all()]
-
-    def prune_batches(self, *, before_ns: int, now_ns: int, limit: int, after_row_id: int = 0) -> RetentionRun:
-        """Deletes the events of unheld batches received before ``before_ns``; keeps hashes and signatures."""
-        holds = self.list_legal_holds()
-        candidates = self._conn.execute(
-            sa.select(batches.c.row_id, batches.c.agent_id, batches.c.epoch, batches.c.first_seq, batches.c.last_seq)
-            .where(batches.c.received_at_ns < before_ns, batches.c.pruned_at_ns.is_(None),
-                   batches.c.row_id > after_row_id,
-                   # only what a signed tree head already covers: its leaf hash keeps it verifiable
-                   sa.exists().where(tree_leaves.c.batch_row_id == batches.c.row_id))
-            .order_by(batches.c.row_id).limit(limit)
-        ).all()
-        pruned = held = deleted = 0
-        for b in candidates:
-            in_batch = sa.and_(events.c.agent_id == b.agent_id, events.c.epoch == b.epoch,
-                               events.c.seq.between(b.first_seq, b.last_seq))
-            if holds and self._conn.execute(sa.select(sa.literal(1)).where(in_batch, _held(holds)).limit(1)).first():
-                held += 1
-                continue
-            deleted += self._conn.execute(events.delete().where(in_batch)).rowcount
-            self._conn.execute(batches.update().where(batches.c.row_id == b.row_id)
-                               .values(canonical=b"", pruned_at_ns=now_ns))
-            pruned += 1
-        run = RetentionRun(now_ns, before_ns, pruned, deleted, held,
-                           last_row_id=candidates[-1].row_id if candidates else after_row_id)
-        new_id = self._conn.execute(retention_runs.insert().values(
-            at_ns=run.at_ns, before_ns=run.before_ns, batches=run.batches, events=run.events,
-            held_batches=run.held_batches).returning(retention_runs.c.id)).scalar_one()
-        return replace(run, id=int(new_id))
-
-    def list_retention_runs(self) -> Sequence[RetentionRun]:
-        """Lists retention runs, oldest first."""
-        rows = self._conn.execute(sa.select(retention_runs).order_by(retention_runs.c.id)).all()
-        return [RetentionRun(r.at_ns, r.before_ns, r.batches, r.events, r.held_batches, r.id) for r in rows]
-
-
-def _held(holds: Sequence[LegalHold]) -> Any:
-    clauses = []
-    for h in holds:
-        parts = [events.c.time_ns >= h.since_ns, events.c.time_ns <= h.until_ns]
-        if h.user is not None:
-            parts.append(events.c.user_name == h.user)
-        if h.agent_id is not None:
-            parts.append(events.c.agent_id == h.agent_id)
-        clauses.append(sa.and_(*parts))
-    return sa.or_(*clauses)
 
 
 def _batch_from(r: Any) -> StoredBatch:

@@ -518,3 +518,38 @@ agreement_records = sa.Table(
 )
 sa.Index("ix_agreement_records_unsealed", agreement_records.c.source, agreement_records.c.sealed_at_ns,
          agreement_records.c.next_seal_ns)
+# --- policies (collector/policy, migration 0011): versions, assignments by label, what each agent reported ---
+policy_versions = sa.Table(
+    "policy_versions", metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("version", sa.BigInteger, primary_key=True),
+    sa.Column("document", sa.Text, nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("author", sa.Text, nullable=False),
+    sa.Column("created_at_ns", sa.BigInteger, nullable=False),
+    sa.Column("comment", sa.Text, nullable=False),
+)
+policy_assignments = sa.Table(
+    "policy_assignments", metadata,
+    sa.Column("label", sa.String(48), primary_key=True),
+    sa.Column("policy_name", sa.String(64), nullable=False),
+    sa.Column("priority", sa.BigInteger, nullable=False),
+    sa.Column("assigned_by", sa.Text, nullable=False),
+    sa.Column("assigned_at_ns", sa.BigInteger, nullable=False),
+)
+sa.Index("ix_policy_assignments_policy", policy_assignments.c.policy_name)
+agent_policy_state = sa.Table(
+    "agent_policy_state", metadata,
+    sa.Column("agent_id", sa.String(64), primary_key=True),
+    sa.Column("updated_at_ns", sa.BigInteger, nullable=False),
+    sa.Column("applied_name", sa.String(64)),
+    sa.Column("applied_version", sa.BigInteger),
+    sa.Column("applied_sha256", sa.String(64)),
+    sa.Column("applied_source", sa.String(16)),
+    sa.Column("applied_at_ns", sa.BigInteger),
+    sa.Column("refused_name", sa.String(64)),
+    sa.Column("refused_version", sa.BigInteger),
+    sa.Column("refused_sha256", sa.String(64)),
+    sa.Column("refused_reason", sa.Text),
+    sa.Column("refused_at_ns", sa.BigInteger),
+)

@@ -34,6 +34,7 @@ from collector.storage.sql.batches import BatchesSql
 from collector.storage.sql.cases import CasesSql
 from collector.storage.sql.notify import NotifySql
 from collector.storage.sql.people import PeopleSql
+from collector.storage.sql.policies import PoliciesSql
 from collector.storage.sql.privacy import PrivacySql
 from collector.storage.sql.raw import RawCursor
 from collector.storage.sql.retention import RetentionSql
@@ -51,7 +52,7 @@ _READ_ONLY = "shoumi_read_only"
 
 
 class SqlTransaction(AgentsSql, BatchesSql, AlertsSql, PeopleSql, TreeSql, CasesSql, NotifySql, PrivacySql,
-                     WitnessesSql, AgreementsSql, RetentionSql):
+                     WitnessesSql, AgreementsSql, RetentionSql, PoliciesSql):
     """Every area over one connection inside one transaction."""
 
     def __init__(self, conn: Connection, dialect: str) -> None:
