@@ -1,11 +1,15 @@
 """The collector's command line and composition root: settings are built here and passed down.
 
     shoumi-collector serve --data-dir DIR --grpc-listen HOST:PORT --http-listen HOST:PORT
-    shoumi-collector enroll-token create --data-dir DIR
+    shoumi-collector enroll-token create [--uses N] [--label L ...] [--name TEXT] [--hours H] | list | revoke TOKEN
+    shoumi-collector agent list | revoke AGENT_ID | labels AGENT_ID [LABEL ...] --data-dir DIR
     shoumi-collector user create|list|disable|enable|passwd --data-dir DIR ...   (collector/people/cli.py)
     shoumi-collector api-token create|list|revoke --data-dir DIR --username U ...
     shoumi-collector verify --data-dir DIR [--database-url URL] [--tree-public-key HEX] [--jobs N]
     shoumi-collector legal-hold place|release|list --data-dir DIR ...  (collector/retention/cli.py)
+    shoumi-collector retention run|status --data-dir DIR           (collector/retention/cli.py)
+    shoumi-collector privacy export EMPLOYEE --out FILE --reason TEXT --data-dir DIR
+    shoumi-collector case export CASE_ID --out BUNDLE.zip --data-dir DIR      (collector/evidence/cli.py)
     shoumi-collector rules check FILE          (exit 0: valid, the rules in force; 2: FILE:LINE: KEY: message)
 """
 
@@ -152,7 +156,9 @@ def _cmd_ca_fingerprint(settings: CollectorSettings) -> int:
 
 
 def _cmd_enroll_token(settings: CollectorSettings, args: argparse.Namespace) -> int:
-    from collector.enrollment.service import EnrollmentService
+    import time
+
+    from collector.enrollment.service import EnrollmentError, EnrollmentService
     from collector.storage import open_store
 
     store = open_store(settings.store_location())
@@ -161,8 +167,21 @@ def _cmd_enroll_token(settings: CollectorSettings, args: argparse.Namespace) -> 
         with store.transaction() as tx:  # the action and its audit row commit together
             if args.action == "revoke":
                 done = service.revoke_token(tx=tx, token=args.token, actor=_actor())
+            elif args.action == "list":
+                tokens = tx.list_enroll_tokens()
             else:
-                token = service.create_token(tx=tx, actor=_actor())
+                ttl = None if args.hours is None else int(args.hours * 3600e9)
+                token = service.create_token(tx=tx, actor=_actor(), ttl_ns=ttl, max_uses=args.uses,
+                                             labels=args.label, name=args.name)
+        if args.action == "list":
+            from collector.enrollment.models import token_state
+            from collector.web.timefmt import format_ns
+
+            now = time.time_ns()
+            for t in tokens:
+                print(f"{t.token_hash[:12]}\t{token_state(t, now_ns=now)}\t{t.uses}/{t.max_uses}\t"
+                      f"{format_ns(t.expires_at_ns)}\t{','.join(t.labels) or '-'}\t{t.name or '-'}")
+            return 0
         if args.action == "revoke":
             if done:
                 print("revoked", file=sys.stderr)
@@ -170,6 +189,9 @@ def _cmd_enroll_token(settings: CollectorSettings, args: argparse.Namespace) -> 
             print("shoumi-collector: no unused, unrevoked token like that", file=sys.stderr)
             return 2
         print(token)
+    except EnrollmentError as exc:
+        print(f"shoumi-collector: {exc}", file=sys.stderr)
+        return 2
     finally:
         store.close()
     return 0
@@ -192,12 +214,26 @@ def _cmd_agent(settings: CollectorSettings, args: argparse.Namespace) -> int:
                 return 0
             print(f"shoumi-collector: no unrevoked agent {args.agent_id!r}", file=sys.stderr)
             return 2
+        if args.action == "labels":
+            from collector.fleet.models import LabelError
+            try:
+                with store.transaction() as tx:
+                    done = fleet.set_labels(tx=tx, agent_id=args.agent_id, labels=args.labels, actor=_actor(),
+                                            now_ns=time.time_ns())
+            except LabelError as exc:
+                print(f"shoumi-collector: {exc}", file=sys.stderr)
+                return 2
+            if done is None:
+                print(f"shoumi-collector: no agent {args.agent_id!r}", file=sys.stderr)
+                return 2
+            print(",".join(done) or "-")
+            return 0
         with store.read() as tx:
             agents = tx.list_agents()
         for a in agents:
             seen = format_ns(a.last_seen_ns) if a.last_seen_ns else "-"
             state = "revoked" if a.revoked_at_ns else a.liveness
-            print(f"{a.agent_id}\t{a.hostname}\t{state}\t{seen}")
+            print(f"{a.agent_id}\t{a.hostname}\t{state}\t{seen}\t{','.join(a.labels) or '-'}")
         return 0
     finally:
         store.close()
@@ -277,7 +313,14 @@ def _parser() -> argparse.ArgumentParser:
 
     token = sub.add_parser("enroll-token", help="enrollment tokens for agents")
     token_sub = token.add_subparsers(dest="action", required=True)
-    store_args(token_sub.add_parser("create", help="print a new one-time enrollment token"))
+    token_create = token_sub.add_parser("create", help="print a new enrollment token (one use unless --uses)")
+    store_args(token_create)
+    token_create.add_argument("--uses", type=int, default=1, help="how many agents may enroll with it (default 1)")
+    token_create.add_argument("--label", action="append", default=[],
+                              help="a label every agent enrolled with it receives (repeatable)")
+    token_create.add_argument("--name", default="", help="what it is for (shown in the token list)")
+    token_create.add_argument("--hours", type=float, help="hours until it expires (default: the collector's setting)")
+    store_args(token_sub.add_parser("list", help="tokens with their uses, expiry and labels (never their values)"))
     token_revoke = token_sub.add_parser("revoke", help="revoke an unused enrollment token")
     store_args(token_revoke)
     token_revoke.add_argument("token")
@@ -291,14 +334,21 @@ def _parser() -> argparse.ArgumentParser:
     revoke = agent_sub.add_parser("revoke", help="refuse an agent's streams from now on")
     store_args(revoke)
     revoke.add_argument("agent_id")
+    labels = agent_sub.add_parser("labels", help="replace an agent's labels (none: remove them all)")
+    store_args(labels)
+    labels.add_argument("agent_id")
+    labels.add_argument("labels", nargs="*")
 
     verify = sub.add_parser("verify", help="re-check every signature, chain, event and tree head; exit 1 if tampered")
     store_args(verify)
     verify.add_argument("--tree-public-key", help="the tree-head public key (hex) the auditor holds")
     verify.add_argument("--jobs", type=int, help="processes that check agents in parallel (default: one per CPU)")
 
-    from collector.retention.cli import add_legal_hold_parser
+    from collector.retention.cli import add_legal_hold_parser, add_retention_parsers
     add_legal_hold_parser(sub, store_args)
+    add_retention_parsers(sub, store_args)  # retention run|status, privacy export
+    from collector.evidence.cli import add_case_parser
+    add_case_parser(sub, store_args)  # case export CASE_ID --out BUNDLE.zip
     return parser
 
 
@@ -334,9 +384,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_agent(settings, args)
         if args.command == "verify":
             return _cmd_verify(settings, args)
+        if args.command == "case":
+            from collector.evidence.cli import run_case
+            return run_case(settings, args, _actor())
         if args.command == "legal-hold":
             from collector.retention.cli import run_legal_hold
             return run_legal_hold(settings, args, _actor())
+        if args.command in ("retention", "privacy"):
+            from collector.retention.cli import run_privacy, run_retention_cmd
+            return (run_retention_cmd if args.command == "retention" else run_privacy)(settings, args, _actor())
         from collector.people.cli import run_api_token
         return run_api_token(settings, args, _actor())
     except RulesError as exc:

@@ -130,6 +130,7 @@ def build_services(settings: CollectorSettings, store: Store | None = None) -> B
     app.state.cases = CaseConfig(max_attachment_bytes=settings.cases.max_attachment_bytes)
     app.state.agreements = agreements_cfg  # trust roots and the TSA (collector/agreements)
     app.state.retention_days = settings.retention_days  # the monitoring notice says how long events are kept
+    app.state.retention_policy = settings.retention_policy()  # the /privacy page shows the periods in force
     return Built(store, ingest, detection, enrollment, people, signer, background, app, servers, ca,
                  rules=rules, rules_file=settings.rules_file, notifier=notifier, handoff=handoff)
 

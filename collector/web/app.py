@@ -18,6 +18,8 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
+from collector.agreements import pages as agreements_pages
+from collector.agreements import views as agreements_views
 from collector.alerts import pages as alerts_pages
 from collector.alerts import views as alerts_views
 from collector.audit import views as audit_views
@@ -31,7 +33,10 @@ from collector.notify import views as notify_views
 from collector.people import views as people_views
 from collector.people.models import User
 from collector.people.service import PeopleService
+from collector.policy import pages as policy_pages
+from collector.policy import views as policy_views
 from collector.privacy import views as privacy_views
+from collector.privacy import pages as privacy_pages
 from collector.storage.base import Store, StoreUnavailable
 from collector.web.deps import LoginRequired, Services, require, session_user
 from collector.web.security import SecurityMiddleware
@@ -41,7 +46,8 @@ __all__ = ["create_app"]
 log = logging.getLogger("shoumi.collector.http")
 
 # where each role's work starts
-HOME_BY_ROLE: dict[str, str] = {"security_analyst": "/alerts", "auditor": "/alerts", "hr": "/cases", "it_admin": "/users"}
+HOME_BY_ROLE: dict[str, str] = {"security_analyst": "/alerts", "auditor": "/alerts", "hr": "/cases", "it_admin": "/users",
+                               "employee": "/me/notices"}
 
 
 def create_app(*, store: Store, people: PeopleService, enrollment: EnrollmentService | None = None,
@@ -146,4 +152,9 @@ def create_app(*, store: Store, people: PeopleService, enrollment: EnrollmentSer
     app.include_router(notify_views.router)  # GET /api/v1/notifications
     app.include_router(alerts_pages.router)  # /alerts, /alerts/{id} and their forms
     app.include_router(privacy_views.router)  # POST /api/v1/identities/reveal
+    app.include_router(privacy_pages.router)  # /privacy, /api/v1/privacy...: retention, holds, access requests
+    app.include_router(policy_views.router)  # /api/v1/policies..., /api/v1/agents/{id}/policy
+    app.include_router(policy_pages.router)  # /policies, /policies/{name} and their forms
+    app.include_router(agreements_views.router)  # /api/v1/agreements..., /api/v1/me/notices
+    app.include_router(agreements_pages.router)  # /agreements..., /me/notices
     return app
