@@ -149,6 +149,9 @@ def _loss(data: Mapping[str, Any], attachments: Sequence[Attachment]) -> dict[st
 
 
 def _agreement(data: Mapping[str, Any], case: Case, current: Mapping[str, HrRecord]) -> dict[str, Any]:
+    registry = data.get("registry")
+    if isinstance(registry, Mapping):  # picked from the agreements registry (collector/agreements): its evidence
+        data = {**registry, "clause": data.get("clause") or "compensation"}
     sha = _text(data, "document_sha256", label="the agreement's SHA-256", max_len=64).lower()
     if not _SHA256.match(sha):
         raise HrInputError("the agreement's SHA-256 must be 64 hexadecimal digits")
@@ -169,7 +172,10 @@ def _agreement(data: Mapping[str, Any], case: Case, current: Mapping[str, HrReco
             "signed_at": signed.isoformat(),
             "identity_check": _text(data, "identity_check", label="how the signer's identity was verified",
                                     max_len=500),
-            "clause": clause}
+            "clause": clause,
+            **({"agreement_record_id": int(registry["agreement_record_id"]), "platform": str(registry["platform"]),
+                "evidence_ref": str(registry["evidence_ref"]), "text_sha256": str(registry["text_sha256"])}
+               if isinstance(registry, Mapping) else {})}
 
 
 def _employee(data: Mapping[str, Any]) -> dict[str, Any]:

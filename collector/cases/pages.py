@@ -16,6 +16,7 @@ from typing import Any, Callable
 from fastapi import APIRouter, Depends, File, HTTPException, Query, Request, UploadFile
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from collector.agreements.service import offers_for_case as agreement_offers
 from collector.cases import service as svc_cases
 from collector.cases.hr import (APPEAL_DAYS_SOURCE, DEFAULT_APPEAL_DAYS, REGIONS, current_records, format_fen,
                                missing_for_confirmation)
@@ -104,11 +105,14 @@ def _page(request: Request, svc: Services, user: User, case_id: int, template: s
         detail = case_detail(tx, case, role=user.role)
         records = current_records(tx.hr_records(case_id))
         missing = missing_for_confirmation(records, tx.list_attachments(case_id))
+        employee = records.get(HrKind.EMPLOYEE.value)
+        offers = agreement_offers(tx, subject_user=case.subject_user, incident_first_ns=case.incident_first_ns,
+                                  employee_ids=[str(employee.data["employee_id"])] if employee else [])
     current = {k: dict(r.data) for k, r in records.items()}
     if HrKind.EMPLOYEE.value in current and not allowed(user.role, "cases:hr"):
         current[HrKind.EMPLOYEE.value]["name"] = None
     return render(request, template, {**_COMMON, "case": detail, "current": current, "error": error,
-                                      "form": form or {}, "missing": missing,
+                                      "form": form or {}, "missing": missing, "agreement_offers": offers,
                                       "hr_editable": _hr_editable(detail), "revealed": revealed,
                                       "max_mb": case_config(request).max_attachment_bytes // (1024 * 1024)},
                   user=user, status_code=status)

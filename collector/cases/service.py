@@ -310,6 +310,19 @@ def attach(*, tx: CaseTx, case_id: int, filename: str, content: bytes, content_t
     return made
 
 
+def _registry_agreement(tx: Any, record_id: Any) -> dict[str, Any]:
+    """A signed agreement on record (collector/agreements), as HR's agreement record takes it; 422 if it backs nothing."""
+    from collector.agreements.service import AgreementError, record_for_case
+
+    text = str(record_id).strip()
+    if not (text.isascii() and text.isdigit() and 0 < int(text) < 2**63):
+        raise CaseError(422, "choose a signed agreement on record")
+    try:
+        return record_for_case(tx, int(text))
+    except AgreementError as exc:
+        raise CaseError(exc.status, str(exc)) from exc
+
+
 def record_hr(*, tx: CaseTx, case_id: int, kind: str, data: Mapping[str, Any], actor: str, role: str,
               now_ns: int) -> HrRecord:
     """Records one of HR's records (loss, agreement, employee, notice, appeal, decision) after checking it."""
@@ -330,6 +343,8 @@ def record_hr(*, tx: CaseTx, case_id: int, kind: str, data: Mapping[str, Any], a
         raise CaseError(409, why)
     records = tx.hr_records(case.id)
     current = hr.current_records(records)
+    if kind == HrKind.AGREEMENT.value and data.get("agreement_record_id") not in (None, ""):
+        data = {**data, "registry": _registry_agreement(tx, data["agreement_record_id"])}
     try:
         data_kept = hr.check_record(kind=kind, data=data, case=case, attachments=tx.list_attachments(case.id),
                                     current=current, now_ns=now_ns)

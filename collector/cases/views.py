@@ -95,6 +95,8 @@ class HrRecordRequest(BaseModel):
     signed_at: str | None = Field(None, max_length=40)
     identity_check: str | None = Field(None, max_length=500)
     clause: str | None = Field(None, max_length=32)
+    agreement_record_id: int | None = Field(None, ge=1, le=MAX_ID, description="a signed agreement on record "
+                                            "(GET /api/v1/agreements/people/{employee}); replaces the typed fields")
     employee_id: str | None = Field(None, max_length=64)
     name: str | None = Field(None, max_length=64)
     region: str | None = Field(None, max_length=16)
