@@ -162,8 +162,10 @@ class _Ingest:
                     break
                 ack = await self.calls.run_mapped(context, pending)
                 window.release()
+                policies = self.service.policies  # what the agent is still to apply: a dict look-up, no query
                 yield events_pb2.Ack(agent_id=ack.agent_id, epoch=ack.epoch, acked_seq=ack.acked_seq,
-                                     batch_hash=ack.batch_hash)
+                                     batch_hash=ack.batch_hash,
+                                     policy=policies.pending(ack.agent_id) if policies is not None else None)
         finally:
             reader.cancel()
             while not ahead.empty():  # answers nobody will read now (the stream ended): retrieved, not warned of
@@ -291,6 +293,7 @@ class _Enrollment:
         self.calls = calls
         self.ingest_port = ingest_port
         self.limits = limits
+        self.policy_key: Callable[[], bytes] = lambda: b""  # the key agents pin for pushed policies (set at start)
 
     def enroll_handler(self) -> grpc.GenericRpcHandler:
         return grpc.method_handlers_generic_handler("shoumi.v1.EnrollmentService", {
@@ -328,7 +331,8 @@ class _Enrollment:
             await context.abort(getattr(grpc.StatusCode, done.status), str(done))
         return ingest_pb2.EnrollResponse(
             agent_id=done.agent_id, client_certificate_pem=done.certificate.pem if done.certificate else b"",
-            ca_certificate_pem=done.ca_pem, ingest_port=self.ingest_port())
+            ca_certificate_pem=done.ca_pem, ingest_port=self.ingest_port(),
+            policy_public_key=self.policy_key())
 
     async def renew(self, request: ingest_pb2.RenewRequest,
                     context: grpc.aio.ServicerContext[Any, Any]) -> ingest_pb2.RenewResponse:
@@ -385,6 +389,7 @@ class GrpcServers:
                                                     ("grpc.server.max_pending_requests_hard_limit", 40_000)])
         self.ingest_servicer = _Ingest(ingest, calls, require_certificate=tls is not None, limits=limits)
         enroll = _Enrollment(enrollment, store, calls, ingest_port=lambda: self.listeners.agent_port, limits=limits)
+        enroll.policy_key = lambda: ingest.policies.public_key if ingest.policies is not None else b""
         agents.add_generic_rpc_handlers((self.ingest_servicer.handler(), enroll.renew_handler()))
         self._servers.append(agents)
         if tls is None:

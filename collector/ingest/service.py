@@ -43,6 +43,7 @@ from collector.fleet.liveness import heard_from
 from collector.ingest.admission import TAMPER_REASONS, Known, Offered, Redelivered, Refuse, admit
 from collector.ingest.codec import decode_events
 from collector.ingest.gate import WriteGate
+from collector.policy.delivery import PolicyDelivery
 from collector.storage.base import ChainConflict, Store, StoreError, Transaction
 
 __all__ = ["IngestError", "IngestService", "AckValue", "StreamState"]
@@ -130,6 +131,7 @@ class IngestService:
         self.counters: Counter[str] = Counter()
         self._keys: dict[str, Ed25519PublicKey] = {}
         self.spool_depths: dict[str, int] = {}  # agent id -> events in its spool, as its last heartbeat said
+        self.policies: PolicyDelivery | None = None  # pushed policies and agents' reports of them (wiring sets it)
         self.max_group = max_group
         self.write_gate = write_gate or WriteGate(None)  # SQLite: taken in turn with the detection worker
         self._offers: queue.SimpleQueue[_Offer | None] = queue.SimpleQueue()
@@ -389,6 +391,10 @@ class IngestService:
                                    offered.prev_hash, bytes(batch.signature), offer.canonical, received),
                        events, expected_head=decision.head)
         fleet.record_heard(tx=tx, agent=known.agent, heard=heard_from(events, received_ns=received))
+        fleet.record_health(tx=tx, agent=known.agent, events=events, received_ns=received,
+                            skew_ns=batch.created_unix_ns - (offer.arrived_ns or received))  # heartbeats only
+        if self.policies is not None:  # policy.applied / policy.refused / heartbeats naming another policy
+            self.policies.observe(tx, batch.agent_id, events)
         if known.head is not None and known.head.epoch != batch.epoch:
             raise_alert(tx=tx, rule="agent_epoch_reset", severity="medium", agent_id=batch.agent_id, now_ns=received,
                         summary=(f"agent {batch.agent_id} started epoch {batch.epoch} after epoch "
