@@ -121,6 +121,10 @@ class AgentArea(Protocol):
     def open_agent_alerts(self, *, agent_ids: Sequence[str], rules: Sequence[str]) -> dict[str, tuple[tuple[str, int], ...]]:
         """Each agent's open alerts of these rules as (rule, alert id), newest first; agents without any absent."""
         ...
+    def recent_agent_events(self, *, agent_id: str, kinds: Sequence[str], scan: int, limit: int) -> Sequence[StoredEvent]:
+        """Of an agent's newest ``scan`` events (in chain order), those of these kinds, newest first, at most
+        ``limit``: its heartbeat and gap history, at a bounded cost however busy the agent is."""
+        ...
 
 
 class CertificateArea(Protocol):

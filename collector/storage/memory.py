@@ -345,6 +345,12 @@ class MemoryTransaction(_AgreementsMemory, MemoryPolicies):
                 out.setdefault(a.agent_id, []).append((a.rule, alert_id))
         return {k: tuple(v) for k, v in sorted(out.items())}
 
+    def recent_agent_events(self, *, agent_id: str, kinds: Sequence[str], scan: int, limit: int) -> Sequence[StoredEvent]:
+        """Of the agent's newest ``scan`` events, those of these kinds, newest first."""
+        newest = sorted((e for e in self.s.events.values() if e.agent_id == agent_id),
+                        key=lambda e: (e.epoch, e.seq), reverse=True)[:scan]
+        return [e for e in newest if e.kind in kinds][:limit]
+
     def add_certificate(self, *, serial: int, agent_id: str, not_before_ns: int, not_after_ns: int) -> None:
         """Records a certificate."""
         if serial in self.s.certificates:

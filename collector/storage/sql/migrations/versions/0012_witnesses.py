@@ -1,12 +1,16 @@
-"""Witnessed tree heads: cosignatures and the witnesses the collector knows (issue 12).
+"""Witnessed tree heads: the cosignatures witnesses gave on the collector's signed tree heads (issue 12).
 
-Reserved: filled by the work on that issue; until then it changes nothing.
+One row per witness and tree size; collector/evidence/witnesses.py writes them, the case evidence
+bundle carries them.
 
 Revision ID: 0012
 Revises: 0011
 """
 
 from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
 
 revision = "0012"
 down_revision = "0011"
@@ -15,8 +19,19 @@ depends_on = None
 
 
 def upgrade() -> None:
-    pass
+    op.create_table(
+        "witness_cosignatures",
+        sa.Column("witness", sa.String(128), primary_key=True),
+        sa.Column("tree_size", sa.BigInteger, primary_key=True, autoincrement=False),
+        sa.Column("witness_key_id", sa.LargeBinary, nullable=False),
+        sa.Column("root_hash", sa.LargeBinary, nullable=False),
+        sa.Column("cosigned_at", sa.BigInteger, nullable=False),
+        sa.Column("signature", sa.LargeBinary, nullable=False),
+        sa.Column("received_at_ns", sa.BigInteger, nullable=False),
+    )
+    op.create_index("ix_witness_cosignatures_size", "witness_cosignatures", ["tree_size"])
 
 
 def downgrade() -> None:
-    pass
+    op.drop_index("ix_witness_cosignatures_size", "witness_cosignatures")
+    op.drop_table("witness_cosignatures")

@@ -1,0 +1,1 @@
+"""Case evidence bundles a third party verifies offline, and witnessed tree heads (issue 12)."""
