@@ -132,6 +132,18 @@ class TreeHeadSigner:
         self.clock = clock
         self.max_leaves_per_head = max_leaves_per_head
         self._builder: TreeBuilder | None = None  # the tree as of the last head we saw
+        # gives the latest head to the witnesses (collector/evidence/witnesses.py); None: no witnesses
+        self.witnesses: Callable[[], object] | None = None
+
+    def sign_and_witness(self) -> SignedTreeHead | None:
+        """Signs a new head if the tree grew, then gives the latest head to every witness behind it."""
+        head = self.sign_if_grown()
+        if self.witnesses is not None:
+            try:
+                self.witnesses()
+            except Exception:  # a witness or the store away must not stop signing: tried again next time
+                log.exception("giving the tree head to the witnesses failed")
+        return head
 
     def sign_if_grown(self) -> SignedTreeHead | None:
         """Signs a new tree head if batches were stored since the last one; returns it, or None."""

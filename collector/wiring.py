@@ -15,6 +15,7 @@ from collector.detection.models import ReadBurst, RuleSet
 from collector.detection.config import RulesError, load_rules, summarize
 from collector.detection.service import DetectionStage
 from collector.enrollment.service import EnrollmentService
+from collector.evidence.witnesses import submitter_for
 from collector.fleet import service as fleet
 from collector.ingest.gate import WriteGate
 from collector.ingest.grpc_server import GrpcServers, Limits, Listeners, TlsMaterial
@@ -103,6 +104,8 @@ def build_services(settings: CollectorSettings, store: Store | None = None) -> B
                       handshake_timeout_s=settings.handshake_timeout_seconds),
     )
     signer = TreeHeadSigner(store, load_or_create_tree_key(settings.data_dir))
+    witnesses = submitter_for(store, settings)  # collector/evidence/witnesses.py: cosigned heads
+    signer.witnesses = witnesses.run_once if witnesses is not None else None
     ingest.policies = PolicyDelivery(store, load_or_create_policy_key(settings.data_dir))  # pushed on the Acks
     ingest.policies.refresh_quietly()
     background = Periodic()
@@ -169,7 +172,7 @@ def check_silence(store: Store) -> None:
 def sign_tree_head(signer: TreeHeadSigner, store: Store) -> None:
     """Signs a new tree head; if the stored tree no longer matches the last head, says so loudly."""
     try:
-        signer.sign_if_grown()
+        signer.sign_and_witness()
     except TreeInconsistent as exc:
         log.error("the stored Merkle tree does not match its last signed head: %s", exc)
         with store.transaction() as tx:
