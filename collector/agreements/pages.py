@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 from fastapi import APIRouter, Depends, File, HTTPException, Request, UploadFile
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from starlette.concurrency import run_in_threadpool
 
 from collector.agreements import service as svc_ag
 from collector.agreements.models import PLATFORMS, TemplateKind, default_notice_text
@@ -151,9 +152,10 @@ async def import_form(request: Request, employee_id: EmployeeId, file: UploadFil
         raw = f.get("version_id", "")
         if not (raw.isascii() and raw.isdigit() and 1 <= int(raw) <= MAX_ID):
             raise AgreementError(422, "choose the agreement version the PDF is a signed copy of")
-        import_signed(svc, cfg, employee_id=employee_id, version_id=int(raw), content=content,
-                      platform=f.get("platform", ""), evidence_ref=f.get("evidence_ref", ""),
-                      identity_check=f.get("identity_check", ""), actor=user.username)
+        # pyHanko and the store are synchronous: off the event loop
+        await run_in_threadpool(lambda: import_signed(
+            svc, cfg, employee_id=employee_id, version_id=int(raw), content=content, platform=f.get("platform", ""),
+            evidence_ref=f.get("evidence_ref", ""), identity_check=f.get("identity_check", ""), actor=user.username))
     except HTTPException as exc:
         return _person_page(request, svc, user, employee_id, error=str(exc.detail), form=f, status=exc.status_code)
     except AgreementError as exc:
@@ -193,9 +195,10 @@ async def acknowledge_form(request: Request, version_id: Id, user: User = Depend
     """Acknowledges the text as shown (its hash comes with the form); sealed by the TSA, or retried later."""
     f = await _form(request)
     try:
-        acknowledge_and_seal(svc, agreement_config(request), account=user.username, version_id=version_id,
-                             shown_sha256=f.get("text_sha256", "").strip().lower(),
-                             session_token=request.cookies.get(SESSION_COOKIE, ""))
+        cfg, token = agreement_config(request), request.cookies.get(SESSION_COOKIE, "")
+        await run_in_threadpool(lambda: acknowledge_and_seal(  # the TSA call and the store, off the event loop
+            svc, cfg, account=user.username, version_id=version_id,
+            shown_sha256=f.get("text_sha256", "").strip().lower(), session_token=token))
     except AgreementError as exc:
         return _notices_page(request, svc, user, error=str(exc), status=exc.status)
     return _back("/me/notices")

@@ -45,7 +45,7 @@ def _name(cn: str) -> x509.Name:
 
 def _cert(subject: str, key: rsa.RSAPrivateKey, issuer: x509.Name, issuer_key: rsa.RSAPrivateKey, *, ca: bool,
           eku: list[x509.ObjectIdentifier] | None = None, days: int = 3650) -> x509.Certificate:
-    now = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=1)
+    now = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=400)  # timestamps in the past fall inside
     b = (x509.CertificateBuilder().subject_name(_name(subject)).issuer_name(issuer).public_key(key.public_key())
          .serial_number(x509.random_serial_number()).not_valid_before(now).not_valid_after(now + dt.timedelta(days=days))
          .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
@@ -126,12 +126,13 @@ def sign_pdf(pdf: bytes, pki: TestPki, *, tsa_url: str | None) -> bytes:
 class LocalTsa:
     """An RFC 3161 timestamp authority over HTTP on 127.0.0.1, written for the tests."""
 
-    def __init__(self, pki: TestPki, port: int = 0) -> None:
+    def __init__(self, pki: TestPki, port: int = 0, fixed_dt: dt.datetime | None = None) -> None:
         from pyhanko.sign.timestamps.dummy_client import DummyTimeStamper
         from pyhanko_certvalidator.registry import SimpleCertificateStore
 
         self.stamper = DummyTimeStamper(tsa_cert=_asn1_cert(pki.tsa_cert), tsa_key=_asn1_key(pki.tsa_key),
-                                        certs_to_embed=SimpleCertificateStore.from_certs([_asn1_cert(pki.ca_cert)]))
+                                        certs_to_embed=SimpleCertificateStore.from_certs([_asn1_cert(pki.ca_cert)]),
+                                        fixed_dt=fixed_dt)
         self.requests = 0
         self._port = port
         self._server: http.server.ThreadingHTTPServer | None = None
