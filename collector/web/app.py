@@ -28,6 +28,7 @@ from collector.cases import views as cases_views
 from collector.detection.service import DetectionStage
 from collector.enrollment.service import EnrollmentService
 from collector.events import views as events_views
+from collector.fleet import pages as fleet_pages
 from collector.fleet import views as fleet_views
 from collector.notify import views as notify_views
 from collector.people import views as people_views
@@ -157,4 +158,5 @@ def create_app(*, store: Store, people: PeopleService, enrollment: EnrollmentSer
     app.include_router(policy_pages.router)  # /policies, /policies/{name} and their forms
     app.include_router(agreements_views.router)  # /api/v1/agreements..., /api/v1/me/notices
     app.include_router(agreements_pages.router)  # /agreements..., /me/notices
+    app.include_router(fleet_pages.router)  # /fleet, /fleet/agents/{id}, /fleet/tokens
     return app

@@ -16,8 +16,10 @@ from collector.domain.records import Page
 from collector.enrollment.models import EnrollToken, token_state
 from collector.fleet.models import STATUSES, AgentHealth, AgentQuery, AgentRecord, FleetRow
 from collector.storage.base import AlreadyExists
+from collector.events.models import StoredEvent
+from collector.storage.sql.batches import event_from_row
 from collector.storage.sql.raw import RawCursor
-from collector.storage.sql.schema import agent_health, agent_labels, agents, alerts, certificates, enroll_tokens
+from collector.storage.sql.schema import agent_health, agent_labels, agents, alerts, certificates, enroll_tokens, events
 
 __all__ = ["AgentsSql"]
 
@@ -229,6 +231,14 @@ class AgentsSql:
         for agent_id, rule, alert_id in rows:
             out.setdefault(agent_id, []).append((rule, int(alert_id)))
         return {k: tuple(v) for k, v in out.items()}
+
+    def recent_agent_events(self, *, agent_id: str, kinds: Sequence[str], scan: int, limit: int) -> Sequence[StoredEvent]:
+        """Of the agent's newest ``scan`` events (backwards on its chain index), those of these kinds, newest first."""
+        newest = (sa.select(events).where(events.c.agent_id == agent_id)
+                  .order_by(events.c.epoch.desc(), events.c.seq.desc()).limit(scan).subquery())
+        query = (sa.select(newest).where(newest.c.kind.in_(list(kinds)))
+                 .order_by(newest.c.epoch.desc(), newest.c.seq.desc()).limit(limit))
+        return [event_from_row(r) for r in self._conn.execute(query).all()]
 
     def add_certificate(self, *, serial: int, agent_id: str, not_before_ns: int, not_after_ns: int) -> None:
         """Records a client certificate issued to an agent."""

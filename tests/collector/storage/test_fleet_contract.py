@@ -181,3 +181,18 @@ def test_open_alerts_of_agents_by_rule(any_store: Any) -> None:
                                       rules=["agent_silent", "capture_gap", "certificate_expiring"])
     assert got == {"a1": (("capture_gap", g1), ("agent_silent", s1)), "a3": (("certificate_expiring", c3),)}
     assert any_store.open_agent_alerts(agent_ids=[], rules=["agent_silent"]) == {}
+
+
+def test_recent_agent_events_reads_a_bounded_tail_newest_first(any_store: Any) -> None:
+    from collector.events.models import StoredBatch, StoredEvent
+
+    kinds = ["file.read", "agent.heartbeat", "file.read", "agent.capture_gap", "agent.heartbeat", "file.read"]
+    events = [StoredEvent(agent_id="a1", epoch=1, seq=i + 1, id=f"e{i}", kind=k, time_ns=100 + i, path="", user="",
+                          attributes={"n": i}) for i, k in enumerate(kinds)]
+    any_store.store_batch(StoredBatch("a1", 1, 1, 6, b"h" * 32, bytes(32), b"s" * 64, b"c", 5), events,
+                          expected_head=None)
+    want = ["agent.heartbeat", "agent.capture_gap"]
+    assert [e.seq for e in any_store.recent_agent_events(agent_id="a1", kinds=want, scan=100, limit=10)] == [5, 4, 2]
+    assert [e.seq for e in any_store.recent_agent_events(agent_id="a1", kinds=want, scan=3, limit=10)] == [5, 4]
+    assert [e.seq for e in any_store.recent_agent_events(agent_id="a1", kinds=want, scan=100, limit=1)] == [5]
+    assert any_store.recent_agent_events(agent_id="a2", kinds=want, scan=100, limit=10) == []
