@@ -15,6 +15,7 @@ from collector.detection.models import ReadBurst, RuleSet
 from collector.detection.config import RulesError, load_rules, summarize
 from collector.detection.service import DetectionStage
 from collector.enrollment.service import EnrollmentService
+from collector.evidence.views import EvidenceConfig
 from collector.evidence.witnesses import submitter_for
 from collector.fleet import service as fleet
 from collector.ingest.gate import WriteGate
@@ -131,6 +132,7 @@ def build_services(settings: CollectorSettings, store: Store | None = None) -> B
                      detection=detection, open_streams=servers.open_streams, spool_depths=ingest.spool_depths)
     app.state.policies = ingest.policies  # views refresh it after a change
     app.state.cases = CaseConfig(max_attachment_bytes=settings.cases.max_attachment_bytes)
+    app.state.evidence = EvidenceConfig(settings.data_dir, [w.key() for w in settings.witnesses])
     app.state.agreements = agreements_cfg  # trust roots and the TSA (collector/agreements)
     app.state.retention_days = settings.retention_days  # the monitoring notice says how long events are kept
     app.state.retention_policy = settings.retention_policy()  # the /privacy page shows the periods in force

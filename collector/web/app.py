@@ -28,6 +28,7 @@ from collector.cases import views as cases_views
 from collector.detection.service import DetectionStage
 from collector.enrollment.service import EnrollmentService
 from collector.events import views as events_views
+from collector.evidence import views as evidence_views
 from collector.fleet import pages as fleet_pages
 from collector.fleet import views as fleet_views
 from collector.notify import views as notify_views
@@ -153,6 +154,7 @@ def create_app(*, store: Store, people: PeopleService, enrollment: EnrollmentSer
     app.include_router(notify_views.router)  # GET /api/v1/notifications
     app.include_router(alerts_pages.router)  # /alerts, /alerts/{id} and their forms
     app.include_router(privacy_views.router)  # POST /api/v1/identities/reveal
+    app.include_router(evidence_views.router)  # case evidence bundles and their report (collector/evidence)
     app.include_router(privacy_pages.router)  # /privacy, /api/v1/privacy...: retention, holds, access requests
     app.include_router(policy_views.router)  # /api/v1/policies..., /api/v1/agents/{id}/policy
     app.include_router(policy_pages.router)  # /policies, /policies/{name} and their forms
