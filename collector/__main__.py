@@ -10,6 +10,7 @@
     shoumi-collector retention run|status --data-dir DIR           (collector/retention/cli.py)
     shoumi-collector privacy export EMPLOYEE --out FILE --reason TEXT --data-dir DIR
     shoumi-collector case export CASE_ID --out BUNDLE.zip --data-dir DIR      (collector/evidence/cli.py)
+    shoumi-collector policy set|assign|list|show ... --data-dir DIR   (collector/policy/cli.py)
     shoumi-collector rules check FILE          (exit 0: valid, the rules in force; 2: FILE:LINE: KEY: message)
 """
 
@@ -347,6 +348,8 @@ def _parser() -> argparse.ArgumentParser:
     from collector.retention.cli import add_legal_hold_parser, add_retention_parsers
     add_legal_hold_parser(sub, store_args)
     add_retention_parsers(sub, store_args)  # retention run|status, privacy export
+    from collector.policy.cli import add_policy_parser
+    add_policy_parser(sub, store_args)  # policy set|assign|list|show
     from collector.evidence.cli import add_case_parser
     add_case_parser(sub, store_args)  # case export CASE_ID --out BUNDLE.zip
     return parser
@@ -387,6 +390,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "case":
             from collector.evidence.cli import run_case
             return run_case(settings, args, _actor())
+        if args.command == "policy":
+            from collector.policy.cli import run_policy
+            return run_policy(settings, args, _actor())
         if args.command == "legal-hold":
             from collector.retention.cli import run_legal_hold
             return run_legal_hold(settings, args, _actor())

@@ -53,6 +53,14 @@ def _when(ns: int | None) -> str:
     return format_ns(ns) if ns else ""
 
 
+def _form_of(document: str) -> dict[str, str]:
+    """The form's fields of a stored document; none for one that is not TOML (written past the API)."""
+    try:
+        return form_values(document)
+    except DocumentError:
+        return {}
+
+
 def _version_row(v: PolicyVersion) -> dict[str, Any]:
     return {"name": v.name, "version": v.version, "sha256": v.sha256, "author": v.author, "comment": v.comment,
             "created_at": format_ns(v.created_at_ns), "document": v.document}
@@ -128,7 +136,7 @@ def _detail(request: Request, svc: Services, user: User, name: str, *, version: 
                      "refused_version": s.refused_version if s and s.refused_name == name else None,
                      "refused_reason": s.refused_reason if s and s.refused_name == name else None,
                      "refused_at": _when(s.refused_at_ns) if s and s.refused_name == name else ""})
-    values = form or {**form_values(latest.document), "document": latest.document, "comment": "",
+    values = form or {**_form_of(latest.document), "document": latest.document, "comment": "",
                       "labels": "\n".join(a.label for a in mine),
                       "priority": str(max((a.priority for a in mine), default=0))}
     return render(request, "policy_detail.html", {
@@ -189,12 +197,8 @@ async def edit_by_toml(request: Request, name: str, user: User = Depends(require
                        svc: Services = Depends(services)) -> Response:
     """The next version from the TOML as typed."""
     typed = _typed(await request.form())
-    try:
-        shown = form_values(typed["document"])
-    except DocumentError:
-        shown = {}
     return _new_version(request, svc, user, name, document=typed["document"], comment=typed["comment"],
-                        typed={**typed, **shown}, editor="edit-toml")
+                        typed={**typed, **_form_of(typed["document"])}, editor="edit-toml")
 
 
 @router.post("/policies/{name}/assign")
@@ -215,7 +219,7 @@ async def assign_form(request: Request, name: str, user: User = Depends(require_
             raise HTTPException(404, str(exc)) from exc
         with svc.store.read() as tx:
             latest = tx.get_policy_version(name=name)
-        typed = {**(form_values(latest.document) if latest else {}), "document": latest.document if latest else "",
+        typed = {**(_form_of(latest.document) if latest else {}), "document": latest.document if latest else "",
                  "comment": "", "labels": _field(form, "labels"), "priority": priority_text}
         return _detail(request, svc, user, name, error=str(exc), error_key=exc.key, form=typed, status=exc.status)
     refresh_delivery(request)

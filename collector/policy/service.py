@@ -218,6 +218,8 @@ def _text(value: Any, limit: int = 64) -> str | None:
 def _number(value: Any) -> int | None:
     if isinstance(value, bool):
         return None
+    if isinstance(value, float) and value.is_integer():  # numbers may travel as doubles (a Struct's)
+        value = int(value)
     if isinstance(value, int) and 0 <= value < 2**63:
         return value
     if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) < 19:

@@ -146,7 +146,7 @@ def test_reports_are_recorded_only_when_they_change_and_a_refusal_alerts_once() 
     store = MemoryStore()
     with store.transaction() as tx:
         made, _ = _save(tx)
-        applied = _event("policy.applied", name="finance", version=1, sha256=made.sha256, source="collector")
+        applied = _event("policy.applied", name="finance", version=1.0, sha256=made.sha256, source="collector")
         state = policies.record_reports(tx=tx, agent_id="ws-1", events=[applied], now_ns=5)
         assert state is not None and (state.applied_name, state.applied_version) == ("finance", 1)
         beat = _event("agent.heartbeat", 2, policy_name="finance", policy_version=1, policy_sha256=made.sha256)
