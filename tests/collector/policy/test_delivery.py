@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from shoumi.signed_policy import verify_policy
+from shoumi.signed_policy import document_sha256, verify_policy
 
 from collector.events.models import StoredEvent
 from collector.fleet.models import AgentRecord
@@ -62,7 +62,6 @@ def test_a_pending_policy_is_resent_at_most_every_few_seconds_until_answered() -
     clock.now += 6
     sent = delivery.pending("ws-fin")
     assert sent is not None
-    from shoumi.signed_policy import document_sha256
     _report(store, delivery, "ws-fin", "policy.applied", name="finance", version=1,
             sha256=document_sha256(bytes(sent.document)), source="collector")
     clock.now += 60
