@@ -13,16 +13,16 @@ from collector.agreements.service import AgreementConfig
 from collector.storage import open_store
 
 from tests.collector.accounts.conftest import World, make_world
-from tests.collector.agreements.pki import LocalTsa, TestPki, make_pki
+from tests.collector.agreements.pki import LocalTsa, Pki, make_pki
 
 
 @pytest.fixture(scope="session")
-def pki() -> TestPki:
+def pki() -> Pki:
     return make_pki()
 
 
 @pytest.fixture
-def tsa(pki: TestPki) -> Iterator[LocalTsa]:
+def tsa(pki: Pki) -> Iterator[LocalTsa]:
     server = LocalTsa(pki)
     yield server
     server.stop()
@@ -31,7 +31,7 @@ def tsa(pki: TestPki) -> Iterator[LocalTsa]:
 @dataclass
 class AgWorld:
     w: World
-    pki: TestPki
+    pki: Pki
     tsa: LocalTsa
 
     def api(self, who: str, method: str, url: str, **kw: Any) -> Any:
@@ -58,14 +58,14 @@ class AgWorld:
         return {"nda": nda["id"], "nda_v": v1["id"], "notice": notice["id"], "notice_v": n1["id"]}
 
 
-def config(pki: TestPki, tsa: LocalTsa | None, *, max_upload: int = 10 * 1024 * 1024) -> AgreementConfig:
+def config(pki: Pki, tsa: LocalTsa | None, *, max_upload: int = 10 * 1024 * 1024) -> AgreementConfig:
     ca = pki.ca_cert.public_bytes(Encoding.DER)
     return AgreementConfig(trust_roots=(ca,), tsa_url=tsa.url if tsa else None, tsa_ca=ca, tsa_timeout_seconds=3,
                            seal_retry_seconds=30, max_upload_bytes=max_upload)
 
 
 @pytest.fixture
-def ag(tmp_path: Path, pki: TestPki, tsa: LocalTsa) -> Iterator[AgWorld]:
+def ag(tmp_path: Path, pki: Pki, tsa: LocalTsa) -> Iterator[AgWorld]:
     store = open_store(tmp_path / "collector")
     try:
         w = make_world(store)

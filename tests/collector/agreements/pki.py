@@ -22,11 +22,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-__all__ = ["TestPki", "make_pki", "minimal_pdf", "sign_pdf", "LocalTsa"]
+__all__ = ["Pki", "make_pki", "minimal_pdf", "sign_pdf", "LocalTsa"]
 
 
 @dataclass
-class TestPki:
+class Pki:
     ca_cert: x509.Certificate
     ca_key: rsa.RSAPrivateKey
     signer_cert: x509.Certificate
@@ -65,13 +65,13 @@ def _cert(subject: str, key: rsa.RSAPrivateKey, issuer: x509.Name, issuer_key: r
     return b.sign(issuer_key, hashes.SHA256())
 
 
-def make_pki(ca_name: str = "Shoumi Test CA") -> TestPki:
+def make_pki(ca_name: str = "Shoumi Test CA") -> Pki:
     """A CA, an employee's signing certificate and a TSA certificate (extended key usage: time stamping)."""
     ca_key, signer_key, tsa_key = (rsa.generate_private_key(public_exponent=65537, key_size=2048) for _ in range(3))
     ca = _cert(ca_name, ca_key, _name(ca_name), ca_key, ca=True)
     signer = _cert("张三 E-1001", signer_key, ca.subject, ca_key, ca=False)
     tsa = _cert("Shoumi Test TSA", tsa_key, ca.subject, ca_key, ca=False, eku=[ExtendedKeyUsageOID.TIME_STAMPING])
-    return TestPki(ca, ca_key, signer, signer_key, tsa, tsa_key)
+    return Pki(ca, ca_key, signer, signer_key, tsa, tsa_key)
 
 
 def minimal_pdf(text: str = "Confidentiality agreement v1") -> bytes:
@@ -106,7 +106,7 @@ def _asn1_key(key: rsa.RSAPrivateKey) -> asn1_keys.PrivateKeyInfo:
                                                            serialization.NoEncryption()))
 
 
-def sign_pdf(pdf: bytes, pki: TestPki, *, tsa_url: str | None) -> bytes:
+def sign_pdf(pdf: bytes, pki: Pki, *, tsa_url: str | None) -> bytes:
     """Signs the PDF as the employee with pyHanko (PAdES), timestamped by the TSA at ``tsa_url`` when given."""
     from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
     from pyhanko.sign import signers
@@ -126,7 +126,7 @@ def sign_pdf(pdf: bytes, pki: TestPki, *, tsa_url: str | None) -> bytes:
 class LocalTsa:
     """An RFC 3161 timestamp authority over HTTP on 127.0.0.1, written for the tests."""
 
-    def __init__(self, pki: TestPki, port: int = 0, fixed_dt: dt.datetime | None = None) -> None:
+    def __init__(self, pki: Pki, port: int = 0, fixed_dt: dt.datetime | None = None) -> None:
         from pyhanko.sign.timestamps.dummy_client import DummyTimeStamper
         from pyhanko_certvalidator.registry import SimpleCertificateStore
 
