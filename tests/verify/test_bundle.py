@@ -34,7 +34,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CaseWorld]:
 
 @pytest.fixture(scope="module")
 def bundle(world: CaseWorld) -> dict[str, bytes]:
-    return export(world).members
+    return export(world, with_report=True).members  # report.pdf included: it is a member like the others
 
 
 def test_the_bundle_verifies_and_says_what_it_checked(bundle: dict[str, bytes]) -> None:

@@ -83,3 +83,11 @@ def test_the_case_page_has_the_button_for_whom_it_may(app: tuple[CaseWorld, Test
     assert refused.status_code == 403
     missing = client.post("/cases/998/evidence", data={"csrf_token": session_csrf_token(session)})
     assert missing.status_code == 404 and "无法生成证据包" in missing.text
+
+
+def test_the_report_downloads_from_the_api(app: tuple[CaseWorld, TestClient, dict[str, str], PeopleService]) -> None:
+    world, client, tokens, _ = app
+    reply = client.post(f"/api/v1/cases/{world.case_id}/evidence-report",
+                        headers={"Authorization": f"Bearer {tokens['hana']}"})
+    assert reply.status_code == 200 and reply.headers["content-type"] == "application/pdf"
+    assert reply.content.startswith(b"%PDF-")

@@ -1,0 +1,48 @@
+"""The arbitrator's report: in the bundle (under the manifest), in Chinese, with the case, its timeline and
+what was verified and how; and downloadable from the case page."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+from pypdf import PdfReader
+
+from collector.evidence import report
+from shoumi_verify.check import verify_bundle
+
+from tests.collector.evidence.world import build_case, export
+from tests.verify.tamper import failure, flip
+
+
+def _text(pdf: bytes) -> str:
+    return "".join(page.extract_text() or "" for page in PdfReader(io.BytesIO(pdf)).pages)
+
+
+def test_the_report_is_in_the_bundle_and_says_the_case_in_chinese(tmp_path: Path) -> None:
+    world = build_case(tmp_path / "collector", batches=2)
+    try:
+        made = export(world, with_report=True)
+    finally:
+        world.store.close()
+    pdf = made.members["report.pdf"]
+    assert pdf.startswith(b"%PDF-")
+    verify_bundle(made.members)  # listed in the manifest with its hash
+    changed = {**made.members, "report.pdf": flip(pdf)}
+    assert (failure(changed) or AssertionError("passed")).code == "member.hash"  # type: ignore[union-attr]
+    text = "".join(_text(pdf).split())
+    for needed in ("案件证据报告", "设计图纸外传", "时间线", "读取文件", "/srv/design/plan-1.dwg", "上传附件",
+                   "可以核验什么", "哈希链", "默克尔树", "shoumi-verify", "第二十四条", "没有见证者副署"):
+        assert needed in text, needed
+
+
+def test_a_long_timeline_is_cut_and_says_where_the_rest_is(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    world = build_case(tmp_path / "collector", batches=2)
+    try:
+        members = export(world).members
+    finally:
+        world.store.close()
+    monkeypatch.setattr(report, "MAX_TIMELINE", 2)
+    text = "".join(_text(report.report_pdf(members)).split())
+    assert "……另有" in text and "events.json" in text
