@@ -687,6 +687,15 @@ class Sampler(threading.Thread):
         self._halt.set()
         self.join(timeout=2)
 
+    def cpu_s(self, t0: float, t1: float) -> tuple[float, float]:
+        """CPU seconds of the collector process and of its child processes (the detection worker) between t0
+        and t1 (the samples nearest inside), robust to a loaded machine, unlike wall-clock rates."""
+        def spent(samples: Sequence[tuple[Any, ...]]) -> float:
+            inside = [s for s in samples if t0 <= s[0] <= t1]
+            return inside[-1][1] - inside[0][1] if len(inside) > 1 else float("nan")
+
+        return spent(self.samples), spent(self.worker_cpu)
+
     def window(self, t0: float, t1: float) -> dict[str, float]:
         inside = [s for s in self.samples if t0 <= s[0] <= t1]
         if len(inside) < 2:
@@ -1100,8 +1109,20 @@ def run_store_phase(ctx: Any, target: Target, tokens: list[str], args: argparse.
         lag_end = det1[0] - det1[1]
     caught_up = probe.wait_caught_up(end, args.detection_wait) if det1 else None
     lags = [s[1] - s[2] for s in probe.samples if t0 <= s[0] <= end]
+    # CPU per 1,000 events: serve over the window's stored events; the worker from the window's start until
+    # it caught up, over the events it ran over in that span (its lag at the start is worked off in it too)
+    serve_s, _ = sampler.cpu_s(t0, end)
+    serve_ms = round(1e6 * serve_s / acked_in, 2) if acked_in else None
+    worker_ms = None
+    if det0 and _detecting():
+        t_done = end + (caught_up if caught_up is not None else args.detection_wait)
+        det_done = probe.at(t_done)
+        _, worker_s = sampler.cpu_s(t0, t_done + 0.3)
+        detected = (det_done[1] - det0[1]) if det_done else 0
+        worker_ms = round(1e6 * worker_s / detected, 2) if detected > 0 and worker_s == worker_s else None
     return {
         "detected_per_s": detected_per_s, "detection_lag_events_at_end": lag_end, "detection_caught_up_s": caught_up,
+        "serve_cpu_ms_per_1k": serve_ms, "worker_cpu_ms_per_1k": worker_ms,
         "detection_lag_max_events": max(lags, default=None),
         "detection_lag_mean_events": round(sum(lags) / len(lags)) if lags else None,
         "events_per_s": round(acked_in / (end - t0)) if end > t0 else 0, "acked": acked_all,
@@ -1220,6 +1241,73 @@ def run_streams_phase(ctx: Any, target: Target, store_tokens: list[str], late_to
     }
 
 
+DETECTION_COST_LIMIT = 0.20  # issue 9: detection may cost at most a fifth of the ingest rate
+
+
+def _median(values: Sequence[float]) -> float:
+    ordered = sorted(values)
+    n = len(ordered)
+    return float("nan") if not n else (ordered[n // 2] if n % 2 else (ordered[n // 2 - 1] + ordered[n // 2]) / 2)
+
+
+def compare_detection(rounds: int) -> int:
+    """Runs this bench with detection off and on in turn (off, on, off, on, ...: the same time window, so
+    a loaded machine weighs on both alike), then prints the medians, the cost of detection in events/s and
+    in CPU per 1,000 events, and one JSON line."""
+    argv, skip = [], False
+    for a in sys.argv[1:]:  # the same arguments, without --compare-detection N
+        if skip:
+            skip = False
+            continue
+        if a == "--compare-detection":
+            skip = True
+            continue
+        if a.startswith("--compare-detection="):
+            continue
+        argv.append(a)
+    runs: dict[bool, list[dict[str, Any]]] = {False: [], True: []}
+    for i in range(rounds):
+        for on in (False, True):
+            env = dict(os.environ, SHOUMI_COLLECTOR_DETECTION_ENABLED="true" if on else "false")
+            print(f"--- round {i + 1}/{rounds}, detection {'on' if on else 'off'} ---", flush=True)
+            done = subprocess.run([sys.executable, str(Path(__file__).resolve()), *argv], env=env,
+                                  capture_output=True, text=True)
+            lines = done.stdout.splitlines()
+            print("\n".join(x for x in lines if x.startswith(("  stored", "  CPU per", "  detection stage"))), flush=True)
+            found = [json.loads(x) for x in lines if x.startswith("{")]
+            if done.returncode != 0 or not found:
+                print(done.stdout[-2000:], done.stderr[-4000:], file=sys.stderr)
+                return 1
+            runs[on].append(found[-1])
+
+    def med(on: bool, key: str) -> float:
+        return _median([r[key] for r in runs[on] if isinstance(r.get(key), (int, float))])
+
+    eps_off, eps_on = med(False, "events_per_s"), med(True, "events_per_s")
+    serve_off, serve_on, worker = (med(False, "serve_cpu_ms_per_1k"), med(True, "serve_cpu_ms_per_1k"),
+                                   med(True, "worker_cpu_ms_per_1k"))
+    rate_cost = 1 - eps_on / eps_off if eps_off else float("nan")
+    cpu_cost = (serve_on + worker - serve_off) / serve_off if serve_off else float("nan")
+    print()
+    print(f"detection off vs on, {rounds} round(s) each in turn, medians:")
+    print(f"  events/s: off {eps_off:,.0f}, on {eps_on:,.0f} (each: off {[r['events_per_s'] for r in runs[False]]}, "
+          f"on {[r['events_per_s'] for r in runs[True]]})")
+    print(f"  detection costs {rate_cost:.0%} of the ingest rate  (limit <= {DETECTION_COST_LIMIT:.0%}: "
+          f"{_mark(rate_cost <= DETECTION_COST_LIMIT)}); goal >= {GOAL_EVENTS_PER_S:,} events/s with detection on: "
+          f"{_mark(eps_on >= GOAL_EVENTS_PER_S)}")
+    print(f"  CPU per 1,000 events: serve off {serve_off:.1f} ms, serve on {serve_on:.1f} ms, detection worker "
+          f"{worker:.1f} ms: detection adds {cpu_cost:.0%} to ingest's CPU (serve on + worker - serve off, over serve "
+          f"off; the machine's load does not change it)")
+    out = {"compare_detection": rounds, "events_per_s_off": round(eps_off), "events_per_s_on": round(eps_on),
+           "detection_rate_cost": round(rate_cost, 3), "detection_cpu_cost": round(cpu_cost, 3),
+           "serve_cpu_ms_per_1k_off": serve_off, "serve_cpu_ms_per_1k_on": serve_on, "worker_cpu_ms_per_1k": worker,
+           "p99_ack_ms_on": med(True, "p99_ack_ms"), "backend": runs[True][0]["backend"],
+           "events_per_batch": runs[True][0]["events_per_batch"], "agents": runs[True][0]["agents"],
+           "goals_met": {"events_per_s": eps_on >= GOAL_EVENTS_PER_S, "detection_cost": rate_cost <= DETECTION_COST_LIMIT}}
+    print(json.dumps(out))
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--agents", type=int, default=16, help="storing agents in the throughput phase")
@@ -1253,7 +1341,12 @@ def main() -> int:
     parser.add_argument("--summarize", metavar="RAW", help="only print the summary of a py-spy raw profile")
     parser.add_argument("--top", type=int, default=22, help="functions listed in the profile summary")
     parser.add_argument("--keep", action="store_true", help="keep the data directory and logs")
+    parser.add_argument("--compare-detection", type=int, metavar="N", default=0,
+                        help="run the bench 2N times, detection off and on in turn, and compare (issue 9: detection "
+                             "costs at most a fifth of the ingest rate)")
     args = parser.parse_args()
+    if args.compare_detection:
+        return compare_detection(args.compare_detection)
     if args.summarize:
         print("\n".join(summarize_profile(Path(args.summarize), top=args.top)))
         return 0
@@ -1361,6 +1454,11 @@ def main() -> int:
           f"{figures['collector_threads']} threads; its detection worker process {figures['detection_worker_cpu_pct']} % "
           f"of a core; clients: {figures['client_cpu_pct']} % of a core in "
           f"{figures['client_procs']} processes")
+    if figures["serve_cpu_ms_per_1k"] is not None:
+        w = figures["worker_cpu_ms_per_1k"]
+        share = f"; detection's CPU is {w / figures['serve_cpu_ms_per_1k']:.0%} of ingest's" if w else ""
+        print(f"  CPU per 1,000 events: serve {figures['serve_cpu_ms_per_1k']} ms"
+              f"{f', detection worker {w} ms (from the window until it caught up)' if w else ''}{share}")
     print(f"  alerts raised: {alerts or 'none'}; stream errors: {figures['stream_errors'] or 'none'}"
           f"{'; ' + str(figures['ran_out']) + ' agents ran out of pre-built batches (rate is a lower bound)' if figures['ran_out'] else ''}")
     if streams_figs:
@@ -1396,6 +1494,7 @@ def main() -> int:
         "acked": figures["acked"], "stored_rows": figures["stored_rows"], "alerts": alerts,
         "detected_per_s": figures["detected_per_s"], "detection_lag_events_at_end": figures["detection_lag_events_at_end"],
         "detection_caught_up_s": figures["detection_caught_up_s"],
+        "serve_cpu_ms_per_1k": figures["serve_cpu_ms_per_1k"], "worker_cpu_ms_per_1k": figures["worker_cpu_ms_per_1k"],
         "detection_lag_max_events": figures["detection_lag_max_events"],
         "detection_lag_mean_events": figures["detection_lag_mean_events"],
         "raw_rows": len(rows), **{f"raw_{k}_per_s": round(v) for k, v in raws.items()},

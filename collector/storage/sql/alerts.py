@@ -18,31 +18,37 @@ from collector.domain.records import Page
 from collector.events.models import StoredEvent
 from collector.storage.base import AlreadyExists
 from collector.storage.sql.batches import event_from_row
+from collector.storage.sql.raw import RawCursor
 from collector.storage.sql.schema import alert_evidence, alerts, events, saved_filters, suppressions
 
 __all__ = ["AlertsSql"]
+
+_ADD_EVIDENCE = ("INSERT INTO alert_evidence (alert_id, n, event_id) VALUES (?, ?, ?) "
+                 "ON CONFLICT (alert_id, event_id) DO NOTHING")
 
 
 class AlertsSql:
     """The alert area."""
 
     _conn: Connection
+    _raw: RawCursor
 
     # --- alerts -------------------------------------------------------------------------------
     def add_alert(self, alert: Alert) -> Alert:
         """Stores a new alert and its first evidence; returns it with its id."""
         row = _alert_row(alert)
         row.pop("id")
-        row["evidence_count"] = 0
+        evidence = list(dict.fromkeys(alert.event_ids))
+        row["evidence_count"] = len(evidence)  # a new alert holds none yet: all of it is new
         try:
             with self._conn.begin_nested():
                 new_id = int(self._conn.execute(alerts.insert().values(**row).returning(alerts.c.id)).scalar_one())
         except IntegrityError as exc:
             raise AlreadyExists(f"an open alert of group {alert.group_key!r} exists") from exc
-        added = self.add_evidence(alert_id=new_id, event_ids=alert.event_ids)
-        if added:
+        added = self._append_evidence(new_id, evidence, start=0) if evidence else 0
+        if added != len(evidence):  # pragma: no cover - evidence rows left behind under a reused id
             self._conn.execute(alerts.update().where(alerts.c.id == new_id).values(evidence_count=added))
-        return replace(alert, id=new_id, evidence_count=added, event_ids=tuple(dict.fromkeys(alert.event_ids)))
+        return replace(alert, id=new_id, evidence_count=added, event_ids=tuple(evidence))
 
     def update_alert(self, alert: Alert) -> None:
         """Overwrites a stored alert's fields (its evidence is only ever appended, by add_evidence)."""
@@ -65,18 +71,14 @@ class AlertsSql:
         wanted = list(dict.fromkeys(event_ids))
         if not wanted:
             return 0
-        held: set[str] = set()
-        for i in range(0, len(wanted), 500):
-            held.update(self._conn.execute(sa.select(alert_evidence.c.event_id).where(
-                alert_evidence.c.alert_id == alert_id, alert_evidence.c.event_id.in_(wanted[i:i + 500]))).scalars())
-        new = [e for e in wanted if e not in held]
-        if not new:
-            return 0
-        start = self._conn.execute(sa.select(sa.func.coalesce(sa.func.max(alert_evidence.c.n), -1))
-                                   .where(alert_evidence.c.alert_id == alert_id)).scalar_one() + 1
-        self._conn.execute(alert_evidence.insert(), [dict(alert_id=alert_id, n=start + i, event_id=e)
-                                                     for i, e in enumerate(new)])
-        return len(new)
+        row = self._raw.one("SELECT MAX(n) FROM alert_evidence WHERE alert_id = ?", (alert_id,))
+        return self._append_evidence(alert_id, wanted, start=0 if row is None or row[0] is None else int(row[0]) + 1)
+
+    def _append_evidence(self, alert_id: int, event_ids: Sequence[str], *, start: int) -> int:
+        """Inserts distinct event ids as evidence numbered from ``start`` in one executemany on the driver
+        (row by row through SQLAlchemy this was most of detection's write time); those the alert already
+        holds are skipped by the unique (alert_id, event_id), leaving gaps in ``n`` that keep the order."""
+        return self._raw.many(_ADD_EVIDENCE, [(alert_id, start + i, e) for i, e in enumerate(event_ids)])
 
     def _with_evidence(self, found: list[Alert]) -> list[Alert]:
         if not found:

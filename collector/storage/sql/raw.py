@@ -53,6 +53,17 @@ class RawCursor:
         finally:
             cur.close()
 
+    def many(self, sql: str, rows: Sequence[Sequence[Any]]) -> int:
+        """Runs a statement once per row (the driver's executemany) and returns the rows it changed."""
+        dbapi = self._conn.connection.driver_connection
+        assert dbapi is not None
+        cur = dbapi.cursor()
+        try:
+            cur.executemany(self._text(sql), rows)
+            return int(cur.rowcount)
+        finally:
+            cur.close()
+
     def run(self, sql: str, params: Sequence[Any]) -> int:
         """Runs a statement and returns the rows it changed."""
         dbapi = self._conn.connection.driver_connection

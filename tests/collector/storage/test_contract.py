@@ -129,6 +129,19 @@ def test_alerts_round_trip_and_page(any_store: SqlStore) -> None:
     assert [a.user for a in rest.items] == ["u2", "u1", "u0"] and rest.next_cursor is None
 
 
+def test_evidence_appended_once_in_order(any_store: SqlStore) -> None:
+    made = any_store.add_alert(Alert("usb_exfiltration", "high", "open", "u", "agt-1", 1, 1, ("a", "b", "a", "c"), "s"))
+    assert made.evidence_count == 3 and made.event_ids == ("a", "b", "c")
+    assert any_store.add_evidence(alert_id=made.id, event_ids=["c", "d", "b", "e", "d"]) == 2  # d, e new
+    assert any_store.add_evidence(alert_id=made.id, event_ids=["a", "e"]) == 0
+    big = [f"x{i}" for i in range(1_200)]  # more than one chunk of whatever the store batches by
+    assert any_store.add_evidence(alert_id=made.id, event_ids=["a", *big, "f"]) == 1_201
+    assert any_store.add_evidence(alert_id=made.id, event_ids=["g"]) == 1
+    assert any_store.get_alert(made.id).event_ids == ("a", "b", "c", "d", "e", *big, "f", "g")
+    other = any_store.add_alert(Alert("usb_exfiltration", "high", "open", "v", "agt-1", 1, 1, ("a",), "s"))
+    assert any_store.get_alert(other.id).event_ids == ("a",)  # evidence is per alert
+
+
 def test_users_tokens_and_audit(any_store: SqlStore) -> None:
     any_store.add_user(User("ana", "security_analyst", "hash", 1))
     with pytest.raises(AlreadyExists):
