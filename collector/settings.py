@@ -104,6 +104,11 @@ class RetentionSettings(BaseModel):
     notifications_days: float | None = Field(90.0, gt=0, description="delivered or failed notifications")
     payroll_days: float = Field(730.0, gt=0, description="a case handed to payroll is kept this long after it")
 
+    @field_validator("alerts_days", "cases_days", "audit_days", "notifications_days", mode="before")
+    @classmethod
+    def _kept(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and value.strip().lower() in ("null", "none", "") else value
+
     @field_validator("payroll_days", "audit_days")
     @classmethod
     def _statutory_minimum(cls, value: float | None, info: Any) -> float | None:

@@ -27,7 +27,8 @@ time (``TreeArea.chain_batches`` and ``chain_event_rows``, keyset pages on the u
 6. **Audit log**: in id order every row names the previous row's hash (the first names the
    genesis hash), its row_hash is the hash of its own columns, and the recorded head names the
    last row; the first broken row is named (``audit.chain``, ``audit.row``, ``audit.head``) and the
-   walk stops there, since every later row is suspect with it.
+   walk stops there, since every later row is suspect with it. After audit retention the chain starts
+   at the newest anchor (``audit_anchors``: the last deleted row's id and hash, the rows up to it).
 
 What needs row order is read apart, in row order, as light positions (``batch_positions``,
 ``event_positions``: row id, agent, epoch, seq): a batch stored after one it comes before
