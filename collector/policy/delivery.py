@@ -69,12 +69,15 @@ def load_or_create_policy_key(data_dir: Path) -> Ed25519PrivateKey:
         finally:
             fresh.unlink()
     try:
-        if stat.S_IMODE(path.stat().st_mode) & 0o077:
-            raise PolicyKeyError(f"{path} is accessible to other users; chmod 600 it")
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        loose = stat.S_IMODE(path.stat().st_mode) & 0o077
+        pem = path.read_bytes()
     except OSError as exc:
         raise PolicyKeyError(f"cannot read the policy signing key {path}: {exc.strerror}") from exc
-    except ValueError as exc:
+    if loose:
+        raise PolicyKeyError(f"{path} is accessible to other users; chmod 600 it")
+    try:
+        key = serialization.load_pem_private_key(pem, password=None)
+    except (ValueError, TypeError) as exc:
         raise PolicyKeyError(f"{path} is not a PEM private key") from exc
     if not isinstance(key, Ed25519PrivateKey):
         raise PolicyKeyError(f"{path} is not an Ed25519 key")
