@@ -31,10 +31,10 @@ def load_key(value: str) -> bytes:
             from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
             from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-            key = load_pem_public_key(raw)
-            if not isinstance(key, Ed25519PublicKey):
+            pem = load_pem_public_key(raw)
+            if not isinstance(pem, Ed25519PublicKey):
                 raise ValueError(f"{path} is not an Ed25519 public key")
-            return key.public_bytes_raw()
+            return pem.public_bytes_raw()
         candidate = raw.decode("ascii", "replace").split()[-1] if raw.split() else ""
     key = bytes.fromhex(candidate)
     if len(key) != 32:

@@ -358,10 +358,10 @@ def _check_events(members: Mapping[str, bytes], batches: Sequence[_Batch], repor
     if not isinstance(case, dict):
         raise Failed("member.invalid", path="case.json", reason="not an object")
     present = {str(e.get("id")) for e in events}
-    named = case.get("alert_events")
-    if not isinstance(named, dict):
+    by_alert = case.get("alert_events")
+    if not isinstance(by_alert, dict):
         raise Failed("member.invalid", path="case.json", reason="no alert_events")
-    for alert_id, event_ids in sorted(named.items()):
+    for alert_id, event_ids in sorted(by_alert.items()):
         for event_id in event_ids if isinstance(event_ids, list) else []:
             if str(event_id) not in present:
                 raise Failed("event.missing", alert=alert_id, event=event_id)
@@ -395,9 +395,9 @@ def _check_tree(members: Mapping[str, bytes], public: bytes, batches: Sequence[_
             raise Failed("tree.heads", reason="no signed head, but batches to prove")
         return heads
     ordered = [heads[s] for s in sorted(heads)]
-    for a, b in zip(ordered, ordered[1:]):
-        if b["timestamp_ns"] < a["timestamp_ns"]:
-            raise Failed("tree.heads", reason=f"the head of {b['tree_size']} leaves is older than that of {a['tree_size']}")
+    for older, newer in zip(ordered, ordered[1:]):
+        if newer["timestamp_ns"] < older["timestamp_ns"]:
+            raise Failed("tree.heads", reason=f"the head of {newer['tree_size']} leaves is older than that of {older['tree_size']}")
     latest = ordered[-1]
     if doc.get("latest") != latest["tree_size"] or (batches and doc.get("anchor") not in heads):
         raise Failed("tree.heads", reason="the anchor or the latest head is not among the heads")
@@ -406,11 +406,12 @@ def _check_tree(members: Mapping[str, bytes], public: bytes, batches: Sequence[_
     if not isinstance(inclusion, list):
         raise Failed("member.invalid", path="tree/inclusion.json", reason="not a list")
     proofs: dict[int, dict[str, Any]] = {}
-    for p in inclusion:
-        if not isinstance(p, dict) or not isinstance(p.get("proof"), list):
+    for entry in inclusion:
+        if not isinstance(entry, dict) or not isinstance(entry.get("proof"), list):
             raise Failed("member.invalid", path="tree/inclusion.json", reason="an entry without a proof")
-        proofs[_int(p.get("leaf_index"), "tree/inclusion.json", "leaf_index")] = p
-    anchor = heads.get(doc.get("anchor")) if isinstance(doc.get("anchor"), int) else None
+        proofs[_int(entry.get("leaf_index"), "tree/inclusion.json", "leaf_index")] = entry
+    anchor_size = doc.get("anchor")
+    anchor = heads.get(anchor_size) if isinstance(anchor_size, int) else None
     for b in batches:
         p = proofs.get(b.leaf_index)
         if p is None or anchor is None or p.get("tree_size") != anchor["tree_size"]:
@@ -475,10 +476,10 @@ def _check_witnesses(members: Mapping[str, bytes], public: bytes, heads: Mapping
         head = heads.get(c.tree_size)
         if head is None or head["root_hash"] != c.root_hash:
             raise Failed("witness.head", witness=c.witness, size=c.tree_size)
-        k = keys.get(c.witness_key_id)
-        if k is None:
+        known_key = keys.get(c.witness_key_id)
+        if known_key is None:
             raise Failed("witness.unknown", witness=c.witness, size=c.tree_size)
-        if not c.ok(k, origin):
+        if not c.ok(known_key, origin):
             raise Failed("witness.signature", witness=c.witness, size=c.tree_size)
         valid.append((c.witness, c.witness_key_id, c.tree_size))
     for k in trust.witness_keys:

@@ -244,7 +244,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, ValueError, KeyError) as exc:
         print(f"shoumi-witness: {exc}", file=sys.stderr)
         return 2
-    url = f"http://{server.server_address[0]}:{server.server_address[1]}"
+    host_bound, port_bound = server.server_address[:2]
+    url = f"http://{host_bound!s}:{port_bound}"
     if args.ready_file:
         tmp = args.ready_file.with_suffix(".tmp")
         tmp.write_text(json.dumps({"url": url, "public_key": witness.public_key.hex(), "name": witness.name}))

@@ -184,7 +184,7 @@ def case_members(tx: Transaction, case_id: int, *, tree_public_key: bytes, ca: C
                                 "try again after the next head (tree_head_seconds)")
         carried[leaf.leaf_index] = (row, leaf)
     latest = tx.latest_tree_head()
-    batches_meta = []
+    batches_meta: list[dict[str, Any]] = []
     heads: dict[int, SignedTreeHead] = {}
     if latest is not None:
         heads[latest.tree_size] = latest
@@ -238,7 +238,7 @@ def case_members(tx: Transaction, case_id: int, *, tree_public_key: bytes, ca: C
                                             "origin": origin_of(tree_public_key)})
     agents: dict[str, Any] = {}
     members["certs/ca.pem"] = ca.cert_pem
-    for agent_id in sorted({b["agent_id"] for b in batches_meta}):
+    for agent_id in sorted({str(b["agent_id"]) for b in batches_meta}):
         agent = tx.get_agent(agent_id)
         if agent is None or not _AGENT.match(agent_id):
             raise EvidenceError(409, f"agent {agent_id[:64]!r} of the case's batches is not enrolled: run verify")

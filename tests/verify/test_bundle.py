@@ -198,3 +198,33 @@ def test_the_export_is_audited_with_the_bundles_hash(world: CaseWorld) -> None:
     mine = next(r for r in rows if r.action == "evidence.export")
     assert mine.target == str(world.case_id) and mine.actor == "cli:test"
     assert mine.details["sha256"] == made.sha256 and mine.details["size"] == len(made.zip)
+
+
+def test_the_agreement_checker_is_used_when_there_and_its_absence_is_said(world: CaseWorld,
+                                                                          bundle: dict[str, bytes]) -> None:
+    key = load_tree_key(world.data_dir)
+    with_agreement = reseal({**bundle, "agreement/record.json": b'{"type": "shoumi.agreement-record/1"}'}, key)
+    # no checker installed: the members' hashes are checked and the report says the rest was not
+    report = verify_bundle(with_agreement, lang="en", agreement=None)
+    assert "ok.agreement_unchecked" in [c for c, _ in report.passed]
+    # a checker that finds a problem: named, exit 1; one that finds none: its description is the report's line
+    problems = (lambda m: ["signed.pdf's signature does not verify"], lambda m, lang: [])
+    found = failure_with(with_agreement, problems)
+    assert found == ("agreement.problem", "signed.pdf's signature does not verify")
+    seen: dict[str, object] = {}
+    fine = (lambda m: seen.setdefault("members", sorted(m)) and [], lambda m, lang: [f"NDA v3 ({lang})"])
+    report = verify_bundle(with_agreement, lang="en", agreement=fine)
+    assert ("ok.agreement", {"summary": "NDA v3 (en)"}) in report.passed
+    assert seen["members"] == ["record.json"]  # names relative to agreement/
+    # no agreement members: "no agreement on record", whatever checker there is
+    assert "ok.no_agreement" in [c for c, _ in verify_bundle(bundle, agreement=fine).passed]
+
+
+def failure_with(members: dict[str, bytes], checker: Any) -> tuple[str, str] | None:
+    from shoumi_verify.check import Failed
+
+    try:
+        verify_bundle(members, lang="en", agreement=checker)
+    except Failed as exc:
+        return exc.code, exc.detail.get("problem", "")
+    return None
