@@ -3,6 +3,9 @@
     shoumi-agent enroll --collector HOST:PORT --token TOKEN --state-dir DIR
     shoumi-agent run --state-dir DIR --config agent.toml
     shoumi-agent run --state-dir DIR --watch PATH [--watch PATH ...]   (sensitive_folders=[PATH ...])
+
+A policy the collector pushed (and the agent applied) is kept in the state directory and preferred
+at the next start over --config/--watch, which remain for agents never given one.
 """
 
 from __future__ import annotations
@@ -120,8 +123,11 @@ def _session_user(override: str | None) -> tuple[str, int]:
         return getpass.getuser(), uid
 
 
-def _policy(settings: AgentSettings) -> "SensitiveFolderPolicy":
-    """The policy from --config, with any --watch PATH added as a sensitive folder."""
+def _policy(settings: AgentSettings, *, may_wait: bool = False) -> "SensitiveFolderPolicy":
+    """The policy from --config, with any --watch PATH added as a sensitive folder.
+
+    ``may_wait``: an agent with a pinned collector policy key may start without one (it waits for
+    the collector's)."""
     from agent.policy import SensitiveFolderPolicy, load_policy
 
     policy = load_policy(settings.config) if settings.config else SensitiveFolderPolicy()
@@ -130,9 +136,23 @@ def _policy(settings: AgentSettings) -> "SensitiveFolderPolicy":
         mapping = policy.to_mapping()
         mapping["sensitive_folders"] = list(dict.fromkeys([*mapping["sensitive_folders"], *extra]))
         policy = SensitiveFolderPolicy.from_mapping(mapping)
-    if not policy.sensitive_folders:
+    if not policy.sensitive_folders and not may_wait:
         raise ValueError("nothing to watch: give --config agent.toml or at least one --watch PATH")
     return policy
+
+
+def _policy_in_force(settings: AgentSettings, policy_key: bytes | None) -> tuple[Any, Any]:
+    """The last good pushed policy if it still verifies, else the local one; and a stored one's refusal."""
+    from agent.policy_push import PushedPolicyStore, local_policy
+
+    pushed, reason, ident = PushedPolicyStore(settings.state_dir).load_in_force(policy_key)
+    refusal = (ident, reason) if reason is not None else None
+    if pushed is not None:
+        if settings.config or settings.watch:
+            log.warning("the collector's policy %s version %d is in force; --config/--watch are not used "
+                        "(they apply to agents never given one)", pushed.name, pushed.version)
+        return pushed, refusal
+    return local_policy(_policy(settings, may_wait=policy_key is not None)), refusal
 
 
 def _background_priority(nice: int) -> None:
@@ -166,7 +186,7 @@ def _compact_allocator() -> None:
 
 
 def _run(settings: AgentSettings) -> int:
-    from agent.identity import load_or_create_key, load_state, open_epoch
+    from agent.identity import load_or_create_key, load_policy_key, load_state, open_epoch
     from agent.recorder import Recorder
     from agent.runtime import AgentRuntime
     from agent.sources.watchdog_source import Attribution
@@ -184,8 +204,9 @@ def _run(settings: AgentSettings) -> int:
     # waits for the GIL, which a thread niced further could hold while descheduled: nice 5 at most.
     _background_priority(settings.nice if native else min(settings.nice, 5))
     _compact_allocator()
-    policy = _policy(settings)
     state = load_state(settings.state_dir)
+    policy_key = load_policy_key(settings.state_dir)
+    in_force, stored_refusal = _policy_in_force(settings, policy_key)
     key = load_or_create_key(settings.state_dir)
     spool_path = settings.state_dir / "spool.db"
     epoch, new_epoch = open_epoch(settings.state_dir, spool_exists=spool_path.exists())
@@ -213,8 +234,9 @@ def _run(settings: AgentSettings) -> int:
     user, uid = _session_user(settings.attributed_user)
     try:
         runtime = AgentRuntime(
-            settings, policy, spool=spool, recorder=recorder, shipper=shipper,
+            settings, in_force.policy, spool=spool, recorder=recorder, shipper=shipper,
             attribution=Attribution(user, uid), version=VERSION, epoch=epoch, new_epoch=new_epoch,
+            in_force=in_force, policy_key=policy_key, stored_refusal=stored_refusal,
         )
     except BaseException:
         spool.close()
@@ -230,7 +252,8 @@ def _run(settings: AgentSettings) -> int:
     runtime.start()
     if renewer is not None:
         renewer.start()
-    print(f"shoumi-agent: {state.agent_id} watching {', '.join(map(str, runtime.folders))} "
+    print(f"shoumi-agent: {state.agent_id} watching {', '.join(map(str, runtime.folders)) or 'nothing yet'} "
+          f"(policy {in_force.name} v{in_force.version}) "
           f"({'fanotify' if runtime.use_fanotify else 'inotify'}), "
           f"sending to {settings.collector or state.collector}", flush=True)
     runtime.run_until(stopping)

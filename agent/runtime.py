@@ -16,6 +16,13 @@ shipper, and owns everything that runs between ``start()`` and ``stop()``:
 * **removable media**: ``RemovableMountTracker`` polled every ``mount_poll_s``; each mount is
   watched while mounted.
 * **gaps**: a fanotify or inotify queue overflow becomes ``agent.capture_gap`` and a rescan.
+* **pushed policies**: a policy on an Ack (``Shipper.on_policy``) is queued for the ``policy``
+  thread, checked (``agent.policy_push``) and swapped in whole (``apply_policy``: the new watches
+  first, then the policy, then the old watches dropped; a failure leaves the previous policy in
+  force), stored as the last good one, and reported once per (name, version, sha256) as
+  ``policy.applied`` or ``policy.refused``. Files of a folder that left the policy are forgotten by
+  the rescan that follows, without being reported deleted; fanotify marks of such a folder stay
+  until the next start (their events are dropped by the policy).
 
 It must never report the agent's own reads, and never block a source thread except by the
 bounded queues' backpressure.
@@ -23,7 +30,9 @@ bounded queues' backpressure.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
+import glob
 import logging
 import os
 import stat
@@ -36,14 +45,16 @@ from typing import Any, Literal, Sequence
 from agent.content_watch import ContentWatch
 from agent.core.events import FileEvent
 from agent.policy import SensitiveFolderPolicy
+from agent.policy_push import PolicyInForce, PolicyRefused, PushedPolicyStore, check_pushed, local_policy, pushed_identity
 from agent.recorder import Recorder
 from agent.settings import AgentSettings
-from agent.snapshot import LegacySnapshotFile
+from agent.snapshot import LegacySnapshotFile, Recorded
 from agent.sources.fanotify import FanotifyEventMapper, FanotifyReader, FanotifyRecord, fanotify_available
 from agent.sources.removable import MountChange, RemovableMount, RemovableMountTracker
 from agent.sources.watchdog_source import Attribution, WatchdogSource
 from agent.spool import Spool
 from agent.transport import Shipper
+from shoumi.v1 import events_pb2
 
 __all__ = ["AgentRuntime", "raise_inotify_limits"]
 
@@ -102,9 +113,27 @@ class AgentRuntime:
         version: str,
         epoch: int,
         new_epoch: bool,
+        in_force: PolicyInForce | None = None,
+        policy_key: bytes | None = None,
+        stored_refusal: tuple[tuple[str, int, str], str] | None = None,
     ) -> None:
+        """``in_force``: the policy and how it is reported (default: ``policy`` as a local one);
+        ``policy_key``: the collector's pinned key (None: pushed policies are refused);
+        ``stored_refusal``: the identity of a stored pushed policy that failed its check at load, and why."""
         self.settings = settings
+        self.in_force = in_force if in_force is not None else local_policy(policy)
+        policy = self.in_force.policy
         self.policy = policy
+        self.policy_key = policy_key
+        self._stored_refusal = stored_refusal
+        self.pushed_store = PushedPolicyStore(settings.state_dir)
+        self._policy_lock = threading.RLock()  # one policy change at a time (pushes, new folders)
+        self._offer_lock = threading.Lock()
+        self._offered: events_pb2.SignedPolicy | None = None
+        self._policy_wake = threading.Event()
+        # (name, version, sha256) -> applied?: a policy pushed again is neither re-applied nor re-reported
+        self._decided: collections.OrderedDict[tuple[str, int, str], bool] = collections.OrderedDict()
+        self._mount_ids: dict[str, RemovableMount] = {}  # last medium seen at each mount point
         self.spool = spool
         self.recorder = recorder
         self.shipper = shipper
@@ -113,9 +142,14 @@ class AgentRuntime:
         self.epoch = epoch
         self.new_epoch = new_epoch
         self.folders = policy.expand_sensitive_folders()
-        if not self.folders:
+        if not self.folders and self.in_force.source == "local" and policy_key is None:
             raise ValueError("nothing to watch: no sensitive folder exists "
                              f"({', '.join(policy.sensitive_folders) or 'none given'})")
+        if not self.folders:
+            # a pushed policy's globs may match later (a user's folder yet to be made), and an
+            # agent enrolled with a policy key may wait for the collector's policy
+            log.warning("no sensitive folder exists yet (%s); waiting for one or for the collector's policy",
+                        ", ".join(policy.sensitive_folders) or "none given")
         self.destinations = tuple(Path(d) for d in policy.destinations if os.path.isdir(d))
         for missing in sorted(set(policy.destinations) - {str(d) for d in self.destinations}):
             log.warning("destination %s does not exist; copies there are not looked for", missing)
@@ -148,7 +182,7 @@ class AgentRuntime:
             on_new_directory=lambda path: self._on_new_destination_directory(path),
         )
         self.content = ContentWatch(
-            policy, self.recorder.record, spool, legacy=LegacySnapshotFile(settings.state_dir / "snapshot.json"),
+            policy, self._from_content, spool, legacy=LegacySnapshotFile(settings.state_dir / "snapshot.json"),
             own_read=self.watchdog.own_read,
         )
         self.fanotify: FanotifyReader | None = None
@@ -160,6 +194,7 @@ class AgentRuntime:
                                          write_only=[str(d) for d in self.destinations if d not in self.folders])
         self.tracker = RemovableMountTracker(declared=policy.removable_mounts)
         self._overflow_log = _OverflowLog(lambda: self.note_gap("inotify"))
+        shipper.on_policy = self.offer_policy
 
     # -- life cycle -----------------------------------------------------------------------------
 
@@ -179,8 +214,15 @@ class AgentRuntime:
             attributed_user=self.attribution.user, epoch=self.epoch, new_epoch=self.new_epoch,
             interval_s=self.settings.heartbeat_seconds,
             capture="fanotify" if self.use_fanotify else "inotify", inotify_limits_set=self.limits_set,
+            **self.in_force.heartbeat(),
         ))
-        self.recorder.record(self.agent_event("policy.applied", policy=self.policy.to_mapping()))
+        self.recorder.record(self.agent_event("policy.applied", policy=self.policy.to_mapping(),
+                                              **self.in_force.report(), **self._missing()))
+        if self._stored_refusal is not None:
+            (name, version, sha), reason = self._stored_refusal
+            self._decided[(name, version, sha)] = False
+            self.recorder.record(self.agent_event("policy.refused", name=name, version=version, sha256=sha,
+                                                  reason=f"the stored policy is not used: {reason}"))
         if previous.unclean:
             # Killed, crashed or powered off: from its last stored event until now nobody watched.
             # The catch-up that follows reports what changed in the sensitive folders meanwhile.
@@ -189,7 +231,8 @@ class AgentRuntime:
                 until=time.time_ns() / 1e9, folders=[str(p) for p in self.folders], action="catch_up",
             ))
         self._poll_mounts()
-        for target, name in ((self._mount_loop, "mount-poller"), (self._gap_loop, "capture-gaps")):
+        for target, name in ((self._mount_loop, "mount-poller"), (self._gap_loop, "capture-gaps"),
+                             (self._policy_loop, "policy")):
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
@@ -207,7 +250,7 @@ class AgentRuntime:
             "agent.heartbeat", interval_s=self.settings.heartbeat_seconds, spool_unsealed=stats.unsealed,
             spool_unacked_events=stats.unacked_events, spool_bytes=self.spool.used_bytes(),
             spool_refused_pending=self.spool.refused(), connected=self.shipper.connected.is_set(),
-            version=self.version, **self.counters(),
+            version=self.version, **self.in_force.heartbeat(), **self.counters(),
         ))
 
     def counters(self) -> dict[str, int]:
@@ -230,6 +273,7 @@ class AgentRuntime:
         """Stops everything, records agent.stop, drains to the collector; True if all delivered."""
         self._stopping.set()
         self._gap_wake.set()
+        self._policy_wake.set()
         for thread in self._threads:
             thread.join(timeout=10)
         logging.getLogger("watchdog.observers").removeHandler(self._overflow_log)
@@ -375,6 +419,10 @@ class AgentRuntime:
 
     def _expand_folders(self) -> None:
         """Watches sensitive folders that appeared since start (a glob such as /home/*/Contracts)."""
+        with self._policy_lock:
+            self._expand_folders_locked()
+
+    def _expand_folders_locked(self) -> None:
         for folder in self.policy.expand_sensitive_folders():
             if folder in self.folders:
                 continue
@@ -388,7 +436,7 @@ class AgentRuntime:
                     if not self.policy.is_excluded(path):
                         self.content.submit_index(path)
             self.recorder.record(self.agent_event("policy.applied", policy=self.policy.to_mapping(),
-                                                  new_sensitive_folder=str(folder)))
+                                                  new_sensitive_folder=str(folder), **self.in_force.report()))
             log.info("now watching the new sensitive folder %s", folder)
 
     def _poll_mounts(self) -> None:
@@ -401,6 +449,7 @@ class AgentRuntime:
         if change.kind == "mounted":
             with self._mounts_lock:
                 self._mounts[point] = mount
+                self._mount_ids[point] = mount
             try:
                 if self.use_fanotify:
                     reader = self._reader([point])
@@ -422,7 +471,158 @@ class AgentRuntime:
         self.recorder.record(self.agent_event(
             "usb.mount" if change.kind == "mounted" else "usb.unmount", mountpoint=point,
             device=mount.device, fstype=mount.fstype, label=mount.label, declared=mount.declared,
+            **mount.identity(), company_device=self._is_company(mount),
         ))
+
+    def _is_company(self, mount: RemovableMount) -> bool:
+        return self.policy.is_company_device(mount.vendor_id, mount.product_id, mount.serial)
+
+    def _from_content(self, item: FileEvent | Recorded) -> None:
+        """What the content worker emits, on its way to the recorder: usb.write gets the medium's
+        identity; a rescan's "delete" of a file that merely left the policy is stored, not reported."""
+        event = item.event if isinstance(item, Recorded) else item
+        if event is not None:
+            if event.kind == "usb.write":
+                with self._mounts_lock:
+                    mount = self._mount_ids.get(str(event.attributes.get("mountpoint", "")))
+                ids = mount.identity() if mount is not None else {}
+                ids.pop("label", None)
+                event = dataclasses.replace(event, attributes={
+                    **event.attributes, **ids, "company_device": mount is not None and self._is_company(mount)})
+                item = dataclasses.replace(item, event=event) if isinstance(item, Recorded) else event
+            elif (isinstance(item, Recorded) and event.kind == "file.delete" and event.attributes.get("rescan")
+                  and (not self.policy.is_sensitive(event.path) or self.policy.is_excluded(event.path))):
+                item = dataclasses.replace(item, event=None)
+        self.recorder.record(item)
+
+    # -- pushed policies ------------------------------------------------------------------------
+
+    def offer_policy(self, pushed: events_pb2.SignedPolicy) -> None:
+        """Called by the shipper for an Ack's policy: queued for the policy thread, never applied here."""
+        ident = pushed_identity(pushed)
+        with self._offer_lock:
+            if ident == self.in_force.identity or ident in self._decided:
+                return  # pushed again (the collector may attach it to every Ack until it hears back)
+            if self._offered is not None and pushed_identity(self._offered) == ident:
+                return
+            copy = events_pb2.SignedPolicy()
+            copy.CopyFrom(pushed)
+            self._offered = copy  # only the latest waits: an older one queued would be refused anyway
+        self._policy_wake.set()
+
+    def _policy_loop(self) -> None:
+        while not self._stopping.is_set():
+            self._policy_wake.wait()
+            if self._stopping.is_set():
+                return
+            with self._offer_lock:
+                pushed, self._offered = self._offered, None
+                self._policy_wake.clear()
+            if pushed is not None:
+                try:
+                    self.apply_pushed(pushed)
+                except Exception:  # the policy in force stays; capture goes on
+                    log.exception("applying a pushed policy failed")
+
+    def apply_pushed(self, pushed: events_pb2.SignedPolicy) -> bool:
+        """Checks and applies a pushed policy; reports policy.applied or policy.refused once per
+        (name, version, sha256); returns whether it is now in force."""
+        ident = pushed_identity(pushed)
+        with self._policy_lock:
+            if ident == self.in_force.identity or ident in self._decided:
+                return ident == self.in_force.identity
+            try:
+                new = check_pushed(pushed, public_key=self.policy_key, in_force=self.in_force)
+                self.apply_policy(new)
+            except PolicyRefused as exc:
+                reason = exc.reason
+            except OSError as exc:
+                reason = f"cannot be applied here: {exc}"
+            else:
+                try:
+                    self.pushed_store.save(pushed)
+                except OSError as exc:  # in force now; the next start falls back to the local one
+                    log.error("the applied policy could not be stored: %s", exc)
+                self._remember(ident, True)
+                self.recorder.record(self.agent_event(
+                    "policy.applied", policy=new.policy.to_mapping(), **new.report(),
+                    watch=[str(p) for p in self.folders], **self._missing()))
+                log.warning("policy %s version %d applied (%s)", new.name, new.version, new.sha256[:12])
+                return True
+            self._remember(ident, False)
+            log.warning("policy %s version %d refused: %s", ident[0], ident[1], reason)
+            self.recorder.record(self.agent_event("policy.refused", name=ident[0], version=ident[1],
+                                                  sha256=ident[2], reason=reason))
+            return False
+
+    def _remember(self, ident: tuple[str, int, str], applied: bool) -> None:
+        with self._offer_lock:
+            self._decided[ident] = applied
+            while len(self._decided) > 256:
+                self._decided.popitem(last=False)
+
+    def _missing(self) -> dict[str, list[str]]:
+        """The sensitive-folder patterns that match no directory now (a typo, or a folder to come)."""
+        missing = [p for p in self.policy.sensitive_folders if not any(os.path.isdir(m) for m in glob.glob(p))]
+        return {"missing_folders": missing} if missing else {}
+
+    def apply_policy(self, new: PolicyInForce) -> None:
+        """Swaps the policy in force for ``new`` whole, or raises (OSError) leaving the old one.
+
+        The new watches are set up first; only when all are in place do the routing, the content
+        worker and the removable-mount tracker take the new policy, and then the old watches go.
+        """
+        with self._policy_lock:
+            policy = new.policy
+            old_folders, old_dests = self.folders, self.destinations
+            folders = policy.expand_sensitive_folders()
+            destinations = tuple(Path(d) for d in policy.destinations if os.path.isdir(d))
+            dest_only = [d for d in destinations if d not in folders]
+            old_dest_only = [d for d in old_dests if d not in old_folders]
+            added = [f for f in folders if f not in old_folders]
+            added_dests = [d for d in dest_only if d not in old_dest_only]
+            undo: list[Any] = []
+            try:
+                for folder in added:
+                    self.watchdog.add_folder(folder)
+                    undo.append(lambda f=folder: self.watchdog.remove_folder(f))
+                for dest in added_dests:
+                    self.dest_watchdog.add_folder(dest)
+                    undo.append(lambda d=dest: self.dest_watchdog.remove_folder(d))
+                if self.fanotify is not None:  # marks cannot be taken back: left over, they only cost filtering
+                    for folder in added:
+                        self.fanotify.add_root(folder)
+                    for dest in added_dests:
+                        for dirpath, _dirs, _files in os.walk(dest):
+                            self.fanotify.watch_directory(dirpath, writes_only=True)
+            except BaseException:
+                for step in reversed(undo):
+                    try:
+                        step()
+                    except Exception:
+                        log.exception("undoing a watch of the refused policy failed")
+                raise
+            # one assignment each: every thread sees the old policy or the new one
+            self.policy = policy
+            self.content.policy = policy
+            self.watchdog.max_hash_bytes = self.dest_watchdog.max_hash_bytes = policy.max_hash_bytes
+            self.tracker.set_declared(policy.removable_mounts)
+            self.folders, self.destinations = folders, destinations
+            self.in_force = new
+            for folder in old_folders:
+                if folder not in folders:
+                    self.watchdog.remove_folder(folder)
+            for dest in old_dest_only:
+                if dest not in dest_only:
+                    self.dest_watchdog.remove_folder(dest)
+        for folder in added:
+            for dirpath, _dirs, names in os.walk(folder):
+                for name in names:
+                    path = os.path.join(dirpath, name)
+                    if not policy.is_excluded(path):
+                        self.content.submit_index(path)
+        # forgets (quietly, see _from_content) the files that left the policy, indexes what is new
+        self.content.submit_rescan()
 
     # -- capture gaps ---------------------------------------------------------------------------
 
@@ -451,3 +651,4 @@ class AgentRuntime:
                 ))
             if gaps:
                 self.content.submit_rescan()
+

@@ -8,9 +8,14 @@ stand in for a stick. ``RemovableMountTracker.poll()`` returns the difference si
 poll as ``MountChange`` records; the caller turns them into ``usb.mount``/``usb.unmount`` and
 starts or stops watching the mount point.
 
-The diff is pure (``removable_mounts``, ``diff_mounts``); the partition list, the sysfs question
-and the label lookup are functions passed in, so tests give small fakes and the agent the real
-ones (psutil, /sys, /dev/disk/by-label). This module must never mount, unmount or write anything,
+A mount's USB identity (``usb_identity``: vendor id, product id and serial) is read from sysfs by
+walking up from its block device (``/sys/class/block/<dev>``) to the USB device that has
+``idVendor`` and ``idProduct``; what the kernel does not give is left empty (a SATA disk has no USB
+ids, many cheap sticks no serial). The policy's ``company_devices`` are matched against it.
+
+The diff is pure (``removable_mounts``, ``diff_mounts``); the partition list, the sysfs question,
+the USB identity and the label lookup are functions passed in (the sysfs root is a parameter), so
+tests give a fake sysfs tree and the agent the real ones (psutil, /sys, /dev/disk/by-label). This module must never mount, unmount or write anything,
 and never read the files on the media.
 """
 
@@ -31,6 +36,7 @@ __all__ = [
     "psutil_partitions",
     "removable_mounts",
     "sysfs_is_removable",
+    "usb_identity",
 ]
 
 
@@ -56,6 +62,15 @@ class RemovableMount:
     fstype: str = ""
     label: str = ""
     declared: bool = False  # named in the policy's removable_mounts
+    vendor_id: str = ""  # USB idVendor, 4 lowercase hex digits, "" when not a USB device
+    product_id: str = ""  # USB idProduct
+    serial: str = ""  # USB serial, "" when the device has none
+
+    def identity(self) -> dict[str, str]:
+        """The USB ids and label that are known (absent ones left out), for usb.* events."""
+        found = {"vendor_id": self.vendor_id, "product_id": self.product_id, "serial": self.serial,
+                 "label": self.label}
+        return {k: v for k, v in found.items() if v}
 
 
 @dataclass(frozen=True)
@@ -105,6 +120,35 @@ def sysfs_is_removable(device: str, *, sys_root: str = "/sys", dev_root: str = "
         return False
 
 
+def _read_attr(directory: str, name: str) -> str:
+    try:
+        with open(os.path.join(directory, name), "rb") as f:
+            return f.read(256).decode("utf-8", "replace").strip().replace("\x00", "")
+    except OSError:
+        return ""
+
+
+def usb_identity(device: str, *, sys_root: str = "/sys", dev_root: str = "/dev") -> dict[str, str]:
+    """The USB vendor id, product id and serial of the device a block device sits on ({} if none)."""
+    name = _block_name(device, dev_root)
+    if not name:
+        return {}
+    root = os.path.realpath(sys_root)
+    try:
+        node = os.path.realpath(os.path.join(sys_root, "class", "block", name))
+    except OSError:
+        return {}
+    # partition -> disk -> scsi ... -> USB interface -> USB device (the first with idVendor)
+    while node.startswith(root + "/") and node != root:
+        vendor = _read_attr(node, "idVendor")
+        if vendor:
+            found = {"vendor_id": vendor.lower(), "product_id": _read_attr(node, "idProduct").lower(),
+                     "serial": _read_attr(node, "serial")}
+            return {k: v for k, v in found.items() if v}
+        node = os.path.dirname(node)
+    return {}
+
+
 def label_of_device(device: str, *, by_label: str = "/dev/disk/by-label") -> str:
     """The filesystem label udev published for the device, or "" (no udev, no label)."""
     try:
@@ -130,6 +174,7 @@ def removable_mounts(
     is_removable: Callable[[str], bool],
     label_of: Callable[[str], str] = lambda device: "",
     is_dir: Callable[[str], bool] = os.path.isdir,
+    identity_of: Callable[[str], Mapping[str, str]] = lambda device: {},
 ) -> dict[str, RemovableMount]:
     """Returns the removable mounts now, keyed by mount point."""
     declared_set = {_normal(p) for p in declared}
@@ -138,8 +183,11 @@ def removable_mounts(
         mountpoint = _normal(part.mountpoint)
         is_declared = mountpoint in declared_set
         if is_declared or is_removable(part.device):
+            ids = identity_of(part.device)
             found[mountpoint] = RemovableMount(
-                mountpoint, part.device, part.fstype, label_of(part.device), is_declared
+                mountpoint, part.device, part.fstype, label_of(part.device), is_declared,
+                vendor_id=ids.get("vendor_id", ""), product_id=ids.get("product_id", ""),
+                serial=ids.get("serial", ""),
             )
     for path in sorted(declared_set - set(found)):
         if is_dir(path):
@@ -174,12 +222,18 @@ class RemovableMountTracker:
         partitions: Callable[[], Iterable[PartitionLike]] = psutil_partitions,
         is_removable: Callable[[str], bool] = sysfs_is_removable,
         label_of: Callable[[str], str] = label_of_device,
+        identity_of: Callable[[str], Mapping[str, str]] = usb_identity,
     ) -> None:
         self._declared = tuple(declared)
         self._partitions = partitions
         self._is_removable = is_removable
         self._label_of = label_of
+        self._identity_of = identity_of
         self._current: dict[str, RemovableMount] = {}
+
+    def set_declared(self, declared: Sequence[str]) -> None:
+        """Takes a new policy's removable_mounts; the next poll reports the difference."""
+        self._declared = tuple(declared)  # one assignment: the poller sees old or new
 
     def current(self) -> tuple[RemovableMount, ...]:
         """The removable mounts as of the last poll, by mount point."""
@@ -189,7 +243,7 @@ class RemovableMountTracker:
         """Looks again; the first poll reports every removable mount present as mounted."""
         now = removable_mounts(
             self._partitions(), self._declared,
-            is_removable=self._is_removable, label_of=self._label_of,
+            is_removable=self._is_removable, label_of=self._label_of, identity_of=self._identity_of,
         )
         changes = diff_mounts(self._current, now)
         self._current = now
