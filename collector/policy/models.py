@@ -22,6 +22,8 @@ import re
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
+from collector.fleet.models import check_labels
+
 __all__ = ["PolicyVersion", "Assignment", "AgentPolicyState", "resolve", "DEFAULT_LABEL", "NAME_PATTERN",
            "check_name", "check_label", "MAX_COMMENT", "MAX_PRIORITY"]
 
@@ -30,8 +32,6 @@ NAME_PATTERN = r"[a-z0-9][a-z0-9._-]{0,63}"
 MAX_COMMENT = 500
 MAX_PRIORITY = 1_000_000
 _NAME = re.compile(NAME_PATTERN)
-# the fleet's label syntax (collector/fleet/models.py check_labels), plus the default label
-_LABEL = re.compile(r"[a-z0-9][a-z0-9._:-]{0,47}")
 
 
 def check_name(name: str) -> str:
@@ -43,12 +43,12 @@ def check_name(name: str) -> str:
 
 
 def check_label(label: str) -> str:
-    """Returns the label if it is one an agent can carry (or ``*``), else raises ValueError."""
-    text = label.strip() if isinstance(label, str) else ""
-    if text != DEFAULT_LABEL and not _LABEL.fullmatch(text):
-        raise ValueError(f"label {str(label)[:60]!r}: 1-48 characters of a-z 0-9 . _ : - "
-                         "(lower case, starting with a letter or digit), or * for every agent")
-    return text
+    """Returns the label if it is one an agent can carry (the fleet's syntax) or ``*``, else raises ValueError."""
+    text = label.strip() if isinstance(label, str) else label
+    if text == DEFAULT_LABEL:
+        return text
+    (checked,) = check_labels([text])  # one syntax for labels: the fleet's
+    return checked
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,7 @@ FIELD_LABELS: dict[str, str] = {
 }
 _NAME = re.compile(NAME_PATTERN)
 _MAX_FIELD = 1 << 20
+MAX_AGENTS_SHOWN = 500  # the rest are counted; the fleet page filters by label
 
 
 def _field(form: Any, key: str) -> str:
@@ -123,11 +124,11 @@ def _detail(request: Request, svc: Services, user: User, name: str, *, version: 
     before = next((v for v in versions if shown is not None and v.version < shown.version), None)
     mine = [a for a in assignments if a.policy_name == name]
     rows = []
-    for agent in agents:
+    known_versions = {v.version: v.sha256 for v in versions}
+    for agent in agents[:MAX_AGENTS_SHOWN]:
         s = states.get(agent.agent_id)
         applied = s is not None and (s.applied_name, s.applied_version, s.applied_sha256) == (
             name, latest.version, latest.sha256)
-        known_versions = {v.version: v.sha256 for v in versions}
         unknown = (s is not None and s.applied_name == name and s.applied_version is not None
                    and known_versions.get(s.applied_version) != s.applied_sha256)
         rows.append({"agent_id": agent.agent_id, "hostname": agent.hostname, "labels": policies.labels_of(agent),
@@ -143,7 +144,7 @@ def _detail(request: Request, svc: Services, user: User, name: str, *, version: 
         "name": name, "latest": _version_row(latest), "versions": [_version_row(v) for v in versions],
         "shown": _version_row(shown) if shown else None,
         "diff": unified_diff(before, shown) if shown is not None and before is not None else None,
-        "labels": [a.label for a in mine], "agents": rows, "form": values, "error": error, "error_key": error_key,
+        "labels": [a.label for a in mine], "agents": rows, "agents_total": len(agents), "form": values, "error": error, "error_key": error_key,
         "lists": FORM_LISTS, "field_labels": FIELD_LABELS, "editor": editor}, user=user, status_code=status)
 
 

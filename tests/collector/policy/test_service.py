@@ -191,3 +191,27 @@ def test_summaries_count_where_the_newest_version_has_reached() -> None:
     assert (rows["finance"].assigned_agents, rows["finance"].applied_latest, rows["finance"].labels) == (
         2, 1, ("dept:finance",))
     assert (rows["hr"].assigned_agents, rows["hr"].labels, rows["hr"].priority) == (0, (), None)
+
+
+_report_events = st.lists(st.one_of(
+    st.builds(lambda v, s: _event("policy.applied", name="finance", version=v, sha256=s, source="collector"),
+              st.integers(0, 3), st.sampled_from(["aa", "bb"])),
+    st.builds(lambda v, r: _event("policy.refused", name="finance", version=v, sha256="cc", reason=r),
+              st.integers(0, 3), st.sampled_from(["bad glob", ""])),
+    st.builds(lambda v: _event("agent.heartbeat", policy_name="finance", policy_version=float(v), policy_sha256="aa",
+                               policy_source="collector"), st.integers(0, 3)),
+    st.builds(lambda: _event("file.write", path="/srv/finance/x")),
+), max_size=6)
+
+
+@settings(max_examples=200)
+@given(first=_report_events)
+def test_a_report_once_recorded_changes_nothing_when_heard_again(first: list[StoredEvent]) -> None:
+    state = policies.reported(first, None, agent_id="ws-1", now_ns=1)
+    assert state is not None  # a first report always makes the row
+    assert policies.reported(first, state, agent_id="ws-1", now_ns=2) is None  # redelivered: no write
+    # a heartbeat naming what is recorded writes nothing either
+    if state.applied_name is not None and state.applied_version is not None and state.applied_sha256 is not None:
+        beat = _event("agent.heartbeat", policy_name=state.applied_name, policy_version=state.applied_version,
+                      policy_sha256=state.applied_sha256, policy_source=state.applied_source or "")
+        assert policies.reported([beat], state, agent_id="ws-1", now_ns=3) is None
