@@ -39,7 +39,7 @@ from shoumi_verify.formats import BUNDLE_FORMAT, MANIFEST_DOMAIN, key_id, origin
 
 from collector.domain.evidence import BatchRow, SignedTreeHead, TreeLeaf
 from collector.domain.merkle import consistency_proof, inclusion_proof
-from collector.events.models import StoredEvent
+from collector.events.models import StoredBatch, StoredEvent
 from collector.pki import CertificateAuthority
 from collector.storage.base import Transaction
 
@@ -108,15 +108,24 @@ def _case_events(tx: Transaction, alert_ids: Sequence[int]) -> tuple[list[Stored
     return [seen[k] for k in sorted(seen)], by_alert
 
 
-def _event_json(tx: Transaction, e: StoredEvent) -> dict[str, Any]:
-    rows = tx.chain_event_rows(agent_id=e.agent_id, after=(e.epoch, e.seq - 1, 2**62), limit=1)
-    if not rows or (rows[0].epoch, rows[0].seq) != (e.epoch, e.seq):
+def _event_rows(tx: Transaction, b: StoredBatch) -> dict[int, dict[str, Any]]:
+    """The events rows of one batch, every column as stored, by seq (one query a batch)."""
+    out: dict[int, dict[str, Any]] = {}
+    for r in tx.chain_event_rows(agent_id=b.agent_id, after=(b.epoch, b.first_seq - 1, 2**62),
+                                 limit=b.last_seq - b.first_seq + 1):
+        if r.epoch == b.epoch and b.first_seq <= r.seq <= b.last_seq:
+            out[r.seq] = {"row_id": r.row_id, "agent_id": r.agent_id, "epoch": r.epoch, "seq": r.seq,
+                          "id": r.event_id, "kind": r.kind, "time_ns": r.time_ns, "path": r.path,
+                          "dest_path": r.dest_path, "size": r.size, "sha256": r.sha256, "user": r.user_name,
+                          "uid": r.uid, "pid": r.pid, "process": r.process, "exe": r.exe, "attributes": r.attributes}
+    return out
+
+
+def _row_of(rows: Mapping[int, dict[str, Any]], e: StoredEvent) -> dict[str, Any]:
+    found = rows.get(e.seq)
+    if found is None:
         raise EvidenceError(409, f"event {e.agent_id}/{e.epoch}/{e.seq} vanished while the bundle was made")
-    r = rows[0]
-    return {"row_id": r.row_id, "agent_id": r.agent_id, "epoch": r.epoch, "seq": r.seq, "id": r.event_id,
-            "kind": r.kind, "time_ns": r.time_ns, "path": r.path, "dest_path": r.dest_path, "size": r.size,
-            "sha256": r.sha256, "user": r.user_name, "uid": r.uid, "pid": r.pid, "process": r.process,
-            "exe": r.exe, "attributes": r.attributes}
+    return found
 
 
 def _leaf_hashes(tx: Transaction, size: int) -> list[bytes]:
@@ -174,7 +183,14 @@ def case_members(tx: Transaction, case_id: int, *, tree_public_key: bytes, ca: C
     events, evidence = _case_events(tx, case.alert_ids)
     # the batches that carried the events, each with its leaf
     carried: dict[int, tuple[BatchRow, TreeLeaf]] = {}
-    for e in events:
+    rows_of: dict[int, dict[int, dict[str, Any]]] = {}  # leaf index -> seq -> the event's row
+    event_rows: list[dict[str, Any]] = []
+    current: tuple[BatchRow, TreeLeaf] | None = None
+    for e in events:  # in (agent, epoch, seq) order: one batch lookup per batch, not per event
+        if current is not None and (current[0].batch.agent_id, current[0].batch.epoch) == (e.agent_id, e.epoch) \
+                and current[0].batch.first_seq <= e.seq <= current[0].batch.last_seq:
+            event_rows.append(_row_of(rows_of[current[1].leaf_index], e))
+            continue
         found = tx.batch_of_event(agent_id=e.agent_id, epoch=e.epoch, seq=e.seq)
         if found is None:
             raise EvidenceError(409, f"no stored batch carries event {e.agent_id}/{e.epoch}/{e.seq}: run verify")
@@ -182,7 +198,9 @@ def case_members(tx: Transaction, case_id: int, *, tree_public_key: bytes, ca: C
         if leaf is None:
             raise EvidenceError(409, "some of the case's batches are not under a signed tree head yet; "
                                 "try again after the next head (tree_head_seconds)")
-        carried[leaf.leaf_index] = (row, leaf)
+        carried[leaf.leaf_index] = current = (row, leaf)
+        rows_of[leaf.leaf_index] = _event_rows(tx, row.batch)
+        event_rows.append(_row_of(rows_of[leaf.leaf_index], e))
     latest = tx.latest_tree_head()
     batches_meta: list[dict[str, Any]] = []
     heads: dict[int, SignedTreeHead] = {}
@@ -218,7 +236,7 @@ def case_members(tx: Transaction, case_id: int, *, tree_public_key: bytes, ca: C
         assert anchor is not None
         inclusion.append({"leaf_index": index, "tree_size": anchor.tree_size,
                           "proof": [p.hex() for p in inclusion_proof(hashes, index, anchor.tree_size)]})
-    members["events.json"] = _json([_event_json(tx, e) for e in events])
+    members["events.json"] = _json(event_rows)
     members["batches.json"] = _json(batches_meta)
     ordered = [heads[s] for s in sorted(heads)]
     members["tree/heads.json"] = _json({"anchor": None if anchor is None else anchor.tree_size,
