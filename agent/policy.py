@@ -364,15 +364,14 @@ def parse_policy_document(document: str | bytes, *, require_folder: bool = True)
     The one parser of pushed policies (the agent) and of what IT edits (the collector); raises
     PolicyError naming the key. ``require_folder`` refuses a policy that names no sensitive folder.
     """
+    size = len(document) if isinstance(document, bytes) else len(document.encode("utf-8", "surrogatepass"))
+    if size > MAX_DOCUMENT_BYTES:
+        raise PolicyError("", f"the document has {size} bytes; at most {MAX_DOCUMENT_BYTES} bytes are allowed")
     if isinstance(document, bytes):
-        if len(document) > MAX_DOCUMENT_BYTES:
-            raise PolicyError("", f"the document has {len(document)} bytes; at most {MAX_DOCUMENT_BYTES} are allowed")
         try:
             document = document.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise PolicyError("", f"the document is not UTF-8: {exc}") from exc
-    elif len(document.encode("utf-8", "surrogatepass")) > MAX_DOCUMENT_BYTES:
-        raise PolicyError("", f"the document is longer than {MAX_DOCUMENT_BYTES} bytes")
     try:
         parsed = tomllib.loads(document)
     except tomllib.TOMLDecodeError as exc:

@@ -212,3 +212,58 @@ def test_ext4_loop_image_declared_removable(tmp_path: Path) -> None:
         subprocess.run(["umount", str(stick)], check=True)
     changes = [c for c in tracker.poll() if c.mount.mountpoint == str(stick)]
     assert [(c.kind, c.mount.fstype) for c in changes] == [("unmounted", "ext4"), ("mounted", "")]
+
+
+def _usb_stick_sysfs(sys_root: Path, *, serial: str | None = "4C530001231120115142") -> None:
+    """A fake sysfs tree shaped like the kernel's for a USB stick sdb with partition sdb1."""
+    usb = sys_root / "devices" / "pci0000:00" / "0000:00:14.0" / "usb1" / "1-2"
+    usb.mkdir(parents=True)
+    (usb / "idVendor").write_text("0781\n")
+    (usb / "idProduct").write_text("5567\n")
+    if serial is not None:
+        (usb / "serial").write_text(serial + "\n")
+    disk = usb / "1-2:1.0" / "host3" / "target3:0:0" / "3:0:0:0" / "block" / "sdb"
+    (disk / "sdb1").mkdir(parents=True)
+    (disk / "removable").write_text("1\n")
+    (disk / "sdb1" / "partition").write_text("1\n")
+    (sys_root / "class" / "block").mkdir(parents=True)
+    for name, target in (("sdb", disk), ("sdb1", disk / "sdb1")):
+        os.symlink(os.path.relpath(target, sys_root / "class" / "block"), sys_root / "class" / "block" / name)
+    sata = sys_root / "devices" / "pci0000:00" / "0000:00:17.0" / "ata1" / "host0" / "block" / "sda"
+    (sata / "sda1").mkdir(parents=True)
+    (sata / "removable").write_text("0\n")
+    os.symlink(os.path.relpath(sata / "sda1", sys_root / "class" / "block"), sys_root / "class" / "block" / "sda1")
+
+
+def test_usb_identity_is_read_from_a_sysfs_tree(tmp_path: Path) -> None:
+    from agent.sources.removable import usb_identity
+
+    sys_root, dev_root = tmp_path / "sys", tmp_path / "dev"
+    _usb_stick_sysfs(sys_root)
+    dev_root.mkdir()
+    where = {"sys_root": str(sys_root), "dev_root": str(dev_root)}
+    assert usb_identity("/dev/sdb1", **where) == {"vendor_id": "0781", "product_id": "5567",
+                                                  "serial": "4C530001231120115142"}
+    assert usb_identity("/dev/sdb", **where)["vendor_id"] == "0781"
+    assert usb_identity("/dev/sda1", **where) == {}  # a SATA disk: no USB ids
+    assert usb_identity("/dev/nvme0n1", **where) == {}  # not in sysfs at all
+    assert usb_identity("tmpfs", **where) == {}
+    assert sysfs_is_removable("/dev/sdb1", **where) and not sysfs_is_removable("/dev/sda1", **where)
+
+    machine = FakeMachine()
+    machine.plug("/dev/sdb1", "/media/alice/STICK")
+    tracker = RemovableMountTracker(
+        partitions=machine.partitions, is_removable=lambda d: sysfs_is_removable(d, **where),
+        label_of=lambda device: "STICK", identity_of=lambda d: usb_identity(d, **where))
+    (change,) = tracker.poll()
+    assert change.mount.identity() == {"vendor_id": "0781", "product_id": "5567",
+                                       "serial": "4C530001231120115142", "label": "STICK"}
+
+
+def test_a_stick_without_a_serial_leaves_it_out(tmp_path: Path) -> None:
+    from agent.sources.removable import usb_identity
+
+    _usb_stick_sysfs(tmp_path / "sys", serial=None)
+    ids = usb_identity("/dev/sdb1", sys_root=str(tmp_path / "sys"), dev_root=str(tmp_path / "dev"))
+    assert ids == {"vendor_id": "0781", "product_id": "5567"}
+    assert RemovableMount("/media/x", "/dev/sdb1", **ids).identity() == ids

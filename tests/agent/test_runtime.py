@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from agent.content_watch import ContentWatch, RecentReads
 from agent.core.events import FileEvent
@@ -14,6 +16,9 @@ from agent.runtime import _OverflowLog, raise_inotify_limits
 from agent.snapshot import LegacySnapshotFile, Recorded, SnapshotEntry, diff_snapshots
 from agent.sources.removable import RemovableMount
 from agent.spool import Spool
+
+if TYPE_CHECKING:
+    from agent.runtime import AgentRuntime
 
 SECRET = os.urandom(200_000)
 
@@ -206,3 +211,89 @@ def test_a_rename_out_of_a_sensitive_folder_is_a_move_out_in_either_order(tmp_pa
     ]
     first = next(e for e in emitted if e.kind == "file.move")
     assert first.attributes["source_paths"] == [str(finance / "nda.bin")] and first.sha256 and first.size == len(SECRET)
+
+
+class _Kept:
+    """Stands in for the Recorder: keeps what the runtime records, in order."""
+
+    def __init__(self) -> None:
+        self.items: list[FileEvent | Recorded] = []
+
+    def record(self, item: FileEvent | Recorded) -> None:
+        self.items.append(item)
+
+    def events(self, kind: str) -> list[FileEvent]:
+        out = [i.event if isinstance(i, Recorded) else i for i in self.items]
+        return [e for e in out if e is not None and e.kind == kind]
+
+
+def _runtime(tmp_path: Path, policy: SensitiveFolderPolicy, *, policy_key: bytes | None = None
+             ) -> tuple["AgentRuntime", _Kept]:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from agent.runtime import AgentRuntime
+    from agent.settings import AgentSettings
+    from agent.sources.watchdog_source import Attribution
+    from agent.transport import Shipper
+
+    (tmp_path / "state").mkdir()
+    spool = Spool(tmp_path / "spool.db", agent_id="agt")
+    kept = _Kept()
+    shipper = Shipper(spool, Ed25519PrivateKey.generate(), "127.0.0.1:1")
+    runtime = AgentRuntime(AgentSettings(state_dir=tmp_path / "state", capture="inotify"), policy, spool=spool,
+                           recorder=kept, shipper=shipper, attribution=Attribution("alice", 1000),  # type: ignore[arg-type]
+                           version="t", epoch=1, new_epoch=True, policy_key=policy_key)
+    return runtime, kept
+
+
+def test_usb_events_carry_the_device_identity_and_whether_it_is_the_companys(tmp_path: Path) -> None:
+    from agent.policy import CompanyDevice
+    from agent.sources.removable import MountChange
+
+    policy, finance, dest = _world(tmp_path)
+    policy = dataclasses.replace(policy, company_devices=(CompanyDevice("0781", "5567", "C0"),))
+    runtime, kept = _runtime(tmp_path, policy)
+    ours = RemovableMount("/media/ours", "/dev/sdb1", "vfat", "WORK", vendor_id="0781", product_id="5567", serial="C0")
+    theirs = RemovableMount("/media/theirs", "/dev/sdc1", "vfat", "", vendor_id="0781", product_id="5567", serial="X9")
+    for mount in (ours, theirs):
+        runtime._mount_changed(MountChange("mounted", mount))
+    first, second = kept.events("usb.mount")
+    assert first.attributes["company_device"] is True and second.attributes["company_device"] is False
+    assert {k: first.attributes[k] for k in ("vendor_id", "product_id", "serial", "label")} == {
+        "vendor_id": "0781", "product_id": "5567", "serial": "C0", "label": "WORK"}
+    assert "serial" in second.attributes and second.attributes["label"] == ""
+    for point in ("/media/ours", "/media/theirs", "/media/gone"):
+        runtime._from_content(FileEvent(kind="usb.write", time_unix_ns=1, path=point + "/x",
+                                        attributes={"mountpoint": point}))
+    writes = kept.events("usb.write")
+    assert [w.attributes["company_device"] for w in writes] == [True, False, False]
+    assert writes[0].attributes["serial"] == "C0" and "serial" not in writes[2].attributes
+
+
+def test_a_policy_that_cannot_be_watched_leaves_the_previous_one_whole(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from shoumi.signed_policy import sign_policy
+
+    key = Ed25519PrivateKey.generate()
+    raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    policy, finance, dest = _world(tmp_path)
+    runtime, kept = _runtime(tmp_path, policy, policy_key=raw)
+    hr, out = tmp_path / "hr", tmp_path / "out"
+    hr.mkdir()
+    out.mkdir()
+    before = (runtime.policy, runtime.in_force, runtime.folders, dict(runtime.watchdog._watches))
+
+    def refuse(folder: Path) -> None:
+        raise OSError(28, "inotify watch limit reached", str(folder))
+
+    runtime.dest_watchdog.add_folder = refuse  # type: ignore[method-assign]
+    document = f'sensitive_folders = ["{hr}"]\ndestinations = ["{out}"]\n'.encode()
+    pushed = sign_policy(name="hr", version=1, issued_unix_ns=1, document=document, key=key)
+    assert runtime.apply_pushed(pushed) is False
+    assert (runtime.policy, runtime.in_force, runtime.folders, dict(runtime.watchdog._watches)) == before
+    (refused,) = kept.events("policy.refused")
+    assert "inotify watch limit reached" in refused.attributes["reason"] and refused.attributes["name"] == "hr"
+    assert runtime.apply_pushed(pushed) is False and len(kept.events("policy.refused")) == 1  # once
+    assert not runtime.pushed_store.path.exists()

@@ -24,14 +24,18 @@ class _Ingest(ingest_pb2_grpc.IngestServiceServicer):
     def __init__(self) -> None:
         self.sizes: list[int] = []
         self.lock = threading.Lock()
+        self.policy: events_pb2.SignedPolicy | None = None  # attached to every Ack when set
 
     def StreamEvents(self, request_iterator: Iterator[events_pb2.EventBatch], context: object
                      ) -> Iterator[events_pb2.Ack]:
         for batch in request_iterator:
             with self.lock:
                 self.sizes.append(len(batch.events))
-            yield events_pb2.Ack(agent_id=batch.agent_id, epoch=batch.epoch,
+            ack = events_pb2.Ack(agent_id=batch.agent_id, epoch=batch.epoch,
                                  acked_seq=batch.first_seq + len(batch.events) - 1)
+            if self.policy is not None:
+                ack.policy.CopyFrom(self.policy)
+            yield ack
 
     def total(self) -> int:
         with self.lock:
@@ -76,3 +80,33 @@ def test_a_trickle_of_events_travels_in_few_batches_and_a_lone_one_still_goes(tm
     # without the linger each commit would be sealed on its own: ~200 batches of one
     assert len(trickle) <= 10, trickle
     assert ingest.sizes[-1] == 1
+
+
+def test_an_acks_policy_is_handed_to_the_callback_and_a_failing_callback_keeps_the_stream(tmp_path: Path) -> None:
+    ingest = _Ingest()
+    ingest.policy = events_pb2.SignedPolicy(name="finance", version=2, document=b'sensitive_folders = ["/s"]')
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    ingest_pb2_grpc.add_IngestServiceServicer_to_server(ingest, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    spool = Spool(tmp_path / "spool.db", agent_id="agt")
+    shipper = Shipper(spool, Ed25519PrivateKey.generate(), f"127.0.0.1:{port}", linger_s=0)
+    handed: list[events_pb2.SignedPolicy] = []
+
+    def on_policy(policy: events_pb2.SignedPolicy) -> None:
+        handed.append(policy)
+        if len(handed) == 1:
+            raise RuntimeError("the first one fails")
+
+    shipper.on_policy = on_policy
+    shipper.start()
+    try:
+        for i in range(3):
+            spool.append([_event(i)])
+            shipper.wake.set()
+            _wait(lambda: ingest.total() == i + 1 and spool.acked_seq() == i + 1)
+    finally:
+        shipper.stop(drain_timeout_s=2)
+        server.stop(0)
+        spool.close()
+    assert len(handed) == 3 and {(p.name, p.version) for p in handed} == {("finance", 2)}
