@@ -470,8 +470,8 @@ class AgentRuntime:
                 self.watchdog.remove_folder(Path(point))
         self.recorder.record(self.agent_event(
             "usb.mount" if change.kind == "mounted" else "usb.unmount", mountpoint=point,
-            device=mount.device, fstype=mount.fstype, label=mount.label, declared=mount.declared,
-            **mount.identity(), company_device=self._is_company(mount),
+            device=mount.device, fstype=mount.fstype, declared=mount.declared,
+            **{"label": mount.label, **mount.identity()}, company_device=self._is_company(mount),
         ))
 
     def _is_company(self, mount: RemovableMount) -> bool:
