@@ -27,6 +27,7 @@ from agent.settings import AgentSettings, SettingsError
 
 if TYPE_CHECKING:
     from agent.policy import SensitiveFolderPolicy
+    from agent.policy_push import PolicyInForce
 
 __all__ = ["main"]
 
@@ -141,7 +142,8 @@ def _policy(settings: AgentSettings, *, may_wait: bool = False) -> "SensitiveFol
     return policy
 
 
-def _policy_in_force(settings: AgentSettings, policy_key: bytes | None) -> tuple[Any, Any]:
+def _policy_in_force(settings: AgentSettings, policy_key: bytes | None
+                     ) -> tuple["PolicyInForce", tuple[tuple[str, int, str], str] | None]:
     """The last good pushed policy if it still verifies, else the local one; and a stored one's refusal."""
     from agent.policy_push import PushedPolicyStore, local_policy
 
