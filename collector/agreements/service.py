@@ -290,7 +290,7 @@ def acknowledge(*, tx: _Tx, account: str, version_id: int, shown_sha256: str, se
     template = tx.get_agreement_template(version.template_id)
     assert template is not None
     when = datetime.fromtimestamp(now_ns // 10**9, CHINA).replace(microsecond=(now_ns // 1000) % 10**6)
-    doc = {"type": "shoumi.acknowledgement/1", "employee_id": employee.employee_id, "account": account,
+    doc: dict[str, Any] = {"type": "shoumi.acknowledgement/1", "employee_id": employee.employee_id, "account": account,
            "template": {"id": template.id, "title": template.title, "kind": template.kind},
            "version": {"id": version.id, "name": version.version, "effective_from": version.effective_from},
            "text_sha256": version.sha256, "acknowledged_at": when.isoformat(), "session": session_hash(session_token),
@@ -314,8 +314,8 @@ def request_timestamp(cfg: AgreementConfig, digest: bytes) -> bytes:
     from pyhanko.sign.timestamps.common_utils import TimestampRequestError, handle_tsp_response
     from pyhanko.sign.timestamps.requests_client import RequestsHTTPTimeStamper
 
-    stamper = RequestsHTTPTimeStamper(cfg.tsa_url, timeout=cfg.tsa_timeout_seconds)
-    nonce, req = stamper.request_cms(digest, "sha256")
+    stamper = RequestsHTTPTimeStamper(cfg.tsa_url, timeout=cfg.tsa_timeout_seconds)  # type: ignore[no-untyped-call]
+    nonce, req = stamper.request_cms(digest, "sha256")  # type: ignore[no-untyped-call]
     try:
         resp = asyncio.run(stamper.async_request_tsa_response(req))
         handle_tsp_response(resp, nonce)
@@ -366,7 +366,7 @@ def _token_time_ns(tsr: bytes) -> int:
 
     gen = tsp.TimeStampResp.load(tsr)["time_stamp_token"]["content"]["encap_content_info"]["content"].parsed[
         "gen_time"].native
-    return int(gen.timestamp()) * 10**9 + gen.microsecond * 1000
+    return int(gen.timestamp()) * 10**9 + int(gen.microsecond) * 1000
 
 
 def seal_one(*, store: Store, cfg: AgreementConfig, record_id: int, now: Callable[[], int]) -> str:

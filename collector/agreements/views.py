@@ -30,6 +30,7 @@ from collector.agreements import service as svc_ag
 from collector.agreements.models import PLATFORMS, SignedRecord, backs_deduction, seal_state
 from collector.agreements.service import CHINA, AgreementConfig, AgreementError
 from collector.audit.models import AuditEntry
+from collector.cases.views import read_upload
 from collector.people.models import User
 from collector.privacy.service import pseudonyms_of
 from collector.web.deps import SESSION_COOKIE, Services, require, services
@@ -197,13 +198,8 @@ def person(employee_id: EmployeeId, who: User = Depends(require("agreements:read
 
 
 def read_pdf_upload(request: Request, file: UploadFile, limit: int) -> bytes:
-    """The uploaded bytes, 413 past the limit (the declared length is checked first)."""
-    declared = request.headers.get("content-length", "")
-    if declared.isascii() and declared.isdigit() and (len(declared) > 15 or int(declared) > limit + 64 * 1024):
-        raise HTTPException(413, f"the upload is larger than the limit of {limit} bytes")
-    content = file.file.read(limit + 1)
-    if len(content) > limit:
-        raise HTTPException(413, f"the file is larger than the limit of {limit} bytes")
+    """The uploaded bytes as case attachments read them (413 past the limit); 422 for an empty file."""
+    content = read_upload(request, file, limit)
     if not content:
         raise HTTPException(422, "the file is empty")
     return content
@@ -283,7 +279,9 @@ def seal_now(record_id: Id, who: User = Depends(require("agreements:write")), sv
     except AgreementError as exc:
         raise _fail(exc) from exc
     with svc.store.read() as tx:
-        return record_out(tx, tx.get_signed_record(record_id))
+        found = tx.get_signed_record(record_id)
+        assert found is not None
+        return record_out(tx, found)
 
 
 def my_notices(tx: Any, account: str) -> dict[str, Any]:
@@ -317,7 +315,9 @@ def acknowledge_and_seal(svc: Services, cfg: AgreementConfig, *, account: str, v
     if cfg.tsa_url:
         svc_ag.seal_one(store=svc.store, cfg=cfg, record_id=made.id or 0, now=time.time_ns)
     with svc.store.read() as tx:
-        return record_out(tx, tx.get_signed_record(made.id or 0))
+        found = tx.get_signed_record(made.id or 0)
+        assert found is not None
+        return record_out(tx, found)
 
 
 @router.post("/api/v1/me/notices/{version_id}/acknowledge", status_code=201)
