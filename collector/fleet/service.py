@@ -92,7 +92,7 @@ def check_certificates(*, tx: _FleetTx, now_ns: int, warn_ns: int = CERT_WARN_NS
             continue
         agent = tx.get_agent(agent_id)
         alert = raise_alert(
-            tx=tx, rule="certificate_expiring", severity="medium", agent_id=agent_id, now_ns=now_ns, group_key=group,
+            tx=tx, rule="certificate_expiring", severity="high", agent_id=agent_id, now_ns=now_ns, group_key=group,
             summary=(f"agent {agent_id} on {agent.hostname if agent else '?'}: its client certificate ends "
                      f"{format_ns(not_after)} and was not renewed; after that the agent cannot deliver"))
         log.warning("%s", alert.summary)
