@@ -23,7 +23,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from collector.people.models import User
 from collector.policy import service as policies
-from collector.policy.document import FORM_LISTS, DocumentError, form_values, with_form
+from collector.policy.document import FORM_LISTS, FORM_NUMBERS, DocumentError, form_values, with_form
 from collector.policy.models import NAME_PATTERN, PolicyVersion
 from collector.policy.service import PolicyProblem
 from collector.policy.views import refresh_delivery, unified_diff
@@ -137,9 +137,10 @@ def _detail(request: Request, svc: Services, user: User, name: str, *, version: 
                      "refused_version": s.refused_version if s and s.refused_name == name else None,
                      "refused_reason": s.refused_reason if s and s.refused_name == name else None,
                      "refused_at": _when(s.refused_at_ns) if s and s.refused_name == name else ""})
-    values = form or {**_form_of(latest.document), "document": latest.document, "comment": "",
-                      "labels": "\n".join(a.label for a in mine),
-                      "priority": str(max((a.priority for a in mine), default=0))}
+    # what is stored, with what was typed into the form that was refused over it
+    values = {**_form_of(latest.document), "document": latest.document, "comment": "",
+              "labels": "\n".join(a.label for a in mine), "priority": str(max((a.priority for a in mine), default=0)),
+              **(form or {})}
     return render(request, "policy_detail.html", {
         "name": name, "latest": _version_row(latest), "versions": [_version_row(v) for v in versions],
         "shown": _version_row(shown) if shown else None,
@@ -170,8 +171,7 @@ def _new_version(request: Request, svc: Services, user: User, name: str, *, docu
     return RedirectResponse(f"/policies/{name}", status_code=303)
 
 
-def _typed(form: Any) -> dict[str, str]:
-    keys = (*FORM_LISTS, "max_hash_bytes", "partial_match_share", "document", "comment", "labels", "priority")
+def _typed(form: Any, *keys: str) -> dict[str, str]:
     return {k: _field(form, k) for k in keys}
 
 
@@ -179,7 +179,7 @@ def _typed(form: Any) -> dict[str, str]:
 async def edit_by_form(request: Request, name: str, user: User = Depends(require_page("policies:write")),
                        svc: Services = Depends(services)) -> Response:
     """The next version from the form's lists and numbers (the other keys of the newest version kept)."""
-    typed = _typed(await request.form())
+    typed = _typed(await request.form(), *FORM_LISTS, *FORM_NUMBERS, "comment")
     with svc.store.read() as tx:
         latest = tx.get_policy_version(name=name) if _NAME.fullmatch(name) else None
     if latest is None:
@@ -197,7 +197,7 @@ async def edit_by_form(request: Request, name: str, user: User = Depends(require
 async def edit_by_toml(request: Request, name: str, user: User = Depends(require_page("policies:write")),
                        svc: Services = Depends(services)) -> Response:
     """The next version from the TOML as typed."""
-    typed = _typed(await request.form())
+    typed = _typed(await request.form(), "document", "comment")
     return _new_version(request, svc, user, name, document=typed["document"], comment=typed["comment"],
                         typed={**typed, **_form_of(typed["document"])}, editor="edit-toml")
 
@@ -218,10 +218,7 @@ async def assign_form(request: Request, name: str, user: User = Depends(require_
     except PolicyProblem as exc:
         if exc.status == 404:
             raise HTTPException(404, str(exc)) from exc
-        with svc.store.read() as tx:
-            latest = tx.get_policy_version(name=name)
-        typed = {**(_form_of(latest.document) if latest else {}), "document": latest.document if latest else "",
-                 "comment": "", "labels": _field(form, "labels"), "priority": priority_text}
-        return _detail(request, svc, user, name, error=str(exc), error_key=exc.key, form=typed, status=exc.status)
+        return _detail(request, svc, user, name, error=str(exc), error_key=exc.key, status=exc.status,
+                       form={"labels": _field(form, "labels"), "priority": priority_text})
     refresh_delivery(request)
     return RedirectResponse(f"/policies/{name}", status_code=303)
