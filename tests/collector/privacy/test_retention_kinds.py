@@ -264,3 +264,35 @@ def test_for_any_mix_deleted_is_older_than_the_period_and_not_held(records: list
                    if not (age > 50 and cid not in kept_cases and user not in held_users)}
     assert r.case_ids() == kept_cases
     assert r.alert_ids() == kept_alerts
+
+
+_batch = st.tuples(st.sampled_from(["u1", "u2", "u3"]), st.integers(0, 60),  # user, age in days
+                   st.sampled_from(["none", "open", "closed"]))
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(batches=st.lists(_batch, min_size=1, max_size=8), held_users=st.sets(st.sampled_from(["u1", "u2"]), max_size=1),
+       chunk=st.integers(1, 4))
+def test_for_any_mix_of_batches_the_pruned_are_old_and_unheld_and_verify_passes(
+        batches: list[tuple[str, int, str]], held_users: set[str], chunk: int) -> None:
+    store = PerCall(MemoryStore())
+    r = Records(store)
+    for u in sorted(held_users):
+        r.hold(on=0, user=u)
+    made = []
+    for user, age, case in sorted(batches, key=lambda b: -b[1]):  # receipt order: oldest first
+        ev = r.events(r.a, on=1000 - age, user=user)
+        if case != "none":
+            aid = r.alert(on=1000 - age, user=user, evidence=ev)
+            r.case(on=1000 - age, user=user, alerts=[aid], state="open" if case == "open" else "closed")
+        made.append((ev, user, age, case))
+    r.sign()
+    policy = RetentionPolicy(events_days=30, alerts_days=None, cases_days=None, audit_days=None,
+                             notifications_days=None, payroll_days=730)
+    runs = run_retention(store=store, policy=policy, now_ns=day(1000), chunk=chunk)
+    kept = {e for ev, user, age, case in made if not (age > 30 and case != "open" and user not in held_users)
+            for e in ev}
+    assert r.event_ids() == kept
+    assert sum(x.records for x in runs) == sum(1 for _ev, u, a, c in made if a > 30 and c != "open"
+                                               and u not in held_users)
+    assert r.verify().ok
