@@ -118,7 +118,8 @@ def _cases(tx: CaseArea) -> Iterator[Any]:
 
 
 def _events(tx: EventArea, name: str) -> list[Any]:
-    out, cursor = [], None
+    out: list[Any] = []
+    cursor: int | None = None
     while True:
         page = tx.list_events(EventFilter(user=name), cursor=cursor, limit=_PAGE)
         out.extend(_plain(e) for e in page.items)
