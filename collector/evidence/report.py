@@ -57,7 +57,18 @@ def _timeline(case: Mapping[str, Any], events: list[Mapping[str, Any]]) -> list[
     return sorted(rows)
 
 
-def _hr_lines(case: Mapping[str, Any]) -> list[str]:
+def _agreement_description(members: Mapping[str, bytes]) -> list[str]:
+    mine = {p[len("agreement/"):]: data for p, data in members.items() if p.startswith("agreement/")}
+    if not mine:
+        return []
+    try:
+        from shoumi_verify.agreement import describe  # the agreement part (collector/agreements)
+    except ImportError:
+        return []
+    return list(describe(mine, "zh"))
+
+
+def _hr_lines(case: Mapping[str, Any], described: list[str]) -> list[str]:
     current: dict[str, Mapping[str, Any]] = {}
     for r in case.get("hr_records") or []:
         current[str(r.get("kind"))] = r
@@ -66,7 +77,9 @@ def _hr_lines(case: Mapping[str, Any]) -> list[str]:
     if loss:
         out.append(f"登记的损失：{loss.get('amount_yuan') or loss.get('amount_fen', '—')}（{loss.get('kind', '—')}）")
     agreement = current.get("agreement", {}).get("data") or {}
-    if agreement:
+    if "agreement_record_id" in agreement and described:
+        out.append("保密协议（登记册记录 #{}）：{}".format(agreement["agreement_record_id"], "；".join(described)))
+    elif agreement:
         out.append(f"保密协议：版本 {agreement.get('version', '—')}，签署于 {agreement.get('signed_at', '—')}，"
                    f"文本 SHA-256 {str(agreement.get('document_sha256', '—'))[:16]}…")
     notice = current.get("notice", {}).get("data") or {}
@@ -109,7 +122,7 @@ def report_pdf(members: Mapping[str, bytes], *, lang: str = "zh") -> bytes:
               p(f"依据的告警：{len(doc_case.get('alerts') or [])} 条；记录的终端事件：{len(events)} 个。")]
     for a in doc_case.get("alerts") or []:
         story.append(p(f"· 告警 #{a.get('id')}（{a.get('rule')}，{a.get('severity')}）：{a.get('summary')}", small))
-    story += [p("二、人力资源记录", head), *[p(x) for x in _hr_lines(doc_case)]]
+    story += [p("二、人力资源记录", head), *[p(x) for x in _hr_lines(doc_case, _agreement_description(members))]]
     files = doc_case.get("attachments") or []
     if files:
         story.append(p("三、损失文件与附件", head))
