@@ -101,11 +101,11 @@ def _health_json(h: AgentHealth | None, codes: dict[str, str]) -> dict[str, Any]
 
 def _policy_json(tx: Transaction, agent_id: str) -> dict[str, Any] | None:
     """The policy the agent reports in force (collector/policy records it), or None if it reported none."""
-    state_of = getattr(tx, "get_agent_policy_state", None)  # the policies area (collector/policy)
-    state = state_of(agent_id) if state_of is not None else None
-    if state is None or state.applied_name is None:
+    state = tx.get_agent_policy_state(agent_id)  # the policies area (collector/policy): one read by key
+    if state is None or (state.applied_name is None and state.refused_name is None):
         return None
     return {"name": state.applied_name, "version": state.applied_version, "source": state.applied_source,
+            "refused_name": state.refused_name, "refused_version": state.refused_version,
             "refused_reason": state.refused_reason}
 
 

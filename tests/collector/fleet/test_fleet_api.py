@@ -194,3 +194,21 @@ def test_a_certificate_about_to_expire_raises_one_alert_per_agent(world: World) 
             "agt-a": (("certificate_expiring", raised[0].id),)}
     row = world.client().get("/api/v1/agents", headers=_ivan(world)).json()["items"][0]
     assert row["alerts"] == [{"rule": "certificate_expiring", "id": raised[0].id}] and row["certificate_expiring"]
+
+
+def test_the_policy_an_agent_reports_is_shown_to_those_who_read_configuration(world: World) -> None:
+    from collector.policy.models import AgentPolicyState
+
+    _enroll(world, "agt-a", hostname="ws-01")
+    with world.store.transaction() as tx:
+        tx.put_agent_policy_state(AgentPolicyState("agt-a", 5, applied_name="finance", applied_version=3,
+                                                   applied_sha256="ab" * 32, applied_source="collector",
+                                                   applied_at_ns=5, refused_name="finance", refused_version=4,
+                                                   refused_reason="glob matches /", refused_at_ns=6))
+    c = world.client()
+    row = c.get("/api/v1/agents", headers=_ivan(world)).json()["items"][0]
+    assert row["policy"] == {"name": "finance", "version": 3, "source": "collector", "refused_name": "finance",
+                             "refused_version": 4, "refused_reason": "glob matches /"}
+    assert "policy" not in c.get("/api/v1/agents", headers=world.bearer("ana")).json()["items"][0]
+    sign_in(c, "ivan")
+    assert "finance v3" in c.get("/fleet").text and "glob matches /" in c.get("/fleet/agents/agt-a").text
