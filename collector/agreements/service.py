@@ -311,15 +311,23 @@ def request_timestamp(cfg: AgreementConfig, digest: bytes) -> bytes:
     """Asks the TSA to timestamp a SHA-256 digest; returns the DER TimeStampResp, checked. Raises TsaUnavailable."""
     if not cfg.tsa_url or cfg.tsa_ca is None:
         raise TsaUnavailable("no timestamp authority is configured (agreements.tsa_url, agreements.tsa_ca_file)")
+    import httpx
+    from asn1crypto import tsp
+    from pyhanko.sign.timestamps.api import TimeStamper
     from pyhanko.sign.timestamps.common_utils import TimestampRequestError, handle_tsp_response
-    from pyhanko.sign.timestamps.requests_client import RequestsHTTPTimeStamper
 
-    stamper = RequestsHTTPTimeStamper(cfg.tsa_url, timeout=cfg.tsa_timeout_seconds)  # type: ignore[no-untyped-call]
-    nonce, req = stamper.request_cms(digest, "sha256")  # type: ignore[no-untyped-call]
-    try:
-        resp = asyncio.run(stamper.async_request_tsa_response(req))
+    nonce, req = TimeStamper().request_cms(digest, "sha256")  # type: ignore[no-untyped-call]
+    try:  # the HTTP transport of RFC 3161 (section 3.4): POST the DER request, read the DER response
+        answer = httpx.post(cfg.tsa_url, content=req.dump(), timeout=cfg.tsa_timeout_seconds,
+                            headers={"Content-Type": "application/timestamp-query"})
+        if answer.status_code != 200 or answer.headers.get("content-type", "") != "application/timestamp-reply":
+            raise TsaUnavailable(f"the timestamp authority answered HTTP {answer.status_code} "
+                                 f"({answer.headers.get('content-type', '')[:60]})")
+        resp = tsp.TimeStampResp.load(answer.content)
         handle_tsp_response(resp, nonce)
-    except (TimestampRequestError, OSError, ValueError) as exc:
+    except TsaUnavailable:
+        raise
+    except (httpx.HTTPError, TimestampRequestError, ValueError, KeyError, TypeError) as exc:  # malformed answers too
         raise TsaUnavailable(f"the timestamp authority did not answer with a token: {str(exc)[:160]}") from exc
     der = bytes(resp.dump())
     problems = check_token(der, digest, cfg.tsa_ca)

@@ -162,3 +162,19 @@ def test_registry_refusals(ag: AgWorld) -> None:
     assert ag.api("hana", "POST", "/api/v1/agreements/people",
                   json={"employee_id": "E-2", "account": "emma"}).status_code == 409
     assert ag.api("ana", "POST", "/api/v1/agreements", json={"title": "x", "kind": "confidentiality"}).status_code == 403
+
+
+def test_a_token_not_under_the_configured_tsa_ca_does_not_seal(ag: AgWorld) -> None:
+    ids = ag.setup_employee()
+    from dataclasses import replace
+
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    other = make_pki("Another TSA CA").ca_cert.public_bytes(Encoding.DER)
+    ag.w.app.state.agreements = replace(ag.w.app.state.agreements, tsa_ca=other)
+    c = _employee_session(ag)
+    reply = c.post(f"/api/v1/me/notices/{ids['notice_v']}/acknowledge",
+                   json={"text_sha256": ag.ok(ag.api("hana", "GET", f"/api/v1/agreements/versions/{ids['notice_v']}"))
+                         ["sha256"]}, headers={"X-CSRF-Token": csrf_of(c, "/me/notices")})
+    rec = ag.ok(reply, 201)
+    assert rec["seal"] == "pending" and "does not hold" in rec["seal_error"] and ag.tsa.requests == 1
