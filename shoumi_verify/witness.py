@@ -62,17 +62,28 @@ class WitnessRefused(Exception):
         self.body = body if body is not None else (reason + "\n").encode()
 
 
+def _write_durably(path: Path, data: bytes) -> None:
+    """Writes a 0600 file through a temporary one: fsync, rename into place, fsync of the folder."""
+    tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
 def load_or_create_key(path: Path, *, create: bool = False) -> Ed25519PrivateKey:
     """The witness's key (PKCS#8 PEM, 0600); made if ``create`` and absent; refused if others may read it."""
     if create and not path.exists():
-        pem = Ed25519PrivateKey.generate().private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                         serialization.NoEncryption())
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.write(fd, pem)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        _write_durably(path, Ed25519PrivateKey.generate().private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
     mode = path.stat().st_mode
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise ValueError(f"{path} is accessible to other users (mode {stat.S_IMODE(mode):o}); chmod 600 it")
@@ -110,21 +121,8 @@ class Witness:
         return _State(int(doc["tree_size"]), bytes.fromhex(doc["root_hash"]))
 
     def _persist(self, state: _State) -> None:
-        folder = self.state_file.parent
-        tmp = folder / f".{self.state_file.name}.{os.getpid()}.tmp"
         data = json.dumps({"origin": self.origin, "tree_size": state.tree_size, "root_hash": state.root_hash.hex()})
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.write(fd, data.encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.state_file)
-        dir_fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        _write_durably(self.state_file, data.encode())
 
     def add_checkpoint(self, body: bytes) -> bytes:
         """Checks and cosigns one checkpoint; returns the cosignature line or raises WitnessRefused."""

@@ -61,24 +61,25 @@ def _download(made: Exported, case_id: int, what: str) -> Response:
                              "X-Bundle-SHA256": made.sha256})
 
 
+def _api(request: Request, svc: Services, case_id: int, user: User, what: str) -> Response:
+    try:
+        return _download(_export(request, svc, case_id, user.username), case_id, what)
+    except EvidenceError as exc:
+        raise HTTPException(exc.status, str(exc)) from exc
+
+
 @router.post("/api/v1/cases/{case_id}/evidence-bundle", response_class=Response)
 def bundle_api(request: Request, case_id: int = CaseId, user: User = Depends(require("evidence:export")),
                svc: Services = Depends(services)) -> Response:
     """The case's evidence bundle (zip), for shoumi-verify; audited."""
-    try:
-        return _download(_export(request, svc, case_id, user.username), case_id, "bundle")
-    except EvidenceError as exc:
-        raise HTTPException(exc.status, str(exc)) from exc
+    return _api(request, svc, case_id, user, "bundle")
 
 
 @router.post("/api/v1/cases/{case_id}/evidence-report", response_class=Response)
 def report_api(request: Request, case_id: int = CaseId, user: User = Depends(require("evidence:export")),
                svc: Services = Depends(services)) -> Response:
     """The arbitrator's report (PDF) of the case, made with a new audited export."""
-    try:
-        return _download(_export(request, svc, case_id, user.username), case_id, "report")
-    except EvidenceError as exc:
-        raise HTTPException(exc.status, str(exc)) from exc
+    return _api(request, svc, case_id, user, "report")
 
 
 @router.post("/cases/{case_id}/evidence", include_in_schema=False, response_class=Response)
