@@ -206,9 +206,9 @@ def _run(settings: AgentSettings) -> int:
     # waits for the GIL, which a thread niced further could hold while descheduled: nice 5 at most.
     _background_priority(settings.nice if native else min(settings.nice, 5))
     _compact_allocator()
-    state = load_state(settings.state_dir)
     policy_key = load_policy_key(settings.state_dir)
-    in_force, stored_refusal = _policy_in_force(settings, policy_key)
+    in_force, stored_refusal = _policy_in_force(settings, policy_key)  # a bad agent.toml is named first
+    state = load_state(settings.state_dir)
     key = load_or_create_key(settings.state_dir)
     spool_path = settings.state_dir / "spool.db"
     epoch, new_epoch = open_epoch(settings.state_dir, spool_exists=spool_path.exists())
