@@ -15,10 +15,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from collector.retention.models import AuditAnchor, CaseHold, LegalHold, RetentionRun, covers_span
-from collector.storage.sql.schema import (alert_evidence, alerts, audit_anchors, audit_log, batches, case_alerts,
-                                         case_attachments, case_blobs, case_comments, case_history, case_hr_records,
-                                         cases, events, legal_holds, notify_outbox, payroll_outbox, retention_runs,
-                                         tree_leaves)
+from collector.storage.sql.schema import (alert_evidence, alerts, audit_anchors, audit_head, audit_log, batches,
+                                         case_alerts, case_attachments, case_blobs, case_comments, case_history,
+                                         case_hr_records, cases, events, legal_holds, notify_outbox, payroll_outbox,
+                                         retention_runs, tree_leaves)
 
 __all__ = ["RetentionSql"]
 
@@ -147,10 +147,11 @@ class RetentionSql:
                 gone.append(r.id)
             else:
                 why[reason] = why.get(reason, 0) + 1
+        deleted = 0
         if gone:
             self._conn.execute(alert_evidence.delete().where(alert_evidence.c.alert_id.in_(gone)))
-            self._conn.execute(alerts.delete().where(alerts.c.id.in_(gone)))
-        return self._record_run(RetentionRun(now_ns, before_ns, 0, 0, 0, kind="alerts", records=len(gone),
+            deleted = self._conn.execute(alerts.delete().where(alerts.c.id.in_(gone))).rowcount
+        return self._record_run(RetentionRun(now_ns, before_ns, 0, 0, 0, kind="alerts", records=deleted,
                                              held=sum(why.values()), held_why=why,
                                              last_row_id=rows[-1].id if rows else after_id))
 
@@ -166,6 +167,7 @@ class RetentionSql:
             .where(cases.c.id > after_id, cases.c.updated_at_ns < before_ns).order_by(cases.c.id).limit(limit)).all()
         gone: list[int] = []
         why: dict[str, int] = {}
+        deleted = 0
         for r in rows:
             reason = ("open" if r.state not in _CASE_DONE else "payroll minimum" if r.paid else
                       next((f"legal hold #{h.id}" for h in holds if covers_span(
@@ -180,12 +182,12 @@ class RetentionSql:
             shas = [s for (s,) in self._conn.execute(blobs.distinct()).all()]
             for table in (case_alerts, case_history, case_comments, case_attachments, case_hr_records, payroll_outbox):
                 self._conn.execute(table.delete().where(table.c.case_id.in_(gone)))
-            self._conn.execute(cases.delete().where(cases.c.id.in_(gone)))
+            deleted = self._conn.execute(cases.delete().where(cases.c.id.in_(gone))).rowcount
             if shas:  # a file's content goes when no case names it any more
                 self._conn.execute(case_blobs.delete().where(
                     case_blobs.c.sha256.in_(shas),
                     ~sa.exists().where(case_attachments.c.sha256 == case_blobs.c.sha256)))
-        return self._record_run(RetentionRun(now_ns, before_ns, 0, 0, 0, kind="cases", records=len(gone),
+        return self._record_run(RetentionRun(now_ns, before_ns, 0, 0, 0, kind="cases", records=deleted,
                                              held=sum(why.values()), held_why=why,
                                              last_row_id=rows[-1].id if rows else after_id))
 
@@ -209,6 +211,8 @@ class RetentionSql:
     def prune_audit(self, *, before_ns: int, now_ns: int, held_why: Mapping[str, int]) -> RetentionRun:
         """Cuts the oldest rows before ``before_ns`` off the audit log, with an anchor at the cut."""
         a = audit_log.c
+        # the chain's head lock, as appending takes it: two collectors cutting at once take turns
+        self._conn.execute(sa.select(audit_head.c.id).where(audit_head.c.id == 1).with_for_update()).first()
         first_kept = self._conn.execute(sa.select(sa.func.min(a.id)).where(a.at_ns >= before_ns)).scalar()
         query = sa.select(a.id, a.row_hash).order_by(a.id.desc()).limit(1)
         if first_kept is not None:
