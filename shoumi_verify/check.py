@@ -572,14 +572,24 @@ def verify_bundle(members: Mapping[str, bytes], trust: Trust = Trust(), *, lang:
 
 def _run(members: Mapping[str, bytes], trust: Trust, lang: str, agreement: Any, report: Report) -> None:
     report.ok("ok.archive", members=len(members), bytes=sum(len(v) for v in members.values()))
-    public = _check_manifest(members, trust, report)
-    if trust.collector_key is None:
-        report.ok("ok.collector_key_bundle")
-    agent_keys = _check_agents(members, report)
-    batches = _check_batches(members, agent_keys, report)
-    _check_events(members, batches, report)
-    heads = _check_tree(members, public, batches, trust, report)
-    _check_witnesses(members, public, heads, trust, report)
-    _check_records(members, report)
-    _check_agreement(members, report, lang, _agreement_checker() if agreement == "auto" else agreement)
-
+    stage = "manifest.json"
+    try:  # a member of the wrong shape is named, never a traceback: a signed bundle may still be hostile
+        public = _check_manifest(members, trust, report)
+        if trust.collector_key is None:
+            report.ok("ok.collector_key_bundle")
+        stage = "keys/agents.json"
+        agent_keys = _check_agents(members, report)
+        stage = "batches.json"
+        batches = _check_batches(members, agent_keys, report)
+        stage = "events.json"
+        _check_events(members, batches, report)
+        stage = "tree/heads.json"
+        heads = _check_tree(members, public, batches, trust, report)
+        stage = "witness/cosignatures.json"
+        _check_witnesses(members, public, heads, trust, report)
+        stage = "audit.json"
+        _check_records(members, report)
+        stage = "agreement/"
+        _check_agreement(members, report, lang, _agreement_checker() if agreement == "auto" else agreement)
+    except (TypeError, KeyError, AttributeError, ValueError, IndexError, OverflowError, RecursionError) as exc:
+        raise Failed("member.invalid", path=stage, reason=f"unexpected content ({type(exc).__name__})") from exc
