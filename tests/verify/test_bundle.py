@@ -228,3 +228,14 @@ def failure_with(members: dict[str, bytes], checker: Any) -> tuple[str, str] | N
     except Failed as exc:
         return exc.code, exc.detail.get("problem", "")
     return None
+
+
+def test_the_verifier_imports_nothing_of_the_collector(bundle: dict[str, bytes], tmp_path: Path) -> None:
+    path = tmp_path / "bundle.zip"
+    path.write_bytes(zip_bytes(bundle))
+    code = ("import sys; from shoumi_verify.__main__ import main; import shoumi_verify.witness; rc = main([sys.argv[1]]);"
+            " bad = sorted(m for m in sys.modules if m.split('.')[0] in ('collector', 'agent', 'payroll_bridge'));"
+            " print('IMPORTED', bad); sys.exit(rc)")
+    done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "IMPORTED []" in done.stdout
