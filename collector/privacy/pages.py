@@ -91,6 +91,21 @@ def _hold(tx: Transaction, *, user: str, agent_id: str, since: str, until: str, 
                                             agent_id.strip() or None))
 
 
+class _NoHold(Exception):
+    """No active hold of that id: the release and its audit row are rolled back."""
+
+
+def _release(svc: Services, hold_id: int, actor: str) -> bool:
+    """Releases an active hold with its audit row; False (nothing written) if there is none."""
+    try:
+        with svc.store.transaction() as tx:
+            if not release_hold(tx=tx, hold_id=hold_id, actor=actor, now_ns=time.time_ns()):
+                raise _NoHold()
+    except _NoHold:
+        return False
+    return True
+
+
 def _page(request: Request, svc: Services, user: User, *, error: str | None = None, status: int = 200,
           form: dict[str, str] | None = None) -> Response:
     with svc.store.read() as tx:
@@ -129,9 +144,7 @@ async def hold_form(request: Request, user: User = Depends(require_page("privacy
 def release_form(request: Request, hold_id: HoldId, user: User = Depends(require_page("privacy:admin")),
                  svc: Services = Depends(services)) -> Response:
     """Releases a legal hold (audited); its records go at the next run if past their period."""
-    with svc.store.transaction() as tx:
-        done = release_hold(tx=tx, hold_id=hold_id, actor=user.username, now_ns=time.time_ns())
-    if not done:
+    if not _release(svc, hold_id, user.username):
         return _page(request, svc, user, error=f"no active legal hold {hold_id}", status=404)
     return RedirectResponse("/privacy", status_code=303)
 
@@ -208,9 +221,7 @@ def hold_api(body: HoldIn, who: User = Depends(require("privacy:admin")),
 def release_api(hold_id: HoldId, who: User = Depends(require("privacy:admin")),
                 svc: Services = Depends(services)) -> Response:
     """Releases a legal hold (audited); 404 if there is no such active hold."""
-    with svc.store.transaction() as tx:
-        done = release_hold(tx=tx, hold_id=hold_id, actor=who.username, now_ns=time.time_ns())
-    if not done:
+    if not _release(svc, hold_id, who.username):
         raise HTTPException(404, f"no active legal hold {hold_id}")
     return Response(status_code=204)
 

@@ -168,7 +168,9 @@ def test_api_and_page_for_hr_it_and_auditors(tmp_path: Path) -> None:
         assert placed.status_code == 201
         bad = hr.post("/api/v1/privacy/holds", json={"reason": "no one"}, headers=world.bearer("hana"))
         assert bad.status_code == 422 and "names a user, an agent or both" in bad.json()["detail"]
+        before = len(world.audit())
         assert hr.post("/api/v1/privacy/holds/999/release", headers=world.bearer("hana")).status_code == 404
+        assert len(world.audit()) == before  # a refused release writes nothing
 
         browser = world.client("10.0.0.2")
         assert sign_in(browser, "hana").status_code == 303
