@@ -183,7 +183,9 @@ class AgentRuntime:
         )
         self.content = ContentWatch(
             policy, self._from_content, spool, legacy=LegacySnapshotFile(settings.state_dir / "snapshot.json"),
-            own_read=self.watchdog.own_read,
+            # fanotify tells the agent's reads by pid; counted for watchdog, which then sees no
+            # closes to consume them, they kept every path read (~200 B a sensitive file)
+            own_read=None if self.use_fanotify else self.watchdog.own_read,
         )
         self.fanotify: FanotifyReader | None = None
         self._mapper = FanotifyEventMapper()
@@ -590,11 +592,10 @@ class AgentRuntime:
                     self.dest_watchdog.add_folder(dest)
                     undo.append(lambda d=dest: self.dest_watchdog.remove_folder(d))
                 if self.fanotify is not None:  # marks cannot be taken back: left over, they only cost filtering
-                    for folder in added:
-                        self.fanotify.add_root(folder)
-                    for dest in added_dests:
-                        for dirpath, _dirs, _files in os.walk(dest):
-                            self.fanotify.watch_directory(dirpath, writes_only=True)
+                    # (a destination added here gets full marks, not close-write only as at start:
+                    # FanotifyReader.add_root has no writes-only form; its reads are dropped by routing)
+                    for root in (*added, *added_dests):
+                        self.fanotify.add_root(root)
             except BaseException:
                 for step in reversed(undo):
                     try:

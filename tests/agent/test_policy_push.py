@@ -148,10 +148,11 @@ def _recorded(c: _Collector, path: Path) -> list[dict[str, Any]]:
 def test_a_pushed_policy_is_applied_followed_kept_and_bad_ones_refused(
         server: tuple[_Collector, str], tmp_path: Path, capture: str) -> None:
     collector, address = server
-    old, new = tmp_path / "old", tmp_path / "new"
-    old.mkdir()
-    new.mkdir()
-    (new / "existing.txt").write_text("already there")
+    old, new, dest = tmp_path / "old", tmp_path / "new", tmp_path / "dest"
+    for folder in (old, new, dest):
+        folder.mkdir()
+    (new / "existing.txt").write_text("already there, " * 200)
+    (old / "was-sensitive.txt").write_text("sensitive before the push, " * 200)
     state = tmp_path / "state"
     _enroll(address, state)
     assert (state / "policy_key.pub").stat().st_mode & 0o077 == 0
@@ -179,8 +180,15 @@ def test_a_pushed_policy_is_applied_followed_kept_and_bad_ones_refused(
         (old / "after.txt").write_text("no longer watched")
         (new / "after.txt").write_text("now sensitive")
         collector.wait("the write in the new folder", lambda e: e["path"] == str(new / "after.txt"))
+        # a copy into the new destination is found (the new folder's files were indexed at the swap);
+        # a copy of an old folder's file is none of the new policy's business
+        (dest / "copy.txt").write_bytes((new / "existing.txt").read_bytes())
+        (dest / "old-copy.txt").write_bytes((old / "was-sensitive.txt").read_bytes())
+        copy = collector.wait("the copy into the new destination", lambda e: e["kind"] == "file.copy")
+        assert copy["path"] == str(new / "existing.txt")
         collector.wait_heartbeats(2)
         assert _recorded(collector, old / "after.txt") == []
+        assert [e["path"] for e in collector.kinds("file.copy")] == [str(new / "existing.txt")]
         # the old folder's files were forgotten quietly, not reported deleted
         assert not [e for e in collector.kinds("file.delete") if e["path"].startswith(str(old))]
 
