@@ -34,10 +34,12 @@ import queue
 import threading
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Callable, ContextManager, Iterator
 
 from agent.core.events import FileEvent
-from agent.core.index import FingerprintIndex, Match
+from agent.content_store import ContentStore
+from agent.core.index import Match
 from agent.fingerprint_scan import ScanSkipped, ScannedFile, find_copies, scan_file
 from agent.policy import SensitiveFolderPolicy
 from agent.snapshot import (
@@ -46,7 +48,6 @@ from agent.snapshot import (
     SnapshotEntry,
     SnapshotStore,
     SnapshotUpdate,
-    diff_snapshots,
 )
 from agent.sources.removable import RemovableMount
 
@@ -132,35 +133,35 @@ class ContentWatch:
         store: SnapshotStore,
         *,
         legacy: LegacySnapshotFile | None = None,
-        own_read: Callable[[str], ContextManager[None]] = lambda path: contextlib.nullcontext(),
+        own_read: Callable[[str], ContextManager[None]] | None = None,
         queue_size: int = 1_000,
         read_window_s: float = 300.0,
+        state_path: str | os.PathLike[str] | None = None,
     ) -> None:
+        """``state_path``: the file of the worker's state (entries, inodes, index; see
+        ``agent.content_store``), emptied at start; None keeps it in a temporary file."""
         self.policy = policy
         self.emit = emit
         self.store = store
         self.legacy = legacy
-        self.own_read = own_read
+        self.own_read: Callable[[str], ContextManager[None]] = own_read or (lambda path: contextlib.nullcontext())
         self.recent_reads = RecentReads()
         self.read_window_ns = int(read_window_s * 1e9)
-        self.index = FingerprintIndex(min_share=policy.partial_match_share)
+        self._store = ContentStore(state_path, min_share=policy.partial_match_share)
+        self.index = self._store.index
         self.skipped: Counter[str] = Counter()
         self.counters: Counter[str] = Counter()
         self.ready = threading.Event()  # set once the first scan is done
-        self._entries: dict[str, SnapshotEntry] = {}
-        self._entries_lock = threading.Lock()
         # sensitive writes waiting for their re-index, per path: one queue slot per path however
         # many writes, and each write is reported with the hash of what its re-index read
         self._pending: dict[str, list[FileEvent]] = {}
         self._pending_lock = threading.Lock()
-        # which sensitive file each inode is, and the ones that left recently (a rename away from a
-        # sensitive folder is seen as a delete there and a create elsewhere, in either order)
-        self._inodes: dict[int, str] = {}  # keyed by _inode(dev, ino): one int, not a tuple of two
-        self._inode_of: dict[str, int] = {}
+        # which sensitive file each inode is (in the store), and the ones that left recently (a rename
+        # away from a sensitive folder is seen as a delete there and a create elsewhere, in either order)
         self._departed: collections.OrderedDict[int, tuple[str, SnapshotEntry | None, float]] = (
             collections.OrderedDict())
-        # what the last full scan found (path -> inode), until the events queued meanwhile are done
-        self._scan_seen: dict[str, int] = {}
+        # what the last full scan found (path -> inode, in the store) is kept until the events
+        # queued meanwhile are done
         self._scan_done_ns = 0
         # sensitive files whose close-write came before their create: in the durable snapshot only
         # once their create is reported, or a crash between the two would lose the create
@@ -230,10 +231,11 @@ class ContentWatch:
             except Exception:  # one odd file must never stop copy detection
                 self.counters["worker_errors"] += 1
                 log.exception("content task %r failed", task)
-            if self._scan_seen and time.time_ns() > self._scan_done_ns + _SCAN_SEEN_NS:
+            if self._store.scan_seen_active and time.time_ns() > self._scan_done_ns + _SCAN_SEEN_NS:
                 # Events from during the scan have long been handled. (Not "when the queue is
                 # empty": a source may not have handed over its event from during the scan yet.)
-                self._scan_seen = {}
+                self._store.clear_scan_seen()
+            self._store.maybe_commit(idle=self._queue.empty())
 
     def _do(self, task: object) -> None:
         if isinstance(task, _Write):
@@ -274,7 +276,7 @@ class ContentWatch:
                 self._awaiting_create.discard(path)
                 self.emit(Recorded(event, ((path, self._entries_known(path)),)))
                 return
-            seen = self._scan_seen.pop(path, None)
+            seen = self._store.pop_scan_seen(path)
             if st is not None and seen == _inode(st.st_dev, st.st_ino) and event.time_unix_ns < self._scan_done_ns:
                 return  # created while the scan ran, which found (and reported) this very file
             with self._pending_lock:
@@ -295,7 +297,7 @@ class ContentWatch:
                 event = dataclasses.replace(event, size=scanned.size, sha256=_sha(scanned))
             self.emit(Recorded(event, ((path, entry),)))
         elif event.kind == "file.delete":
-            self._scan_seen.pop(path, None)
+            self._store.pop_scan_seen(path)
             self._awaiting_create.discard(path)
             self.emit(Recorded(event, (self._forget(path),)))
         elif event.kind == "file.move":
@@ -318,11 +320,7 @@ class ContentWatch:
         return (path, None)
 
     def _set_entry(self, path: str, entry: SnapshotEntry | None) -> None:
-        with self._entries_lock:
-            if entry is None:
-                self._entries.pop(path, None)
-            else:
-                self._entries[path] = entry
+        self._store.set_entry(path, entry)
 
     def _scan_one(self, path: str) -> ScannedFile | None:
         try:
@@ -340,17 +338,12 @@ class ContentWatch:
         return scanned
 
     def _note_inode(self, path: str, key: int) -> None:
-        old = self._inode_of.get(path)
-        if old is not None and old != key and self._inodes.get(old) == path:
-            del self._inodes[old]
-        self._inode_of[path] = key
-        self._inodes[key] = path
+        self._store.note_inode(path, key)
 
     def _forget_inode(self, path: str, entry: SnapshotEntry | None) -> None:
-        key = self._inode_of.pop(path, None)
-        if key is None or self._inodes.get(key) != path:
+        key = self._store.forget_inode(path)
+        if key is None:
             return
-        del self._inodes[key]
         self._departed[key] = (path, entry, time.monotonic())
         while len(self._departed) > _DEPARTED_MAX:
             self._departed.popitem(last=False)
@@ -361,7 +354,7 @@ class ContentWatch:
         except OSError:
             return  # gone again already
         key = _inode(st.st_dev, st.st_ino)
-        source = self._inodes.get(key)
+        source = self._store.path_of_inode(key)
         entry = self._entries_known(source) if source else None
         if source is None:
             departed = self._departed.get(key)
@@ -428,69 +421,73 @@ class ContentWatch:
 
     def _scan_all(self, reason: str) -> None:
         started = time.monotonic()
-        with self._entries_lock:
-            before = dict(self._entries)
+        store = self._store
         first_run = False
         catch_up = True
-        if reason == "start":
-            if self.store.snapshot_baseline():
-                before = self.store.load_snapshot()
+        if reason == "start" and self.store.snapshot_baseline():
+            spool = getattr(self.store, "path", None)  # the spool's file: read there, not loaded
+            if isinstance(spool, os.PathLike) and os.path.exists(spool):
+                store.begin_scan(spool=Path(spool))
             else:
-                # No complete snapshot: a first run, or one killed before its baseline was stored.
-                first_run = True
-                legacy = self.legacy.load() if self.legacy is not None else None
-                before = legacy if legacy is not None else {}
-                catch_up = legacy is not None
-                self.emit(Recorded(None, reset=True))
-        after: dict[str, SnapshotEntry] = {}
+                store.begin_scan(self.store.load_snapshot().items())
+        elif reason == "start":
+            # No complete snapshot: a first run, or one killed before its baseline was stored.
+            first_run = True
+            legacy = self.legacy.load() if self.legacy is not None else None
+            store.begin_scan((legacy or {}).items())
+            catch_up = legacy is not None
+            self.emit(Recorded(None, reset=True))
+        else:
+            store.begin_scan(from_entries=True)
         for path in self._walk():
-            old = before.get(path)
-            known = self._entries_known(path)
-            if known is not None and old is not None and path in self.index:
+            old = store.before(path)
+            if old is not None and self._entries_known(path) is not None and path in self.index:
                 try:
                     st = os.lstat(path)
                 except OSError:
                     continue
                 if (st.st_size, st.st_mtime_ns) == (old.size, old.mtime_ns):
-                    after[path] = old  # unchanged and indexed: no need to read it again
+                    store.found(path, old)  # unchanged and indexed: no need to read it again
                     self._note_inode(path, _inode(st.st_dev, st.st_ino))
                     continue
             scanned = self._scan_one(path)
             if scanned is not None:
-                after[path] = _entry(scanned)
-        for stale in set(self.index.paths()) - set(after):
+                store.found(path, _entry(scanned))
+            store.maybe_commit(idle=False)
+        for stale in store.stale_sources():
             self.index.remove(stale)
-            self._forget_inode(stale, before.get(stale))
-        with self._entries_lock:
-            self._entries = dict(after)
-        self._scan_seen = {p: k for p in after if (k := self._inode_of.get(p)) is not None}
+            self._forget_inode(stale, store.before(stale))
+        found = store.end_scan()
         self._scan_done_ns = time.time_ns()
-        reported: set[str] = set()
         if catch_up:
             flag = "rescan" if reason == "rescan" else "catch_up"
-            for change in diff_snapshots(before, after):
+            for change in store.changes():
                 entry = change.entry
                 self.emit(Recorded(FileEvent(
                     kind=change.kind, time_unix_ns=time.time_ns(), path=change.path,
                     size=entry.size if entry else -1, sha256=entry.sha256 if entry else "",
                     attributes={flag: True, "source": flag},
                 ), ((change.path, entry),)))
-                reported.add(change.path)
                 self.counters[f"{flag}_changes"] += 1
         # What changed without being a change (a hash learnt, a time moved with the same content),
         # or, on a first run, the whole baseline: nothing unreported, so stored on its own.
-        quiet = [(p, e) for p, e in after.items() if p not in reported and (first_run or before.get(p) != e)]
-        for i in range(0, len(quiet), _STATE_CHUNK):
-            self.emit(Recorded(None, tuple(quiet[i:i + _STATE_CHUNK])))
+        quiet: list[SnapshotUpdate] = []
+        for row in store.quiet(first_run=first_run, catch_up=catch_up):
+            quiet.append(row)
+            if len(quiet) == _STATE_CHUNK:
+                self.emit(Recorded(None, tuple(quiet)))
+                quiet = []
+        if quiet:
+            self.emit(Recorded(None, tuple(quiet)))
         if first_run:
             self.emit(Recorded(None, baseline=True))
+        store.finish_scan()
         self.counters["index_files"] = len(self.index)
-        log.info("%s scan: %d sensitive files indexed in %.2f s", reason, len(after), time.monotonic() - started)
+        log.info("%s scan: %d sensitive files indexed in %.2f s", reason, found, time.monotonic() - started)
         self.ready.set()
 
     def _entries_known(self, path: str) -> SnapshotEntry | None:
-        with self._entries_lock:
-            return self._entries.get(path)
+        return self._store.entry(path)
 
     def _walk(self) -> Iterator[str]:
         for folder in self.policy.expand_sensitive_folders():

@@ -31,7 +31,7 @@ from contextlib import nullcontext
 from typing import IO, Callable, ContextManager, Final, Iterator, Literal
 
 from agent.core.fingerprint import FINE_MAX, SMALL_MAX, Chunk, Chunker, FileFingerprint, Fingerprinter
-from agent.core.index import FingerprintIndex, Match
+from agent.core.index import FingerprintIndex, Match, SourceIndex
 from agent.policy import SensitiveFolderPolicy
 
 __all__ = [
@@ -328,7 +328,7 @@ def scan_archive(path: PathArg, *, limits: ArchiveLimits = ArchiveLimits()) -> l
 
 
 def _fine_matches(
-    index: FingerprintIndex,
+    index: SourceIndex,
     scanned: ScannedFile,
     matches: list[Match],
     threshold: float,
@@ -362,7 +362,7 @@ def _fine_matches(
 
 
 def find_copies(
-    index: FingerprintIndex,
+    index: SourceIndex,
     path: PathArg,
     *,
     max_bytes: int,
@@ -429,14 +429,14 @@ def _looks_like_archive(path: PathArg) -> bool:
 class IndexBuild:
     """What building the index saw: files indexed and files skipped, by reason."""
 
-    index: FingerprintIndex
+    index: SourceIndex
     indexed: int = 0
     excluded: int = 0
     skipped: Counter[str] = field(default_factory=Counter)
 
 
 def build_index(
-    policy: SensitiveFolderPolicy, *, index: FingerprintIndex | None = None
+    policy: SensitiveFolderPolicy, *, index: SourceIndex | None = None
 ) -> IndexBuild:
     """Scans every file under the policy's sensitive folders into an index (new or given)."""
     build = IndexBuild(index or FingerprintIndex(min_share=policy.partial_match_share))

@@ -29,6 +29,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #define RING 4096          /* notes between two drains; Python is woken at a quarter of it */
@@ -315,8 +316,155 @@ static PyTypeObject HolderType = {
     .tp_getset = Holder_getset,
 };
 
+
+/* read_records(fd, roots, ignore, size): one read of a notification group's records (never a
+ * permission group: nothing here answers), and for each record what the Python reader did per
+ * record: the path of its descriptor (readlink of /proc/self/fd/N), the descriptor closed, the
+ * agent's own pids and paths under none of the roots left out. The read and the per-record system
+ * calls run without the GIL. Returns None when nothing is waiting (EAGAIN), else
+ * (records, overflows, dropped, time_ns, bad_version) with records = [(mask, pid, path str)],
+ * path decoded as os.fsdecode does. */
+typedef struct { unsigned long long mask; int pid; size_t off, len; } rec_t;
+
+static int under_root(const char *path, size_t len, PyObject *roots) {
+    Py_ssize_t n = PyTuple_GET_SIZE(roots);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *r = PyTuple_GET_ITEM(roots, i);
+        const char *root = PyBytes_AS_STRING(r);
+        size_t rlen = (size_t)PyBytes_GET_SIZE(r);
+        if (rlen == 1 && root[0] == '/') return 1;
+        if (len >= rlen && memcmp(path, root, rlen) == 0 && (len == rlen || path[rlen] == '/')) return 1;
+    }
+    return 0;
+}
+
+static PyObject *read_records(PyObject *module, PyObject *args) {
+    int fd;
+    PyObject *roots, *ignore;
+    Py_ssize_t size;
+    if (!PyArg_ParseTuple(args, "iO!O!n", &fd, &PyTuple_Type, &roots, &PyTuple_Type, &ignore, &size)) return NULL;
+    Py_ssize_t n_roots = PyTuple_GET_SIZE(roots), n_ignore = PyTuple_GET_SIZE(ignore);
+    for (Py_ssize_t i = 0; i < n_roots; i++)
+        if (!PyBytes_Check(PyTuple_GET_ITEM(roots, i))) return PyErr_Format(PyExc_TypeError, "roots must be bytes");
+    int ignored[64];
+    if (n_ignore > 64) return PyErr_Format(PyExc_ValueError, "at most 64 pids to ignore");
+    for (Py_ssize_t i = 0; i < n_ignore; i++) {
+        ignored[i] = (int)PyLong_AsLong(PyTuple_GET_ITEM(ignore, i));
+        if (ignored[i] == -1 && PyErr_Occurred()) return NULL;
+    }
+    if (size < (Py_ssize_t)sizeof(struct fanotify_event_metadata)) size = 4096;
+    char *buf = malloc((size_t)size);
+    size_t cap = 64 * 1024, used = 0;
+    char *paths = malloc(cap);
+    rec_t *recs = malloc(((size_t)size / sizeof(struct fanotify_event_metadata) + 1) * sizeof(rec_t));
+    if (buf == NULL || paths == NULL || recs == NULL) {
+        free(buf); free(paths); free(recs);
+        return PyErr_NoMemory();
+    }
+    size_t n = 0;
+    long overflows = 0, dropped = 0;
+    int bad = 0, err = 0, oom = 0;
+    ssize_t got;
+    struct timespec now;
+    Py_BEGIN_ALLOW_THREADS
+    do {
+        got = read(fd, buf, (size_t)size);
+    } while (got < 0 && errno == EINTR);
+    err = got < 0 ? errno : 0;
+    clock_gettime(CLOCK_REALTIME, &now);
+    char *p = buf;
+    ssize_t left = got > 0 ? got : 0;
+    while (left >= (ssize_t)sizeof(struct fanotify_event_metadata)) {
+        struct fanotify_event_metadata *m = (struct fanotify_event_metadata *)p;
+        if (m->vers != FANOTIFY_METADATA_VERSION || m->event_len < sizeof *m) {
+            bad = 1; /* the caller stops: the rest of the buffer cannot be parsed */
+            break;
+        }
+        p += m->event_len;
+        left -= (ssize_t)m->event_len;
+        if (m->mask & FAN_Q_OVERFLOW) {
+            overflows++;
+            continue;
+        }
+        if (m->fd < 0) {
+            dropped++;
+            continue;
+        }
+        int skip = 0;
+        for (Py_ssize_t i = 0; i < n_ignore; i++) if (ignored[i] == m->pid) skip = 1;
+        if (skip) {
+            close(m->fd);
+            continue;
+        }
+        if (cap - used < PATH_MAX) {
+            char *grown = oom ? NULL : realloc(paths, cap * 2);
+            if (grown == NULL) {
+                oom = 1;
+                close(m->fd);
+                dropped++;
+                continue;
+            }
+            paths = grown;
+            cap *= 2;
+        }
+        char link[64];
+        snprintf(link, sizeof link, "/proc/self/fd/%d", m->fd);
+        ssize_t len = readlink(link, paths + used, PATH_MAX - 1);
+        close(m->fd);
+        if (len <= 0) {
+            dropped++;
+            continue;
+        }
+        recs[n].mask = m->mask;
+        recs[n].pid = m->pid;
+        recs[n].off = used;
+        recs[n].len = (size_t)len;
+        n++;
+        used += (size_t)len;
+    }
+    Py_END_ALLOW_THREADS
+    free(buf);
+    PyObject *out = NULL, *list = NULL;
+    if (got < 0 && (err == EAGAIN || err == EWOULDBLOCK)) {
+        free(paths); free(recs);
+        Py_RETURN_NONE;
+    }
+    if (got < 0) {
+        free(paths); free(recs);
+        errno = err;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    list = PyList_New(0);
+    if (list == NULL) goto done;
+    for (size_t i = 0; i < n; i++) {
+        const char *path = paths + recs[i].off;
+        if (!under_root(path, recs[i].len, roots)) continue;
+        PyObject *text = PyUnicode_DecodeFSDefaultAndSize(path, (Py_ssize_t)recs[i].len);
+        if (text == NULL) goto done;
+        PyObject *item = Py_BuildValue("(KiN)", recs[i].mask, recs[i].pid, text);
+        if (item == NULL || PyList_Append(list, item) < 0) {
+            Py_XDECREF(item);
+            goto done;
+        }
+        Py_DECREF(item);
+    }
+    out = Py_BuildValue("(OllLi)", list, overflows, dropped,
+                        (long long)now.tv_sec * 1000000000LL + now.tv_nsec, bad);
+done:
+    Py_XDECREF(list);
+    free(paths); free(recs);
+    return out;
+}
+
+static PyMethodDef module_methods[] = {
+    {"read_records", read_records, METH_VARARGS,
+     "read_records(fd, roots, ignore, size) -> None or ([(mask, pid, path)], overflows, dropped, time_ns, bad)"},
+    {NULL, NULL, 0, NULL},
+};
+
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "_execheld", "Held program starts answered without the GIL.", -1, NULL,
+    PyModuleDef_HEAD_INIT, "_execheld", "Held program starts answered, and records read, without the GIL.", -1,
+    module_methods,
 };
 
 PyMODINIT_FUNC PyInit__execheld(void) {

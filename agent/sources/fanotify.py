@@ -102,6 +102,7 @@ _METADATA = struct.Struct("=IBBHQii")  # event_len, vers, reserved, metadata_len
 _RESPONSE = struct.Struct("=iI")  # struct fanotify_response: fd, response
 _EVENT_MASK = FAN_OPEN | FAN_CLOSE_NOWRITE | FAN_CLOSE_WRITE
 _READ_SIZE = 256 * 1024  # ~10,000 records per read() when a burst has queued them
+_BATCH = 256  # records per hand-over to the delivery thread
 
 RecordKind = Literal["open", "close_nowrite", "close_write"]
 _KIND_BITS: tuple[tuple[int, RecordKind], ...] = (
@@ -228,6 +229,7 @@ class FanotifyReader:
         track_forks: bool = False,
         native_execs: bool = True,
         write_only_roots: Iterable[str | os.PathLike[str]] = (),
+        native_reads: bool = True,
     ) -> None:
         """``hold_roots``: folders whose files' opens are held (FAN_OPEN_PERM) until the opener is
         looked up, so that even a process that exits at once (cp, cat) is named. Keep them to the
@@ -260,10 +262,21 @@ class FanotifyReader:
         for the interpreter, however busy or low-priority the agent's Python threads are; the
         notes it takes are applied here, by the same rules, before the records that follow them.
 
+        ``native_reads``: read the records in C (``_execheld.read_records``, when built and nothing
+        is held but execs): the read, each record's path and the closing of its descriptor happen
+        without the GIL, and what reaches Python is already filtered to the roots; records are
+        handed to the delivery thread a batch at a time. Same records, same rules.
+
         ``write_only_roots`` (with ``marks="directory"``): roots, among ``roots``, whose directories
         report close-after-write only (destinations: what is read there is nobody's business, and
         each open not asked for is work in the user's process and in this reader)."""
-        self._deliveries: queue.Queue[FanotifyRecord | None] = queue.Queue(maxsize=max_pending)
+        # batches of records (at most _BATCH each), so max_pending records at most wait in it; with
+        # held opens one record a batch, so that a full queue loses as few as it can
+        self._batch = 1 if hold_roots else _BATCH
+        self._deliveries: queue.Queue[list[FanotifyRecord] | None] = queue.Queue(
+            maxsize=max(1, max_pending // self._batch))
+        self._native_reads = native_reads and _execheld is not None and not hold_roots
+        self._roots_raw: tuple[tuple[str, ...], tuple[bytes, ...]] = ((), ())
         self._delivery: threading.Thread | None = None
         self.lost = 0
         self._hold_roots = tuple(os.path.normpath(os.fspath(r)) for r in hold_roots)
@@ -531,6 +544,9 @@ class FanotifyReader:
             os.close(fd)
 
     def _drain(self, group: int) -> None:
+        if group == self._fd and self._native_reads:
+            self._drain_native()
+            return
         while not self._stopping.is_set():
             try:
                 buf = os.read(group, _READ_SIZE)
@@ -544,9 +560,50 @@ class FanotifyReader:
                 self._take_notes()  # each exec noted before its process's records were queued
             self._parse(buf, group)
 
+    def _drain_native(self) -> None:
+        """As ``_drain`` + ``_parse`` for the records' group, with the per-record system calls in C."""
+        assert _execheld is not None
+        ignore = tuple(self._ignore)
+        while not self._stopping.is_set():
+            roots = self._roots
+            if self._roots_raw[0] is not roots:
+                self._roots_raw = (roots, tuple(os.fsencode(r) for r in roots))
+            got = _execheld.read_records(self._fd, self._roots_raw[1], ignore, _READ_SIZE)
+            if got is None:
+                return
+            records, overflows, dropped, now, bad = got
+            self._take_notes()  # each exec noted before its process's records were queued
+            self.dropped_fds += dropped
+            for _ in range(overflows):
+                self.overflows += 1
+                self._on_overflow()
+            checked: set[int] = set()
+            batch: list[FanotifyRecord] = []
+            for mask, pid, path in records:
+                try:
+                    proc = self._identify(pid, checked)
+                except Exception:  # pragma: no cover - a look-up's bug must not stop capture
+                    log.exception("fanotify record handler failed")
+                    continue
+                for bit, kind in _KIND_BITS:
+                    if mask & bit:
+                        self.records += 1
+                        batch.append(FanotifyRecord(path, kind, pid, proc.uid, proc.user, proc.process, proc.exe,
+                                                    now, proc.parent))
+                if len(batch) >= _BATCH:
+                    self._hand_on(batch)
+                    batch = []
+            if batch:
+                self._hand_on(batch)
+            if bad:
+                log.error("fanotify metadata version not %d; stopping the reader", FANOTIFY_METADATA_VERSION)
+                self._stopping.set()
+                return
+
     def _parse(self, buf: bytes, group: int) -> None:
         offset = 0
         checked: set[int] = set()  # pids whose start time was checked in this read
+        batch: list[FanotifyRecord] = []
         while offset + _METADATA.size <= len(buf):
             event_len, vers, _, _meta_len, mask, fd, pid = _METADATA.unpack_from(buf, offset)
             if vers != FANOTIFY_METADATA_VERSION or event_len < _METADATA.size:
@@ -555,11 +612,14 @@ class FanotifyReader:
                 return
             offset += event_len
             try:
-                self._handle(mask, fd, pid, checked, group)
+                self._handle(mask, fd, pid, checked, group, batch)
             except Exception:  # a callback's bug must not stop capture
                 log.exception("fanotify record handler failed")
+        if batch:
+            self._hand_on(batch)
 
-    def _handle(self, mask: int, fd: int, pid: int, checked: set[int], group: int) -> None:
+    def _handle(self, mask: int, fd: int, pid: int, checked: set[int], group: int,
+                batch: list[FanotifyRecord]) -> None:
         if mask & (FAN_OPEN_PERM | FAN_OPEN_EXEC_PERM):
             # The opener waits for our answer: note it while it surely exists, then let it go.
             # Always answer (the finally), whatever happens: an unanswered open hangs its process.
@@ -602,33 +662,38 @@ class FanotifyReader:
         for bit, kind in _KIND_BITS:
             if mask & bit:
                 self.records += 1
-                self._hand_on(FanotifyRecord(path, kind, pid, proc.uid, proc.user, proc.process, proc.exe, now,
-                                             proc.parent))
+                batch.append(FanotifyRecord(path, kind, pid, proc.uid, proc.user, proc.process, proc.exe, now,
+                                            proc.parent))
+                if len(batch) >= self._batch:
+                    self._hand_on(batch.copy())
+                    batch.clear()
 
-    def _hand_on(self, record: FanotifyRecord) -> None:
+    def _hand_on(self, batch: list[FanotifyRecord]) -> None:
         if not self._hold_roots:
             # Nothing waits for this thread: wait for room (the kernel queue keeps the rest).
             while not self._stopping.is_set():
                 try:
-                    self._deliveries.put(record, timeout=0.5)
+                    self._deliveries.put(batch, timeout=0.5)
                     return
                 except queue.Full:
                     continue
         try:
-            self._deliveries.put_nowait(record)
+            self._deliveries.put_nowait(batch)
         except queue.Full:
-            self.lost += 1
+            self.lost += len(batch)
             self._on_overflow()
 
     def _deliver(self) -> None:
+        on_record = self._on_record
         while True:
-            record = self._deliveries.get()
-            if record is None:
+            batch = self._deliveries.get()
+            if batch is None:
                 return
-            try:
-                self._on_record(record)
-            except Exception:  # a callback's bug must not stop delivery
-                log.exception("fanotify record handler failed")
+            for record in batch:
+                try:
+                    on_record(record)
+                except Exception:  # a callback's bug must not stop delivery
+                    log.exception("fanotify record handler failed")
 
     def _wanted(self, path: str) -> bool:
         for root in self._roots:

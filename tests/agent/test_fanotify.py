@@ -19,6 +19,7 @@ from agent.sources.fanotify import (
     FanotifyReader,
     FanotifyRecord,
     fanotify_available,
+    native_exec_holder,
 )
 
 needs_root = [
@@ -76,8 +77,9 @@ def watched() -> Iterator[Path]:
 @pytest.fixture
 def reader(watched: Path, request: pytest.FixtureRequest) -> Iterator[tuple[FanotifyReader, Records]]:
     records = Records()
-    marks = getattr(request, "param", "mount")
-    r = FanotifyReader([watched], records.add, on_overflow=records.overflow, marks=marks)
+    marks, _, how = getattr(request, "param", "mount").partition("-")  # "mount-python": records parsed in Python
+    r = FanotifyReader([watched], records.add, on_overflow=records.overflow, marks=marks,  # type: ignore[arg-type]
+                       native_reads=how != "python")
     r.start()
     yield r, records
     r.stop()
@@ -104,6 +106,7 @@ def test_fanotify_available_as_root() -> None:
 
 
 @_with_root
+@pytest.mark.parametrize("reader", ["mount", "mount-python", "directory-python"], indirect=True)
 def test_cat_read_is_attributed_to_cat(watched: Path, reader: tuple[FanotifyReader, Records]
                                        ) -> None:
     _, records = reader
@@ -135,6 +138,7 @@ def test_read_by_another_user_is_attributed_to_that_user(
 
 
 @_with_root
+@pytest.mark.parametrize("reader", ["mount", "mount-python", "directory-python"], indirect=True)
 def test_write_is_reported_as_close_write(watched: Path, reader: tuple[FanotifyReader, Records]
                                           ) -> None:
     _, records = reader
@@ -152,6 +156,7 @@ def test_write_is_reported_as_close_write(watched: Path, reader: tuple[FanotifyR
 
 
 @_with_root
+@pytest.mark.parametrize("reader", ["mount", "mount-python", "directory-python"], indirect=True)
 def test_the_agents_own_reads_are_not_reported(watched: Path,
                                                reader: tuple[FanotifyReader, Records]) -> None:
     _, records = reader
@@ -163,6 +168,7 @@ def test_the_agents_own_reads_are_not_reported(watched: Path,
 
 
 @_with_root
+@pytest.mark.parametrize("reader", ["mount", "mount-python", "directory-python"], indirect=True)
 def test_paths_outside_the_roots_are_not_reported(watched: Path,
                                                   reader: tuple[FanotifyReader, Records]) -> None:
     _, records = reader
@@ -290,6 +296,13 @@ def test_cat_read_maps_to_an_attributed_file_read(watched: Path,
 def record(kind: str, *, pid: int = 10, path: str = "/s/a", t: int = 1_000_000_000
            ) -> FanotifyRecord:
     return FanotifyRecord(path, kind, pid, 1000, "alice", "vim", "/usr/bin/vim", t)  # type: ignore[arg-type]
+
+
+def test_records_are_read_in_c_here() -> None:
+    """The C reader is built wherever the exec holder is (one extension): the agent's default."""
+    from agent.sources import _execheld
+
+    assert native_exec_holder() and callable(_execheld.read_records)
 
 
 def test_mapper_pairs_open_and_close() -> None:

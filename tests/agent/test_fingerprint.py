@@ -8,6 +8,7 @@ import shutil
 import statistics
 import sys
 import tracemalloc
+from typing import Iterator
 
 import pytest
 from hypothesis import example, HealthCheck, given, settings
@@ -327,11 +328,10 @@ def test_index_holds_fingerprints_not_content() -> None:
     assert index.chunk_count() == len({c.fingerprint for c in fp.chunks}) < len(data) // CHUNK_MIN
 
 
-@pytest.mark.slow
-def test_the_index_of_100000_office_files_fits_in_80_mb() -> None:
-    rng = random.Random(8)
-    files = []
-    for i in range(100_000):
+def office_files(n: int, seed: int = 8) -> Iterator[tuple[str, FileFingerprint, int]]:
+    """Fingerprints (path, fingerprint, anchor) of ``n`` office-sized files, without their content."""
+    rng = random.Random(seed)
+    for i in range(n):
         size = rng.randint(4 * 1024, 64 * 1024)  # office-sized: about 1 to 8 chunks each
         lengths = [8192] * (size // 8192) + ([size % 8192] if size % 8192 else [])
         chunks, offset = [], 0
@@ -339,7 +339,12 @@ def test_the_index_of_100000_office_files_fits_in_80_mb() -> None:
             chunks.append(Chunk(offset, length, rng.getrandbits(64), True))
             offset += length
         path = f"/srv/finance/department-{i % 50:02d}/contract-{i:06d}.docx"
-        files.append((path, FileFingerprint(rng.randbytes(32).hex(), size, tuple(chunks)), rng.getrandbits(64)))
+        yield path, FileFingerprint(rng.randbytes(32).hex(), size, tuple(chunks)), rng.getrandbits(64)
+
+
+@pytest.mark.slow
+def test_the_index_of_100000_office_files_fits_in_80_mb() -> None:
+    files = list(office_files(100_000))
     tracemalloc.start()  # counts what indexing allocates and keeps, paths included
     try:
         index = FingerprintIndex()
