@@ -131,8 +131,9 @@ class AgentRuntime:
         self._offer_lock = threading.Lock()
         self._offered: events_pb2.SignedPolicy | None = None
         self._policy_wake = threading.Event()
-        # (name, version, sha256) -> applied?: a policy pushed again is neither re-applied nor re-reported
-        self._decided: collections.OrderedDict[tuple[str, int, str], bool] = collections.OrderedDict()
+        # (name, version, sha256) of policies refused: pushed again, they are neither re-checked nor
+        # re-reported (one in force is not either; one applied before and since replaced may return)
+        self._refused: collections.OrderedDict[tuple[str, int, str], None] = collections.OrderedDict()
         self._mount_ids: dict[str, RemovableMount] = {}  # last medium seen at each mount point
         self.spool = spool
         self.recorder = recorder
@@ -186,6 +187,7 @@ class AgentRuntime:
             # fanotify tells the agent's reads by pid; counted for watchdog, which then sees no
             # closes to consume them, they kept every path read (~200 B a sensitive file)
             own_read=None if self.use_fanotify else self.watchdog.own_read,
+            state_path=settings.state_dir / "content-index.db",  # index and entries on disk, not in RSS
         )
         self.fanotify: FanotifyReader | None = None
         self._mapper = FanotifyEventMapper()
@@ -222,7 +224,7 @@ class AgentRuntime:
                                               **self.in_force.report(), **self._missing()))
         if self._stored_refusal is not None:
             (name, version, sha), reason = self._stored_refusal
-            self._decided[(name, version, sha)] = False
+            self._remember_refused((name, version, sha))
             self.recorder.record(self.agent_event("policy.refused", name=name, version=version, sha256=sha,
                                                   reason=f"the stored policy is not used: {reason}"))
         if previous.unclean:
@@ -503,7 +505,7 @@ class AgentRuntime:
         """Called by the shipper for an Ack's policy: queued for the policy thread, never applied here."""
         ident = pushed_identity(pushed)
         with self._offer_lock:
-            if ident == self.in_force.identity or ident in self._decided:
+            if ident == self.in_force.identity or ident in self._refused:
                 return  # pushed again (the collector may attach it to every Ack until it hears back)
             if self._offered is not None and pushed_identity(self._offered) == ident:
                 return
@@ -531,7 +533,7 @@ class AgentRuntime:
         (name, version, sha256); returns whether it is now in force."""
         ident = pushed_identity(pushed)
         with self._policy_lock:
-            if ident == self.in_force.identity or ident in self._decided:
+            if ident == self.in_force.identity or ident in self._refused:
                 return ident == self.in_force.identity
             try:
                 new = check_pushed(pushed, public_key=self.policy_key, in_force=self.in_force)
@@ -545,23 +547,22 @@ class AgentRuntime:
                     self.pushed_store.save(pushed)
                 except OSError as exc:  # in force now; the next start falls back to the local one
                     log.error("the applied policy could not be stored: %s", exc)
-                self._remember(ident, True)
                 self.recorder.record(self.agent_event(
                     "policy.applied", policy=new.policy.to_mapping(), **new.report(),
                     watch=[str(p) for p in self.folders], **self._missing()))
                 log.warning("policy %s version %d applied (%s)", new.name, new.version, new.sha256[:12])
                 return True
-            self._remember(ident, False)
+            self._remember_refused(ident)
             log.warning("policy %s version %d refused: %s", ident[0], ident[1], reason)
             self.recorder.record(self.agent_event("policy.refused", name=ident[0], version=ident[1],
                                                   sha256=ident[2], reason=reason))
             return False
 
-    def _remember(self, ident: tuple[str, int, str], applied: bool) -> None:
+    def _remember_refused(self, ident: tuple[str, int, str]) -> None:
         with self._offer_lock:
-            self._decided[ident] = applied
-            while len(self._decided) > 256:
-                self._decided.popitem(last=False)
+            self._refused[ident] = None
+            while len(self._refused) > 256:
+                self._refused.popitem(last=False)
 
     def _missing(self) -> dict[str, list[str]]:
         """The sensitive-folder patterns that match no directory now (a typo, or a folder to come)."""

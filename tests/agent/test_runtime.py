@@ -297,3 +297,27 @@ def test_a_policy_that_cannot_be_watched_leaves_the_previous_one_whole(tmp_path:
     assert "inotify watch limit reached" in refused.attributes["reason"] and refused.attributes["name"] == "hr"
     assert runtime.apply_pushed(pushed) is False and len(kept.events("policy.refused")) == 1  # once
     assert not runtime.pushed_store.path.exists()
+
+
+def test_a_reassignment_back_to_an_earlier_policy_applies_it_again(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from shoumi.signed_policy import sign_policy
+
+    key = Ed25519PrivateKey.generate()
+    raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    policy, finance, dest = _world(tmp_path)
+    runtime, kept = _runtime(tmp_path, policy, policy_key=raw)
+    legal = tmp_path / "legal"
+    legal.mkdir()
+
+    def push(name: str, folder: Path) -> bool:
+        document = f'sensitive_folders = ["{folder}"]\n'.encode()
+        return runtime.apply_pushed(sign_policy(name=name, version=1, issued_unix_ns=1, document=document, key=key))
+
+    assert push("finance", finance) and push("finance", finance)  # the second: already in force, nothing new
+    assert push("legal", legal) and runtime.folders == (legal,)
+    assert push("finance", finance) and runtime.folders == (finance,)
+    assert [e.attributes["name"] for e in kept.events("policy.applied")] == ["finance", "legal", "finance"]
+    assert runtime.pushed_store.load_in_force(raw)[0] == runtime.in_force
