@@ -90,6 +90,10 @@ def _clean(value: Any, *, label: str, max_len: int, required: bool = True, multi
         return ""
     if len(text) > max_len:
         raise AgreementError(422, f"{label} is longer than {max_len} characters")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:  # a lone surrogate from JSON: no database stores it
+        raise AgreementError(422, f"{label} is not valid Unicode text") from exc
     allowed = {"\n", "\r", "\t"} if multiline else set()
     if any(unicodedata.category(ch) == "Cc" and ch not in allowed for ch in text):
         raise AgreementError(422, f"{label} holds control characters")
@@ -121,7 +125,9 @@ def add_version(*, tx: _Tx, template_id: int, version: str, text: str, effective
     if tx.get_agreement_template(template_id) is None:
         raise AgreementError(404, f"no template {template_id}")
     name = _clean(version, label="the version", max_len=64)
-    body = _clean(text, label="the text", max_len=MAX_TEXT, multiline=True)
+    # browsers send a textarea's lines with CRLF: the text kept and hashed has LF line ends, whoever sent it
+    body = _clean(text.replace("\r\n", "\n") if isinstance(text, str) else text, label="the text",
+                  max_len=MAX_TEXT, multiline=True)
     day = _clean(effective_from, label="the effective date", max_len=10)
     try:
         if not _DATE.match(day):

@@ -178,3 +178,14 @@ def test_a_token_not_under_the_configured_tsa_ca_does_not_seal(ag: AgWorld) -> N
                          ["sha256"]}, headers={"X-CSRF-Token": csrf_of(c, "/me/notices")})
     rec = ag.ok(reply, 201)
     assert rec["seal"] == "pending" and "does not hold" in rec["seal_error"] and ag.tsa.requests == 1
+
+
+def test_a_version_text_is_kept_with_lf_line_ends_whoever_sent_it(ag: AgWorld) -> None:
+    ids = ag.setup_employee()
+    made = ag.ok(ag.api("hana", "POST", f"/api/v1/agreements/{ids['nda']}/versions",
+                        json={"version": "v-crlf", "text": "第一条\r\n第二条", "effective_from": "2024-02-01"}), 201)
+    assert made["sha256"] == svc_ag.text_sha256("第一条\n第二条")
+    got = ag.ok(ag.api("ana", "GET", f"/api/v1/agreements/versions/{made['id']}"))
+    assert got["text"] == "第一条\n第二条"
+    assert ag.api("hana", "POST", f"/api/v1/agreements/{ids['nda']}/versions",
+                  json={"version": "v-nul", "text": "a\x00b", "effective_from": "2024-02-01"}).status_code == 422
