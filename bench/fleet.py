@@ -86,9 +86,9 @@ def run(store: SqlStore, label: str, n: int, repeat: int) -> dict[str, Any]:
     people = PeopleService(session_ttl_ns=3600 * 10**9)
     with store.transaction() as tx:
         people.create_user(tx=tx, username="ivan", role="it_admin", password="a long enough password", actor="bench")
-        api = people.create_api_token(tx=tx, username="ivan", actor="bench")
+        api_token = people.create_api_token(tx=tx, username="ivan", actor="bench")
     client = TestClient(create_app(store=store, people=people))
-    headers = {"Authorization": f"Bearer {api}"}
+    headers = {"Authorization": f"Bearer {api_token}"}
     page_client = TestClient(create_app(store=store, people=people))
     login = page_client.get("/login").text
     csrf = re.search(r'name="csrf_token" value="([^"]+)"', login)

@@ -122,7 +122,10 @@ class AgentsSql:
     def get_agent(self, agent_id: str) -> AgentRecord | None:
         """Gets an agent by its id."""
         row = self._raw.one(f"SELECT {_AGENT_COLUMNS} FROM agents WHERE agent_id = ?", (agent_id,))
-        return None if row is None else AgentRecord(row[0], bytes(row[1]), *row[2:10], labels=_split(row[10]))
+        if row is None:
+            return None
+        return AgentRecord(row[0], bytes(row[1]), row[2], row[3], row[4], row[5], row[6], row[7], row[8], row[9],
+                           _split(row[10]))
 
     def list_agents(self) -> Sequence[AgentRecord]:
         """Lists all enrolled agents."""
