@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 __all__ = ["report_pdf", "MAX_TIMELINE"]
 
@@ -88,8 +88,8 @@ def _hr_lines(case: Mapping[str, Any], described: list[str]) -> list[str]:
     return out or ["人力资源尚未登记损失、协议或通知。"]
 
 
-def report_pdf(members: Mapping[str, bytes], *, lang: str = "zh") -> bytes:
-    """The report as an A4 PDF (Chinese), from the bundle's members."""
+def report_pdf(members: Mapping[str, bytes], *, checked: Sequence[str] = ()) -> bytes:
+    """The report as an A4 PDF (Chinese), from the bundle's members and what shoumi-verify found at export."""
     from reportlab.lib.pagesizes import A4
     from reportlab.lib.styles import ParagraphStyle
     from reportlab.lib.units import mm
@@ -153,6 +153,8 @@ def report_pdf(members: Mapping[str, bytes], *, lang: str = "zh") -> bytes:
         p("核验方法：在任何一台电脑上安装 shoumi-verify，离线运行 “shoumi-verify 证据包.zip”。全部通过时程序返回 0 并输出"
           "“结论：全部验证通过”；否则返回 1，并指出第一处不成立的地方。若另行取得见证者或收集器的公钥（例如由审计方或公证处保管），"
           "请以 --witness-key 或 --collector-key 提供，这样才能证明证据包确实出自该收集器、其历史已被独立见证。"),
+        *([p("导出时，收集器已用同一验证程序（shoumi-verify）核验本证据包，结果如下：", body)]
+          + [p(f"√ {line}", small) for line in checked] if checked else []),
         p("六、说明", head),
         p("本系统只记录和保全证据，不作任何处理决定。是否认定违约、是否扣款，均由公司的安全、人力资源人员分别审查确认"
           "（双人复核），员工有权申诉（《个人信息保护法》第二十四条）。扣款须遵守工资支付的法定限制。"),

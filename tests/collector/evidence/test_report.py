@@ -33,7 +33,8 @@ def test_the_report_is_in_the_bundle_and_says_the_case_in_chinese(tmp_path: Path
     assert (failure(changed) or AssertionError("passed")).code == "member.hash"  # type: ignore[union-attr]
     text = "".join(_text(pdf).split())
     for needed in ("案件证据报告", "设计图纸外传", "时间线", "读取文件", "/srv/design/plan-1.dwg", "上传附件",
-                   "可以核验什么", "哈希链", "默克尔树", "shoumi-verify", "第二十四条", "没有见证者副署"):
+                   "可以核验什么", "哈希链", "默克尔树", "shoumi-verify", "第二十四条", "没有见证者副署",
+                   "导出时，收集器已用同一验证程序", "终端哈希链完整"):
         assert needed in text, needed
 
 
@@ -46,3 +47,25 @@ def test_a_long_timeline_is_cut_and_says_where_the_rest_is(tmp_path: Path, monke
     monkeypatch.setattr(report, "MAX_TIMELINE", 2)
     text = "".join(_text(report.report_pdf(members)).split())
     assert "……另有" in text and "events.json" in text
+
+
+def test_a_store_changed_behind_the_collectors_back_gives_no_bundle(tmp_path: Path) -> None:
+    import sqlite3
+
+    import pytest as _pytest
+
+    from collector.evidence.bundle import EvidenceError
+
+    world = build_case(tmp_path / "collector", batches=2)
+    try:
+        conn = sqlite3.connect(world.data_dir / "collector.db")
+        with conn:
+            conn.execute("UPDATE events SET path = '/tmp/innocent.txt' WHERE seq = 4")
+        conn.close()
+        with _pytest.raises(EvidenceError) as caught:
+            export(world)
+        assert caught.value.status == 409 and "event.field" in str(caught.value)
+        with world.store.read() as tx:
+            assert not [r for r in tx.list_audit(cursor=None, limit=50).items if r.action == "evidence.export"]
+    finally:
+        world.store.close()
