@@ -33,6 +33,10 @@ def _when(ns: Any) -> str:
     return dt.datetime.fromtimestamp(ns / 1e9, _CN).strftime("%Y-%m-%d %H:%M:%S")
 
 
+def _yuan(fen: Any) -> str:
+    return f"{fen / 100:.2f}" if isinstance(fen, int) else "—"
+
+
 def _load(members: Mapping[str, bytes], path: str, default: Any) -> Any:
     try:
         return json.loads(members[path])
@@ -128,6 +132,19 @@ def report_pdf(members: Mapping[str, bytes], *, checked: Sequence[str] = ()) -> 
         story.append(p("三、损失文件与附件", head))
         story += [p(f"· {f.get('display_name')}（{f.get('size')} 字节，SHA-256 {f.get('sha256')}），"
                     f"{f.get('uploaded_by')} 于 {_when(f.get('uploaded_at_ns'))} 上传", small) for f in files]
+    handoffs = _load(members, "payroll/handoffs.json", [])
+    if handoffs:
+        last = handoffs[-1]
+        sched = last.get("schedule") or {}
+        story.append(p("薪资移交", head))
+        story.append(p(f"第 {last.get('number')} 次移交：{last.get('state')}，{last.get('sent_by')} 于 "
+                       f"{_when(last.get('created_at_ns'))} 发出。"))
+        for line in (sched.get("lines") or [])[:60]:
+            if isinstance(line, dict):
+                story.append(p(f"· {line.get('period')}：扣除 {_yuan(line.get('deduction_fen'))} 元（{line.get('state')}）",
+                               small))
+        if isinstance(sched.get("remaining_fen"), int):
+            story.append(p(f"尚待扣回：{_yuan(sched['remaining_fen'])} 元", small))
     story.append(p("四、时间线（北京时间）", head))
     rows = _timeline(doc_case, events)
     for at, what, detail in rows[:MAX_TIMELINE]:

@@ -69,3 +69,25 @@ def test_a_store_changed_behind_the_collectors_back_gives_no_bundle(tmp_path: Pa
             assert not [r for r in tx.list_audit(cursor=None, limit=50).items if r.action == "evidence.export"]
     finally:
         world.store.close()
+
+
+def test_a_handed_off_case_carries_its_payroll_schedule(tmp_path: Path) -> None:
+    import json
+
+    from collector.cases.models import Handoff
+
+    world = build_case(tmp_path / "collector", batches=2)
+    try:
+        with world.store.transaction() as tx:
+            h = tx.add_handoff(Handoff(world.case_id, 1, '{"case_id": "SC-1"}', "hugo", 5))
+            from dataclasses import replace
+            tx.save_handoff(replace(h, state="accepted", schedule={
+                "remaining_fen": 150000, "lines": [{"period": "2026-11", "deduction_fen": 50000, "state": "exported"}]}))
+        made = export(world, with_report=True)
+    finally:
+        world.store.close()
+    handoffs = json.loads(made.members["payroll/handoffs.json"])
+    assert handoffs[0]["schedule"]["remaining_fen"] == 150000
+    verify_bundle(made.members)
+    text = "".join(_text(made.members["report.pdf"]).split())
+    assert "薪资移交" in text and "2026-11：扣除500.00元" in text and "尚待扣回：1500.00元" in text
