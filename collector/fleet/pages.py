@@ -30,6 +30,7 @@ _SORT_LABELS = {"hostname": "Hostname", "last_seen": "Last contact", "version": 
                 "status": "Status", "enrolled": "Enrolled"}
 _STATUS_LABELS = {"online": "Online", "offline": "Not heard from yet", "silent": "Silent", "stopped": "Stopped",
                   "revoked": "Revoked"}
+_HEALTH_RULE_LABELS = {"certificate_expiring": "Certificate about to expire", "policy_refused": "Policy refused by the agent"}
 _TOKEN_STATES = {"active": "Active", "used": "All uses spent", "expired": "Expired", "revoked": "Revoked"}
 
 
@@ -39,7 +40,7 @@ def _problem(request: Request, who: User, status: int, message: str) -> HTMLResp
 
 def _labels_ctx() -> dict[str, Any]:
     return {"statuses": STATUSES, "sorts": SORTS, "sort_labels": _SORT_LABELS, "status_labels": _STATUS_LABELS,
-            "rule_labels": RULE_LABELS, "token_states": _TOKEN_STATES}
+            "rule_labels": {**RULE_LABELS, **_HEALTH_RULE_LABELS}, "token_states": _TOKEN_STATES}
 
 
 @router.get("/fleet", response_class=HTMLResponse)

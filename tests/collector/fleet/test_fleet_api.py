@@ -194,6 +194,9 @@ def test_a_certificate_about_to_expire_raises_one_alert_per_agent(world: World) 
             "agt-a": (("certificate_expiring", raised[0].id),)}
     row = world.client().get("/api/v1/agents", headers=_ivan(world)).json()["items"][0]
     assert row["alerts"] == [{"rule": "certificate_expiring", "id": raised[0].id}] and row["certificate_expiring"]
+    browser = world.client()
+    sign_in(browser, "ivan")
+    assert "证书即将到期" in browser.get("/fleet").text  # the badge, in Chinese by default
 
 
 def test_the_policy_an_agent_reports_is_shown_to_those_who_read_configuration(world: World) -> None:
