@@ -35,7 +35,7 @@ from shoumi.v1 import events_pb2
 
 from collector.events.models import StoredEvent
 from collector.policy import service as policies
-from collector.policy.models import AgentPolicyState, PolicyVersion
+from collector.policy.models import AgentPolicyState, PolicyVersion, by_label_of
 from collector.storage.base import Store, Transaction
 
 __all__ = ["POLICY_KEY_FILE", "PolicyKeyError", "load_or_create_policy_key", "PolicyDelivery", "REFRESH_SECONDS"]
@@ -82,6 +82,13 @@ def load_or_create_policy_key(data_dir: Path) -> Ed25519PrivateKey:
     if not isinstance(key, Ed25519PrivateKey):
         raise PolicyKeyError(f"{path} is not an Ed25519 key")
     return key
+
+
+def _answered(version: PolicyVersion, state: AgentPolicyState) -> bool:
+    """Whether the agent answered this version: applied it (same hash) or refused it."""
+    return ((state.applied_name, state.applied_version, state.applied_sha256) == (
+        version.name, version.version, version.sha256)
+        or (state.refused_name, state.refused_version) == (version.name, version.version))
 
 
 class PolicyDelivery:
@@ -149,19 +156,18 @@ class PolicyDelivery:
         """Rebuilds the map from the store; returns how many agents have a policy waiting."""
         with self._refreshing:
             with self.store.read() as tx:
-                agents = tx.list_agents()
-                assignments = tx.list_assignments()
+                targets = tx.policy_targets()
+                assignments = by_label_of(tx.list_assignments())
                 latest = {v.name: v for v in tx.latest_policy_versions()}
                 states = {s.agent_id: s for s in tx.list_agent_policy_states()}
             pending: dict[str, events_pb2.SignedPolicy] = {}
-            for agent in agents:
-                wanted = policies.wanted_for(agent, assignments, latest)
+            for agent_id, labels in targets:
+                wanted = policies.wanted_by_labels(labels, assignments, latest)
                 if wanted is None:
                     continue
-                signed = self._sign(wanted)
-                state = states.get(agent.agent_id)
-                if state is None or not self._settled(signed, state):
-                    pending[agent.agent_id] = signed
+                state = states.get(agent_id)
+                if state is None or not _answered(wanted, state):
+                    pending[agent_id] = self._sign(wanted)
             self._reported = states
             self._pending = pending
             live = {(v.name, v.version, v.sha256) for v in latest.values()}

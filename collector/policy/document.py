@@ -13,7 +13,6 @@ Errors::
 
 from __future__ import annotations
 
-import json
 import math
 import tomllib
 from typing import Any, Mapping
@@ -97,6 +96,15 @@ def with_form(previous: str | None, form: Mapping[str, str]) -> str:
     return to_toml(table)
 
 
+_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}
+
+
+def _string(text: str) -> str:
+    """A TOML basic string: quotes, backslashes and every control character (DEL included) escaped."""
+    return '"' + "".join(_ESCAPES.get(c) or (f"\\u{ord(c):04x}" if ord(c) < 0x20 or ord(c) == 0x7F else c)
+                         for c in text) + '"'
+
+
 def _value(value: Any, where: str) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -107,11 +115,11 @@ def _value(value: Any, where: str) -> str:
             raise DocumentError(where, "must be a finite number")
         return repr(value)
     if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)  # a JSON string is a TOML basic string
+        return _string(value)
     if isinstance(value, list):
         return "[" + ", ".join(_value(v, where) for v in value) + "]"
     if isinstance(value, dict):
-        return "{ " + ", ".join(f"{json.dumps(k, ensure_ascii=False)} = {_value(v, where)}" for k, v in value.items()) + " }"
+        return "{ " + ", ".join(f"{_string(k)} = {_value(v, where)}" for k, v in value.items()) + " }"
     raise DocumentError(where, f"cannot be written as TOML ({type(value).__name__})")
 
 
@@ -119,7 +127,7 @@ def to_toml(table: Mapping[str, Any]) -> str:
     """Writes a policy table as TOML, one key a line (lists of many entries one entry a line)."""
     lines = []
     for key, value in table.items():
-        name = key if key.replace("_", "").isalnum() and key.isascii() else json.dumps(key, ensure_ascii=False)
+        name = key if key.replace("_", "").isalnum() and key.isascii() else _string(key)
         if isinstance(value, list) and len(value) > 1:
             lines.append(f"{name} = [\n" + "".join(f"  {_value(v, key)},\n" for v in value) + "]")
         else:

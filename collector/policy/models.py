@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 from collector.fleet.models import check_labels
 
 __all__ = ["PolicyVersion", "Assignment", "AgentPolicyState", "resolve", "DEFAULT_LABEL", "NAME_PATTERN",
-           "check_name", "check_label", "MAX_COMMENT", "MAX_PRIORITY"]
+           "check_name", "check_label", "MAX_COMMENT", "MAX_PRIORITY", "by_label_of"]
 
 DEFAULT_LABEL = "*"
 NAME_PATTERN = r"[a-z0-9][a-z0-9._-]{0,63}"
@@ -93,10 +93,16 @@ class AgentPolicyState:
     refused_at_ns: int | None = None
 
 
-def resolve(labels: Iterable[str], assignments: Sequence[Assignment]) -> Assignment | None:
-    """The assignment that decides an agent's policy (see the module docstring), or None."""
-    by_label = {a.label: a for a in assignments}
+def resolve(labels: Iterable[str], assignments: Sequence[Assignment] | Mapping[str, Assignment]) -> Assignment | None:
+    """The assignment that decides an agent's policy (see the module docstring), or None; ``assignments``
+    may be given by label already (``by_label``), when many agents are resolved at once."""
+    by_label = assignments if isinstance(assignments, Mapping) else by_label_of(assignments)
     found = [by_label[label] for label in set(labels) if label in by_label and label != DEFAULT_LABEL]
     if found:
         return min(found, key=lambda a: (-a.priority, a.policy_name, a.label))
     return by_label.get(DEFAULT_LABEL)
+
+
+def by_label_of(assignments: Sequence[Assignment]) -> dict[str, Assignment]:
+    """Assignments by their label."""
+    return {a.label: a for a in assignments}

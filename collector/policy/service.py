@@ -25,11 +25,11 @@ from collector.events.models import StoredEvent
 from collector.fleet.models import AgentRecord
 from collector.policy.document import DocumentError, check_document, normalize
 from collector.policy.models import (DEFAULT_LABEL, MAX_COMMENT, MAX_PRIORITY, AgentPolicyState, Assignment,
-                                     PolicyVersion, check_label, check_name, resolve)
+                                     PolicyVersion, by_label_of, check_label, check_name, resolve)
 from collector.storage.base import AgentArea, AlertArea, AlreadyExists, AuditArea, PolicyArea
 
 __all__ = ["PolicyProblem", "save_version", "assign", "summaries", "PolicySummary", "AgentPolicyView",
-           "agent_view", "wanted_for", "labels_of", "record_reports", "reported", "said_in_status", "applied_of",
+           "agent_view", "wanted_for", "wanted_by_labels", "labels_of", "record_reports", "reported", "said_in_status", "applied_of",
            "REPORT_KINDS", "STATUS_KINDS", "MAX_LABELS_ASSIGNED"]
 
 LOCAL_SOURCE = "local"  # the agent runs its own agent.toml (agent/policy_push.py reports it as name "local")
@@ -125,12 +125,18 @@ def labels_of(agent: AgentRecord) -> tuple[str, ...]:
     return labels
 
 
-def wanted_for(agent: AgentRecord, assignments: Sequence[Assignment],
+def wanted_for(agent: AgentRecord, assignments: Sequence[Assignment] | Mapping[str, Assignment],
                latest: Mapping[str, PolicyVersion]) -> PolicyVersion | None:
     """The policy version an agent is to run (the newest of its assigned policy), or None."""
     if agent.revoked_at_ns is not None:
         return None
-    chosen = resolve(labels_of(agent), assignments)
+    return wanted_by_labels(labels_of(agent), assignments, latest)
+
+
+def wanted_by_labels(labels: Iterable[str], assignments: Sequence[Assignment] | Mapping[str, Assignment],
+                     latest: Mapping[str, PolicyVersion]) -> PolicyVersion | None:
+    """The policy version an unrevoked agent with these labels is to run, or None."""
+    chosen = resolve(labels, assignments)
     return None if chosen is None else latest.get(chosen.policy_name)
 
 
@@ -161,8 +167,9 @@ def summaries(*, tx: _ViewTx) -> list[PolicySummary]:
     assignments = tx.list_assignments()
     states = {s.agent_id: s for s in tx.list_agent_policy_states()}
     counts: dict[str, list[int]] = {name: [0, 0, 0] for name in latest}
+    index = by_label_of(assignments)
     for agent in tx.list_agents():
-        wanted = wanted_for(agent, assignments, latest)
+        wanted = wanted_for(agent, index, latest)
         if wanted is None:
             continue
         state = states.get(agent.agent_id)

@@ -584,6 +584,9 @@ class PolicyArea(Protocol):
     def list_agent_policy_states(self) -> Sequence[AgentPolicyState]:
         """What every agent that reported reported, by agent id."""
         ...
+    def policy_targets(self) -> Sequence[tuple[str, tuple[str, ...]]]:
+        """(agent id, labels) of every unrevoked agent, by agent id: what delivery resolves policies for."""
+        ...
 
 
 class Transaction(EnrollmentArea, AgentArea, CertificateArea, BatchArea, EventArea, AlertArea, PeopleArea,

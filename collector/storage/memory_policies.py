@@ -67,3 +67,7 @@ class MemoryPolicies:
     def list_agent_policy_states(self) -> Sequence[AgentPolicyState]:
         """What every agent that reported reported, by agent id."""
         return [self.s.agent_policy[a] for a in sorted(self.s.agent_policy)]
+
+    def policy_targets(self) -> Sequence[tuple[str, tuple[str, ...]]]:
+        """(agent id, labels) of every unrevoked agent, by agent id."""
+        return [(a.agent_id, tuple(a.labels)) for _, a in sorted(self.s.agents.items()) if a.revoked_at_ns is None]

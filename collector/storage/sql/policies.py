@@ -11,6 +11,8 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
+from collector.storage.sql.raw import RawCursor
+
 from collector.policy.models import AgentPolicyState, Assignment, PolicyVersion
 from collector.storage.base import AlreadyExists
 from collector.storage.sql.schema import agent_policy_state, policy_assignments, policy_versions
@@ -29,6 +31,7 @@ class PoliciesSql:
 
     _conn: Connection
     _dialect: str
+    _raw: RawCursor
 
     def _upsert(self, table: sa.Table, key: str, row: dict[str, Any]) -> None:
         insert = (pg_dialect.insert(table) if self._dialect == "postgresql" else sqlite_dialect.insert(table))
@@ -92,5 +95,11 @@ class PoliciesSql:
 
     def list_agent_policy_states(self) -> Sequence[AgentPolicyState]:
         """What every agent that reported reported, by agent id."""
-        rows = self._conn.execute(sa.select(agent_policy_state).order_by(agent_policy_state.c.agent_id))
-        return [AgentPolicyState(**{c: getattr(r, c) for c in _STATE_COLUMNS}) for r in rows]
+        # read on every delivery refresh (every few seconds, all agents): the driver's rows, not SQLAlchemy's
+        rows = self._raw.all(f"SELECT {', '.join(_STATE_COLUMNS)} FROM agent_policy_state ORDER BY agent_id", ())
+        return [AgentPolicyState(*r) for r in rows]
+
+    def policy_targets(self) -> Sequence[tuple[str, tuple[str, ...]]]:
+        """(agent id, labels) of every unrevoked agent, by agent id."""
+        rows = self._raw.all("SELECT agent_id, labels FROM agents WHERE revoked_at_ns IS NULL ORDER BY agent_id", ())
+        return [(r[0], tuple(r[1].split(",")) if r[1] else ()) for r in rows]  # labels: sorted, comma-joined (0010)

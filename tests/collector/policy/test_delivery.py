@@ -114,3 +114,29 @@ def test_the_key_is_made_once_0600_and_kept(tmp_path: Path) -> None:
     path.write_bytes(b"not a key")
     with pytest.raises(PolicyKeyError, match="not a PEM"):
         load_or_create_policy_key(tmp_path / "data")
+
+
+def test_two_collectors_on_one_store_agree_through_it(tmp_path: Path) -> None:
+    from collector.storage import open_store
+
+    first, second = open_store(tmp_path / "db"), open_store(tmp_path / "db")  # two processes' stores, one database
+    key = Ed25519PrivateKey.generate()  # the shared data directory's key
+    try:
+        with first.transaction() as tx:
+            tx._conn.exec_driver_sql(
+                "INSERT INTO agents (agent_id, public_key, hostname, os, agent_version, enrolled_at_ns, liveness) "
+                "VALUES ('ws-fin', ?, 'ws', 'Linux', '0.1.0', 1, 'active')", (b"k" * 32,))
+            tx.set_agent_labels(agent_id="ws-fin", labels=["dept:finance"])
+            made, _ = policies.save_version(tx=tx, name="finance", document=GOOD, author="it", comment="", now_ns=10)
+            policies.assign(tx=tx, name="finance", labels=["dept:finance"], priority=0, actor="it", now_ns=11)
+        a, b = PolicyDelivery(first, key), PolicyDelivery(second, key)
+        assert a.refresh() == b.refresh() == 1
+        sent_a, sent_b = a.pending("ws-fin"), b.pending("ws-fin")
+        assert sent_a is not None and sent_b is not None and sent_a.SerializeToString() == sent_b.SerializeToString()
+        with first.transaction() as tx:  # the agent's report reaches collector A
+            a.observe(tx, "ws-fin", [StoredEvent("ws-fin", 1, 1, "e1", "policy.applied", 5, attributes={
+                "name": "finance", "version": 1, "sha256": made.sha256, "source": "collector"})])
+        assert b.refresh() == 0  # B learns it from the store
+    finally:
+        first.close()
+        second.close()

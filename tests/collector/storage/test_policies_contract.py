@@ -58,3 +58,15 @@ def test_an_agents_report_is_replaced_whole(any_store: Any) -> None:
     assert any_store.get_agent_policy_state("ws-1") == second
     assert any_store.get_agent_policy_state("ws-9") is None
     assert [s.agent_id for s in any_store.list_agent_policy_states()] == ["ws-0", "ws-1"]
+
+
+def test_policy_targets_are_the_unrevoked_agents_with_their_labels(any_store: Any) -> None:
+    from collector.fleet.models import AgentRecord
+
+    for agent_id in ("ws-2", "ws-1", "ws-3"):
+        any_store.add_enroll_token(token_hash="t" + agent_id, created_at_ns=0, expires_at_ns=10, created_by="t")
+        assert any_store.consume_enroll_token(token_hash="t" + agent_id, now_ns=1, agent=AgentRecord(
+            agent_id, b"k" * 32, agent_id, "Linux", "0.1.0", 1)) is None
+    any_store.set_agent_labels(agent_id="ws-1", labels=["dept:finance", "site:sh"])
+    any_store.revoke_agent(agent_id="ws-3", now_ns=5)
+    assert list(any_store.policy_targets()) == [("ws-1", ("dept:finance", "site:sh")), ("ws-2", ())]
