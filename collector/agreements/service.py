@@ -291,6 +291,8 @@ def acknowledge(*, tx: _Tx, account: str, version_id: int, shown_sha256: str, se
     version = tx.get_agreement_version(version_id)
     if version is None:
         raise AgreementError(404, f"no agreement version {version_id}")
+    if version.effective_from > datetime.fromtimestamp(now_ns / 1e9, CHINA).date().isoformat():
+        raise AgreementError(409, f"version {version.version} takes effect on {version.effective_from}, not yet")
     if shown_sha256 != version.sha256:
         raise AgreementError(409, "the text changed since the page was shown: read it again, then acknowledge")
     template = tx.get_agreement_template(version.template_id)

@@ -24,7 +24,6 @@ class AgreementsSql:
     """The agreements area."""
 
     _conn: Connection
-    _dialect: str
 
     def add_agreement_template(self, template: Template) -> Template:
         """Stores a template; returns it with its id."""
@@ -140,8 +139,7 @@ class AgreementsSql:
                                                agreement_records.c.tsr.is_(None),
                                                agreement_records.c.next_seal_ns <= now_ns)
              .order_by(agreement_records.c.id).limit(limit))
-        if self._dialect == "postgresql":
-            q = q.with_for_update(skip_locked=True)  # two collectors do not seal the same record at once
+        # two collectors may both ask the TSA for one record; save_seal keeps the first token only
         return [_record(r) for r in self._conn.execute(q)]
 
 
