@@ -390,6 +390,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "case":
             from collector.evidence.cli import run_case
             return run_case(settings, args, _actor())
+        if args.command == "tree-head":
+            from collector.evidence.cli import run_tree_head
+            return run_tree_head(settings, args)
         if args.command == "policy":
             from collector.policy.cli import run_policy
             return run_policy(settings, args, _actor())

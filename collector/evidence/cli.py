@@ -7,6 +7,11 @@ Signs a tree head first if batches were stored since the last one (and gives it 
 witnesses), so the case's newest batches are provable. The zip is written to a temporary file next
 to ``--out`` and renamed into place: a failed export leaves nothing behind. Prints the bundle's
 SHA-256. Exit 2 with a message for a case that does not exist or cannot be exported yet.
+
+    shoumi-collector tree-head --data-dir DIR [--size N]
+
+prints a signed tree head (the latest, or that of N leaves) as JSON: what an auditor keeps apart and
+later gives ``shoumi-verify --tree-head FILE``.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from typing import Any, Callable
 
 from collector.settings import CollectorSettings
 
-__all__ = ["add_case_parser", "run_case", "write_atomically"]
+__all__ = ["add_case_parser", "run_case", "run_tree_head", "write_atomically"]
 
 
 def add_case_parser(sub: Any, store_args: Callable[[argparse.ArgumentParser], None]) -> None:
@@ -33,6 +38,9 @@ def add_case_parser(sub: Any, store_args: Callable[[argparse.ArgumentParser], No
     export.add_argument("--out", type=Path, required=True, help="the bundle to write (BUNDLE.zip)")
     export.add_argument("--prove-from", type=int, action="append", default=[],
                         help="also prove consistency from the signed head of this many leaves (one an auditor kept)")
+    head = sub.add_parser("tree-head", help="print a signed tree head as JSON (for shoumi-verify --tree-head)")
+    store_args(head)
+    head.add_argument("--size", type=int, help="the head of this many leaves (default: the latest)")
 
 
 def write_atomically(path: Path, data: bytes) -> None:
@@ -50,6 +58,27 @@ def write_atomically(path: Path, data: bytes) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def run_tree_head(settings: CollectorSettings, args: argparse.Namespace) -> int:
+    """Runs ``tree-head``: the head as JSON on stdout, what an auditor keeps and later gives shoumi-verify."""
+    import json
+
+    from collector.evidence.bundle import head_json
+    from collector.storage import open_store
+
+    store = open_store(settings.store_location())
+    try:
+        with store.read() as tx:
+            head = tx.latest_tree_head() if args.size is None else tx.tree_head_at(args.size)
+    finally:
+        store.close()
+    if head is None:
+        print("shoumi-collector: no signed tree head" + (f" of {args.size} leaves" if args.size is not None else ""),
+              file=sys.stderr)
+        return 2
+    print(json.dumps(head_json(head)))
+    return 0
 
 
 def run_case(settings: CollectorSettings, args: argparse.Namespace, actor: str) -> int:

@@ -103,6 +103,16 @@ def test_the_exported_bundle_verifies_with_the_witness_key(made: dict[str, Any])
     assert any(p.startswith("attachments/") for p in members)
 
 
+def test_a_head_kept_with_the_cli_relates_to_the_bundle(made: dict[str, Any]) -> None:
+    kept = made["tmp"] / "kept-head.json"
+    kept.write_text(run(tool("shoumi-collector"), "tree-head", "--data-dir", str(made["data_dir"])).stdout)
+    done = _verify(made["bundle"], "--tree-head", str(kept), "--lang", "en")
+    assert done.returncode == 0 and "The tree head given with --tree-head" in done.stdout, done.stdout
+    none = run(tool("shoumi-collector"), "tree-head", "--size", "999999", "--data-dir", str(made["data_dir"]),
+               check=False)
+    assert none.returncode == 2 and "no signed tree head of 999999 leaves" in none.stderr
+
+
 def test_the_cli_refuses_a_case_that_does_not_exist(made: dict[str, Any]) -> None:
     out = made["tmp"] / "none.zip"
     done = run(tool("shoumi-collector"), "case", "export", "999", "--out", str(out), "--data-dir",
