@@ -10,6 +10,7 @@
     shoumi-collector retention run|status --data-dir DIR           (collector/retention/cli.py)
     shoumi-collector privacy export EMPLOYEE --out FILE --reason TEXT --data-dir DIR
     shoumi-collector case export CASE_ID --out BUNDLE.zip --data-dir DIR      (collector/evidence/cli.py)
+    shoumi-collector tree-head --data-dir DIR [--size N]            (a signed head as JSON, for shoumi-verify)
     shoumi-collector policy set|assign|list|show ... --data-dir DIR   (collector/policy/cli.py)
     shoumi-collector rules check FILE          (exit 0: valid, the rules in force; 2: FILE:LINE: KEY: message)
 """
