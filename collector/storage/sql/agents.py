@@ -261,16 +261,20 @@ class AgentsSql:
         return bool(res.rowcount)
 
     def certificates_expiring(self, *, before_ns: int, now_ns: int, limit: int) -> Sequence[tuple[str, int]]:
-        """Unrevoked agents whose newest unrevoked certificate ends in [now, before), soonest first."""
-        newest = sa.func.max(certificates.c.not_after_ns)
-        query = (sa.select(certificates.c.agent_id, newest.label("not_after"))
-                 .select_from(certificates.join(agents, agents.c.agent_id == certificates.c.agent_id))
-                 .where(certificates.c.revoked_at_ns.is_(None), agents.c.revoked_at_ns.is_(None))
-                 .group_by(certificates.c.agent_id)
-                 .having(sa.and_(newest > now_ns, newest < before_ns))
-                 .order_by(newest, certificates.c.agent_id).limit(limit))
-        return [(r.agent_id, int(r.not_after)) for r in self._conn.execute(query)]
-
+        """Unrevoked agents whose newest unrevoked certificate ends in (now, before), soonest first: a range on
+        the certificates' end index, so the periodic check reads only those about to expire."""
+        c, later = certificates.c, certificates.alias("later")
+        newer = sa.exists().where(later.c.agent_id == c.agent_id, later.c.revoked_at_ns.is_(None),
+                                  later.c.not_after_ns > c.not_after_ns)
+        query = (sa.select(c.agent_id, c.not_after_ns)
+                 .select_from(certificates.join(agents, agents.c.agent_id == c.agent_id))
+                 .where(c.not_after_ns > now_ns, c.not_after_ns < before_ns, c.revoked_at_ns.is_(None),
+                        agents.c.revoked_at_ns.is_(None), ~newer)
+                 .order_by(c.not_after_ns, c.agent_id).limit(limit))
+        found: dict[str, int] = {}
+        for agent_id, not_after in self._conn.execute(query):
+            found.setdefault(agent_id, int(not_after))
+        return list(found.items())
 
 def _agent_filters(q: AgentQuery) -> list[Any]:
     where: list[Any] = []

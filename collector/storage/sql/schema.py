@@ -78,6 +78,7 @@ certificates = sa.Table(
     sa.Column("not_after_ns", sa.BigInteger, nullable=False),
     sa.Column("revoked_at_ns", sa.BigInteger),
 )
+sa.Index("ix_certificates_not_after", certificates.c.not_after_ns)  # fleet (0010): the ones about to expire
 chain_heads = sa.Table(
     "chain_heads", metadata,
     sa.Column("agent_id", sa.String(64), primary_key=True),

@@ -1,7 +1,8 @@
 """Fleet: agent labels and health, multi-use enrollment tokens with labels (issue 11).
 
 Agents get their labels (a sorted, comma-joined text on the agents row, and one agent_labels row
-each for the queries by label) and a health row written on ingest when a heartbeat arrives.
+each for the queries by label) and a health row written on ingest when a heartbeat arrives;
+certificates an index on their end, for the periodic look for those about to expire.
 Enrollment tokens get a use count (max_uses, 1 for every token made before: they stay one-time;
 uses is 1 for those already used), the labels enrolled agents receive, and a name.
 
@@ -25,6 +26,7 @@ def upgrade() -> None:
         batch.add_column(sa.Column("labels", sa.Text, nullable=False, server_default=""))
     op.create_index("ix_agents_hostname", "agents", ["hostname", "agent_id"])
     op.create_index("ix_agents_last_seen", "agents", ["last_seen_ns", "agent_id"])
+    op.create_index("ix_certificates_not_after", "certificates", ["not_after_ns"])
     op.create_table(
         "agent_labels",
         sa.Column("agent_id", sa.String(64), primary_key=True),
@@ -60,6 +62,7 @@ def downgrade() -> None:
     op.drop_table("agent_health")
     op.drop_index("ix_agent_labels_label", table_name="agent_labels")
     op.drop_table("agent_labels")
+    op.drop_index("ix_certificates_not_after", table_name="certificates")
     op.drop_index("ix_agents_last_seen", table_name="agents")
     op.drop_index("ix_agents_hostname", table_name="agents")
     with op.batch_alter_table("agents") as batch:
