@@ -101,6 +101,7 @@ def test_a_policy_reaches_the_labelled_agent_only_and_bad_ones_are_refused(colle
                              {"name": "finance", "document": document, "comment": "e2e"})
         assert status == 201 and made["version"] == 1
         assigned_at = time.monotonic()
+        seen_before = max(e["seq"] for e in collector.events(ana) if e["agent_id"] == fin_id)
         status, _ = _call(collector, "PUT", "/api/v1/policies/finance/assignment", it,
                           {"labels": ["dept:finance"], "priority": 1})
         assert status == 200
@@ -111,6 +112,11 @@ def test_a_policy_reaches_the_labelled_agent_only_and_bad_ones_are_refused(colle
         assert applied[0]["attributes"]["version"] == 1 and applied[0]["attributes"]["sha256"] == made["sha256"]
         assert applied[0]["attributes"]["source"] == "collector"
         print(f"assigned -> policy.applied stored: {took:.1f} s (heartbeat {HEARTBEAT_S} s)")
+        # within a heartbeat interval, told by the agent's own stream: the Ack of the next heartbeat's batch
+        # carries the policy, and policy.applied follows it (one heartbeat of slack for a batch in flight)
+        beats_between = _events_of(collector, ana, fin_id, "agent.heartbeat",
+                                   lambda e: seen_before < e["seq"] < applied[0]["seq"])
+        assert len(beats_between) <= 2, beats_between
         view = eventually(lambda: (lambda v: v if v["in_sync"] else None)(
             collector.get(f"/api/v1/agents/{fin_id}/policy", it)), WAIT_S, "the finance agent in sync")
         assert view["applied"]["version"] == 1 and view["assigned"]["label"] == "dept:finance"
