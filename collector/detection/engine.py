@@ -120,17 +120,20 @@ def _reader(e: StoredEvent) -> str | None:
     return e.user if e.kind in _READ_KINDS and e.user else None
 
 
-_FOLDERS: dict[tuple[str, int], str] = {}  # paths repeat (the same files are read again): made once each
+_FOLDERS: dict[int, dict[str, str]] = {}  # depth -> path -> folder: paths repeat (the same files are read again)
 
 
 def _folder(path: str, depth: int) -> str:
-    found = _FOLDERS.get((path, depth))
+    made = _FOLDERS.get(depth)
+    if made is None:
+        made = _FOLDERS[depth] = {}
+    found = made.get(path)  # a path's hash is kept in the string: no tuple to build and hash per event
     if found is None:
         parts = [p for p in path.split("/") if p]
         found = "/" + "/".join(parts[:depth]) if parts else "/"
-        if len(_FOLDERS) >= 50_000:
-            _FOLDERS.clear()
-        _FOLDERS[(path, depth)] = found
+        if len(made) >= 50_000:
+            made.clear()
+        made[path] = found
     return found
 
 

@@ -129,6 +129,18 @@ def test_alerts_round_trip_and_page(any_store: SqlStore) -> None:
     assert [a.user for a in rest.items] == ["u2", "u1", "u0"] and rest.next_cursor is None
 
 
+def test_events_after_reads_back_what_was_stored(any_store: SqlStore) -> None:
+    stored = _events("agt-1", 1, 4)
+    stored[1] = stored[1]._replace(attributes={})
+    any_store.store_batch(_batch("agt-1", 1, 4, b"a" * 32), stored, expected_head=None)
+    back = any_store.events_after(agent_id="agt-1", epoch=1, seq=1, limit=10)
+    assert [e._replace(row_id=None) for e in back] == [e._replace(row_id=None) for e in stored[1:]]
+    a = back[1].attributes  # detection's read: as the dict it was, whichever way a store keeps it
+    assert a == {"source_paths": ["/a", "/b"], "match_share": 0.75} and dict(a) == a and len(a) == 2
+    assert a.get("match_share") == 0.75 and a.get("nope") is None and a["source_paths"] == ["/a", "/b"]
+    assert sorted(a.items()) == [("match_share", 0.75), ("source_paths", ["/a", "/b"])] and "match_share" in a
+
+
 def test_evidence_appended_once_in_order(any_store: SqlStore) -> None:
     made = any_store.add_alert(Alert("usb_exfiltration", "high", "open", "u", "agt-1", 1, 1, ("a", "b", "a", "c"), "s"))
     assert made.evidence_count == 3 and made.event_ids == ("a", "b", "c")
