@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import stat
 import sys
 import threading
@@ -44,6 +43,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from shoumi_verify.formats import (ProtocolError, cosignature_line, cosignature_message, ed25519_ok, key_id, origin_of,
                                    parse_add_checkpoint, tree_head_bytes)
+from shoumi_verify.files import write_durably
 from shoumi_verify.merkle import consistency_ok
 
 __all__ = ["Witness", "WitnessRefused", "main", "load_or_create_key", "EMPTY_ROOT"]
@@ -62,27 +62,10 @@ class WitnessRefused(Exception):
         self.body = body if body is not None else (reason + "\n").encode()
 
 
-def _write_durably(path: Path, data: bytes) -> None:
-    """Writes a 0600 file through a temporary one: fsync, rename into place, fsync of the folder."""
-    tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
 def load_or_create_key(path: Path, *, create: bool = False) -> Ed25519PrivateKey:
     """The witness's key (PKCS#8 PEM, 0600); made if ``create`` and absent; refused if others may read it."""
     if create and not path.exists():
-        _write_durably(path, Ed25519PrivateKey.generate().private_bytes(
+        write_durably(path, Ed25519PrivateKey.generate().private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
     mode = path.stat().st_mode
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
@@ -122,7 +105,7 @@ class Witness:
 
     def _persist(self, state: _State) -> None:
         data = json.dumps({"origin": self.origin, "tree_size": state.tree_size, "root_hash": state.root_hash.hex()})
-        _write_durably(self.state_file, data.encode())
+        write_durably(self.state_file, data.encode())
 
     def add_checkpoint(self, body: bytes) -> bytes:
         """Checks and cosigns one checkpoint; returns the cosignature line or raises WitnessRefused."""

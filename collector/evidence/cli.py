@@ -17,15 +17,16 @@ later gives ``shoumi-verify --tree-head FILE``.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
 
+from shoumi_verify.files import write_durably
+
 from collector.settings import CollectorSettings
 
-__all__ = ["add_case_parser", "run_case", "run_tree_head", "write_atomically"]
+__all__ = ["add_case_parser", "run_case", "run_tree_head"]
 
 
 def add_case_parser(sub: Any, store_args: Callable[[argparse.ArgumentParser], None]) -> None:
@@ -41,23 +42,6 @@ def add_case_parser(sub: Any, store_args: Callable[[argparse.ArgumentParser], No
     head = sub.add_parser("tree-head", help="print a signed tree head as JSON (for shoumi-verify --tree-head)")
     store_args(head)
     head.add_argument("--size", type=int, help="the head of this many leaves (default: the latest)")
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """Writes ``data`` to ``path`` through a temporary file in the same folder (0600), fsynced, renamed."""
-    path = path.resolve()
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def run_tree_head(settings: CollectorSettings, args: argparse.Namespace) -> int:
@@ -103,7 +87,7 @@ def run_case(settings: CollectorSettings, args: argparse.Namespace, actor: str) 
             with store.transaction() as tx:  # the bundle and its audit row: one snapshot, one commit
                 made = export_case(tx, args.case_id, keys=keys, actor=actor, now_ns=time.time_ns(),
                                    prove_from=args.prove_from)
-                write_atomically(args.out, made.zip)  # inside: no audit row for a bundle that was not written
+                write_durably(args.out.resolve(), made.zip)  # inside: no audit row for a bundle not written
         except EvidenceError as exc:
             print(f"shoumi-collector: case {args.case_id}: {exc}", file=sys.stderr)
             return 2
