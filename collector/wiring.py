@@ -76,6 +76,7 @@ def build_services(settings: CollectorSettings, store: Store | None = None) -> B
     """Builds every part from the settings; nothing listens until ``grpc.start()``."""
     # a bad rules file is refused before anything is opened (RulesError names its line and key)
     file_rules = load_rules(settings.rules_file) if settings.rules_file else None
+    agreements_cfg = agreements.load_config(settings.agreements)  # so are unreadable CA files, a TSA without its CA
     if store is None:
         store = open_store(settings.store_location())
     gate = WriteGate.for_store(settings.data_dir, settings.database_url)  # SQLite: one writer, handed over at once
@@ -124,7 +125,6 @@ def build_services(settings: CollectorSettings, store: Store | None = None) -> B
     handoff = build_handoff_worker(store, settings.cases)
     if handoff is not None:  # the payroll outbox (collector/cases), started and stopped with the other jobs
         background.every(settings.cases.payroll_poll_seconds, "payroll-handoff", handoff.run_once)
-    agreements_cfg = agreements.load_config(settings.agreements)
     if agreements_cfg.tsa_url:  # acknowledgements the TSA could not seal at once are retried
         background.every(agreements_cfg.seal_retry_seconds, "agreement-seals", lambda: agreements.seal_pending(
             store=store, cfg=agreements_cfg, now=time.time_ns))
