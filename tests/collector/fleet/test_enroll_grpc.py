@@ -138,3 +138,30 @@ def test_a_heartbeat_over_the_stream_fills_the_health_row(collector: Built) -> N
         12, 9000, 4, ("zhang.san",))
     assert abs(health.clock_skew_ms) < 60_000
     assert collector.store.get_agent_health(agent_id) is None  # no heartbeat from that one
+
+
+def test_people_of_batches_between_heartbeats_reach_the_health_row() -> None:
+    from collector.events.models import StoredEvent
+    from collector.fleet.health import UsersSeen, record_health
+    from collector.fleet.models import AgentRecord
+    from collector.storage import MemoryStore
+
+    store, seen = PerCall(MemoryStore()), UsersSeen(max_agents=2)
+    agent = AgentRecord("agt-1", b"k" * 32, "ws", "Linux", "0.1.0", 1)
+
+    def event(seq: int, kind: str = "file.read", user: str = "") -> StoredEvent:
+        return StoredEvent(agent_id="agt-1", epoch=1, seq=seq, id=f"e{seq}", kind=kind, time_ns=seq, path="",
+                           user=user, attributes={"capture_gaps": 1} if kind == "agent.heartbeat" else {})
+
+    with store.transaction() as tx:
+        record_health(tx=tx, agent=agent, events=[event(1, user="zhang.san"), event(2, user="li.si")],
+                      received_ns=10, skew_ns=0, seen=seen)
+        assert tx.get_agent_health("agt-1") is None  # no heartbeat: nothing written
+        record_health(tx=tx, agent=agent, events=[event(3, user="wang.wu")], received_ns=11, skew_ns=0, seen=seen)
+        record_health(tx=tx, agent=agent, events=[event(4, "agent.heartbeat")], received_ns=12, skew_ns=0, seen=seen)
+        health = tx.get_agent_health("agt-1")
+    assert health is not None and health.users == ("wang.wu", "li.si", "zhang.san")
+    assert seen.take("agt-1") == []  # written and forgotten
+    for i in range(3):
+        seen.note(f"agt-{i}", ["u"])
+    assert seen.take("agt-0") == [] and seen.take("agt-2") == ["u"]  # bounded: a full table starts again
