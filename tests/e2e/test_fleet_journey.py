@@ -59,8 +59,8 @@ def test_it_enrolls_an_agent_from_the_ui_sees_it_online_and_revokes_it(collector
     try:
         def online() -> bool:
             page.goto(f"{collector.http}/fleet?status=online")
-            return page.locator(f"tr[data-agent-id='{agent_id}'][data-status='online']").count() == 1
-        eventually(online, timeout=30, what="the agent online on /fleet")
+            return page.locator(f"tr[data-agent-id='{agent_id}'][data-status='online'][data-reported='yes']").count() == 1
+        eventually(online, timeout=30, what="the agent online on /fleet, its heartbeat's health shown")
         row = page.locator(f"tr[data-agent-id='{agent_id}']")
         assert "dept:finance" in row.inner_text()
         screenshot(page, "fleet", tmp_path)
