@@ -12,6 +12,8 @@ A mount's USB identity (``usb_identity``: vendor id, product id and serial) is r
 walking up from its block device (``/sys/class/block/<dev>``) to the USB device that has
 ``idVendor`` and ``idProduct``; what the kernel does not give is left empty (a SATA disk has no USB
 ids, many cheap sticks no serial). The policy's ``company_devices`` are matched against it.
+The label comes from /dev/disk/by-label (udev), else from the filesystem's superblock (ext2/3/4,
+FAT: its first 2 KiB, read once per mount; no blkid).
 
 The diff is pure (``removable_mounts``, ``diff_mounts``); the partition list, the sysfs question,
 the USB identity and the label lookup are functions passed in (the sysfs root is a parameter), so
@@ -32,6 +34,7 @@ __all__ = [
     "RemovableMount",
     "RemovableMountTracker",
     "diff_mounts",
+    "label_from_superblock",
     "label_of_device",
     "psutil_partitions",
     "removable_mounts",
@@ -150,17 +153,41 @@ def usb_identity(device: str, *, sys_root: str = "/sys", dev_root: str = "/dev")
 
 
 def label_of_device(device: str, *, by_label: str = "/dev/disk/by-label") -> str:
-    """The filesystem label udev published for the device, or "" (no udev, no label)."""
+    """The filesystem label udev published for the device, else the one in its superblock, or ""."""
     try:
         names = os.listdir(by_label)
     except OSError:
-        return ""
+        names = []
     target = os.path.realpath(device)
     for name in names:
         if os.path.realpath(os.path.join(by_label, name)) == target:
             # udev escapes unsafe characters as \xNN.
             return re.sub(r"\\x([0-9a-fA-F]{2})", lambda m: chr(int(m.group(1), 16)), name)
-    return ""
+    return label_from_superblock(device)
+
+
+def label_from_superblock(device: str) -> str:
+    """The volume label an ext2/3/4 or FAT12/16/32 filesystem keeps in its first 2 KiB, or "".
+
+    Where there is no udev (containers, minimal systems) and no blkid: the agent reads those bytes
+    of the device once per mount, never a file on it."""
+    if not device.startswith("/"):
+        return ""
+    try:
+        with open(device, "rb") as f:
+            head = f.read(2048)
+    except OSError:
+        return ""
+    if len(head) >= 1160 and head[1080:1082] == b"\x53\xef":  # ext2/3/4 magic 0xEF53 at 1024 + 56
+        raw, encoding = head[1144:1160], "utf-8"  # s_volume_name at 1024 + 120
+    elif len(head) >= 512 and head[510:512] == b"\x55\xaa" and head[82:87] == b"FAT32":
+        raw, encoding = head[71:82], "cp437"
+    elif len(head) >= 512 and head[510:512] == b"\x55\xaa" and head[54:59] in (b"FAT12", b"FAT16"):
+        raw, encoding = head[43:54], "cp437"
+    else:
+        return ""
+    text = raw.split(b"\x00")[0].decode(encoding, "replace").strip()
+    return "" if text == "NO NAME" else text
 
 
 def _normal(path: str) -> str:
@@ -230,6 +257,8 @@ class RemovableMountTracker:
         self._label_of = label_of
         self._identity_of = identity_of
         self._current: dict[str, RemovableMount] = {}
+        self._labels: dict[str, str] = {}
+        self._ids: dict[str, Mapping[str, str]] = {}
 
     def set_declared(self, declared: Sequence[str]) -> None:
         """Takes a new policy's removable_mounts; the next poll reports the difference."""
@@ -240,10 +269,26 @@ class RemovableMountTracker:
         return tuple(self._current[p] for p in sorted(self._current))
 
     def poll(self) -> list[MountChange]:
-        """Looks again; the first poll reports every removable mount present as mounted."""
+        """Looks again; the first poll reports every removable mount present as mounted.
+
+        A device's label and USB ids are read once while it stays in the partition list."""
+        partitions = list(self._partitions())
+        present = {p.device for p in partitions}
+        self._labels = {d: v for d, v in self._labels.items() if d in present}
+        self._ids = {d: v for d, v in self._ids.items() if d in present}
+
+        def label(device: str) -> str:
+            if device not in self._labels:
+                self._labels[device] = self._label_of(device)
+            return self._labels[device]
+
+        def ids(device: str) -> Mapping[str, str]:
+            if device not in self._ids:
+                self._ids[device] = self._identity_of(device)
+            return self._ids[device]
+
         now = removable_mounts(
-            self._partitions(), self._declared,
-            is_removable=self._is_removable, label_of=self._label_of, identity_of=self._identity_of,
+            partitions, self._declared, is_removable=self._is_removable, label_of=label, identity_of=ids,
         )
         changes = diff_mounts(self._current, now)
         self._current = now

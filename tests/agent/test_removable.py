@@ -267,3 +267,41 @@ def test_a_stick_without_a_serial_leaves_it_out(tmp_path: Path) -> None:
     ids = usb_identity("/dev/sdb1", sys_root=str(tmp_path / "sys"), dev_root=str(tmp_path / "dev"))
     assert ids == {"vendor_id": "0781", "product_id": "5567"}
     assert RemovableMount("/media/x", "/dev/sdb1", **ids).identity() == ids
+
+
+def test_the_label_is_read_from_the_superblock_without_udev(tmp_path: Path) -> None:
+    from agent.sources.removable import label_from_superblock
+
+    ext4 = tmp_path / "ext4.img"
+    with open(ext4, "wb") as f:
+        f.truncate(4 << 20)
+    subprocess.run(["mkfs.ext4", "-q", "-F", "-L", "财务盘", str(ext4)], check=True, capture_output=True)
+    assert label_from_superblock(str(ext4)) == "财务盘"
+    assert label_of_device(str(ext4), by_label=str(tmp_path / "no-udev")) == "财务盘"
+    fat = bytearray(512)  # a FAT32 boot sector as mkfs.vfat -n WORKSTICK writes it
+    fat[71:82], fat[82:90], fat[510:512] = b"WORKSTICK  ", b"FAT32   ", b"\x55\xaa"
+    (tmp_path / "fat.img").write_bytes(bytes(fat))
+    assert label_from_superblock(str(tmp_path / "fat.img")) == "WORKSTICK"
+    fat[71:82] = b"NO NAME    "
+    (tmp_path / "fat.img").write_bytes(bytes(fat))
+    assert label_from_superblock(str(tmp_path / "fat.img")) == ""
+    (tmp_path / "zeros.img").write_bytes(bytes(4096))
+    assert label_from_superblock(str(tmp_path / "zeros.img")) == ""
+    assert label_from_superblock(str(tmp_path / "absent")) == "" and label_from_superblock("tmpfs") == ""
+
+
+def test_a_devices_label_and_ids_are_read_once_while_it_stays(tmp_path: Path) -> None:
+    machine = FakeMachine()
+    asked: list[str] = []
+    tracker = RemovableMountTracker(partitions=machine.partitions, is_removable=machine.is_removable,
+                                    label_of=lambda d: asked.append(d) or "L",
+                                    identity_of=lambda d: asked.append(d) or {"vendor_id": "0781"})
+    machine.plug("/dev/sdb1", "/media/a")
+    assert [c.mount.vendor_id for c in tracker.poll()] == ["0781"]
+    assert tracker.poll() == [] and tracker.poll() == []
+    assert asked == ["/dev/sdb1", "/dev/sdb1"]
+    machine.unplug("/media/a")
+    tracker.poll()
+    machine.plug("/dev/sdb1", "/media/a")
+    tracker.poll()
+    assert len(asked) == 4  # plugged again: read again
