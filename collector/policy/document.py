@@ -19,8 +19,8 @@ from typing import Any, Mapping
 
 from agent import policy as agent_policy
 
-__all__ = ["DocumentError", "check_document", "normalize", "FORM_LISTS", "FORM_NUMBERS", "form_values", "with_form", "to_toml",
-           "MAX_DOCUMENT_BYTES"]
+__all__ = ["DocumentError", "check_document", "normalize", "FORM_LISTS", "FORM_NUMBERS", "form_values", "with_form",
+           "to_toml", "MAX_DOCUMENT_BYTES"]
 
 MAX_DOCUMENT_BYTES = agent_policy.MAX_DOCUMENT_BYTES  # the agent's bound; an Ack carries up to 4 MiB
 FORM_LISTS = ("sensitive_folders", "destinations", "removable_mounts", "exclude_paths", "exclude_processes")

@@ -24,7 +24,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from collector.people.models import User
 from collector.policy import service as policies
 from collector.policy.document import FORM_LISTS, FORM_NUMBERS, DocumentError, form_values, with_form
-from collector.policy.models import NAME_PATTERN, PolicyVersion
+from collector.policy.models import NAME_PATTERN, PolicyVersion, by_label_of
 from collector.policy.service import PolicyProblem
 from collector.policy.views import refresh_delivery, unified_diff
 from collector.web.deps import Services, require_page, services
@@ -113,9 +113,10 @@ def _detail(request: Request, svc: Services, user: User, name: str, *, version: 
         if not versions:
             raise HTTPException(404, f"no policy {name!r}")
         assignments = tx.list_assignments()
+        index = by_label_of(assignments)
         latest_all = {v.name: v for v in tx.latest_policy_versions()}
         states = {s.agent_id: s for s in tx.list_agent_policy_states()}
-        agents = [a for a in tx.list_agents() if (w := policies.wanted_for(a, assignments, latest_all)) is not None
+        agents = [a for a in tx.list_agents() if (w := policies.wanted_for(a, index, latest_all)) is not None
                   and w.name == name]
     latest = versions[0]
     shown = next((v for v in versions if v.version == version), None) if version is not None else None
@@ -145,8 +146,9 @@ def _detail(request: Request, svc: Services, user: User, name: str, *, version: 
         "name": name, "latest": _version_row(latest), "versions": [_version_row(v) for v in versions],
         "shown": _version_row(shown) if shown else None,
         "diff": unified_diff(before, shown) if shown is not None and before is not None else None,
-        "labels": [a.label for a in mine], "agents": rows, "agents_total": len(agents), "form": values, "error": error, "error_key": error_key,
-        "lists": FORM_LISTS, "field_labels": FIELD_LABELS, "editor": editor}, user=user, status_code=status)
+        "labels": [a.label for a in mine], "agents": rows, "agents_total": len(agents), "form": values,
+        "error": error, "error_key": error_key, "lists": FORM_LISTS, "field_labels": FIELD_LABELS,
+        "editor": editor}, user=user, status_code=status)
 
 
 @router.get("/policies/{name}", response_class=HTMLResponse)

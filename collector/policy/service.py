@@ -29,7 +29,8 @@ from collector.policy.models import (DEFAULT_LABEL, MAX_COMMENT, MAX_PRIORITY, A
 from collector.storage.base import AgentArea, AlertArea, AlreadyExists, AuditArea, PolicyArea
 
 __all__ = ["PolicyProblem", "save_version", "assign", "summaries", "PolicySummary", "AgentPolicyView",
-           "agent_view", "wanted_for", "wanted_by_labels", "labels_of", "record_reports", "reported", "said_in_status", "applied_of",
+           "agent_view", "wanted_for", "wanted_by_labels", "labels_of", "record_reports", "reported", "said_in_status",
+           "applied_of",
            "REPORT_KINDS", "STATUS_KINDS", "MAX_LABELS_ASSIGNED"]
 
 LOCAL_SOURCE = "local"  # the agent runs its own agent.toml (agent/policy_push.py reports it as name "local")
