@@ -146,7 +146,7 @@ class Root:
     def run(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         environment = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "DEBIAN_FRONTEND": "noninteractive", "LANG": "C.UTF-8",
                        **(env or {})}
-        return subprocess.run(["chroot", str(self.path), *args], capture_output=True, text=True, timeout=600,
+        return subprocess.run(["/usr/sbin/chroot", str(self.path), *args], capture_output=True, text=True, timeout=600,
                               env=environment)
 
     def start_service(self, log: Path) -> subprocess.Popen[bytes]:
@@ -155,7 +155,7 @@ class Root:
         env = {"PATH": "/usr/bin:/bin", "SHOUMI_AGENT_HEARTBEAT_SECONDS": "1", "SHOUMI_AGENT_ATTRIBUTED_USER": "alice",
                "SHOUMI_AGENT_BATCH_LINGER_S": "0.05"}
         with open(log, "ab") as out:
-            return subprocess.Popen(["chroot", str(self.path), "/opt/shoumi-agent/bin/shoumi-agent-service", "run"],
+            return subprocess.Popen(["/usr/sbin/chroot", str(self.path), "/opt/shoumi-agent/bin/shoumi-agent-service", "run"],
                                     stdout=out, stderr=subprocess.STDOUT, env=env)
 
     def exists(self, path: str) -> bool:
