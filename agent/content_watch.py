@@ -31,6 +31,7 @@ import dataclasses
 import logging
 import os
 import queue
+import sqlite3
 import threading
 import time
 from collections import Counter
@@ -116,6 +117,8 @@ DEPARTED_TTL_S = 300.0
 _DEPARTED_MAX = 10_000
 _SCAN_SEEN_NS = 30 * 10**9  # how long a live create is checked against the last full scan
 _STATE_CHUNK = 1000  # snapshot rows per state-only record (the first run's baseline)
+_STATE_AHEAD = 4 * _STATE_CHUNK  # baseline rows handed to the recorder ahead of the spool at most
+_STATE_WAIT_S = 5.0
 
 
 class ContentWatch:
@@ -472,11 +475,15 @@ class ContentWatch:
         # What changed without being a change (a hash learnt, a time moved with the same content),
         # or, on a first run, the whole baseline: nothing unreported, so stored on its own.
         quiet: list[SnapshotUpdate] = []
-        for row in store.quiet(first_run=first_run, catch_up=catch_up):
-            quiet.append(row)
-            if len(quiet) == _STATE_CHUNK:
-                self.emit(Recorded(None, tuple(quiet)))
-                quiet = []
+        sent = 0
+        with _StoredRows(self.store if first_run else None) as stored:
+            for row in store.quiet(first_run=first_run, catch_up=catch_up):
+                quiet.append(row)
+                if len(quiet) == _STATE_CHUNK:
+                    self.emit(Recorded(None, tuple(quiet)))
+                    sent += len(quiet)
+                    quiet = []
+                    stored.wait_for(sent - _STATE_AHEAD)
         if quiet:
             self.emit(Recorded(None, tuple(quiet)))
         if first_run:
@@ -499,6 +506,41 @@ class ContentWatch:
                     path = os.path.join(dirpath, name)
                     if not self.policy.is_excluded(path):
                         yield path
+
+
+class _StoredRows:
+    """How many snapshot rows the spool holds, read on a connection of its own: a first run's
+    baseline (100,000 rows at ~350 B each as Python objects) is handed to the recorder only as
+    fast as the spool stores it, so that it never waits in the recorder's queue all at once.
+    Only memory depends on it: after ``_STATE_WAIT_S`` per chunk it goes on regardless."""
+
+    def __init__(self, store: object) -> None:
+        path = getattr(store, "path", None)
+        self._db: sqlite3.Connection | None = None
+        if isinstance(path, os.PathLike) and os.path.exists(path):
+            try:
+                self._db = sqlite3.connect(f"file:{os.fspath(path)}?mode=ro", uri=True, check_same_thread=False)
+            except sqlite3.Error:
+                self._db = None
+
+    def __enter__(self) -> "_StoredRows":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._db is not None:
+            self._db.close()
+
+    def wait_for(self, rows: int) -> None:
+        if self._db is None or rows <= 0:
+            return
+        deadline = time.monotonic() + _STATE_WAIT_S
+        while time.monotonic() < deadline:
+            try:
+                if int(self._db.execute("SELECT count(*) FROM snapshot").fetchone()[0]) >= rows:
+                    return
+            except sqlite3.Error:
+                return
+            time.sleep(0.01)
 
 
 def _inode(dev: int, ino: int) -> int:

@@ -22,7 +22,8 @@ dict entry per chunk mapping the 64-bit fingerprint to a small integer id; no pe
 sets or hex strings (about 80 bytes per source and 70 per distinct chunk, besides the path). ``tests/agent/test_fingerprint.py`` measures it under 80 MB for 100,000
 office-sized files. Sans-I/O: it never reads a file and never holds content.
 
-``StoredFingerprintIndex`` gives the same answers from SQLite tables (one row per source with the
+``agent.content_store.StoredFingerprintIndex`` gives the same answers (this module's
+``_Matcher``) from SQLite tables (one row per source with the
 same packed record, one ``(chunk, source)`` row per distinct chunk), so that the agent's memory
 does not grow with the sensitive folders: the dict index costs ~0.8 KB per office file in the
 process, the stored one ~0.4 KB per file on disk and only SQLite's bounded page cache in memory.
@@ -31,15 +32,13 @@ It is a cache of what the files hold, rebuilt by its owner at start, never a rec
 
 from __future__ import annotations
 
-import os
-import sqlite3
 import struct
 from dataclasses import dataclass
 from typing import Iterable, Iterator, Literal, Protocol
 
 from agent.core.fingerprint import FileFingerprint
 
-__all__ = ["FingerprintIndex", "Match", "MatchKind", "SourceIndex", "StoredFingerprintIndex", "open_index_db"]
+__all__ = ["FingerprintIndex", "Match", "MatchKind", "SourceIndex"]
 
 MatchKind = Literal["exact", "partial", "archive"]
 
@@ -264,141 +263,3 @@ def _judge(
         if max(share, dest_share) > 0.0 and max(share, dest_share) >= threshold:
             out.append(Match(path, "partial", share, dest_share=dest_share))
     return sorted(out, key=lambda m: (-max(m.share, m.dest_share), m.source_path))
-
-
-def _signed(fp: int) -> int:
-    """A 64-bit fingerprint as SQLite's signed INTEGER (and back: ``& _MASK``)."""
-    return fp - (1 << 64) if fp >= 1 << 63 else fp
-
-
-_MASK = (1 << 64) - 1
-_IN_MAX = 500  # values per IN (...) list: well under SQLite's 32,766 host parameters
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS fp_source (id INTEGER PRIMARY KEY, path BLOB NOT NULL UNIQUE, rec BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS fp_chunk (fp INTEGER NOT NULL, id INTEGER NOT NULL, PRIMARY KEY (fp, id)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS fp_anchor (fp INTEGER NOT NULL, id INTEGER NOT NULL, PRIMARY KEY (fp, id)) WITHOUT ROWID;
-"""
-
-
-def open_index_db(path: str | os.PathLike[str] = "", *, cache_kib: int = 2048) -> sqlite3.Connection:
-    """A connection for a ``StoredFingerprintIndex`` (and its owner's tables): a cache, not a
-    record, so no journal and no fsync, and ``cache_kib`` of pages in memory at most. ``""`` is a
-    private temporary database that SQLite removes on close."""
-    db = sqlite3.connect(os.fspath(path), isolation_level=None, check_same_thread=False)
-    db.execute("PRAGMA journal_mode=OFF")
-    db.execute("PRAGMA synchronous=OFF")
-    db.execute("PRAGMA main.locking_mode=EXCLUSIVE")  # main only: never a database attached
-    db.execute(f"PRAGMA cache_size=-{int(cache_kib)}")
-    db.execute("PRAGMA temp_store=FILE")
-    return db
-
-
-class StoredFingerprintIndex(_Matcher):
-    """The ``FingerprintIndex`` kept in SQLite tables instead of dicts: the same answers, with
-    memory bounded by SQLite's page cache however many sources (100,000 office files are ~40 MB
-    on disk and ~2 MB of pages in memory). The caller's transaction: writes go into one open
-    transaction until ``commit()`` (the owner commits when idle; nothing here must survive a
-    crash, the owner rebuilds it at start). One thread at a time (the content worker)."""
-
-    def __init__(self, db: sqlite3.Connection | None = None, *, min_share: float = 0.5) -> None:
-        if not 0.0 <= min_share <= 1.0:
-            raise ValueError("min_share must be within 0..1")
-        self.min_share = min_share
-        self.db = db if db is not None else open_index_db()
-        self.db.executescript(_SCHEMA)
-        self._count = int(self.db.execute("SELECT count(*) FROM fp_source").fetchone()[0])
-        self._writes = 0
-
-    def _begin(self) -> None:
-        if not self.db.in_transaction:
-            self.db.execute("BEGIN")
-        self._writes += 1
-
-    def commit(self) -> None:
-        """Ends the open transaction (pages written to the file, none kept dirty in memory)."""
-        if self.db.in_transaction:
-            self.db.execute("COMMIT")
-        self._writes = 0
-
-    @property
-    def writes(self) -> int:
-        """Changes since the last ``commit()``."""
-        return self._writes
-
-    def __len__(self) -> int:
-        return self._count
-
-    def __contains__(self, path: object) -> bool:
-        if not isinstance(path, str):
-            return False
-        return self.db.execute("SELECT 1 FROM fp_source WHERE path = ?", (os.fsencode(path),)).fetchone() is not None
-
-    def paths(self) -> list[str]:
-        """Returns the indexed source paths, sorted."""
-        return sorted(os.fsdecode(p) for (p,) in self.db.execute("SELECT path FROM fp_source"))
-
-    def chunk_count(self) -> int:
-        """Returns how many distinct chunk fingerprints the index holds."""
-        return int(self.db.execute("SELECT count(DISTINCT fp) FROM fp_chunk").fetchone()[0])
-
-    def add(self, path: str, fingerprint: FileFingerprint, *, anchor: int | None = None) -> None:
-        """Indexes a source file, replacing what was known of ``path``; empty files are ignored."""
-        self.remove(path)
-        if fingerprint.size == 0:
-            return
-        self._begin()
-        weights = _weights(fingerprint)
-        cur = self.db.execute("INSERT INTO fp_source (path, rec) VALUES (?, ?)",
-                              (os.fsencode(path), _record(fingerprint, weights, anchor)))
-        sid = cur.lastrowid
-        self.db.executemany("INSERT OR IGNORE INTO fp_chunk VALUES (?, ?)", [(_signed(fp), sid) for fp in weights])
-        if anchor is not None:
-            self.db.execute("INSERT OR IGNORE INTO fp_anchor VALUES (?, ?)", (_signed(anchor), sid))
-        self._count += 1
-
-    update = add
-
-    def remove(self, path: str) -> bool:
-        """Forgets a source file; returns whether it was indexed."""
-        row = self.db.execute("SELECT id, rec FROM fp_source WHERE path = ?", (os.fsencode(path),)).fetchone()
-        if row is None:
-            return False
-        self._begin()
-        sid, record = int(row[0]), bytes(row[1])
-        self.db.executemany("DELETE FROM fp_chunk WHERE fp = ? AND id = ?",
-                            [(_signed(fp), sid) for fp, _w in _CHUNK.iter_unpack(memoryview(record)[_HEAD.size:])])
-        _sha, _size, flags, anchor = _HEAD.unpack_from(record)
-        if flags & _ANCHORED:
-            self.db.execute("DELETE FROM fp_anchor WHERE fp = ? AND id = ?", (_signed(anchor), sid))
-        self.db.execute("DELETE FROM fp_source WHERE id = ?", (sid,))
-        self._count -= 1
-        return True
-
-    def anchored(self, anchor: int) -> list[str]:
-        """The small sources whose first fine chunk has this fingerprint."""
-        rows = self.db.execute("SELECT s.path FROM fp_anchor a JOIN fp_source s ON s.id = a.id WHERE a.fp = ?",
-                               (_signed(anchor),))
-        return sorted(os.fsdecode(p) for (p,) in rows)
-
-    def source_size(self, path: str) -> int:
-        """Bytes fingerprinted of an indexed source (-1 if it is not indexed)."""
-        row = self.db.execute("SELECT rec FROM fp_source WHERE path = ?", (os.fsencode(path),)).fetchone()
-        return -1 if row is None else int(_HEAD.unpack_from(bytes(row[0]))[1])
-
-    def _sources(self, own: dict[int, int]) -> Iterable[tuple[str | None, bytes, list[int]]]:
-        keys = list(own)
-        found: dict[int, list[int]] = {}
-        for i in range(0, len(keys), _IN_MAX):
-            part = [_signed(k) for k in keys[i:i + _IN_MAX]]
-            marks = ",".join("?" * len(part))
-            for fp, sid in self.db.execute(f"SELECT fp, id FROM fp_chunk WHERE fp IN ({marks})", part):
-                found.setdefault(int(sid), []).append(int(fp) & _MASK)
-        sids = list(found)
-        sources: list[tuple[str | None, bytes, list[int]]] = []
-        for i in range(0, len(sids), _IN_MAX):
-            part = sids[i:i + _IN_MAX]
-            marks = ",".join("?" * len(part))
-            for sid, path, record in self.db.execute(f"SELECT id, path, rec FROM fp_source WHERE id IN ({marks})", part):
-                sources.append((os.fsdecode(bytes(path)), bytes(record), found[int(sid)]))
-        return sources

@@ -53,7 +53,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterable, Literal
+from typing import Callable, Iterable, Literal, NamedTuple
 
 from agent.core.events import FileEvent
 from agent.sources.proc_forks import ForkWatch
@@ -116,9 +116,11 @@ class FanotifyError(OSError):
     """fanotify cannot be used here; ``errno`` says why."""
 
 
-@dataclass(frozen=True, slots=True)
-class FanotifyRecord:
-    """One open or close of a file under a watched root, attributed to a process and user."""
+class FanotifyRecord(NamedTuple):
+    """One open or close of a file under a watched root, attributed to a process and user.
+
+    A named tuple, not a frozen dataclass: two are made per read (its open and its close), and a
+    frozen dataclass costs four times as much to build (~1.2 vs ~0.3 us)."""
 
     path: str  # os.fsdecode()d; " (deleted)" ends it if the file was unlinked meanwhile
     kind: RecordKind

@@ -12,9 +12,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent.content_store import ContentStore
+from agent.content_store import ContentStore, StoredFingerprintIndex
 from agent.core.fingerprint import Chunk, FileFingerprint, fingerprint_bytes
-from agent.core.index import FingerprintIndex, StoredFingerprintIndex
+from agent.core.index import FingerprintIndex
 from agent.snapshot import SnapshotEntry, diff_snapshots
 from tests.agent.test_fingerprint import office_files
 
