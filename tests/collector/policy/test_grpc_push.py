@@ -4,11 +4,8 @@ labelled agent only, and no more of it once the agent reported it applied (from 
 from __future__ import annotations
 
 import time
-from pathlib import Path
-from typing import Iterator
 
 import grpc
-import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from shoumi.batch import sign_batch
@@ -16,21 +13,10 @@ from shoumi.signed_policy import verify_policy
 from shoumi.v1 import events_pb2, ingest_pb2, ingest_pb2_grpc
 
 from collector.policy import service as policies
-from collector.settings import CollectorSettings
-from collector.storage import open_store
-from collector.wiring import Built, build_services
+from collector.wiring import Built
 
-from tests.conftest import ChainWriter, PerCall
-
-
-@pytest.fixture
-def collector(tmp_path: Path) -> Iterator[Built]:
-    settings = CollectorSettings(data_dir=tmp_path, grpc_listen="127.0.0.1:0", insecure_dev=True)
-    built = build_services(settings, store=PerCall(open_store(tmp_path)))  # type: ignore[arg-type]
-    built.grpc.start()
-    yield built
-    built.grpc.stop(grace=0)
-    built.store.close()
+from tests.collector.test_ingest_pipeline import collector  # noqa: F401  (the fixture: a collector on loopback)
+from tests.conftest import ChainWriter
 
 
 def _enroll(built: Built, channel: grpc.Channel, key: Ed25519PrivateKey) -> ingest_pb2.EnrollResponse:
