@@ -154,3 +154,29 @@ def test_pinning_the_policy_key(tmp_path: Path) -> None:
     (tmp_path / "policy_key.pub").write_text("zz")
     with pytest.raises(IdentityError, match="corrupt"):
         load_policy_key(tmp_path)
+
+
+_toml_value = st.recursive(
+    st.one_of(st.text(max_size=12), st.integers(), st.floats(allow_nan=False), st.booleans()),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.sampled_from(
+        ["vendor_id", "product_id", "serial", "x"]), inner, max_size=3), max_leaves=8)
+_keys = st.sampled_from(["sensitive_folders", "destinations", "removable_mounts", "exclude_paths",
+                         "exclude_processes", "company_devices", "max_hash_bytes", "partial_match_share", "other"])
+
+
+@given(st.one_of(st.binary(max_size=300), st.text(max_size=300)))
+def test_any_bytes_from_the_wire_are_a_policy_or_a_policy_error(document: bytes | str) -> None:
+    try:
+        parse_policy_document(document)
+    except PolicyError:
+        pass
+
+
+@given(st.dictionaries(_keys, _toml_value, max_size=5))
+def test_any_table_is_a_policy_or_a_policy_error_naming_a_key(table: dict[str, object]) -> None:
+    try:
+        policy = SensitiveFolderPolicy.from_mapping(table)
+    except PolicyError as exc:
+        assert exc.reason
+        return
+    assert SensitiveFolderPolicy.from_mapping(policy.to_mapping()) == policy
