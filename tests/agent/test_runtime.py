@@ -321,3 +321,24 @@ def test_a_reassignment_back_to_an_earlier_policy_applies_it_again(tmp_path: Pat
     assert push("finance", finance) and runtime.folders == (finance,)
     assert [e.attributes["name"] for e in kept.events("policy.applied")] == ["finance", "legal", "finance"]
     assert runtime.pushed_store.load_in_force(raw)[0] == runtime.in_force
+
+
+def test_a_pushed_policy_whose_folder_is_not_there_yet_is_applied_and_says_so(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from shoumi.signed_policy import sign_policy
+
+    key = Ed25519PrivateKey.generate()
+    raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    policy, finance, dest = _world(tmp_path)
+    runtime, kept = _runtime(tmp_path, policy, policy_key=raw)
+    later = tmp_path / "home" / "*" / "Contracts"
+    document = f'sensitive_folders = ["{finance}", "{later}"]\n'.encode()
+    assert runtime.apply_pushed(sign_policy(name="legal", version=2, issued_unix_ns=1, document=document, key=key))
+    (applied,) = kept.events("policy.applied")
+    assert applied.attributes["missing_folders"] == [str(later)] and applied.attributes["watch"] == [str(finance)]
+    (tmp_path / "home" / "ann" / "Contracts").mkdir(parents=True)
+    runtime._expand_folders()  # what the mount poller does every mount_poll_s
+    assert runtime.folders == (finance, tmp_path / "home" / "ann" / "Contracts")
+    assert kept.events("policy.applied")[-1].attributes["name"] == "legal"
