@@ -33,7 +33,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "agreements:read": frozenset({_HR, _SEC, _AUD}),  # the agreement registry and signed copies
     "agreements:write": frozenset({_HR}),         # templates, imports of signed copies, notices
     "notices:self": frozenset({_EMP}),            # one's own agreements and monitoring notice, acknowledged
-    "privacy:admin": frozenset({_HR, _IT}),       # retention per kind, legal holds, access requests
+    "privacy:admin": frozenset({_HR}),            # legal holds and access requests (an export of one person's records: HR only, not IT)
     "privacy:read": frozenset({_HR, _IT, _AUD}),  # the /privacy page: periods in force, holds, runs, requests
     "users:admin": frozenset({_IT}),
     "audit:read": frozenset({_AUD}),

@@ -137,6 +137,8 @@ def test_cli_export_writes_a_zip_or_json_and_exits_1_for_an_unknown_employee(tmp
 
 
 def test_api_and_page_for_hr_it_and_auditors(tmp_path: Path) -> None:
+    """HR exports and holds; IT and the auditor read the page but export nothing (IT sees the fleet,
+    not what employees did)."""
     store = open_store(tmp_path / "collector")
     try:
         world = make_world(store)
@@ -146,7 +148,9 @@ def test_api_and_page_for_hr_it_and_auditors(tmp_path: Path) -> None:
                       headers=world.bearer("hana"))
         assert got.status_code == 200, got.text
         assert {e["id"] for e in got.json()["events"]} == set(ids["alice_ev"])
-        zipped = hr.post("/api/v1/privacy/access-requests", headers=world.bearer("ivan"),
+        assert hr.post("/api/v1/privacy/access-requests", headers=world.bearer("ivan"),
+                       json={"employee": ids["alice_code"], "reason": REASON}).status_code == 403
+        zipped = hr.post("/api/v1/privacy/access-requests", headers=world.bearer("hana"),
                          json={"employee": ids["alice_code"], "reason": REASON, "format": "zip"})
         assert zipped.status_code == 200 and "attachment" in zipped.headers["content-disposition"]
         assert "person.json" in zipfile.ZipFile(io.BytesIO(zipped.content)).namelist()
