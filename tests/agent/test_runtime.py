@@ -7,7 +7,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from agent.content_watch import ContentWatch, RecentReads
 from agent.core.events import FileEvent
@@ -246,6 +246,17 @@ def _runtime(tmp_path: Path, policy: SensitiveFolderPolicy, *, policy_key: bytes
     return runtime, kept
 
 
+def _signer() -> tuple[Any, Any, bytes]:
+    """sign_policy, a collector's policy key, and its raw public half (what the agent pins)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from shoumi.signed_policy import sign_policy
+
+    key = Ed25519PrivateKey.generate()
+    return sign_policy, key, key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
 def test_usb_events_carry_the_device_identity_and_whether_it_is_the_companys(tmp_path: Path) -> None:
     from agent.policy import CompanyDevice
     from agent.sources.removable import MountChange
@@ -271,13 +282,7 @@ def test_usb_events_carry_the_device_identity_and_whether_it_is_the_companys(tmp
 
 
 def test_a_policy_that_cannot_be_watched_leaves_the_previous_one_whole(tmp_path: Path) -> None:
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-    from shoumi.signed_policy import sign_policy
-
-    key = Ed25519PrivateKey.generate()
-    raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    sign_policy, key, raw = _signer()
     policy, finance, dest = _world(tmp_path)
     runtime, kept = _runtime(tmp_path, policy, policy_key=raw)
     hr, out = tmp_path / "hr", tmp_path / "out"
@@ -300,13 +305,7 @@ def test_a_policy_that_cannot_be_watched_leaves_the_previous_one_whole(tmp_path:
 
 
 def test_a_reassignment_back_to_an_earlier_policy_applies_it_again(tmp_path: Path) -> None:
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-    from shoumi.signed_policy import sign_policy
-
-    key = Ed25519PrivateKey.generate()
-    raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    sign_policy, key, raw = _signer()
     policy, finance, dest = _world(tmp_path)
     runtime, kept = _runtime(tmp_path, policy, policy_key=raw)
     legal = tmp_path / "legal"
@@ -324,13 +323,7 @@ def test_a_reassignment_back_to_an_earlier_policy_applies_it_again(tmp_path: Pat
 
 
 def test_a_pushed_policy_whose_folder_is_not_there_yet_is_applied_and_says_so(tmp_path: Path) -> None:
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-    from shoumi.signed_policy import sign_policy
-
-    key = Ed25519PrivateKey.generate()
-    raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    sign_policy, key, raw = _signer()
     policy, finance, dest = _world(tmp_path)
     runtime, kept = _runtime(tmp_path, policy, policy_key=raw)
     later = tmp_path / "home" / "*" / "Contracts"
