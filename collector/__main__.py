@@ -220,15 +220,15 @@ def _cmd_agent(settings: CollectorSettings, args: argparse.Namespace) -> int:
             from collector.fleet.models import LabelError
             try:
                 with store.transaction() as tx:
-                    done = fleet.set_labels(tx=tx, agent_id=args.agent_id, labels=args.labels, actor=_actor(),
-                                            now_ns=time.time_ns())
+                    labels = fleet.set_labels(tx=tx, agent_id=args.agent_id, labels=args.labels, actor=_actor(),
+                                              now_ns=time.time_ns())
             except LabelError as exc:
                 print(f"shoumi-collector: {exc}", file=sys.stderr)
                 return 2
-            if done is None:
+            if labels is None:
                 print(f"shoumi-collector: no agent {args.agent_id!r}", file=sys.stderr)
                 return 2
-            print(",".join(done) or "-")
+            print(",".join(labels) or "-")
             return 0
         with store.read() as tx:
             agents = tx.list_agents()
