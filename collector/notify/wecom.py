@@ -21,6 +21,7 @@ import httpx
 
 from collector.notify.messages import Language, wecom_markdown
 from collector.notify.models import Attempt, Notification
+from collector.wecom.client import mask_httpx_urls
 
 __all__ = ["WeComRobot", "mask", "target_key", "RATE_LIMITED"]
 
@@ -30,21 +31,7 @@ RATE_LIMITED = 45009
 _KEY_IN_URL = re.compile(r"(key=)[^&\s\"']+")
 
 
-class _MaskWebhookKeys(logging.Filter):
-    """httpx logs every request's full URL at INFO: a robot's key is cut out of it before anything is written."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple):
-            record.args = tuple(_KEY_IN_URL.sub(r"\1…", str(a)) if isinstance(a, (str, httpx.URL)) else a
-                                for a in record.args)
-        if isinstance(record.msg, str):
-            record.msg = _KEY_IN_URL.sub(r"\1…", record.msg)
-        return True
-
-
-_httpx_log = logging.getLogger("httpx")
-if not any(isinstance(f, _MaskWebhookKeys) for f in _httpx_log.filters):
-    _httpx_log.addFilter(_MaskWebhookKeys())
+mask_httpx_urls(_KEY_IN_URL)  # a robot's key is cut out of httpx's log lines
 
 
 def mask(url: str) -> str:
