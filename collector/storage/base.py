@@ -135,7 +135,8 @@ class CertificateArea(Protocol):
     def revoke_certificate(self, *, serial: int, now_ns: int) -> bool: ...
     def certificates_expiring(self, *, before_ns: int, now_ns: int, limit: int) -> Sequence[tuple[str, int]]:
         """(agent id, not after) of unrevoked agents whose newest unrevoked certificate is still valid at
-        ``now_ns`` but ends before ``before_ns``, soonest first."""
+        ``now_ns`` but ends before ``before_ns`` with less than a quarter of its lifetime left (agents renew at
+        two thirds: a healthy one is never listed, whatever the lifetime), soonest first."""
         ...
 
 

@@ -50,6 +50,7 @@ class _State:
     agent_health: dict[str, AgentHealth] = field(default_factory=dict)
     certificates: dict[int, tuple[str, bool]] = field(default_factory=dict)
     certificate_ends: dict[int, int] = field(default_factory=dict)  # serial -> not after
+    certificate_starts: dict[int, int] = field(default_factory=dict)  # serial -> not before
     heads: dict[str, ChainHead] = field(default_factory=dict)
     detected: dict[str, tuple[int, int]] = field(default_factory=dict)
     batches: dict[int, StoredBatch] = field(default_factory=dict)  # row_id -> batch
@@ -357,14 +358,20 @@ class MemoryTransaction(_AgreementsMemory, MemoryPolicies):
             raise AlreadyExists("certificate exists")
         self.s.certificates[serial] = (agent_id, False)
         self.s.certificate_ends[serial] = not_after_ns
+        self.s.certificate_starts[serial] = not_before_ns
 
     def certificates_expiring(self, *, before_ns: int, now_ns: int, limit: int) -> Sequence[tuple[str, int]]:
-        """Unrevoked agents whose newest unrevoked certificate ends in (now, before), soonest first."""
+        """Unrevoked agents whose newest unrevoked certificate ends in (now, before) with less than a quarter of
+        its lifetime left, soonest first."""
         found = []
         for agent in self.s.agents.values():
             end = self._newest_certificate(agent.agent_id)
             if agent.revoked_at_ns is None and end is not None and now_ns < end < before_ns:
-                found.append((end, agent.agent_id))
+                start = min(self.s.certificate_starts.get(serial, end) for serial, (owner, revoked)
+                            in self.s.certificates.items()
+                            if owner == agent.agent_id and not revoked and self.s.certificate_ends.get(serial) == end)
+                if 4 * (end - now_ns) < end - start:
+                    found.append((end, agent.agent_id))
         return [(agent_id, end) for end, agent_id in sorted(found)[:limit]]
 
     def certificate_status(self, *, serial: int) -> tuple[str, bool] | None:

@@ -261,14 +261,16 @@ class AgentsSql:
         return bool(res.rowcount)
 
     def certificates_expiring(self, *, before_ns: int, now_ns: int, limit: int) -> Sequence[tuple[str, int]]:
-        """Unrevoked agents whose newest unrevoked certificate ends in (now, before), soonest first: a range on
-        the certificates' end index, so the periodic check reads only those about to expire."""
+        """Unrevoked agents whose newest unrevoked certificate ends in (now, before) with less than a quarter of its
+        lifetime left, soonest first: a range on the certificates' end index, so the periodic check reads only
+        those about to expire."""
         c, later = certificates.c, certificates.alias("later")
         newer = sa.exists().where(later.c.agent_id == c.agent_id, later.c.revoked_at_ns.is_(None),
                                   later.c.not_after_ns > c.not_after_ns)
         query = (sa.select(c.agent_id, c.not_after_ns)
                  .select_from(certificates.join(agents, agents.c.agent_id == c.agent_id))
                  .where(c.not_after_ns > now_ns, c.not_after_ns < before_ns, c.revoked_at_ns.is_(None),
+                        (c.not_after_ns - now_ns) * 4 < c.not_after_ns - c.not_before_ns,
                         agents.c.revoked_at_ns.is_(None), ~newer)
                  .order_by(c.not_after_ns, c.agent_id).limit(limit))
         found: dict[str, int] = {}

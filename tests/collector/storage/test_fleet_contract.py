@@ -151,10 +151,10 @@ def test_the_fleet_query_filters_sorts_and_pages(any_store: Any) -> None:
 def test_fleet_rows_carry_health_and_the_newest_certificate(any_store: Any) -> None:
     _enroll(any_store, _agent("a1"))
     _enroll(any_store, _agent("a2", hostname="ws-02"))
-    any_store.add_certificate(serial=1, agent_id="a1", not_before_ns=0, not_after_ns=1000)
-    any_store.add_certificate(serial=2, agent_id="a1", not_before_ns=0, not_after_ns=2000)
+    any_store.add_certificate(serial=1, agent_id="a1", not_before_ns=-10**6, not_after_ns=1000)
+    any_store.add_certificate(serial=2, agent_id="a1", not_before_ns=-10**6, not_after_ns=2000)
     any_store.revoke_certificate(serial=2, now_ns=5)
-    any_store.add_certificate(serial=3, agent_id="a2", not_before_ns=0, not_after_ns=5000)
+    any_store.add_certificate(serial=3, agent_id="a2", not_before_ns=-10**6, not_after_ns=5000)
     h = AgentHealth("a1", 10, 9, "0.2.0", 5, 4096, 1, 7, 2, -1500, ("zhang.san",))
     any_store.put_agent_health(h)
     rows = any_store.query_agents(AgentQuery(), after=None, limit=10).items
@@ -165,6 +165,11 @@ def test_fleet_rows_carry_health_and_the_newest_certificate(any_store: Any) -> N
     assert list(any_store.certificates_expiring(before_ns=6000, now_ns=1000, limit=10)) == [("a2", 5000)]  # expired
     any_store.revoke_agent(agent_id="a2", now_ns=11)
     assert list(any_store.certificates_expiring(before_ns=6000, now_ns=10, limit=10)) == [("a1", 1000)]
+    # a short-lived certificate with most of its life left is not about to expire: its renewal is not due yet
+    _enroll(any_store, _agent("a3", hostname="ws-03"))
+    any_store.add_certificate(serial=4, agent_id="a3", not_before_ns=5, not_after_ns=1005)
+    assert list(any_store.certificates_expiring(before_ns=6000, now_ns=10, limit=10)) == [("a1", 1000)]
+    assert list(any_store.certificates_expiring(before_ns=6000, now_ns=800, limit=10)) == [("a1", 1000), ("a3", 1005)]
 
 
 def test_open_alerts_of_agents_by_rule(any_store: Any) -> None:
