@@ -62,6 +62,7 @@ SYSTEM_DIRECTORIES = (
     "/run", "/sbin", "/snap", "/sys", "/tmp", "/usr", "/var",
 )
 _HEX4 = frozenset("0123456789abcdef")
+_VIRTUAL_ROOTS = frozenset({"proc", "sys", "dev", "run"})
 
 _LIST_KEYS = (
     "sensitive_folders",
@@ -116,8 +117,11 @@ def _check_glob(key: str, pattern: str) -> None:
 
 
 def _check_not_system(pattern: str) -> None:
-    """Refuses a sensitive-folder glob that matches ``/`` or a top-level system directory."""
+    """Refuses a sensitive-folder glob that matches ``/`` or a top-level system directory, or lies
+    in a filesystem of the kernel's (/proc, /sys, /dev, /run hold no files anyone copies)."""
     parts = _parts(pattern)
+    if len(parts) > 1 and parts[1] in _VIRTUAL_ROOTS:
+        raise PolicyError("sensitive_folders", f"pattern {pattern!r} is in /{parts[1]}, the kernel's, not files")
     for directory in SYSTEM_DIRECTORIES:
         target = _parts(directory)
         if len(parts) == len(target) and all(fnmatch.fnmatchcase(t, p) for t, p in zip(target, parts)):

@@ -45,6 +45,7 @@ def test_a_document_with_or_without_its_policy_header_parses_alike() -> None:
     ('sensitive_folders = ["/u*"]', "sensitive_folders", "matches /usr"),
     ('sensitive_folders = ["/home"]', "sensitive_folders", "matches /home"),
     ('sensitive_folders = ["//"]', "sensitive_folders", "far too broad"),
+    ('sensitive_folders = ["/proc/1/fd"]', "sensitive_folders", "the kernel's"),
     ('sensitive_folders = ["/srv/x"]\ndestinations = ["/"]', "destinations", "whole filesystem"),
     ('sensitive_folders = ["/srv/[x"]', "sensitive_folders", "unclosed"),
     ('sensitive_folders = ["/srv/x"]\nsensitive_folderz = ["/a"]', "sensitive_folderz", "unknown key"),
