@@ -12,7 +12,7 @@ compared for equality.
 Bounds (a policy beyond them is refused, naming the key): at most ``MAX_LIST_ENTRIES`` (1,000)
 entries in each list, a document of at most ``MAX_DOCUMENT_BYTES`` (1 MiB); no sensitive-folder
 glob may match ``/`` or a top-level system directory (``/usr``, ``/etc``, ``/home`` itself, ...:
-``SYSTEM_DIRECTORIES``), and no destination may be ``/``. A pushed policy must name at least one
+``SYSTEM_DIRECTORIES``) or lie in /proc, /sys, /dev or /run, and no destination may be ``/``. A pushed policy must name at least one
 sensitive folder (a local agent.toml may leave that to ``--watch``).
 
 This module must never watch, hash or open the files the policy names; the only I/O is reading
