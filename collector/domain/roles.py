@@ -38,7 +38,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "users:admin": frozenset({_IT}),
     "audit:read": frozenset({_AUD}),
     "service:read": frozenset({_IT, _AUD}),      # /metrics and the API description
-    "account:self": frozenset({_SEC, _HR, _IT, _AUD}),  # one's own password, language and API tokens
+    "account:self": frozenset({_SEC, _HR, _IT, _AUD, _EMP}),  # one's own password, language and API tokens
 }
 
 
