@@ -102,8 +102,11 @@ def event_from_row(r: Any) -> StoredEvent:
     return StoredEvent(agent_id=m["agent_id"], epoch=m["epoch"], row_id=m["row_id"], **values)
 
 
+# (epoch, seq) as a row value: SQLite and PostgreSQL seek the (agent_id, epoch, seq) index to it. Written
+# "epoch > ? OR (epoch = ? AND seq > ?)", SQLite searched on agent_id alone and walked the agent's whole
+# history up to the position on every read: quadratic in an agent's events.
 _EVENTS_AFTER = (f"SELECT {', '.join(_COLUMNS)}, row_id FROM events WHERE agent_id = ? AND "
-                 "(epoch > ? OR (epoch = ? AND seq > ?)) ORDER BY epoch, seq LIMIT ?")
+                 "(epoch, seq) > (?, ?) ORDER BY epoch, seq LIMIT ?")
 
 
 class BatchesSql:
@@ -292,7 +295,7 @@ class BatchesSql:
 
     def events_after(self, *, agent_id: str, epoch: int, seq: int, limit: int) -> Sequence[StoredEvent]:
         """One agent's events after (epoch, seq), in chain order (detection's read: on the driver's cursor)."""
-        rows = self._raw.all(_EVENTS_AFTER, (agent_id, epoch, epoch, seq, limit))
+        rows = self._raw.all(_EVENTS_AFTER, (agent_id, epoch, seq, limit))
         make, lazy = StoredEvent._make, _StoredAttributes
         return [make((*r[:-2], {} if r[-2] == "{}" else lazy(r[-2]), r[-1])) for r in rows]
 

@@ -139,6 +139,13 @@ def test_events_after_reads_back_what_was_stored(any_store: SqlStore) -> None:
     assert a == {"source_paths": ["/a", "/b"], "match_share": 0.75} and dict(a) == a and len(a) == 2
     assert a.get("match_share") == 0.75 and a.get("nope") is None and a["source_paths"] == ["/a", "/b"]
     assert sorted(a.items()) == [("match_share", 0.75), ("source_paths", ["/a", "/b"])] and "match_share" in a
+    head = any_store.chain_head("agt-1")
+    any_store.store_batch(_batch("agt-1", 1, 2, b"c" * 32, prev=b"a" * 32, epoch=2), _events("agt-1", 1, 2, epoch=2),
+                          expected_head=head)  # a new epoch (the agent's spool was reset) starts at seq 1 again
+    assert [(e.epoch, e.seq) for e in any_store.events_after(agent_id="agt-1", epoch=1, seq=3, limit=10)] == [
+        (1, 4), (2, 1), (2, 2)]
+    assert [(e.epoch, e.seq) for e in any_store.events_after(agent_id="agt-1", epoch=2, seq=1, limit=10)] == [(2, 2)]
+    assert [(e.epoch, e.seq) for e in any_store.events_after(agent_id="agt-1", epoch=0, seq=0, limit=2)] == [(1, 1), (1, 2)]
 
 
 def test_evidence_appended_once_in_order(any_store: SqlStore) -> None:
