@@ -16,17 +16,9 @@ import pytest
 from tests.e2e.browser import browser, person, screenshot  # noqa: F401 (the fixture)
 from tests.e2e.conftest import Collector, eventually, run, stop, tool
 from tests.e2e.test_cli import _agent
+from tests.e2e.test_journeys import _sign_in
 
 PASSWORD = "a long enough password"
-
-
-def _sign_in(page: Any, http: str, username: str, next_path: str = "/") -> None:
-    page.goto(f"{http}/login?next={next_path}")
-    page.fill("#username", username)
-    page.fill("#password", PASSWORD)
-    page.click("form[action^='/login'] button[type=submit]")
-    page.wait_for_load_state()
-    assert "/login" not in page.url, page.inner_text("main")
 
 
 @pytest.mark.slow
@@ -36,7 +28,7 @@ def test_it_enrolls_an_agent_from_the_ui_sees_it_online_and_revokes_it(collector
     collector.cli("user", "create", "--username", "ivan", "--role", "it_admin", "--password-stdin",
                   stdin=PASSWORD + "\n")
     page = person(browser)
-    _sign_in(page, collector.http, "ivan", "/fleet")
+    _sign_in(page, collector.http, "ivan", PASSWORD, "/fleet")
     page.click("#tokens-link")
     page.fill("#token-name", "财务部笔记本")
     page.fill("#token-uses", "2")
