@@ -39,15 +39,16 @@ from collector.events.models import EventFilter, StoredBatch, StoredEvent
 from collector.enrollment.models import EnrollToken
 from collector.fleet.models import AgentHealth, AgentQuery, AgentRecord
 from collector.notify.models import AlertFact, Notification
-from collector.people.models import ThrottleState, User, UserToken
+from collector.people.models import SsoPending, ThrottleState, User, UserToken
 from collector.policy.models import AgentPolicyState, Assignment, PolicyVersion
 from collector.retention.models import AuditAnchor, CaseHold, LegalHold, RetentionRun
+from collector.wecom.models import EmployeeNotice
 
 __all__ = [
     "StoreError", "AlreadyExists", "ChainConflict", "StoreUnavailable",
     "EnrollmentArea", "AgentArea", "CertificateArea", "BatchArea", "EventArea", "AlertArea",
     "PeopleArea", "AuditArea", "TreeArea", "RetentionArea", "CaseArea", "NotifyArea", "PrivacyArea", "WitnessArea", "AgreementArea",
-    "PolicyArea", "Transaction",
+    "PolicyArea", "WeComArea", "Transaction",
     "Store",
 ]
 
@@ -276,6 +277,16 @@ class PeopleArea(Protocol):
     def get_service_key(self, *, name: str) -> bytes | None: ...
     def ensure_service_key(self, *, name: str, secret: bytes) -> bytes:
         """Stores ``secret`` under ``name`` unless a key is there already; returns the stored key."""
+        ...
+    def get_user_by_subject(self, *, provider: str, subject: str) -> User | None:
+        """The user a sign-in provider knows by ``subject`` (collector/people/sso), or None."""
+        ...
+    def add_sso_pending(self, pending: SsoPending) -> None: ...
+    def take_sso_pending(self, *, state_hash: str) -> SsoPending | None:
+        """Removes and returns a pending provider sign-in: a second take of one state finds nothing."""
+        ...
+    def delete_sso_pending_before(self, *, before_ns: int) -> int:
+        """Forgets pending sign-ins started before ``before_ns``; returns how many."""
         ...
 
 
@@ -590,9 +601,31 @@ class PolicyArea(Protocol):
         ...
 
 
+class WeComArea(Protocol):
+    """WeCom userids of employees and accounts, notices to employees with their proof of service (collector/wecom)."""
+
+    def put_wecom_userid(self, *, subject: str, userid: str | None, actor: str, now_ns: int) -> None:
+        """Sets (None: removes) the userid of ``employee:<id>`` or ``account:<name>``."""
+        ...
+    def get_wecom_userid(self, subject: str) -> str | None: ...
+    def add_employee_notice(self, notice: EmployeeNotice) -> None:
+        """Stores a new notice; AlreadyExists if its key is taken."""
+        ...
+    def get_employee_notice(self, key: str) -> EmployeeNotice | None: ...
+    def save_employee_notice(self, notice: EmployeeNotice) -> None: ...
+    def list_employee_notices(self, *, employee_id: str | None = None,
+                              case_id: str | None = None) -> Sequence[EmployeeNotice]:
+        """Notices of an employee and/or a case, oldest first."""
+        ...
+    def employee_notice_by_msgid(self, msgid: str) -> EmployeeNotice | None: ...
+    def due_employee_notices(self, *, now_ns: int, limit: int) -> Sequence[EmployeeNotice]:
+        """Pending notices due now, and acknowledged deduction notices whose proof the bridge has not taken."""
+        ...
+
+
 class Transaction(EnrollmentArea, AgentArea, CertificateArea, BatchArea, EventArea, AlertArea, PeopleArea,
                   AuditArea, TreeArea, RetentionArea, CaseArea, NotifyArea, PrivacyArea, WitnessArea,
-                  AgreementArea, PolicyArea, Protocol):
+                  AgreementArea, PolicyArea, WeComArea, Protocol):
     """Every area at once, inside one transaction."""
 
 

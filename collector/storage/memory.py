@@ -31,10 +31,11 @@ from collector.evidence.models import CertificateRecord, StoredCosignature
 from collector.enrollment.models import EnrollToken, token_state
 from collector.fleet.models import STATUSES, AgentHealth, AgentQuery, AgentRecord, FleetRow, status_of
 from collector.notify.models import AlertFact, Notification
-from collector.people.models import ThrottleState, User, UserToken
+from collector.people.models import SsoPending, ThrottleState, User, UserToken
 from collector.retention.models import AuditAnchor, CaseHold, LegalHold, RetentionRun, covers, covers_span
 from collector.storage.base import AlreadyExists, ChainConflict
 from collector.storage.memory_policies import MemoryPolicies
+from collector.storage.memory_wecom import MemoryWeCom
 
 __all__ = ["MemoryStore", "MemoryTransaction"]
 
@@ -63,6 +64,7 @@ class _State:
     user_tokens: dict[str, UserToken] = field(default_factory=dict)
     throttle: dict[tuple[str, str], ThrottleState] = field(default_factory=dict)
     service_keys: dict[str, bytes] = field(default_factory=dict)
+    sso_pending: dict[str, SsoPending] = field(default_factory=dict)  # state hash -> pending sign-in
     audit: list[AuditEntry] = field(default_factory=list)
     leaves: list[TreeLeaf] = field(default_factory=list)
     heads_signed: list[SignedTreeHead] = field(default_factory=list)
@@ -100,6 +102,9 @@ class _State:
     policy_versions: dict[tuple[str, int], Any] = field(default_factory=dict)
     policy_assignments: dict[str, Any] = field(default_factory=dict)
     agent_policy: dict[str, Any] = field(default_factory=dict)
+    # WeCom (collector/wecom): subject -> (userid, by, at), key -> notice to an employee
+    wecom_userids: dict[str, tuple[str, str, int]] = field(default_factory=dict)
+    employee_notices: dict[str, Any] = field(default_factory=dict)
     next_id: int = 1
 
     def new_id(self) -> int:
@@ -204,7 +209,7 @@ class _AgreementsMemory:
                 if r.source == "acknowledgement" and r.tsr is None and r.next_seal_ns <= now_ns][:limit]
 
 
-class MemoryTransaction(_AgreementsMemory, MemoryPolicies):
+class MemoryTransaction(_AgreementsMemory, MemoryPolicies, MemoryWeCom):
     """Every area over one copy of the state."""
 
     def __init__(self, state: _State) -> None:
@@ -687,6 +692,8 @@ class MemoryTransaction(_AgreementsMemory, MemoryPolicies):
         """Stores a new user."""
         if user.username in self.s.users:
             raise AlreadyExists(f"user {user.username!r} exists")
+        if user.provider is not None and self.get_user_by_subject(provider=user.provider, subject=user.subject or ""):
+            raise AlreadyExists(f"a user of {user.provider} {user.subject!r} exists")
         self.s.users[user.username] = user
 
     def get_user(self, username: str) -> User | None:
@@ -701,6 +708,25 @@ class MemoryTransaction(_AgreementsMemory, MemoryPolicies):
         """Replaces the stored user of that name."""
         if user.username in self.s.users:
             self.s.users[user.username] = user
+
+    def get_user_by_subject(self, *, provider: str, subject: str) -> User | None:
+        """The user a provider knows by ``subject``."""
+        return next((u for u in self.s.users.values() if u.provider == provider and u.subject == subject), None)
+
+    def add_sso_pending(self, pending: SsoPending) -> None:
+        """Stores a pending provider sign-in."""
+        self.s.sso_pending[pending.state_hash] = pending
+
+    def take_sso_pending(self, *, state_hash: str) -> SsoPending | None:
+        """Removes and returns a pending provider sign-in."""
+        return self.s.sso_pending.pop(state_hash, None)
+
+    def delete_sso_pending_before(self, *, before_ns: int) -> int:
+        """Forgets old pending sign-ins."""
+        old = [h for h, p in self.s.sso_pending.items() if p.created_at_ns < before_ns]
+        for h in old:
+            del self.s.sso_pending[h]
+        return len(old)
 
     def add_token(self, *, token_hash: str, username: str, kind: str, created_at_ns: int, expires_at_ns: int | None,
                   name: str | None = None) -> None:

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from collector.events.models import EVENT_FIELDS
 
 __all__ = ["metadata", "agents", "agent_labels", "agent_health", "enroll_tokens", "certificates", "chain_heads", "batches", "events", "alerts",
-           "users", "tokens", "audit_log", "audit_head", "login_throttle", "service_keys", "saved_filters", "privacy_secret", "pseudonyms", "tree_leaves", "tree_heads", "legal_holds", "retention_runs", "audit_anchors",
+           "users", "sso_pending", "tokens", "audit_log", "audit_head", "login_throttle", "service_keys", "saved_filters", "privacy_secret", "pseudonyms", "tree_leaves", "tree_heads", "legal_holds", "retention_runs", "audit_anchors",
            "EVENT_COLUMNS"]
 
 BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
@@ -215,6 +215,19 @@ users = sa.Table(
     sa.Column("created_at_ns", sa.BigInteger, nullable=False),
     sa.Column("disabled", sa.Boolean, nullable=False),
     sa.Column("lang", sa.String(8), nullable=False, server_default="zh"),
+    sa.Column("provider", sa.String(16)),  # 0015: signed in through a provider (collector/people/sso)
+    sa.Column("subject", sa.String(255)),  # the provider's stable id of the person
+)
+sa.Index("uq_users_provider_subject", users.c.provider, users.c.subject, unique=True)
+# provider sign-ins started and not yet come back (0015): the state's hash, used once
+sso_pending = sa.Table(
+    "sso_pending", metadata,
+    sa.Column("state_hash", sa.String(64), primary_key=True),
+    sa.Column("provider", sa.String(16), nullable=False),
+    sa.Column("nonce", sa.Text, nullable=False),
+    sa.Column("verifier", sa.Text, nullable=False),
+    sa.Column("next_path", sa.Text, nullable=False),
+    sa.Column("created_at_ns", sa.BigInteger, nullable=False),
 )
 tokens = sa.Table(
     "tokens", metadata,
@@ -554,3 +567,39 @@ agent_policy_state = sa.Table(
     sa.Column("refused_reason", sa.Text),
     sa.Column("refused_at_ns", sa.BigInteger),
 )
+# notices to employees through WeCom (0016, collector/wecom): userids of employees/accounts, notices and their proof
+wecom_userids = sa.Table(
+    "wecom_userids", metadata,
+    sa.Column("subject", sa.String(200), primary_key=True),  # employee:<payroll id> | account:<name>
+    sa.Column("userid", sa.String(64), nullable=False),
+    sa.Column("updated_by", sa.Text, nullable=False),
+    sa.Column("updated_at_ns", sa.BigInteger, nullable=False),
+)
+employee_notices = sa.Table(
+    "employee_notices", metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("employee_id", sa.String(64), nullable=False, index=True),
+    sa.Column("title", sa.Text, nullable=False),
+    sa.Column("text", sa.Text, nullable=False),
+    sa.Column("text_sha256", sa.String(64), nullable=False),
+    sa.Column("created_by", sa.Text, nullable=False),
+    sa.Column("created_at_ns", sa.BigInteger, nullable=False),
+    sa.Column("case_id", sa.String(64), index=True),
+    sa.Column("bridge_notice_id", sa.String(128)),
+    sa.Column("channel", sa.String(8)),
+    sa.Column("address", sa.Text),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("msgid", sa.String(128), index=True),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("next_attempt_ns", sa.BigInteger, nullable=False),
+    sa.Column("last_error", sa.Text),
+    sa.Column("delivered_at_ns", sa.BigInteger),
+    sa.Column("opened_at_ns", sa.BigInteger),
+    sa.Column("read_at_ns", sa.BigInteger),
+    sa.Column("acknowledged_at_ns", sa.BigInteger),
+    sa.Column("acknowledged_by", sa.Text),
+    sa.Column("proof_reported_at_ns", sa.BigInteger),
+    sa.Column("proof_answer", sa.Text),
+)
+sa.Index("ix_employee_notices_due", employee_notices.c.state, employee_notices.c.next_attempt_ns)

@@ -40,6 +40,7 @@ from collector.storage.sql.raw import RawCursor
 from collector.storage.sql.retention import RetentionSql
 from collector.storage.sql.schema import schema_info
 from collector.storage.sql.tree import TreeSql
+from collector.storage.sql.wecom import WeComSql
 from collector.storage.sql.witnesses import WitnessesSql
 
 __all__ = ["SqlStore", "SqlTransaction", "open_store", "migrate", "DB_FILE"]
@@ -52,7 +53,7 @@ _READ_ONLY = "shoumi_read_only"
 
 
 class SqlTransaction(AgentsSql, BatchesSql, AlertsSql, PeopleSql, TreeSql, CasesSql, NotifySql, PrivacySql,
-                     WitnessesSql, AgreementsSql, RetentionSql, PoliciesSql):
+                     WitnessesSql, AgreementsSql, RetentionSql, PoliciesSql, WeComSql):
     """Every area over one connection inside one transaction."""
 
     def __init__(self, conn: Connection, dialect: str) -> None:
