@@ -119,7 +119,8 @@ def test_collector_package_contents(dist: Path) -> None:
 
 
 class Root:
-    """A throwaway root: an overlay over this machine's / with proc, sys and dev, and tmpfs /run, /tmp."""
+    """A throwaway root: an overlay over this machine's / with proc, sys and dev, and tmpfs /run, /tmp and
+    /dev/shm (1777, as on an installed system: the collector's worker processes take semaphores there)."""
 
     def __init__(self, base: Path) -> None:
         self.base = base
@@ -133,8 +134,9 @@ class Root:
                        check=True, capture_output=True)
         self.mounts = [self.path]
         for kind, source, target in (("proc", "proc", "proc"), ("bind", "/sys", "sys"), ("bind", "/dev", "dev"),
-                                     ("tmpfs", "tmpfs", "run"), ("tmpfs", "tmpfs", "tmp")):
-            args = ["mount", "--bind", source] if kind == "bind" else ["mount", "-t", kind, source]
+                                     ("tmpfs", "tmpfs", "run"), ("tmpfs", "tmpfs", "tmp"), ("shm", "tmpfs", "dev/shm")):
+            args = (["mount", "--bind", source] if kind == "bind" else
+                    ["mount", "-t", "tmpfs", "-o", "mode=1777", source] if kind == "shm" else ["mount", "-t", kind, source])
             subprocess.run([*args, str(self.path / target)], check=True, capture_output=True)
             self.mounts.append(self.path / target)
         return self
@@ -253,3 +255,42 @@ def test_install_enroll_upgrade_with_spooled_events_and_purge(dist: Path, root: 
             stop(agent)
         if collector.proc is not None and collector.proc.poll() is None:
             collector.stop()
+
+
+@pytest.mark.root
+def test_collector_package_installs_serves_as_its_own_user_and_purge_keeps_the_evidence(dist: Path, root: Root,
+                                                                                        tmp_path: Path) -> None:
+    deb = _deb(dist, "shoumi-collector")
+    shutil.copy(deb, root.path / "tmp" / deb.name)
+    done = root.run("dpkg", "-i", f"/tmp/{deb.name}")
+    assert done.returncode == 0, done.stdout + done.stderr
+    user = root.run("getent", "passwd", "shoumi-collector").stdout.split(":")
+    assert user[0] == "shoumi-collector" and int(user[2]) < 1000  # a system user
+    data = (root.path / "var/lib/shoumi-collector").stat()
+    assert data.st_uid == int(user[2]) and oct(data.st_mode & 0o777) == "0o700"
+    env = (root.path / "etc/shoumi-collector/collector.env").stat()
+    assert oct(env.st_mode & 0o777) == "0o640" and env.st_uid == 0
+    log = tmp_path / "collector.log"
+    with open(log, "wb") as out:
+        serve = subprocess.Popen(
+            ["/usr/sbin/chroot", "--userspec=shoumi-collector:shoumi-collector", str(root.path),
+             "/opt/shoumi-collector/bin/shoumi-collector", "serve", "--data-dir", "/var/lib/shoumi-collector",
+             "--grpc-listen", "127.0.0.1:0", "--enroll-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"],
+            stdout=out, stderr=subprocess.STDOUT, env={"PATH": "/usr/bin:/bin", "HOME": "/var/lib/shoumi-collector"})
+    try:
+        addr = root.path / "var/lib/shoumi-collector/collector.addr.json"
+        eventually(lambda: addr.exists() or serve.poll() is not None, timeout=90, what="the installed collector")
+        assert serve.poll() is None, log.read_text()
+        import urllib.request
+
+        with urllib.request.urlopen(json.loads(addr.read_text())["http"] + "/healthz", timeout=10) as reply:
+            assert reply.status == 200
+    finally:
+        assert stop(serve) == 0
+    assert (root.path / "var/lib/shoumi-collector/pki").is_dir()  # its CA, made as its own user
+    done = root.run("dpkg", "--purge", "shoumi-collector")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "is kept" in done.stderr
+    assert not root.exists("/etc/shoumi-collector") and not root.exists("/opt/shoumi-collector")
+    assert root.run("getent", "passwd", "shoumi-collector").returncode != 0
+    assert root.exists("/var/lib/shoumi-collector/pki")  # evidence and keys stay
