@@ -511,11 +511,9 @@ class FanotifyReader:
                     forks.drain()  # before the records: a fork is told before its child runs
                 self._take_notes()
                 if any(fd == self._fd for fd, _ in ready):
+                    self._drain(self._fd)  # at once: a lone record is read as it comes
                     if self._batch_wait > 0 and not self._hold_roots:
-                        self._gather()
-                    if forks is not None:
-                        forks.drain()
-                    self._drain(self._fd)
+                        self._gather()  # then, in a burst, large reads after its end
         except Exception:
             log.exception("the fanotify reader failed")
         finally:
