@@ -2,7 +2,8 @@
 machines with a label in the UI, a real agent process enrolls with it and runs, IT sees it online on /fleet,
 revokes it from its page after the confirmation, and sees it revoked (its streams are refused from then on).
 
-The lead adds the "assign a policy" step with the policy pages (collector/policy) between "online" and "revoke".
+Between "online" and "revoke", IT writes a policy on /policies and assigns it to the token's label on the
+policy's page; the agent applies the pushed, signed policy and its page shows it (finance v1).
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ PASSWORD = "a long enough password"
 
 
 @pytest.mark.slow
-def test_it_enrolls_an_agent_from_the_ui_sees_it_online_and_revokes_it(collector: Collector, browser: Any,
-                                                                        tmp_path: Path) -> None:
+def test_it_enrolls_an_agent_from_the_ui_assigns_a_policy_and_revokes_it(collector: Collector, browser: Any,
+                                                                          tmp_path: Path) -> None:
     collector.start()
     collector.cli("user", "create", "--username", "ivan", "--role", "it_admin", "--password-stdin",
                   stdin=PASSWORD + "\n")
@@ -57,7 +58,30 @@ def test_it_enrolls_an_agent_from_the_ui_sees_it_online_and_revokes_it(collector
         assert "dept:finance" in row.inner_text()
         screenshot(page, "fleet", tmp_path)
 
-        row.locator("a.agent-link").click()
+        # a policy for the label: written in the UI, pushed signed, applied by the agent within a few heartbeats
+        pushed = tmp_path / "pushed"
+        pushed.mkdir()
+        page.goto(f"{collector.http}/policies")
+        page.fill("#p-name", "finance")
+        page.fill("#p-document", f'sensitive_folders = ["{pushed}"]\nexclude_paths = ["*.tmp"]\n')
+        page.fill("#p-comment", "财务部共享盘")
+        page.click("form.policy-new button[type=submit]")
+        page.wait_for_load_state()
+        page.goto(f"{collector.http}/policies/finance")
+        page.fill("#a-labels", "dept:finance")
+        page.click("form:has(#a-labels) button[type=submit]")
+        page.wait_for_load_state()
+
+        def applied() -> bool:
+            page.goto(f"{collector.http}/fleet/agents/{agent_id}")
+            return "finance v1" in page.inner_text("#agent-policy")
+        eventually(applied, timeout=40, what="the assigned policy applied by the agent")
+        page.goto(f"{collector.http}/policies/finance")
+        assert page.locator(f"tr[data-agent-id='{agent_id}']").count() == 1
+        screenshot(page, "policy", tmp_path)
+
+        page.goto(f"{collector.http}/fleet?status=online")
+        page.locator(f"tr[data-agent-id='{agent_id}'] a.agent-link").click()
         assert page.get_attribute("#agent-status", "data-status") == "online"
         eventually(lambda: page.reload() or page.locator("#heartbeats tbody tr").count() > 0, timeout=15,
                    what="a heartbeat in the agent's history")
