@@ -12,10 +12,13 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from collector.wecom.settings import WeComSettings
+
 if TYPE_CHECKING:
     from collector.retention.models import RetentionPolicy
 
 __all__ = ["CollectorSettings", "DetectionSettings", "NotifySettings", "CasesSettings", "RetentionSettings", "AgreementSettings",
+           "SsoSettings", "OidcSettings", "LdapSettings", "WeComLoginSettings",
            "parse_listen"]
 
 
@@ -162,6 +165,85 @@ class WitnessSetting(BaseModel):
         return WitnessKey(self.name, bytes.fromhex(self.public_key))
 
 
+class OidcSettings(BaseModel):
+    """An OpenID Connect provider (collector/people/sso/oidc.py; docs/sso.md)."""
+
+    issuer: str = Field(max_length=300, description="the issuer; discovery at ISSUER/.well-known/openid-configuration")
+    client_id: str = Field(min_length=1, max_length=300)
+    client_secret: SecretStr | None = Field(None, description="the client secret (secret: never logged)")
+    client_secret_file: Path | None = Field(None, description="...or a file (0600) holding it, read at start")
+    label: str = Field("SSO", max_length=60, description="the button says 'Sign in with LABEL'")
+    scopes: str = "openid profile email"
+    groups_claim: str = Field("groups", description="the ID token claim listing the person's groups")
+    username_claim: str = Field("preferred_username", description="the claim the collector user is named after")
+    role_map: dict[str, str] = Field(default_factory=dict, description="group -> role; empty: roles are granted "
+                                     "in the collector (a new user waits for IT)")
+    timeout_seconds: float = Field(10.0, gt=0, le=60)
+
+    @field_validator("issuer")
+    @classmethod
+    def _issuer(cls, value: str) -> str:
+        if not value.startswith(("https://", "http://")):
+            raise ValueError("the OIDC issuer is an https:// URL (http:// on loopback for tests)")
+        return value.rstrip("/")
+
+
+class LdapSettings(BaseModel):
+    """An LDAP directory (Active Directory) to check passwords by binding as the user (collector/people/sso/ldap.py)."""
+
+    url: str = Field(max_length=300, description="ldaps://dc.example.com or ldap://host:389 (with start_tls)")
+    start_tls: bool = Field(False, description="StartTLS on an ldap:// URL")
+    ca_file: Path | None = Field(None, description="PEM file of the CA the server's certificate verifies under")
+    bind_dn: str | None = Field(None, description="the service account that searches for the user's DN")
+    bind_password: SecretStr | None = Field(None, description="its password (secret: never logged)")
+    bind_password_file: Path | None = Field(None, description="...or a file (0600) holding it, read at start")
+    user_base: str | None = Field(None, description="where users are searched, e.g. ou=staff,dc=example,dc=com")
+    user_filter: str = Field("(sAMAccountName={username})", description="{username} is escaped (RFC 4515)")
+    user_dn_template: str | None = Field(None, description="without a service account: e.g. "
+                                         "uid={username},ou=people,dc=example,dc=com ({username} escaped, RFC 4514)")
+    group_attribute: str = "memberOf"
+    role_map: dict[str, str] = Field(default_factory=dict, description="group DN or CN -> role (case-insensitive)")
+    label: str = Field("LDAP", max_length=60)
+    timeout_seconds: float = Field(5.0, gt=0, le=60)
+
+    @field_validator("url")
+    @classmethod
+    def _ldap_url(cls, value: str) -> str:
+        if not value.startswith(("ldap://", "ldaps://")):
+            raise ValueError("the LDAP url starts with ldaps:// (or ldap://)")
+        return value
+
+
+class WeComLoginSettings(BaseModel):
+    """WeCom web login, 企业微信网页授权登录 / 扫码登录 (collector/people/sso/wecom_login.py)."""
+
+    corp_id: str = Field(min_length=1, max_length=64)
+    agent_id: str = Field(min_length=1, max_length=32, description="the application's AgentId")
+    secret: SecretStr | None = Field(None, description="the application's Secret (secret: never logged)")
+    secret_file: Path | None = Field(None, description="...or a file (0600) holding it, read at start")
+    api_base_url: str = Field("https://qyapi.weixin.qq.com", max_length=200, description="gettoken, auth/getuserinfo")
+    authorize_url: str = Field("https://login.work.weixin.qq.com/wwlogin/sso/login", max_length=300,
+                               description="the QR sign-in page (inside WeCom: "
+                                           "https://open.weixin.qq.com/connect/oauth2/authorize)")
+    label: str = Field("WeCom", max_length=60)
+    timeout_seconds: float = Field(5.0, gt=0, le=60)
+
+
+class SsoSettings(BaseModel):
+    """Single sign-on for the web UI (collector/people/sso; docs/sso.md)."""
+
+    oidc: OidcSettings | None = None
+    ldap: LdapSettings | None = None
+    wecom: WeComLoginSettings | None = None
+    local_login: bool = Field(True, description="false: the password form refuses all but the break-glass accounts")
+    break_glass: list[str] = Field(default_factory=list, description="local accounts that may sign in with a "
+                                   "password while local_login is false (audited)")
+    session_minutes: float = Field(60.0, gt=0, le=24 * 60, description="a session a provider signed in ends after "
+                                   "this long: the next sign-in asks the provider again")
+    redirect_base_url: str | None = Field(None, max_length=200, description="the collector's address for the "
+                                          "providers' callbacks, e.g. https://shoumi.example.com; unset: as asked")
+
+
 class CollectorSettings(BaseSettings):
     """Everything the collector process needs to know."""
 
@@ -213,6 +295,9 @@ class CollectorSettings(BaseSettings):
     notify: NotifySettings = NotifySettings()
     cases: CasesSettings = CasesSettings()
     agreements: AgreementSettings = AgreementSettings()
+    sso: SsoSettings = SsoSettings()
+    wecom: WeComSettings | None = Field(None, description="the WeCom application that sends notices to "
+                                          "employees and staff messages (collector/wecom; docs/wecom.md)")
     rules_file: Path | None = Field(
         None, description="the detection rules file (TOML, installers/linux/rules.toml.example); unset: defaults")
     witnesses: list[WitnessSetting] = Field(

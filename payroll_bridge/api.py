@@ -3,6 +3,9 @@
     POST /cases            CASE.json as the body -> 201 accepted, 200 already filed, 422 refused or
                            malformed, 413 over 1 MiB (every refusal is recorded with its reasons)
     GET  /cases/{case_id}  the case, its lines and its balance: only to the client that filed it
+    POST /cases/{case_id}/notices/{notice_id}/service
+                           a notice's electronic proof of service (collector/wecom): served on the day it
+                           was acknowledged (payroll_bridge/service_proof.py); 422 not acknowledged/delivered
     GET  /healthz          liveness
 
 Every call but /healthz needs ``Authorization: Bearer <token>`` with a client's own credential
@@ -13,6 +16,8 @@ describe the intake to anyone who asks.
 
 from __future__ import annotations
 
+import json
+from datetime import datetime, timezone
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Request
@@ -23,6 +28,7 @@ from payroll_bridge.errors import PayrollError
 from payroll_bridge.intake import MAX_CASE_BYTES
 from payroll_bridge.ledger import Ledger
 from payroll_bridge.minimum_wage import MinimumWageTable, load_table
+from payroll_bridge.service_proof import parse_proof
 from payroll_bridge.settings import PayrollSettings
 
 __all__ = ["create_app"]
@@ -98,6 +104,28 @@ def create_app(settings: PayrollSettings, *, table: MinimumWageTable | None = No
                     "lines": [x.to_json() for x in ledger.lines(case_id=case_id)],
                     "remaining_fen": ledger.remaining_fen(employee_id=case.employee_id)[case_id],
                 }
+
+        return await run_in_threadpool(run)
+
+    @app.post("/cases/{case_id}/notices/{notice_id}/service")
+    async def serve_notice(case_id: str, notice_id: str, request: Request, actor: str = Depends(client)) -> dict[str, Any]:
+        body, too_large = await _bounded_body(request, 64 * 1024)
+        if too_large:
+            raise HTTPException(status_code=413, detail="a proof of service is at most 64 KiB")
+        try:
+            proof_json = json.loads(body)
+        except ValueError:
+            raise HTTPException(status_code=422, detail="the proof of service is not JSON") from None
+
+        def run() -> dict[str, Any]:
+            with open_ledger() as ledger:
+                if not ledger.filed_by(case_id=case_id, actor=actor):
+                    raise HTTPException(status_code=404, detail=f"no case {case_id[:64]!r} filed by this client")
+                proof = parse_proof(proof_json, notice_id=notice_id, now=datetime.now(timezone.utc))
+                ledger.notice_served(case_id=case_id, notice_id=notice_id, served_on=proof.served_on, actor=actor,
+                                     proof=proof.document)
+                return {"case_id": case_id, "notice_id": notice_id, "served_on": proof.served_on.isoformat(),
+                        "proof": proof.document}
 
         return await run_in_threadpool(run)
 

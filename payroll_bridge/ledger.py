@@ -20,7 +20,7 @@ import secrets
 import sqlite3
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
 from payroll_bridge.contract import check_excluded_items, decode_json, has_fraction, json_default
@@ -125,6 +125,7 @@ _ADDED_COLUMNS = (
     ("wages", "disciplinary_deductions_fen", "INTEGER NOT NULL DEFAULT 0"),
     ("wages", "excluded_items", "TEXT NOT NULL DEFAULT '[]'"),
     ("notices", "amounts", "TEXT NOT NULL DEFAULT '{}'"),
+    ("notices", "service_proof", "TEXT"),  # the electronic proof of service (payroll_bridge/service_proof.py)
 )
 
 
@@ -647,8 +648,10 @@ class Ledger:
             self._audit(actor, "notice.issued", case_id, {"notice_id": notice_id, "issued_on": issued_on.isoformat(),
                                                           "amounts": stated})
 
-    def notice_served(self, *, case_id: str, notice_id: str, served_on: date, actor: str) -> None:
-        """Records the day an issued notice reached the employee (never before it was issued)."""
+    def notice_served(self, *, case_id: str, notice_id: str, served_on: date, actor: str,
+                      proof: Mapping[str, Any] | None = None) -> None:
+        """Records the day an issued notice reached the employee (never before it was issued), with the
+        electronic proof of service when it came that way (payroll_bridge/service_proof.py)."""
         with self._tx() as db:
             self.case(case_id)
             row = db.execute("SELECT * FROM notices WHERE notice_id = ?", (notice_id,)).fetchone()
@@ -665,15 +668,18 @@ class Ledger:
                                   f"{served_on}")
             if row["served_on"] is not None and row["served_on"] != served_on.isoformat():
                 raise TransitionRefused(f"notice {notice_id} was already recorded as served on {row['served_on']}")
-            db.execute("UPDATE notices SET served_on = ? WHERE notice_id = ?", (served_on.isoformat(), notice_id))
-            self._audit(actor, "notice.served", case_id, {"notice_id": notice_id, "served_on": served_on.isoformat()})
+            db.execute("UPDATE notices SET served_on = ?, service_proof = COALESCE(?, service_proof) WHERE notice_id = ?",
+                       (served_on.isoformat(), json.dumps(proof, sort_keys=True) if proof else None, notice_id))
+            self._audit(actor, "notice.served", case_id, {"notice_id": notice_id, "served_on": served_on.isoformat(),
+                                                          **({"proof": dict(proof)} if proof else {})})
 
     def notices(self, *, case_id: str) -> list[dict[str, Any]]:
         """The case's notices: id, issue and service days, the amounts they state."""
         rows = self._db.execute("SELECT * FROM notices WHERE case_id = ? ORDER BY issued_on, notice_id",
                                 (case_id,)).fetchall()
         return [{"notice_id": r["notice_id"], "issued_on": r["issued_on"], "served_on": r["served_on"],
-                 "amounts": json.loads(r["amounts"])} for r in rows]
+                 "amounts": json.loads(r["amounts"]),
+                 "service_proof": json.loads(r["service_proof"]) if r["service_proof"] else None} for r in rows]
 
     def _today(self) -> date:
         return self._clock().astimezone(_CHINA).date()

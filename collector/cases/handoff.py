@@ -23,7 +23,7 @@ import logging
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 from urllib.parse import quote
 
 import httpx
@@ -96,6 +96,19 @@ class PayrollClient:
         if answer.status != 200:
             raise BridgeUnreachable(f"the payroll bridge answered {answer.status} for the schedule")
         return answer.body
+
+    def serve_notice(self, case_id: str, notice_id: str, proof: Mapping[str, Any]) -> BridgeAnswer:
+        """POSTs a notice's proof of service (collector/wecom) to the bridge's written-notice gate.
+
+        ``case_id`` is the collector's; 200 served, 404/409/422 refused with the bridge's reason."""
+        path = (f"/cases/{quote(bridge_case_id(int(case_id)), safe='')}/notices/{quote(notice_id, safe='')}"
+                "/service")
+        answer = self._call("POST", path, json.dumps(dict(proof), sort_keys=True).encode("utf-8"))
+        if answer.status in (200, 404, 409, 413, 422):
+            return answer
+        if answer.status == 401:
+            raise BridgeUnreachable("the payroll bridge refused the collector's credential (401): check the token file")
+        raise BridgeUnreachable(f"the payroll bridge answered {answer.status}")
 
     def close(self) -> None:
         """Closes the connections."""

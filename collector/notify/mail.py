@@ -52,6 +52,10 @@ class SmtpMailer:
         msg["Date"] = formatdate(localtime=False)
         msg["Message-ID"] = make_msgid(domain="shoumi")
         msg.set_content(body, charset="utf-8")
+        return self.send_message(msg)
+
+    def send_message(self, msg: EmailMessage) -> Attempt:
+        """Sends one message to the addresses in its headers (the notices to employees use it too)."""
         try:
             with smtplib.SMTP(self._host, self._port, timeout=self._timeout) as smtp:
                 if self._starttls:
@@ -73,7 +77,7 @@ class SmtpMailer:
             log.warning("mail server %s unreachable: %s", self.label, type(exc).__name__)
             return Attempt(ok=False, retry=True, error=f"unreachable: {type(exc).__name__}")
         if refused:
-            log.warning("mail server %s refused %d of %d recipients", self.label, len(refused), len(self._to))
+            log.warning("mail server %s refused %d recipients", self.label, len(refused))
         return Attempt(ok=True)
 
     def close(self) -> None:
