@@ -20,6 +20,8 @@ RULE_LABELS: dict[str, str] = {
     "agent_clock_skew": "Agent clock skewed",
     "agent_epoch_reset": "Agent chain restarted",
     "store_tamper": "Stored evidence changed behind the collector",
+    "certificate_expiring": "Agent certificate about to expire",
+    "policy_refused": "Agent refused its policy",
 }
 
 OUTCOME_LABELS: dict[str, str] = {

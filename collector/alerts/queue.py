@@ -31,7 +31,8 @@ __all__ = ["ALL_RULES", "BULK_CAP", "ACTIONS", "QueueFilter", "filter_from_pairs
 
 # rules an alert may carry: the configurable ones and the delivery layer's
 ALL_RULES: tuple[str, ...] = (*RULE_NAMES, "capture_gap", "spool_loss", "agent_silent", "agent_tamper",
-                              "agent_malformed", "agent_clock_skew", "agent_epoch_reset", "store_tamper")
+                              "agent_malformed", "agent_clock_skew", "agent_epoch_reset", "store_tamper",
+                              "certificate_expiring", "policy_refused")
 BULK_CAP = 10_000
 ACTIONS: tuple[str, ...] = ("acknowledge", "close", "reopen", "assign", "unassign")
 _TO_STATUS = {"acknowledge": AlertStatus.ACKNOWLEDGED.value, "close": AlertStatus.CLOSED.value,

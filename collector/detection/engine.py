@@ -185,24 +185,32 @@ class ReadBurst:
 
 @dataclass
 class UsbExfiltration:
-    """Sensitive content written to removable media."""
+    """Sensitive content written to removable media. A device the policy lists as company-issued
+    (``company_device`` on the event, set by the agent from vendor, product and serial) is still
+    recorded and alerted, at ``company_severity``, in episodes of its own."""
 
     gap_ns: int
     severity: str
     tz: Any
+    company_severity: str = "low"
     name: str = "usb_exfiltration"
     kinds: frozenset[str] = frozenset({"usb.write"})
 
     def key(self, e: StoredEvent) -> str | None:
         if e.kind != "usb.write" or not (e.attributes.get("match") or e.attributes.get("source_paths")):
             return None
-        return e.user or e.agent_id
+        who = e.user or e.agent_id
+        return f"{who}|company" if e.attributes.get("company_device") is True else who
 
     def step(self, state: State, e: StoredEvent) -> Finding | None:
         ep = _episode(state, e.time_ns, self.gap_ns)
+        company = e.attributes.get("company_device") is True
         device = e.attributes.get("device") or e.attributes.get("mountpoint") or "removable media"
+        if company:
+            device = f"company-issued {device}"
         who = e.user or f"agent {e.agent_id}"
-        return Finding(self.name, self.severity, f"{self.name}|{who}|{ep}", e.user, e.agent_id, [e.id], ep,
+        return Finding(self.name, self.company_severity if company else self.severity,
+                       f"{self.name}|{who}{'|company' if company else ''}|{ep}", e.user, e.agent_id, [e.id], ep,
                        int(state["ep_last"]), _said(
                            f"{who} wrote {state['ep_n']} file(s) with sensitive content to {device} between "
                            f"{_hm(ep, self.tz)} and {_hm(int(state['ep_last']), self.tz)}; latest {e.path} "
@@ -437,7 +445,7 @@ def build_rules(rules: RuleSet) -> list[Rule]:
                             b.cold_start_factor, b.severity, tz))
     u = rules.usb_exfiltration
     if u.enabled:
-        out.append(UsbExfiltration(int(u.group_minutes * MINUTE_NS), u.severity, tz))
+        out.append(UsbExfiltration(int(u.group_minutes * MINUTE_NS), u.severity, tz, u.company_device_severity))
     c = rules.sensitive_copy_out
     if c.enabled:
         out.append(SensitiveCopyOut(int(c.group_minutes * MINUTE_NS), c.severity, c.sync_folders, tz))

@@ -49,9 +49,11 @@ class BulkRead(RuleSettings):
 
 
 class UsbExfiltration(RuleSettings):
-    """Sensitive content (a usb.write with a match) written to removable media."""
+    """Sensitive content (a usb.write with a match) written to removable media; to a company-issued
+    device (the policy's ``company_devices``) at ``company_device_severity``."""
 
     group_minutes: float = Field(10.0, gt=0, le=7 * 24 * 60)
+    company_device_severity: str = Field("low", pattern="^(low|medium|high|critical)$")
 
 
 class SensitiveCopyOut(RuleSettings):

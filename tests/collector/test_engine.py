@@ -75,6 +75,20 @@ def test_five_files_to_a_stick_in_a_minute_are_one_usb_alert_with_five_events() 
     assert len(run(only("usb_exfiltration"), [*writes, later])) == 2  # hours later: another alert
 
 
+def test_a_company_issued_stick_is_still_an_alert_but_a_lower_one_of_its_own() -> None:
+    t = at("2026-11-24 10:00")
+    issued = [ev("usb.write", t + i * 10**10, path=f"/media/u/CORP/f{i}.xlsx", match="exact", company_device=True,
+                 source_paths=[f"/srv/finance/f{i}.xlsx"], device="/dev/sdb1") for i in range(2)]
+    unknown = ev("usb.write", t + 30 * 10**9, path="/media/u/STICK/q3.xlsx", match="exact", company_device=False,
+                 source_paths=["/srv/finance/q3.xlsx"], device="/dev/sdc1")
+    got = {f.severity: f for f in findings(only("usb_exfiltration"), [*issued, unknown])}
+    assert set(got) == {"low", "high"}
+    assert got["low"].event_ids == [w.id for w in issued] and "company-issued /dev/sdb1" in got["low"].summary
+    assert got["high"].event_ids == [unknown.id]
+    medium = findings(only("usb_exfiltration", company_device_severity="medium"), issued)
+    assert [f.severity for f in medium] == ["medium"]
+
+
 def test_a_copy_into_a_sync_folder_is_a_copy_out_and_says_so() -> None:
     t = at("2026-11-24 10:00")
     copy = ev("file.copy", t, dest="/home/u1042/Nutstore/q3.xlsx", source_paths=["/srv/finance/q3.xlsx"], match="exact")
