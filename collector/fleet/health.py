@@ -22,7 +22,8 @@ __all__ = ["record_health", "health_from", "UsersSeen", "USERS_SEEN"]
 
 
 def _int(value: Any) -> int:
-    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0 else 0
+    # bounded to what a BIGINT holds: a larger figure (a hostile agent's) would fail every batch of its group
+    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < 2**62 else 0
 
 
 def health_from(previous: AgentHealth | None, events: Sequence[StoredEvent], *, agent_id: str, received_ns: int,
@@ -38,7 +39,7 @@ def health_from(previous: AgentHealth | None, events: Sequence[StoredEvent], *, 
     if beat is None and not refused:
         return None
     row = previous or AgentHealth(agent_id, received_ns)
-    row = replace(row, updated_at_ns=received_ns, refused_total=row.refused_total + refused)
+    row = replace(row, updated_at_ns=received_ns, refused_total=min(row.refused_total + refused, 2**62))
     if beat is None:
         return row
     a = beat.attributes
