@@ -29,6 +29,7 @@ from collector.people.models import User
 from collector.privacy.service import PrivacyError, pseudonym_of, pseudonyms_of, reveal
 from collector.web.deps import Services, cursor_value, require_page, services
 from collector.web.templating import render
+from collector.wecom.views import notice_out
 
 __all__ = ["router", "STATE_LABELS"]
 
@@ -108,12 +109,14 @@ def _page(request: Request, svc: Services, user: User, case_id: int, template: s
         employee = records.get(HrKind.EMPLOYEE.value)
         offers = agreement_offers(tx, subject_user=case.subject_user, incident_first_ns=case.incident_first_ns,
                                   employee_ids=[str(employee.data["employee_id"])] if employee else [])
+        notices = [notice_out(n) for n in tx.list_employee_notices(case_id=str(case_id))]  # collector/wecom
     current = {k: dict(r.data) for k, r in records.items()}
     if HrKind.EMPLOYEE.value in current and not allowed(user.role, "cases:hr"):
         current[HrKind.EMPLOYEE.value]["name"] = None
     return render(request, template, {**_COMMON, "case": detail, "current": current, "error": error,
                                       "form": form or {}, "missing": missing, "agreement_offers": offers,
                                       "hr_editable": _hr_editable(detail), "revealed": revealed,
+                                      "employee_notices": notices,
                                       "max_mb": case_config(request).max_attachment_bytes // (1024 * 1024)},
                   user=user, status_code=status)
 

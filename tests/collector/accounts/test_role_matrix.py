@@ -27,6 +27,11 @@ ALLOWED_WITHOUT_PERMISSION = {
     ("POST", "/login"),
     ("POST", "/logout"),
     ("POST", "/preferences/lang"),  # the language switch works before signing in too
+    ("GET", "/wecom/callback"),     # WeCom calls it: authenticated by its signature (collector/wecom/crypto.py)
+    ("POST", "/wecom/callback"),
+    # signing in through a provider happens before there is a session (collector/people/sso)
+    ("GET", "/sso/oidc/start"), ("GET", "/sso/oidc/callback"), ("GET", "/sso/wecom/start"),
+    ("GET", "/sso/wecom/callback"), ("POST", "/sso/ldap/login"),
 }
 # Permissions a view checks in its body besides its dependency (better said as a second dependency).
 CHECKED_IN_BODY = {

@@ -71,9 +71,9 @@ class FakeWeCom:
         with self._lock:
             self._tokens.clear()
 
-    def send_event(self, url: str, message_xml: str, crypto: CallbackCrypto | None = None, *,
-                   timestamp: int | None = None, tamper: str = "") -> httpx.Response:
-        """POSTs an encrypted, signed callback as WeCom does; ``tamper`` = "signature" | "corp" | "padding"."""
+    def event_request(self, message_xml: str, crypto: CallbackCrypto | None = None, *,
+                      timestamp: int | None = None, tamper: str = "") -> tuple[str, bytes]:
+        """(query string, body) of a callback as WeCom sends it; ``tamper`` = "signature" | "corp" | "padding"."""
         crypto = crypto or CallbackCrypto(TOKEN, AES_KEY, self.corp_id)
         ts, nonce = str(int(time.time()) if timestamp is None else timestamp), secrets.token_hex(5)
         receiver = "ww-somebody-else" if tamper == "corp" else None
@@ -85,9 +85,22 @@ class FakeWeCom:
             sig = ("0" if sig[0] != "0" else "1") + sig[1:]
         body = (f"<xml><ToUserName><![CDATA[{self.corp_id}]]></ToUserName>"
                 f"<Encrypt><![CDATA[{encrypted}]]></Encrypt><AgentID><![CDATA[{self.agent_id}]]></AgentID></xml>")
-        query = urlencode({"msg_signature": sig, "timestamp": ts, "nonce": nonce})
-        return httpx.post(f"{url}{'&' if '?' in url else '?'}{query}", content=body.encode(),
+        return urlencode({"msg_signature": sig, "timestamp": ts, "nonce": nonce}), body.encode()
+
+    def send_event(self, url: str, message_xml: str, crypto: CallbackCrypto | None = None, *,
+                   timestamp: int | None = None, tamper: str = "") -> httpx.Response:
+        """POSTs an encrypted, signed callback to the collector's callback URL, as WeCom does."""
+        query, body = self.event_request(message_xml, crypto, timestamp=timestamp, tamper=tamper)
+        return httpx.post(f"{url}{'&' if '?' in url else '?'}{query}", content=body,
                           headers={"content-type": "text/xml"}, timeout=5)
+
+    @staticmethod
+    def card_event(userid: str, task_id: str, agent_id: int = AGENT_ID) -> str:
+        """The decrypted XML of a template card event (模板卡片事件推送) naming a message's task id."""
+        return (f"<xml><ToUserName><![CDATA[{CORP_ID}]]></ToUserName><FromUserName><![CDATA[{userid}]]></FromUserName>"
+                f"<CreateTime>{int(time.time())}</CreateTime><MsgType><![CDATA[event]]></MsgType>"
+                f"<Event><![CDATA[template_card_event]]></Event><EventKey><![CDATA[read]]></EventKey>"
+                f"<TaskId><![CDATA[{task_id}]]></TaskId><AgentID>{agent_id}</AgentID></xml>")
 
     def verify_url(self, url: str, crypto: CallbackCrypto | None = None, echo: str = "echo-1234") -> httpx.Response:
         """The GET WeCom makes when an admin saves the callback URL: the app must answer the decrypted echostr."""
