@@ -26,7 +26,9 @@ from collector.agreements import service as agreements
 from collector.cases.views import CaseConfig
 from collector.notify.worker import NotifyWorker, build_worker
 from collector.people.service import PeopleService
+from collector.people.sso.service import load_sso
 from collector.periodic import Periodic
+from collector.wecom.runtime import build_wecom
 from collector.pki import CertificateAuthority
 from collector.policy.delivery import REFRESH_SECONDS as POLICY_REFRESH_SECONDS
 from collector.policy.delivery import PolicyDelivery, load_or_create_policy_key
@@ -77,6 +79,7 @@ def build_services(settings: CollectorSettings, store: Store | None = None) -> B
     # a bad rules file is refused before anything is opened (RulesError names its line and key)
     file_rules = load_rules(settings.rules_file) if settings.rules_file else None
     agreements_cfg = agreements.load_config(settings.agreements)  # so are unreadable CA files, a TSA without its CA
+    sso = load_sso(settings.sso)  # and sso settings that cannot work (secret files, role maps): SsoConfigError
     if store is None:
         store = open_store(settings.store_location())
     gate = WriteGate.for_store(settings.data_dir, settings.database_url)  # SQLite: one writer, handed over at once
@@ -125,6 +128,9 @@ def build_services(settings: CollectorSettings, store: Store | None = None) -> B
     handoff = build_handoff_worker(store, settings.cases)
     if handoff is not None:  # the payroll outbox (collector/cases), started and stopped with the other jobs
         background.every(settings.cases.payroll_poll_seconds, "payroll-handoff", handoff.run_once)
+    # notices to employees through WeCom / email, their proof of service to the bridge (collector/wecom)
+    wecom = build_wecom(settings, store, bridge=handoff.client if handoff is not None else None)
+    background.every(settings.notify.interval_seconds, "wecom-notices", wecom.worker.run_once)
     if agreements_cfg.tsa_url:  # acknowledgements the TSA could not seal at once are retried
         background.every(agreements_cfg.seal_retry_seconds, "agreement-seals", lambda: agreements.seal_pending(
             store=store, cfg=agreements_cfg, now=time.time_ns))
@@ -134,6 +140,8 @@ def build_services(settings: CollectorSettings, store: Store | None = None) -> B
     app.state.cases = CaseConfig(max_attachment_bytes=settings.cases.max_attachment_bytes)
     app.state.evidence = EvidenceConfig(settings.data_dir, [w.key() for w in settings.witnesses])
     app.state.agreements = agreements_cfg  # trust roots and the TSA (collector/agreements)
+    app.state.sso = sso  # OpenID Connect, LDAP, WeCom sign-in (collector/people/sso)
+    app.state.wecom = wecom  # the WeCom application: notices, callback crypto (collector/wecom)
     app.state.retention_days = settings.retention_days  # the monitoring notice says how long events are kept
     app.state.retention_policy = settings.retention_policy()  # the /privacy page shows the periods in force
     return Built(store, ingest, detection, enrollment, people, signer, background, app, servers, ca,

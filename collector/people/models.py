@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["User", "UserToken", "ThrottleState", "LANGS", "TOKEN_KINDS"]
+__all__ = ["User", "UserToken", "ThrottleState", "SsoPending", "LANGS", "TOKEN_KINDS", "NO_ROLE"]
 
 LANGS: tuple[str, ...] = ("zh", "en")
 TOKEN_KINDS: tuple[str, ...] = ("session", "api")
+NO_ROLE = ""  # a user a provider signed in whose groups map to no role: no access until IT grants one
 
 
 @dataclass(frozen=True)
@@ -20,6 +21,8 @@ class User:
     created_at_ns: int
     disabled: bool = False
     lang: str = "zh"
+    provider: str | None = None  # "oidc", "ldap", "wecom": signed in through it (collector/people/sso); None: local
+    subject: str | None = None  # the provider's stable id of the person (OIDC sub, LDAP DN, WeCom userid)
 
 
 @dataclass(frozen=True)
@@ -51,3 +54,15 @@ class ThrottleState:
     window_start_ns: int
     locked_until_ns: int = 0
     lockouts: int = 0
+
+
+@dataclass(frozen=True)
+class SsoPending:
+    """A sign-in started at a provider and not yet come back: what the callback must match (used once)."""
+
+    state_hash: str
+    provider: str
+    nonce: str
+    verifier: str
+    next_path: str
+    created_at_ns: int

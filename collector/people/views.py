@@ -18,6 +18,7 @@ from collector.people import api, pages
 from collector.people.http import local_path, peer_of
 from collector.people.models import LANGS
 from collector.people.service import Busy, NotAuthenticated, Throttled
+from collector.people.sso.views import local_login_refused, login_context, note_break_glass
 from collector.web.deps import SESSION_COOKIE, Services, services, session_user
 from collector.web.i18n import LANG_COOKIE
 from collector.web.security import LOGIN_CSRF_COOKIE
@@ -37,7 +38,7 @@ def _secure(request: Request) -> bool:
 @router.get("/login", response_class=HTMLResponse)
 def login_form(request: Request, next: str = "/") -> Response:
     """Shows the sign-in form."""
-    return render(request, "login.html", {"error": None, "next": local_path(next)}, user=None)
+    return render(request, "login.html", {"error": None, "next": local_path(next), **login_context(request)}, user=None)
 
 
 @router.post("/login", response_class=HTMLResponse)
@@ -49,7 +50,9 @@ def login(
     svc: Services = Depends(services),
 ) -> Response:
     """Signs a user in with a password and sets a new session cookie."""
-    ctx = {"next": local_path(next), "username": username}
+    ctx = {"next": local_path(next), "username": username, **login_context(request)}
+    if (off := local_login_refused(request, svc, username, ctx)) is not None:  # sso.local_login false
+        return off
     try:
         signed = svc.people.sign_in(store=svc.store, username=username, password=password, peer=peer_of(request),
                                     old_session=request.cookies.get(SESSION_COOKIE))
@@ -64,6 +67,7 @@ def login(
         return page
     except NotAuthenticated:
         return render(request, "login.html", {**ctx, "error": "wrong"}, user=None, status_code=401)
+    note_break_glass(request, svc, signed.user)
     response = RedirectResponse(local_path(next), status_code=303)
     response.set_cookie(SESSION_COOKIE, signed.token, httponly=True, samesite="lax", secure=_secure(request),
                         path="/", max_age=int(svc.people.session_ttl_ns // 1_000_000_000))

@@ -33,6 +33,9 @@ from collector.fleet import pages as fleet_pages
 from collector.fleet import views as fleet_views
 from collector.notify import views as notify_views
 from collector.people import views as people_views
+from collector.people.sso import views as sso_views
+from collector.wecom import pages as wecom_pages
+from collector.wecom import views as wecom_views
 from collector.people.models import User
 from collector.people.service import PeopleService
 from collector.policy import pages as policy_pages
@@ -161,4 +164,7 @@ def create_app(*, store: Store, people: PeopleService, enrollment: EnrollmentSer
     app.include_router(agreements_views.router)  # /api/v1/agreements..., /api/v1/me/notices
     app.include_router(agreements_pages.router)  # /agreements..., /me/notices
     app.include_router(fleet_pages.router)  # /fleet, /fleet/agents/{id}, /fleet/tokens
+    app.include_router(sso_views.router)  # /sso/...: OpenID Connect, LDAP, WeCom sign-in (collector/people/sso)
+    app.include_router(wecom_views.router)  # /api/v1/wecom/..., /wecom/callback (collector/wecom)
+    app.include_router(wecom_pages.router)  # /me/wecom-notices/{key}, /wecom/notices
     return app

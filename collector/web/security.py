@@ -60,7 +60,7 @@ CSRF_HEADER = "x-csrf-token"
 LOGIN_CSRF_COOKIE = "shoumi_login_csrf"
 SESSION_COOKIE = "shoumi_session"  # the same name as collector.web.deps.SESSION_COOKIE
 # writes without a session that still need the double-submit token: signing in, the language switch
-PRE_SESSION_PATHS = frozenset({"/login", "/preferences/lang"})
+PRE_SESSION_PATHS = frozenset({"/login", "/preferences/lang", "/sso/ldap/login"})
 CONTENT_SECURITY_POLICY = ("default-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'; "
                            "object-src 'none'")
 _SAFE = frozenset({"GET", "HEAD", "OPTIONS"})

@@ -18,9 +18,9 @@ from sqlalchemy.exc import IntegrityError
 
 from collector.audit.models import GENESIS, AuditEntry, AuditFilter, AuditHead, AuditRow, audit_row_hash, canonical_details
 from collector.domain.records import Page
-from collector.people.models import ThrottleState, User, UserToken
+from collector.people.models import SsoPending, ThrottleState, User, UserToken
 from collector.storage.base import AlreadyExists
-from collector.storage.sql.schema import audit_head, audit_log, login_throttle, service_keys, tokens, users
+from collector.storage.sql.schema import audit_head, audit_log, login_throttle, service_keys, sso_pending, tokens, users
 
 __all__ = ["PeopleSql"]
 
@@ -37,7 +37,8 @@ class PeopleSql:
             with self._conn.begin_nested():
                 self._conn.execute(users.insert().values(
                     username=user.username, role=user.role, password_hash=user.password_hash,
-                    created_at_ns=user.created_at_ns, disabled=user.disabled, lang=user.lang))
+                    created_at_ns=user.created_at_ns, disabled=user.disabled, lang=user.lang,
+                    provider=user.provider, subject=user.subject))
         except IntegrityError as exc:
             raise AlreadyExists(f"user {user.username!r} exists") from exc
 
@@ -54,6 +55,29 @@ class PeopleSql:
         """Replaces the stored user of that name."""
         self._conn.execute(users.update().where(users.c.username == user.username).values(
             role=user.role, password_hash=user.password_hash, disabled=user.disabled, lang=user.lang))
+
+    def get_user_by_subject(self, *, provider: str, subject: str) -> User | None:
+        """The user a provider knows by ``subject``."""
+        row = self._conn.execute(sa.select(users).where(users.c.provider == provider,
+                                                        users.c.subject == subject)).first()
+        return None if row is None else _user_from(row)
+
+    def add_sso_pending(self, pending: SsoPending) -> None:
+        """Stores a pending provider sign-in."""
+        self._conn.execute(sso_pending.insert().values(
+            state_hash=pending.state_hash, provider=pending.provider, nonce=pending.nonce, verifier=pending.verifier,
+            next_path=pending.next_path, created_at_ns=pending.created_at_ns))
+
+    def take_sso_pending(self, *, state_hash: str) -> SsoPending | None:
+        """Removes and returns a pending provider sign-in (DELETE ... RETURNING: two takes never both get it)."""
+        row = self._conn.execute(sso_pending.delete().where(sso_pending.c.state_hash == state_hash)
+                                 .returning(*sso_pending.c)).first()
+        return None if row is None else SsoPending(row.state_hash, row.provider, row.nonce, row.verifier,
+                                                    row.next_path, row.created_at_ns)
+
+    def delete_sso_pending_before(self, *, before_ns: int) -> int:
+        """Forgets old pending sign-ins."""
+        return int(self._conn.execute(sso_pending.delete().where(sso_pending.c.created_at_ns < before_ns)).rowcount)
 
     def add_token(self, *, token_hash: str, username: str, kind: str, created_at_ns: int, expires_at_ns: int | None,
                   name: str | None = None) -> None:
@@ -199,7 +223,7 @@ class PeopleSql:
 
 
 def _user_from(r: Any) -> User:
-    return User(r.username, r.role, r.password_hash, r.created_at_ns, bool(r.disabled), r.lang)
+    return User(r.username, r.role, r.password_hash, r.created_at_ns, bool(r.disabled), r.lang, r.provider, r.subject)
 
 
 def _token_from(r: Any) -> UserToken:
