@@ -181,6 +181,8 @@ class EventFactory:
                       for j in range(400)]
         self.pids = [self.rng.randrange(1_000, 4_000_000) for _ in range(8)]
         self.burst_reads = burst_reads
+        self.random_ids = os.environ.get("BENCH_EVENT_IDS", "uuid") != "sequential"
+        self.id_rng = random.Random(~index)  # its own: the events are the same whichever ids they get
         self.burst_start = min(500, total // 10, max(0, total - burst_reads)) if burst_reads else -1
         gap, burst_gap = 30_000_000_000, 20_000_000
         span = (total - max(burst_reads, 0)) * gap + max(burst_reads, 0) * burst_gap
@@ -208,7 +210,9 @@ class EventFactory:
         for seq in range(first_seq, first_seq + count):
             k = seq - 1
             pid = self.pids[(k // 50) % len(self.pids)]
-            eid = f"{prefix}{seq:012x}"
+            # as the agent makes them (agent/core/events.py: random version 4 UUIDs), or, with --event-ids
+            # sequential, the agent's prefix and the seq (what this bench sent before: kind to any index on them)
+            eid = str(uuid.UUID(int=self.id_rng.getrandbits(128), version=4)) if self.random_ids else f"{prefix}{seq:012x}"
             if 0 <= self.burst_start <= k < self.burst_start + self.burst_reads:
                 self.t += self.burst_gap
                 path = files[(k - self.burst_start) % nfiles][0]
@@ -1107,7 +1111,7 @@ def run_store_phase(ctx: Any, target: Target, tokens: list[str], args: argparse.
     if det0 and det1:
         detected_per_s = round((det1[1] - det0[1]) / (end - t0))
         lag_end = det1[0] - det1[1]
-    caught_up = probe.wait_caught_up(end, args.detection_wait) if det1 else None
+    caught_up = probe.wait_caught_up(end, args.detection_wait) if det1 and _detecting() else None
     lags = [s[1] - s[2] for s in probe.samples if t0 <= s[0] <= end]
     # CPU per 1,000 events: serve over the window's stored events; the worker from the window's start until
     # it caught up, over the events it ran over in that span (its lag at the start is worked off in it too)
@@ -1341,10 +1345,14 @@ def main() -> int:
     parser.add_argument("--summarize", metavar="RAW", help="only print the summary of a py-spy raw profile")
     parser.add_argument("--top", type=int, default=22, help="functions listed in the profile summary")
     parser.add_argument("--keep", action="store_true", help="keep the data directory and logs")
+    parser.add_argument("--event-ids", choices=("uuid", "sequential"), default="uuid",
+                        help="event ids as the agent makes them (random UUIDs, the default) or the agent's prefix and "
+                             "the seq (the figures before this option)")
     parser.add_argument("--compare-detection", type=int, metavar="N", default=0,
                         help="run the bench 2N times, detection off and on in turn, and compare (issue 9: detection "
                              "costs at most a fifth of the ingest rate)")
     args = parser.parse_args()
+    os.environ["BENCH_EVENT_IDS"] = args.event_ids  # read by the spawned client processes' EventFactory
     if args.compare_detection:
         return compare_detection(args.compare_detection)
     if args.summarize:
@@ -1434,7 +1442,8 @@ def main() -> int:
     streams = streams_figs["streams_held"] if streams_figs else figures["streams_held"]
     p99 = figures["p99_ack_ms"]
     print()
-    print(f"throughput phase: {args.agents} agents, {args.events_per_batch} events/batch, window {args.window} batches "
+    print(f"throughput phase: {args.agents} agents, {args.events_per_batch} events/batch, {args.event_ids} event ids, "
+          f"window {args.window} batches "
           f"(<= {figures['in_flight_max_events']:,} events in flight), {figures['window_s']} s timed"
           f"{f', paced at {args.rate:,.0f} events/s' if args.rate else ''}")
     print(f"  stored {eps:,} events/s  (goal >= {GOAL_EVENTS_PER_S:,}: {_mark(eps >= GOAL_EVENTS_PER_S)}); "
@@ -1445,7 +1454,7 @@ def main() -> int:
     print(f"  send -> durable Ack: p50 {figures['p50_ack_ms']} ms, p99 {p99} ms, max {figures['max_ack_ms']} ms  "
           f"(goal p99 < {GOAL_P99_MS:.0f} ms: {_mark(p99 < GOAL_P99_MS)})")
     lag, det, caught = (figures["detection_lag_events_at_end"], figures["detected_per_s"], figures["detection_caught_up_s"])
-    if det is not None:
+    if det is not None and _detecting():
         print(f"  detection stage (default rules): ran over {det:,} events/s in the window; events stored but not yet "
               f"looked at (lag, sampled every 0.5 s): mean {figures['detection_lag_mean_events'] or 0:,}, max "
               f"{figures['detection_lag_max_events'] or 0:,}, {lag:,} when it ended; caught up "
@@ -1487,7 +1496,7 @@ def main() -> int:
         print(line)
     out: dict[str, Any] = {
         "events_per_s": eps, "raw_insert_per_s": round(raw), "ratio": ratio, "p99_ack_ms": p99, "streams": streams,
-        "backend": args.backend, "detection": _detecting(), "events_per_batch": args.events_per_batch, "agents": args.agents,
+        "backend": args.backend, "detection": _detecting(), "event_ids": args.event_ids, "events_per_batch": args.events_per_batch, "agents": args.agents,
         "window": args.window, "p50_ack_ms": figures["p50_ack_ms"], "collector_cpu_pct": figures["collector_cpu_pct"],
         "detection_worker_cpu_pct": figures["detection_worker_cpu_pct"],
         "collector_rss_mb": figures["collector_rss_mb"], "client_cpu_pct": figures["client_cpu_pct"],
