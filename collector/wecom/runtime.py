@@ -20,6 +20,7 @@ from collector.storage.base import Store
 from collector.wecom.client import WeComClient, WeComError
 from collector.wecom.crypto import CallbackCrypto
 from collector.wecom.service import NoticeWorker
+from collector.wecom.staff import StaffMessages
 
 __all__ = ["WeComRuntime", "build_wecom"]
 
@@ -35,7 +36,7 @@ class WeComRuntime:
     crypto: CallbackCrypto | None  # None: no callback URL configured (callbacks answered 404)
     worker: NoticeWorker
     problem: str | None = None  # why WeCom is off
-    staff_messages: bool = True
+    staff: StaffMessages | None = None  # staff notifications to people's WeCom (None: off)
 
     @property
     def enabled(self) -> bool:
@@ -74,4 +75,7 @@ def build_wecom(settings: CollectorSettings, store: Store, *, bridge: Any = None
     worker = NoticeWorker(store, wecom=client, agent_id=agent_id, base_url=notify.public_base_url, mailer=mailer,
                           mail_from=notify.mail_from, bridge=bridge,
                           retry_s=w.retry_seconds if w is not None else 60.0, wecom_problem=problem)
-    return WeComRuntime(client, agent_id, crypto, worker, problem, w.staff_messages if w is not None else False)
+    staff = None
+    if client is not None and agent_id is not None and w is not None and w.staff_messages:
+        staff = StaffMessages(store, client, agent_id, base_url=notify.public_base_url, lang=notify.language)
+    return WeComRuntime(client, agent_id, crypto, worker, problem, staff)
