@@ -131,6 +131,8 @@ def build_services(settings: CollectorSettings, store: Store | None = None) -> B
     # notices to employees through WeCom / email, their proof of service to the bridge (collector/wecom)
     wecom = build_wecom(settings, store, bridge=handoff.client if handoff is not None else None)
     background.every(settings.notify.interval_seconds, "wecom-notices", wecom.worker.run_once)
+    if wecom.staff is not None:  # an analyst assigned an alert, HR asked to confirm: to their own WeCom
+        background.every(settings.notify.interval_seconds, "wecom-staff", wecom.staff.run_once)
     if agreements_cfg.tsa_url:  # acknowledgements the TSA could not seal at once are retried
         background.every(agreements_cfg.seal_retry_seconds, "agreement-seals", lambda: agreements.seal_pending(
             store=store, cfg=agreements_cfg, now=time.time_ns))
