@@ -46,8 +46,9 @@ def health_from(previous: AgentHealth | None, events: Sequence[StoredEvent], *, 
     seen = list(dict.fromkeys(e.user for e in reversed(events) if e.user))  # newest first
     users = tuple(dict.fromkeys(seen + list(earlier_users) + list(row.users)))[:MAX_USERS_SHOWN]
     version = a.get("version")
+    version = version.replace("\x00", "") if isinstance(version, str) else None  # PostgreSQL's text holds no NUL
     return replace(row, heartbeat_ns=beat.time_ns,
-                   reported_version=version[:64] if isinstance(version, str) else row.reported_version,
+                   reported_version=version[:64] if version else row.reported_version,
                    spool_unacked_events=_int(a.get("spool_unacked_events")) + _int(a.get("spool_unsealed")),
                    spool_bytes=_int(a.get("spool_bytes")), spool_refused_pending=_int(a.get("spool_refused_pending")),
                    capture_gaps=_int(a.get("capture_gaps")), clock_skew_ms=int(skew_ns // 1_000_000), users=users)

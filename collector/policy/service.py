@@ -220,7 +220,9 @@ def agent_view(*, tx: _ViewTx, agent_id: str) -> AgentPolicyView | None:
 # --- what agents report (the ingest path) -------------------------------------------------------------------------
 
 def _text(value: Any, limit: int = 64) -> str | None:
-    return value[:limit] if isinstance(value, str) and value else None
+    # no NUL: PostgreSQL's text refuses it, and that would fail every batch of the group's transaction
+    text = value.replace("\x00", "")[:limit] if isinstance(value, str) else ""
+    return text or None
 
 
 def _number(value: Any) -> int | None:

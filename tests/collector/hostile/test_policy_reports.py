@@ -1,0 +1,42 @@
+"""Hostile agents against the policy reports recorded on ingest, on PostgreSQL (whose text refuses NUL): one
+agent's policy.refused or heartbeat must not fail the other agents' batches committed in the same transaction."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import grpc
+import pytest
+
+from collector.settings import CollectorSettings
+from collector.wiring import Built, build_services
+
+from tests.collector.hostile.grouping import enroll, event_batch, in_one_group
+from tests.conftest import PerCall, _pg_store
+
+
+@pytest.fixture
+def pg_collector(tmp_path: Path) -> Iterator[Built]:
+    for store in _pg_store():
+        built = build_services(CollectorSettings(data_dir=tmp_path, grpc_listen="127.0.0.1:0", insecure_dev=True),
+                               store=PerCall(store))  # type: ignore[arg-type]
+        built.grpc.start()
+        try:
+            yield built
+        finally:
+            built.grpc.stop(grace=0)
+            built.ingest.close()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("kind, attributes", [
+    ("policy.refused", {"name": "fin\x00", "version": 1, "reason": "no\x00"}),
+    ("agent.heartbeat", {"version": "1.0\x00", "policy_name": "x\x00", "policy_version": 1}),
+])
+def test_a_nul_in_a_report_fails_no_other_agents_batch(pg_collector: Built, kind: str, attributes: dict) -> None:
+    with grpc.insecure_channel(f"127.0.0.1:{pg_collector.grpc_port}") as channel:
+        filler, attacker, victim = (enroll(pg_collector, channel) for _ in range(3))
+        out = in_one_group(pg_collector, channel, filler.next(1), [
+            ("attacker", event_batch(attacker, kind, **attributes)), ("victim", victim.next(2))])
+    assert isinstance(out["victim"], list) and [a.acked_seq for a in out["victim"]] == [2], out["victim"]
