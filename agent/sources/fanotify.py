@@ -605,7 +605,10 @@ class FanotifyReader:
             self.dropped_fds += dropped
             for _ in range(overflows):
                 self.overflows += 1
-                self._on_overflow()
+                try:
+                    self._on_overflow()
+                except Exception:  # a callback's bug must not stop capture
+                    log.exception("fanotify overflow handler failed")
             checked: set[int] = set()
             batch: list[FanotifyRecord] = []
             for mask, pid, path in records:
