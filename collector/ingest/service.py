@@ -44,7 +44,7 @@ from collector.ingest.admission import TAMPER_REASONS, Known, Offered, Redeliver
 from collector.ingest.codec import decode_events
 from collector.ingest.gate import WriteGate
 from collector.policy.delivery import PolicyDelivery
-from collector.storage.base import ChainConflict, Store, StoreError, Transaction
+from collector.storage.base import ChainConflict, Store, StoreError, StoreUnavailable, Transaction
 
 __all__ = ["IngestError", "IngestService", "AckValue", "StreamState"]
 
@@ -307,6 +307,11 @@ class IngestService:
                     if group[0].stream is not None:
                         group[0].stream.refused = True
             except (StoreError, Exception) as exc:  # nothing of the group was stored
+                if len(group) > 1 and not isinstance(exc, StoreUnavailable):
+                    # what one agent sent and the store refused must not fail the others: each on its own
+                    for offer in group:
+                        self._commit([offer], tries=3)
+                    return
                 if not isinstance(exc, StoreError):
                     log.exception("ingest of %d batches failed", len(group))
                 for offer in group:

@@ -40,3 +40,15 @@ def test_a_nul_in_a_report_fails_no_other_agents_batch(pg_collector: Built, kind
         out = in_one_group(pg_collector, channel, filler.next(1), [
             ("attacker", event_batch(attacker, kind, **attributes)), ("victim", victim.next(2))])
     assert isinstance(out["victim"], list) and [a.acked_seq for a in out["victim"]] == [2], out["victim"]
+
+
+@pytest.mark.postgres
+def test_a_batch_the_store_cannot_hold_fails_alone(pg_collector: Built) -> None:
+    """Whatever else one agent's batch holds that the database refuses (here a NUL in a path), the other agents'
+    batches of its group are stored: the group is committed again one batch at a time."""
+    with grpc.insecure_channel(f"127.0.0.1:{pg_collector.grpc_port}") as channel:
+        filler, attacker, victim = (enroll(pg_collector, channel) for _ in range(3))
+        poison = attacker.next(1, path="/srv/finance/a\x00b")
+        out = in_one_group(pg_collector, channel, filler.next(1), [("attacker", poison), ("victim", victim.next(2))])
+    assert isinstance(out["victim"], list) and [a.acked_seq for a in out["victim"]] == [2], out["victim"]
+    assert isinstance(out["attacker"], grpc.RpcError)
