@@ -11,10 +11,18 @@ file (DATA/rules.toml) lowers bulk_read's floor to suit a short demo and turns o
 not play (read_burst, which the same reads would also raise, and after_hours, which depends on the
 clock).
 
+IT's part comes first, as a deployment would: a multi-use enrollment token that gives the agent the
+label dept:finance, and a policy written on the collector (`shoumi-collector policy set`) and
+assigned to that label; the agent runs with no local policy and applies the collector's signed one.
+A `shoumi-witness` started here cosigns the collector's tree heads (the collector is told about it
+through its `witnesses` setting). HR puts the monitoring notice and the confidentiality agreement on
+record and links the employee's account (zhangsan, role employee), who acknowledges both.
+
 Then it plays the rest of the chain through the collector's API the way the people would: the
 analyst opens a case from the stick alert and confirms it, HR records the documented loss, the signed
 agreement and the notice and confirms, and the case goes to a payroll bridge started here, whose
-schedule then shows on the case page.
+schedule then shows on the case page. Last, the case is exported as an evidence bundle
+(`shoumi-collector case export`) and checked offline by `shoumi-verify` with the witness's key.
 
 --once stops everything when the chain is done (what the tests run); --stop-after alerts stops the
 chain after the alerts (the browser journeys play the rest); --ready-file writes the addresses,
@@ -29,6 +37,7 @@ import ctypes
 import getpass
 import hashlib
 import json
+import logging
 import os
 import pwd
 import secrets
@@ -138,8 +147,13 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait()
 
 
-ACCOUNTS = (("analyst", "security_analyst"), ("hr", "hr"), ("hr2", "hr"), ("auditor", "auditor"), ("it", "it_admin"))
+ACCOUNTS = (("analyst", "security_analyst"), ("hr", "hr"), ("hr2", "hr"), ("auditor", "auditor"), ("it", "it_admin"),
+            ("zhangsan", "employee"))
 EMPLOYEE = {"employee_id": "E1001", "name": "张三", "region": "CN-SH"}
+LABEL = "dept:finance"  # the enrollment token gives it to the agent; the policy is assigned to it
+POLICY = "finance-demo"
+NDA_TEXT = ("保密协议（演示）\n员工对在职期间接触的客户合同、报价等商业秘密负有保密义务；"
+            "因泄露造成公司实际损失的，依《劳动合同法》第九十条承担赔偿责任。\n")
 
 
 def _free_port() -> int:
@@ -172,6 +186,33 @@ def _payroll_wages(root: Path, env: dict[str, str]) -> None:
     _run(_tool("shoumi-payroll"), "wages", str(wages), "--actor", "payroll.clerk", env=env)
 
 
+def _witness(root: Path, collector_dir: Path) -> tuple[subprocess.Popen[bytes], str, Path]:
+    """Starts a shoumi-witness on loopback for the collector's tree-head key (made here as serve would make it)."""
+    from collector.transparency import load_or_create_tree_key, tree_public_key
+
+    collector_dir.mkdir(mode=0o700)
+    logging.disable(logging.WARNING)  # its "created the tree-head signing key" is serve's news, not the demo's
+    try:
+        log_key = tree_public_key(load_or_create_tree_key(collector_dir)).hex()
+    finally:
+        logging.disable(logging.NOTSET)
+    folder = root / "witness"
+    folder.mkdir(mode=0o700)
+    key_file, public = folder / "witness.key", folder / "witness.pub"
+    public.write_text(_run(_tool("shoumi-witness"), "init", "--key", str(key_file)) + "\n")
+    ready = folder / "ready.json"
+    proc = _spawn([_tool("shoumi-witness"), "serve", "--key", str(key_file), "--state", str(folder / "state.json"),
+                   "--log-key", log_key, "--name", "auditor-witness", "--listen", "127.0.0.1:0",
+                   "--ready-file", str(ready)], root / "logs" / "witness.log")
+    _wait_for(ready, proc, "witness")
+    return proc, json.loads(ready.read_text())["url"], public
+
+
+def _cosigned_size(url: str) -> int:
+    with urllib.request.urlopen(url + "/", timeout=5) as reply:
+        return int(json.load(reply)["tree_size"])
+
+
 def _api(http: str, token: str, method: str, path: str, **kw: Any) -> Any:
     import httpx
 
@@ -179,6 +220,40 @@ def _api(http: str, token: str, method: str, path: str, **kw: Any) -> Any:
     if reply.status_code >= 400:
         raise SystemExit(f"demo: {method} {path} answered {reply.status_code}: {reply.text[:300]}")
     return reply.json()
+
+
+def _notices(http: str, tokens: dict[str, str], user: str) -> list[dict[str, Any]]:
+    """HR puts the monitoring notice and the agreement on record and links the employee, who acknowledges both."""
+    from collector.agreements.models import default_notice_text
+
+    hr, me = tokens["hr"], tokens["zhangsan"]
+    today = time.strftime("%Y-%m-%d", time.localtime())
+    for title, kind, text in (("员工监控告知书", "monitoring_notice", default_notice_text(retention_days=365)),
+                              ("保密协议", "confidentiality", NDA_TEXT)):
+        made = _api(http, hr, "POST", "/api/v1/agreements", json={"title": title, "kind": kind})
+        _api(http, hr, "POST", f"/api/v1/agreements/{made['id']}/versions",
+             json={"version": f"{kind}-v1", "text": text, "effective_from": today})
+    _api(http, hr, "POST", "/api/v1/agreements/people",
+         json={"employee_id": EMPLOYEE["employee_id"], "user_name": user, "account": "zhangsan"})
+    done = []
+    for item in _api(http, me, "GET", "/api/v1/me/notices")["items"]:
+        done.append(_api(http, me, "POST", f"/api/v1/me/notices/{item['version_id']}/acknowledge",
+                         json={"text_sha256": item["sha256"]}) | {"title": item["title"]})
+    return done
+
+
+def _export(root: Path, collector_dir: Path, cid: int, witness_pub: Path) -> dict[str, Any]:
+    """The case's evidence bundle, checked offline by shoumi-verify with the witness's key held apart."""
+    bundle = root / f"case-{cid}-bundle.zip"
+    sha = _run(_tool("shoumi-collector"), "case", "export", str(cid), "--out", str(bundle),
+               "--data-dir", str(collector_dir))
+    command = [_tool("shoumi-verify"), str(bundle), "--witness-key", str(witness_pub)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    summary = next((ln.strip() for ln in done.stdout.splitlines() if ln.strip().startswith(("结论", "RESULT"))),
+                   done.stdout.strip().splitlines()[-1] if done.stdout.strip() else done.stderr.strip())
+    (root / "logs" / "verify.txt").write_text(done.stdout + done.stderr)
+    return {"path": str(bundle), "sha256": sha, "verify_exit": done.returncode, "summary": summary,
+            "command": " ".join(command)}
 
 
 def _play_case(http: str, tokens: dict[str, str], alert_id: int, agent: subprocess.Popen[bytes],
@@ -204,8 +279,10 @@ def _play_case(http: str, tokens: dict[str, str], alert_id: int, agent: subproce
     _api(http, hr, "POST", f"/api/v1/cases/{cid}/hr/notice", json={"served_at": served, "method": "当面送达，员工签收"})
     for to in ("hr_confirmed", "sent_to_payroll"):
         _api(http, hr, "POST", f"/api/v1/cases/{cid}/transition", json={"to": to})
-    print(f"demo: HR (hr) recorded the loss of 5,000.00 yuan, the agreement NDA-2024-v3 and the notice, "
+    print("demo: HR (hr) recorded the loss of 5,000.00 yuan, the agreement NDA-2024-v3 and the notice, "
           "confirmed, and sent the case to payroll")
+    print("demo:   (HR's page offers the registry's records signed on a day before the incident; zhangsan's "
+          "acknowledgement of today cannot back this case, so the agreement's details are typed)")
 
     def answered(with_schedule: bool) -> dict[str, Any] | None:
         handoffs = _api(http, hr, "GET", f"/api/v1/cases/{cid}/handoff")
@@ -253,7 +330,7 @@ def main() -> int:
     sync.mkdir(parents=True)
     stick = root / "stick"  # stands in for a USB stick: declared removable in the policy below
     stick.mkdir()
-    policy = root / "agent.toml"
+    policy = root / "policy.toml"  # IT writes it on the collector; the agent gets it signed, by its label
     policy.write_text("[policy]\n"
                       f"sensitive_folders = [{json.dumps(str(root / 'sensitive'))}]\n"
                       f"destinations = [{json.dumps(str(root / 'home'))}]\n"
@@ -264,8 +341,13 @@ def main() -> int:
     payroll_env, payroll_token, payroll_url = _payroll_bridge(root)
     bridge = _spawn([_tool("shoumi-payroll"), "serve", "--listen", payroll_url.removeprefix("http://")],
                     root / "logs" / "payroll.log", env=payroll_env)
+    witness, witness_url, witness_pub = _witness(root, collector_dir)
+    witness_key = witness_pub.read_text().strip()
     os.environ.update(SHOUMI_COLLECTOR_CASES__PAYROLL_URL=payroll_url,
-                      SHOUMI_COLLECTOR_CASES__PAYROLL_TOKEN_FILE=str(payroll_token))
+                      SHOUMI_COLLECTOR_CASES__PAYROLL_TOKEN_FILE=str(payroll_token),
+                      SHOUMI_COLLECTOR_TREE_HEAD_SECONDS="2",  # a signed head every 2 s (default 60) for a short demo
+                      SHOUMI_COLLECTOR_WITNESSES=json.dumps(
+                          [{"name": "auditor-witness", "url": witness_url, "public_key": witness_key}]))
     collector = _spawn([_tool("shoumi-collector"), "serve", "--data-dir", str(collector_dir), "--grpc-listen", "127.0.0.1:0",
                         "--enroll-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--rules", str(rules)],
                        root / "logs" / "collector.log")
@@ -279,19 +361,41 @@ def main() -> int:
             _run(_tool("shoumi-collector"), "user", "create", "--data-dir", str(collector_dir), "--username", name,
                  "--role", role, "--password-stdin", stdin=passwords[name] + "\n")
         tokens = {name: _run(_tool("shoumi-collector"), "api-token", "create", "--data-dir", str(collector_dir),
-                             "--username", name) for name in ("analyst", "hr")}
-        password, api_token = passwords["analyst"], tokens["analyst"]
-        enroll_token = _run(_tool("shoumi-collector"), "enroll-token", "create", "--data-dir", str(collector_dir))
-        fingerprint = _run(_tool("shoumi-collector"), "ca-fingerprint", "--data-dir", str(collector_dir))
+                             "--username", name) for name in ("analyst", "hr", "zhangsan")}
+        api_token = tokens["analyst"]
+        cli = (_tool("shoumi-collector"),)
+        data = ("--data-dir", str(collector_dir))
+        # IT: one token for a batch of finance workstations, which all receive the label; a policy for that label
+        enroll_token = _run(*cli, "enroll-token", "create", *data, "--uses", "20", "--label", LABEL,
+                            "--name", "finance workstations (demo)")
+        _run(*cli, "policy", "set", POLICY, "--file", str(policy), *data, "--comment", "demo: the finance share")
+        _run(*cli, "policy", "assign", POLICY, "--label", LABEL, *data)
+        print(f"demo: IT made an enrollment token for 20 machines labelled {LABEL} and assigned the policy "
+              f"{POLICY} ({policy}) to that label")
+        fingerprint = _run(*cli, "ca-fingerprint", *data)
         agent_id = _run(_tool("shoumi-agent"), "enroll", "--collector", addr["enroll"], "--token", enroll_token,
                         "--ca-fingerprint", fingerprint, "--state-dir", str(agent_dir))
-        agent = _spawn([_tool("shoumi-agent"), "run", "--state-dir", str(agent_dir), "--config", str(policy),
+        # no --config: the agent waits for the collector's policy, signed with the key it pinned at enrollment
+        agent = _spawn([_tool("shoumi-agent"), "run", "--state-dir", str(agent_dir),
                         "--attributed-user", user, "--heartbeat-seconds", "10"], root / "logs" / "agent.log")
-        # ready when the policy is applied and the declared stick is watched
-        ready = _until(lambda: {"policy.applied", "usb.mount"} <= {e["kind"] for e in _events(http, api_token)}, 20, agent)
-        if not ready:
-            raise SystemExit(f"demo: the agent did not report its policy and the stick; see {root / 'logs'}")
+
+        def applied() -> dict[str, Any] | None:  # ready when the pushed policy is applied and the stick is watched
+            events = _events(http, api_token)
+            pushed = [e for e in events if e["kind"] == "policy.applied"
+                      and e["attributes"].get("source") == "collector"]
+            return pushed[-1] if pushed and any(e["kind"] == "usb.mount" for e in events) else None
+
+        pushed = _until(applied, 30, agent)
+        if not pushed:
+            raise SystemExit(f"demo: the agent did not apply the collector's policy and watch the stick; see {root / 'logs'}")
         time.sleep(0.5)  # let the watches settle
+        attrs = pushed["attributes"]
+        print(f"demo: agent {agent_id} enrolled with label {LABEL} and applied policy {attrs['name']} "
+              f"v{int(attrs['version'])} from the collector (sha256 {str(attrs['sha256'])[:12]}…)")
+        for ack in _notices(http, tokens, user):
+            seal = ack.get("seal")
+            print(f"demo: zhangsan (employee E1001) acknowledged 《{ack['title']}》 on /me/notices "
+                  f"(seal: {seal}{'; no timestamp authority is configured in the demo' if seal != 'sealed' else ''})")
         print(f"demo: agent {agent_id} watches {root / 'sensitive'}; playing the scenario as {user}...")
         print(f"demo: rules {rules}: bulk_read's floor lowered to {FLOOR} reads an hour with no cold start "
               "for this short demo (defaults 100, and 40 hours of baseline); read_burst and after_hours off")
@@ -337,6 +441,7 @@ def main() -> int:
         for a in sorted(alerts, key=lambda a: EXPECTED.index(a["rule"]) if a["rule"] in EXPECTED else 99):
             print(f"  {a['rule']} ({a['severity']}): {a['summary']}")
         case: dict[str, Any] | None = None
+        bundle: dict[str, Any] | None = None
         if args.stop_after == "chain":
             by_rule = {a["rule"]: a for a in alerts}
             case = _play_case(http, tokens, by_rule["usb_exfiltration"]["id"], agent,
@@ -348,19 +453,41 @@ def main() -> int:
                 print(f"demo: the payroll bridge filed case #{case['id']}; its schedule (月份 month: 扣款 deduction, 约束 binding limit):")
                 for line in (x for x in h["schedule"] if x["deduction_fen"]):
                     print(f"  {line['period']}: {line['deduction_fen'] / 100:,.2f} yuan ({line['binding']})")
+            # the witness must have cosigned a head that holds the case's events before the bundle is made
+            cosigned = _until(lambda: _cosigned_size(witness_url) or None, 30, agent)
+            if not cosigned:
+                raise SystemExit(f"demo: the witness cosigned no tree head; see {root / 'logs' / 'witness.log'}")
+            bundle = _export(root, collector_dir, case["id"], witness_pub)
+            print(f"demo: the witness cosigned the collector's tree heads up to {_cosigned_size(witness_url)} batches")
+            print(f"demo: case #{case['id']} exported as an evidence bundle {bundle['path']} (sha256 {bundle['sha256'][:12]}…)")
+            print(f"demo: shoumi-verify (exit {bundle['verify_exit']}): {bundle['summary']}")
+            if bundle["verify_exit"] != 0:
+                raise SystemExit(f"demo: the bundle does not verify; see {root / 'logs' / 'verify.txt'}")
         print()
         print(f"  告警队列 Alert queue:   {http}/alerts")
         if case is not None:
             print(f"  案件 Case:              {http}/cases/{case['id']}")
             print(f"  人事确认 HR page:       {http}/cases/{case['id']}/hr")
+        print(f"  终端 Fleet (it):        {http}/fleet   enrollment tokens {http}/fleet/tokens")
+        print(f"  策略 Policies (it):     {http}/policies/{POLICY}")
+        print(f"  协议 Agreements (hr):   {http}/agreements/people/{EMPLOYEE['employee_id']}")
+        print(f"  员工告知 Notices (zhangsan): {http}/me/notices")
         print(f"  审计日志 Audit log:     {http}/audit")
+        print(f"  见证者 Witness:         {witness_url}/ (public key {witness_pub})")
+        if bundle is not None:
+            print(f"  证据包 Bundle:          {bundle['path']}")
+            print(f"  核验 Verify:            {bundle['command']}")
         print("  登录 Sign in as:        " + ", ".join(f"{name} / {passwords[name]}" for name, _ in ACCOUNTS))
         print(f"  API:                    curl -H 'Authorization: Bearer {api_token}' {http}/api/v1/events")
         print(f"  数据 Data:              {root}")
         if args.ready_file is not None:
             ready_doc = {"http": http, "data": str(root), "passwords": passwords, "tokens": tokens,
-                         "alerts": {a["rule"]: a["id"] for a in alerts}, "case": case,
-                         "pids": {"collector": collector.pid, "agent": agent.pid, "payroll": bridge.pid}}
+                         "alerts": {a["rule"]: a["id"] for a in alerts}, "case": case, "bundle": bundle,
+                         "agent_id": agent_id, "policy": pushed["attributes"], "label": LABEL,
+                         "witness": {"url": witness_url, "public_key_file": str(witness_pub),
+                                     "cosigned_size": _cosigned_size(witness_url)},
+                         "pids": {"collector": collector.pid, "agent": agent.pid, "payroll": bridge.pid,
+                                  "witness": witness.pid}}
             tmp = args.ready_file.with_suffix(".tmp")
             tmp.write_text(json.dumps(ready_doc, ensure_ascii=False))
             tmp.replace(args.ready_file)
@@ -378,6 +505,7 @@ def main() -> int:
             _stop(agent)
         _stop(collector)
         _stop(bridge)
+        _stop(witness)
 
 
 if __name__ == "__main__":

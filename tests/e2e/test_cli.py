@@ -143,10 +143,26 @@ def _answering(collector: Collector, path: str, token: str) -> Any:
 @pytest.mark.slow
 def test_demo_runs_and_raises_its_three_alerts(tmp_path: Path) -> None:
     data = tmp_path / "demo"
-    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "demo.py"), "--once", "--data-dir", str(data)],
-                          capture_output=True, text=True, timeout=120)
+    ready = tmp_path / "ready.json"
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "demo.py"), "--once", "--data-dir", str(data),
+                           "--ready-file", str(ready)], capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout
+    doc = json.loads(ready.read_text())
+    # IT's part: a multi-use token with a label, the collector's policy for that label applied by the agent
+    assert doc["policy"]["source"] == "collector" and doc["policy"]["name"] == "finance-demo", doc["policy"]
+    assert f"enrolled with label {doc['label']} and applied policy finance-demo v1 from the collector" in out
+    # the employee acknowledged the monitoring notice and the agreement
+    assert "zhangsan (employee E1001) acknowledged 《员工监控告知书》" in out and "zhangsan / " in out
+    # the witness cosigned at least one head; the case's bundle exists and verifies offline with its key
+    assert doc["witness"]["cosigned_size"] >= 1
+    bundle = doc["bundle"]
+    assert Path(bundle["path"]).is_file() and bundle["verify_exit"] == 0, bundle
+    assert "demo: shoumi-verify (exit 0): 结论：全部验证通过" in out
+    again = subprocess.run([tool("shoumi-verify"), bundle["path"], "--witness-key", doc["witness"]["public_key_file"],
+                            "--lang", "en"], capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0 and "RESULT: everything holds" in again.stdout, again.stdout + again.stderr
+    assert f"证据包 Bundle:          {bundle['path']}" in out and "核验 Verify:" in out
     assert "告警队列 Alert queue:   http://127.0.0.1:" in out and "analyst / " in out and "hr / " in out
     # the rest of the chain: a case from the stick alert, both confirmations, the bridge's schedule
     assert "demo: case #1 opened from alert #" in out and "the payroll bridge filed case #1" in out
@@ -154,7 +170,7 @@ def test_demo_runs_and_raises_its_three_alerts(tmp_path: Path) -> None:
     assert "案件 Case:              http://127.0.0.1:" in out
     assert "bulk_read's floor lowered to 30 reads an hour" in out and "declared removable media" in out
     assert not done.stderr.strip(), done.stderr
-    for log in ("collector.log", "agent.log", "payroll.log"):
+    for log in ("collector.log", "agent.log", "payroll.log", "witness.log"):
         text = (data / "logs" / log).read_text()
         assert "Traceback" not in text and " ERROR " not in text, text
     assert "stopped (all delivered)" in (data / "logs" / "agent.log").read_text()

@@ -39,6 +39,7 @@ def test_demo_leaves_nothing_running(tmp_path: Path, how: str) -> None:
         eventually(lambda: ready.exists() or demo.poll() is not None, timeout=120, what="the demo to be up")
         assert demo.poll() is None, out.read_text()
         pids = json.loads(ready.read_text())["pids"]
+        assert set(pids) == {"collector", "agent", "payroll", "witness"}, pids
         assert all(_alive(pid) for pid in pids.values())
         demo.send_signal(getattr(signal, how))
         demo.wait(timeout=60)
