@@ -166,7 +166,7 @@ class WeComClient:
         if answer.status_code != 200:
             raise WeComError(-answer.status_code, f"HTTP {answer.status_code}", api=api)
         try:
-            data = answer.json()
+            data: dict[str, Any] = answer.json()
             errcode = int(data.get("errcode", 0))
         except (ValueError, AttributeError, TypeError):
             raise WeComUnavailable("the answer is not WeCom's JSON", api=api) from None
