@@ -380,6 +380,8 @@ def parse_policy_document(document: str | bytes, *, require_folder: bool = True)
         parsed = tomllib.loads(document)
     except tomllib.TOMLDecodeError as exc:
         raise PolicyError("", f"not valid TOML: {exc}") from exc
+    except RecursionError as exc:  # tomllib recurses per nested array or inline table
+        raise PolicyError("", "not valid TOML: nested too deeply") from exc
     table: Any = parsed
     if set(parsed) == {"policy"} and isinstance(parsed["policy"], dict):
         table = parsed["policy"]

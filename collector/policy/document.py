@@ -43,6 +43,8 @@ def _table(document: str) -> dict[str, Any]:
         table = tomllib.loads(document)
     except tomllib.TOMLDecodeError as exc:
         raise DocumentError("", f"not valid TOML: {exc}") from exc
+    except RecursionError as exc:  # tomllib recurses per nested array or inline table
+        raise DocumentError("", "not valid TOML: nested too deeply") from exc
     # a whole agent.toml pasted in: its [policy] table is the document
     inner = table.get("policy")
     return inner if set(table) == {"policy"} and isinstance(inner, dict) else table
