@@ -3,6 +3,8 @@
     GET  /me/wecom-notices/{key}               the notice's full text (the WeCom card's link; after sign-in)
     POST /me/wecom-notices/{key}/acknowledge   the employee acknowledges the text they read
     GET  /wecom/notices                        HR: notices (of a case: ?case_id=) and their proof of service
+    POST /wecom/notices                        HR: send a notice (the form on that page)
+    POST /wecom/userids                        HR: link an employee to their WeCom userid
 """
 
 from __future__ import annotations
@@ -16,8 +18,8 @@ from collector.people.models import User
 from collector.web.deps import Services, require_page, services
 from collector.web.templating import render
 from collector.wecom import service as svc_w
-from collector.wecom.models import china_iso
-from collector.wecom.views import notice_out
+from collector.wecom.models import china_iso, employee_subject
+from collector.wecom.views import notice_out, runtime
 
 __all__ = ["router"]
 
@@ -59,11 +61,61 @@ async def acknowledge_form(request: Request, key: str, user: User = Depends(requ
     return RedirectResponse(f"/me/wecom-notices/{key[:64]}", status_code=303)
 
 
+def _list_page(request: Request, svc: Services, user: User, *, case_id: int | None = None,
+               employee_id: str | None = None, error: str | None = None, form: dict[str, str] | None = None,
+               status: int = 200) -> Response:
+    with svc.store.read() as tx:
+        found = tx.list_employee_notices(employee_id=employee_id, case_id=str(case_id) if case_id else None)
+    rt = runtime(request)
+    return render(request, "wecom_notices.html", {
+        "employee_notices": [notice_out(n) for n in found], "case_id": case_id, "error": error, "form": form or {},
+        "wecom_problem": None if rt is not None and rt.enabled else (rt.problem if rt is not None else None)},
+        user=user, status_code=status)
+
+
 @router.get("/wecom/notices", response_class=HTMLResponse)
 def notices_page(request: Request, case_id: int | None = None, employee_id: str | None = None,
                  user: User = Depends(require_page("agreements:read")), svc: Services = Depends(services)) -> Response:
     """Notices to employees and how far each got: delivered, read, acknowledged (served), reported to payroll."""
-    with svc.store.read() as tx:
-        found = tx.list_employee_notices(employee_id=employee_id, case_id=str(case_id) if case_id else None)
-    return render(request, "wecom_notices.html", {"employee_notices": [notice_out(n) for n in found],
-                                                  "case_id": case_id}, user=user)
+    return _list_page(request, svc, user, case_id=case_id, employee_id=employee_id)
+
+
+@router.post("/wecom/notices")
+async def send_form(request: Request, user: User = Depends(require_page("agreements:write")),
+                    svc: Services = Depends(services)) -> Response:
+    """Queues a notice from the form (the bridge's notice text pasted, or the monitoring notice's)."""
+    f = {k: str(v) for k, v in (await request.form()).items() if isinstance(v, str)}
+    raw_case = f.get("case_id", "").strip()
+    case_id = int(raw_case) if raw_case.isascii() and raw_case.isdigit() and 0 < len(raw_case) < 19 else None
+    try:
+        if raw_case and case_id is None:
+            raise svc_w.NoticeError(422, "the case id is a number")
+        rt = runtime(request)
+        with svc.store.transaction() as tx:
+            if case_id is not None and tx.get_case(case_id) is None:
+                raise svc_w.NoticeError(404, f"no case {case_id}")
+            svc_w.create_notice(tx=tx, kind=f.get("kind", ""), employee_id=f.get("employee_id", ""),
+                                title=f.get("title", ""), text=f.get("text", ""), actor=user.username,
+                                now_ns=time.time_ns(), case_id=str(case_id) if case_id else None,
+                                bridge_notice_id=f.get("bridge_notice_id", "").strip() or None,
+                                email=f.get("email", "").strip() or None, wecom_enabled=rt is not None and rt.enabled)
+    except svc_w.NoticeError as exc:
+        return _list_page(request, svc, user, case_id=case_id, error=str(exc), form=f, status=exc.status)
+    return RedirectResponse(f"/wecom/notices{f'?case_id={case_id}' if case_id else ''}", status_code=303)
+
+
+@router.post("/wecom/userids")
+async def userid_form(request: Request, user: User = Depends(require_page("agreements:write")),
+                      svc: Services = Depends(services)) -> Response:
+    """Links an employee (payroll id) to their WeCom userid; empty unlinks."""
+    f = {k: str(v) for k, v in (await request.form()).items() if isinstance(v, str)}
+    employee_id, userid = f.get("employee_id", "").strip(), f.get("userid", "").strip() or None
+    try:
+        if not employee_id or len(employee_id) > 64:
+            raise svc_w.NoticeError(422, "employee_id is 1 to 64 characters")
+        with svc.store.transaction() as tx:
+            svc_w.link_userid(tx=tx, subject=employee_subject(employee_id), userid=userid, actor=user.username,
+                              now_ns=time.time_ns())
+    except svc_w.NoticeError as exc:
+        return _list_page(request, svc, user, error=str(exc), form=f, status=exc.status)
+    return RedirectResponse("/wecom/notices", status_code=303)

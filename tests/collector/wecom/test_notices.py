@@ -275,3 +275,25 @@ def test_a_wrong_corp_id_at_start_leaves_wecom_off_with_the_reason_and_no_secret
     assert good.enabled and good.problem is None
     with pytest.raises(ValueError, match="secret"):
         CollectorSettings(data_dir=tmp_path, wecom={"corp_id": CORP_ID, "agent_id": AGENT_ID})
+
+
+def test_hr_sends_a_notice_and_links_a_userid_from_the_page(nw: NW) -> None:
+    csrf = nw.w.login("hana")
+    page = nw.w.client.get("/wecom/notices")
+    assert page.status_code == 200 and 'action="/wecom/notices"' in page.text
+    linked = nw.w.client.post("/wecom/userids", data={"csrf_token": csrf, "employee_id": "E-2002", "userid": "lisi"},
+                              follow_redirects=False)
+    assert linked.status_code == 303
+    sent = nw.w.client.post("/wecom/notices", data={
+        "csrf_token": csrf, "kind": "deduction", "employee_id": "E-2002", "case_id": str(nw.case_id),
+        "bridge_notice_id": "N-SHOUMI-1-20261201", "title": "扣款通知书", "text": TEXT}, follow_redirects=False)
+    assert sent.status_code == 303 and sent.headers["location"] == f"/wecom/notices?case_id={nw.case_id}"
+    bad = nw.w.client.post("/wecom/notices", data={"csrf_token": csrf, "kind": "deduction", "employee_id": "E-2002",
+                                                   "title": "扣款通知书", "text": TEXT})
+    assert bad.status_code == 422 and "N-..." in bad.text  # a deduction notice names its case and notice id
+    nw.worker.run_once()
+    assert [m["touser"] for m in nw.fake.sent] == ["lisi"]
+    assert "已送达，未确认" in nw.w.client.get(f"/wecom/notices?case_id={nw.case_id}").text
+    nw.w.client.cookies.clear()
+    nw.w.login("emma")
+    assert nw.w.client.get("/wecom/notices").status_code == 403
