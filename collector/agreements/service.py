@@ -324,14 +324,17 @@ def request_timestamp(cfg: AgreementConfig, digest: bytes) -> bytes:
     from pyhanko.sign.timestamps.api import TimeStamper
     from pyhanko.sign.timestamps.common_utils import TimestampRequestError, handle_tsp_response
 
+    from collector.evidence.witnesses import bounded_post
+
     nonce, req = TimeStamper().request_cms(digest, "sha256")  # type: ignore[no-untyped-call]
     try:  # the HTTP transport of RFC 3161 (section 3.4): POST the DER request, read the DER response
-        answer = httpx.post(cfg.tsa_url, content=req.dump(), timeout=cfg.tsa_timeout_seconds,
-                            headers={"Content-Type": "application/timestamp-query"})
+        with httpx.Client(timeout=cfg.tsa_timeout_seconds) as client:  # the whole answer within 2x the timeout
+            answer, content = bounded_post(client, cfg.tsa_url, content=req.dump(), total_s=2 * cfg.tsa_timeout_seconds,
+                                           headers={"Content-Type": "application/timestamp-query"})
         if answer.status_code != 200 or answer.headers.get("content-type", "") != "application/timestamp-reply":
             raise TsaUnavailable(f"the timestamp authority answered HTTP {answer.status_code} "
                                  f"({answer.headers.get('content-type', '')[:60]})")
-        resp = tsp.TimeStampResp.load(answer.content)
+        resp = tsp.TimeStampResp.load(content)
         handle_tsp_response(resp, nonce)
     except TsaUnavailable:
         raise

@@ -28,10 +28,28 @@ from collector.evidence.bundle import WitnessKey
 from collector.evidence.models import StoredCosignature
 from collector.storage.base import Store
 
-__all__ = ["WitnessEndpoint", "WitnessSubmitter", "submitter_for"]
+__all__ = ["WitnessEndpoint", "WitnessSubmitter", "submitter_for", "bounded_post"]
 
 log = logging.getLogger("shoumi.collector.witnesses")
 _PAGE = 1000
+MAX_ANSWER_BYTES = 1 << 20  # a cosignature line is ~150 bytes, a timestamp token a few KiB
+
+
+def bounded_post(client: httpx.Client, url: str, *, content: bytes, total_s: float,
+                 headers: dict[str, str] | None = None) -> tuple[httpx.Response, bytes]:
+    """POSTs and reads the whole answer within ``total_s`` seconds and MAX_ANSWER_BYTES (httpx's timeouts are per
+    read: a server sending a byte a second would hold the caller for ever). Raises httpx.HTTPError or ValueError."""
+    deadline = time.monotonic() + total_s
+    sent = {**(headers or {}), "Accept-Encoding": "identity"}  # no compressed bomb either
+    with client.stream("POST", url, content=content, headers=sent) as reply:
+        body = bytearray()
+        for chunk in reply.iter_raw():
+            body += chunk
+            if len(body) > MAX_ANSWER_BYTES:
+                raise ValueError(f"the answer is larger than {MAX_ANSWER_BYTES} bytes")
+            if time.monotonic() > deadline:
+                raise httpx.ReadTimeout(f"no whole answer within {total_s:g} s")
+    return reply, bytes(body)
 
 
 @dataclass(frozen=True)
@@ -53,6 +71,7 @@ class WitnessSubmitter:
         self.origin = origin_of(tree_public_key)
         self.witnesses = tuple(witnesses)
         self.client = client or httpx.Client(timeout=timeout_s, trust_env=False)
+        self.timeout_s = timeout_s
         self._hashes: list[bytes] = []
 
     def _leaves(self, size: int) -> list[bytes]:
@@ -90,14 +109,16 @@ class WitnessSubmitter:
         note = checkpoint_note(self.origin, head.tree_size, head.root_hash, head.timestamp_ns, head.key_id,
                                head.signature)
         body = add_checkpoint_request(old, consistency_proof(hashes, old, head.tree_size), note)
-        reply = self.client.post(witness.url.rstrip("/") + "/add-checkpoint", content=body)
-        if reply.status_code == 409 and retry and reply.text.strip().isdigit():
-            theirs = int(reply.text.strip())
+        reply, answer = bounded_post(self.client, witness.url.rstrip("/") + "/add-checkpoint", content=body,
+                                     total_s=self.timeout_s * 2)
+        text = answer.decode("utf-8", "replace").strip()
+        if reply.status_code == 409 and retry and text.isdigit() and len(text) < 19:
+            theirs = int(text)
             log.warning("witness %s last cosigned %d leaves, not %d: proving from there", witness.name, theirs, old)
             return self._submit(witness, head, theirs, retry=False)
         if reply.status_code != 200:
-            raise ValueError(f"HTTP {reply.status_code}: {reply.text.strip()[:200]}")
-        name, hint, timestamp, signature = parse_cosignature_line(reply.content)
+            raise ValueError(f"HTTP {reply.status_code}: {text[:200]}")
+        name, hint, timestamp, signature = parse_cosignature_line(answer)
         wid = key_id(witness.public_key)
         c = Cosignature(witness.name, wid, head.tree_size, head.root_hash, timestamp, signature)
         if hint != wid[:4] or not c.ok(witness.public_key, self.origin):
