@@ -91,3 +91,29 @@ def test_the_bridge_serves_a_notice_on_its_proof_and_keeps_it(
         (n,) = ledger.notices(case_id="C-7")
         assert n["served_on"] == now.date().isoformat()
         assert n["service_proof"]["msgid"] == "msg000001" and n["service_proof"]["channel"] == "wecom"
+
+
+def test_a_notice_served_on_its_proof_opens_the_gate_after_the_appeal_window(ledger: Ledger) -> None:
+    from test_payroll_notices_refunds import accept, record
+
+    accept(ledger)
+    record(ledger, "2026-12", "2027-01")
+    issued = date(2026, 11, 26)
+    notice_id = ledger.next_notice_id(case_id="C-7", issued_on=issued)
+    ledger.record_notice(case_id="C-7", notice_id=notice_id, issued_on=issued,
+                         amounts={x.line.period: x.line.deduction_fen for x in ledger.lines(case_id="C-7")},
+                         actor="zhao.hr")
+    ledger._clock.at_least(date(2026, 11, 27))  # type: ignore[attr-defined]
+    unserved = ledger.export(period=Period.parse("2026-12"), actor="zhao.hr")
+    assert [b.blocked for b in unserved.blocked] == ["WRITTEN_NOTICE_MISSING"]  # delivered is not served
+    p = parse_proof(proof(notice_id=notice_id, delivered_at="2026-11-27T09:00:00+08:00", opened_at=None,
+                          acknowledged_at="2026-11-27T09:10:00+08:00"), notice_id=notice_id,
+                    now=datetime(2026, 11, 27, 12, 0, tzinfo=CN))
+    ledger.notice_served(case_id="C-7", notice_id=notice_id, served_on=p.served_on, actor="client:collector",
+                         proof=p.document)
+    ledger._clock.at_least(date(2027, 1, 5))  # type: ignore[attr-defined]  # past the 15-day window
+    record(ledger, "2027-01")  # December deducted nothing: January's amount is unchanged
+    january = ledger.export(period=Period.parse("2027-01"), actor="zhao.hr")
+    assert [(x.notice_id, x.amount_fen) for x in january.lines] == [(notice_id, 160000)]
+    (n,) = ledger.notices(case_id="C-7")
+    assert n["served_on"] == "2026-11-27" and n["service_proof"]["acknowledged_at"] == "2026-11-27T09:10:00+08:00"

@@ -297,3 +297,27 @@ def test_hr_sends_a_notice_and_links_a_userid_from_the_page(nw: NW) -> None:
     nw.w.client.cookies.clear()
     nw.w.login("emma")
     assert nw.w.client.get("/wecom/notices").status_code == 403
+
+
+def test_wecom_down_at_start_leaves_it_off_and_notices_wait_with_the_reason(
+        fake_wecom: FakeWeCom, tmp_path: Path) -> None:
+    from collector.storage.memory import MemoryStore
+    from collector.wecom import service as svc
+    fake_wecom.down = True
+    store = MemoryStore()
+    rt = build_wecom(CollectorSettings(data_dir=tmp_path, wecom={
+        "corp_id": CORP_ID, "agent_id": AGENT_ID, "secret": SECRET, "base_url": fake_wecom.base_url}), store)
+    assert not rt.enabled and "unavailable" in (rt.problem or "")
+    with store.transaction() as tx:
+        tx.put_wecom_userid(subject="employee:E-1", userid="zhangsan", actor="t", now_ns=1)
+        made = svc.create_notice(tx=tx, kind="monitoring", employee_id="E-1", title="告知书", text="全文", actor="hana",
+                                 now_ns=1, email="e1@acme.test", wecom_enabled=rt.enabled)
+    assert made.channel == "email"  # WeCom is off: the email given is used
+    with store.transaction() as tx:
+        queued = svc.create_notice(tx=tx, kind="monitoring", employee_id="E-1", title="告知书", text="全文",
+                                   actor="hana", now_ns=2, wecom_enabled=True)
+    rt.worker.mailer = None
+    rt.worker.run_once()
+    with store.read() as tx:
+        n = tx.get_employee_notice(queued.key)
+    assert n.state == "pending" and "unavailable" in (n.last_error or "") and not n.served
