@@ -85,13 +85,18 @@ class LdapDirectory:
         return f"LdapDirectory(url={self.cfg.url!r}, bind_dn={self.cfg.bind_dn!r})"
 
     def _connection(self, user: str | None, password: str | None) -> ldap3.Connection:
+        # ldap3 packs the receive timeout into a C timeval: whole seconds
         conn = ldap3.Connection(self._server, user=user, password=password, authentication=ldap3.SIMPLE,
-                                receive_timeout=self.cfg.timeout_seconds, raise_exceptions=False, read_only=True)
+                                receive_timeout=max(1, round(self.cfg.timeout_seconds)), raise_exceptions=False,
+                                read_only=True)
         try:
             conn.open()
             if self.cfg.start_tls and not self.cfg.url.startswith("ldaps://"):
                 conn.start_tls()
-        except LDAPException as exc:
+        except (LDAPException, OSError) as exc:
+            if conn.socket is not None:  # ldap3 leaves the socket of a refused connection open
+                conn.socket.close()
+            conn.unbind()
             raise ProviderUnavailable(self.name, f"directory unreachable ({type(exc).__name__})") from None
         return conn
 
@@ -123,6 +128,8 @@ class LdapDirectory:
             raise SignInRefused("empty password (an unauthenticated bind is never tried)")
         if not username or len(username) > 256 or len(password) > 1024:
             raise SignInRefused("user name or password missing or too long")
+        if "\x00" in password:  # no directory takes one; ldap3 would fail on it, not refuse
+            raise SignInRefused("a password with a NUL character")
         if self.cfg.user_dn_template is None:
             service = self._connection(self.cfg.bind_dn, self._bind_password)
             try:
