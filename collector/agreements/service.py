@@ -203,7 +203,7 @@ def validate_pdf(content: bytes, trust_roots: Sequence[bytes]) -> dict[str, Any]
     try:
         reader = PdfFileReader(io.BytesIO(content), strict=False)
         sigs = reader.embedded_signatures
-    except (PdfError, ValueError, KeyError, TypeError, IndexError) as exc:
+    except (PdfError, ValueError, KeyError, TypeError, IndexError, RecursionError) as exc:  # nested too deeply too
         raise AgreementError(422, f"the file is not a readable PDF ({type(exc).__name__}: {str(exc)[:120]})") from exc
     if not sigs:
         raise AgreementError(422, "the PDF holds no signature: import the signed copy from the e-signature platform")
