@@ -20,6 +20,8 @@ from collector.storage.base import AgentArea
 
 __all__ = ["record_health", "health_from", "UsersSeen", "USERS_SEEN"]
 
+MAX_USER = 256
+
 
 def _int(value: Any) -> int:
     # bounded to what a BIGINT holds: a larger figure (a hostile agent's) would fail every batch of its group
@@ -43,7 +45,7 @@ def health_from(previous: AgentHealth | None, events: Sequence[StoredEvent], *, 
     if beat is None:
         return row
     a = beat.attributes
-    seen = list(dict.fromkeys(e.user for e in reversed(events) if e.user))  # newest first
+    seen = list(dict.fromkeys(e.user[:MAX_USER] for e in reversed(events) if e.user))  # newest first
     users = tuple(dict.fromkeys(seen + list(earlier_users) + list(row.users)))[:MAX_USERS_SHOWN]
     version = a.get("version")
     version = version.replace("\x00", "") if isinstance(version, str) else None  # PostgreSQL's text holds no NUL
@@ -96,7 +98,7 @@ def record_health(*, tx: AgentArea, agent: AgentRecord, events: Sequence[StoredE
     health = False
     for e in events:
         if e.user:
-            users[e.user] = None
+            users[e.user[:MAX_USER]] = None  # a name (Linux: 32 characters), not the megabyte a hostile agent sends
         if e.kind == "agent.heartbeat" or e.kind == "agent.spool_full":
             health = True
     if users:

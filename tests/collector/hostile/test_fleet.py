@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import grpc
 
+from shoumi.v1 import ingest_pb2_grpc
+
 from collector.events.models import StoredEvent
 from collector.fleet.health import health_from
 from collector.wiring import Built
@@ -35,3 +37,17 @@ def test_spool_full_reports_add_up_within_a_bigint() -> None:
         events = [StoredEvent("a1", 1, i + 1, f"e{i}", "agent.spool_full", 1, attributes={"refused": 2**62 - 1})]
         row = health_from(row, events, agent_id="a1", received_ns=1, skew_ns=0)
     assert row is not None and 0 <= row.refused_total < 2**63
+
+
+def test_a_megabyte_user_name_is_not_carried_into_the_health_row(collector: Built) -> None:  # noqa: F811
+    """The fleet page reads every health row's people on each load: one agent's 1 MiB names would slow it for all."""
+    with grpc.insecure_channel(f"127.0.0.1:{collector.grpc_port}") as channel:
+        attacker = enroll(collector, channel)
+        stub = ingest_pb2_grpc.IngestServiceStub(channel)
+        for i in range(3):
+            batch = attacker.next(1, user=f"{i}" + "u" * (1 << 20))
+            list(stub.StreamEvents(iter([batch]), timeout=20))
+        list(stub.StreamEvents(iter([event_batch(attacker, "agent.heartbeat", version="1")]), timeout=20))
+    with collector.store.read() as tx:
+        row = tx.get_agent_health(attacker.agent_id)
+    assert row is not None and len(row.users) == 4 and max(len(u) for u in row.users) <= 256  # and alice
