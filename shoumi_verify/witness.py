@@ -34,7 +34,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Sequence
 
@@ -143,6 +143,7 @@ class Witness:
 def _handler(witness: Witness) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = "shoumi-witness"
+        timeout = 30  # seconds a connection may stay silent
 
         def _answer(self, status: int, body: bytes, kind: str = "text/plain; charset=utf-8") -> None:
             self.send_response(status)
@@ -221,7 +222,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         witness = Witness(key=load_or_create_key(args.key), name=args.name, log_key=_log_key(args.log_key),
                           state_file=args.state)
         host, _, port = args.listen.rpartition(":")
-        server = HTTPServer((host.strip("[]") or "127.0.0.1", int(port)), _handler(witness))
+        # a thread per connection (add_checkpoint holds the witness's lock): a client that never finishes its
+        # request holds only its own thread, dropped after the handler's timeout
+        server = ThreadingHTTPServer((host.strip("[]") or "127.0.0.1", int(port)), _handler(witness))
+        server.daemon_threads = True
     except (OSError, ValueError, KeyError) as exc:
         print(f"shoumi-witness: {exc}", file=sys.stderr)
         return 2
