@@ -222,11 +222,29 @@ def _api(http: str, token: str, method: str, path: str, **kw: Any) -> Any:
     return reply.json()
 
 
-def _notices(http: str, tokens: dict[str, str], user: str) -> list[dict[str, Any]]:
-    """HR puts the monitoring notice and the agreement on record and links the employee, who acknowledges both."""
+def _signed_in(http: str, username: str, password: str) -> tuple[Any, str]:
+    """A browser's session, as the employee gets one on /login: the client with its cookie, and the CSRF token."""
+    import re
+
+    import httpx
+
+    client = httpx.Client(base_url=http, timeout=30, follow_redirects=True)
+    form = client.get("/login").text
+    login_csrf = re.search(r'name="csrf_token" value="([^"]+)"', form)
+    reply = client.post("/login", data={"username": username, "password": password, "next": "/me/notices",
+                                        "csrf_token": login_csrf.group(1) if login_csrf else ""})
+    csrf = re.search(r'<meta name="csrf-token" content="([^"]+)"', reply.text)
+    if reply.status_code != 200 or csrf is None:
+        raise SystemExit(f"demo: {username} could not sign in ({reply.status_code}): {reply.text[:300]}")
+    return client, csrf.group(1)
+
+
+def _notices(http: str, tokens: dict[str, str], user: str, password: str) -> list[dict[str, Any]]:
+    """HR puts the monitoring notice and the agreement on record and links the employee, who signs in on /login
+    and acknowledges both (the record names the session, as it does for a person in a browser)."""
     from collector.agreements.models import default_notice_text
 
-    hr, me = tokens["hr"], tokens["zhangsan"]
+    hr = tokens["hr"]
     today = time.strftime("%Y-%m-%d", time.localtime())
     for title, kind, text in (("员工监控告知书", "monitoring_notice", default_notice_text(retention_days=365)),
                               ("保密协议", "confidentiality", NDA_TEXT)):
@@ -235,10 +253,17 @@ def _notices(http: str, tokens: dict[str, str], user: str) -> list[dict[str, Any
              json={"version": f"{kind}-v1", "text": text, "effective_from": today})
     _api(http, hr, "POST", "/api/v1/agreements/people",
          json={"employee_id": EMPLOYEE["employee_id"], "user_name": user, "account": "zhangsan"})
+    client, csrf = _signed_in(http, "zhangsan", password)
     done = []
-    for item in _api(http, me, "GET", "/api/v1/me/notices")["items"]:
-        done.append(_api(http, me, "POST", f"/api/v1/me/notices/{item['version_id']}/acknowledge",
-                         json={"text_sha256": item["sha256"]}) | {"title": item["title"]})
+    try:
+        for item in client.get("/api/v1/me/notices").json()["items"]:
+            reply = client.post(f"/api/v1/me/notices/{item['version_id']}/acknowledge",
+                                json={"text_sha256": item["sha256"]}, headers={"X-CSRF-Token": csrf})
+            if reply.status_code != 201:
+                raise SystemExit(f"demo: acknowledging {item['title']} answered {reply.status_code}: {reply.text[:300]}")
+            done.append(reply.json() | {"title": item["title"]})
+    finally:
+        client.close()
     return done
 
 
@@ -361,7 +386,7 @@ def main() -> int:
             _run(_tool("shoumi-collector"), "user", "create", "--data-dir", str(collector_dir), "--username", name,
                  "--role", role, "--password-stdin", stdin=passwords[name] + "\n")
         tokens = {name: _run(_tool("shoumi-collector"), "api-token", "create", "--data-dir", str(collector_dir),
-                             "--username", name) for name in ("analyst", "hr", "zhangsan")}
+                             "--username", name) for name in ("analyst", "hr")}
         api_token = tokens["analyst"]
         cli = (_tool("shoumi-collector"),)
         data = ("--data-dir", str(collector_dir))
@@ -392,14 +417,15 @@ def main() -> int:
         attrs = pushed["attributes"]
         print(f"demo: agent {agent_id} enrolled with label {LABEL} and applied policy {attrs['name']} "
               f"v{int(attrs['version'])} from the collector (sha256 {str(attrs['sha256'])[:12]}…)")
-        for ack in _notices(http, tokens, user):
+        for ack in _notices(http, tokens, user, passwords["zhangsan"]):
             seal = ack.get("seal")
             print(f"demo: zhangsan (employee E1001) acknowledged 《{ack['title']}》 on /me/notices "
                   f"(seal: {seal}{'; no timestamp authority is configured in the demo' if seal != 'sealed' else ''})")
         print(f"demo: agent {agent_id} watches {root / 'sensitive'}; playing the scenario as {user}...")
         print(f"demo: rules {rules}: bulk_read's floor lowered to {FLOOR} reads an hour with no cold start "
               "for this short demo (defaults 100, and 40 hours of baseline); read_burst and after_hours off")
-        print(f"demo: {stick} is declared removable media in the agent's policy ({policy}), standing in for a USB stick")
+        print(f"demo: {stick} is declared removable media in the policy the collector pushed ({policy}), "
+              "standing in for a USB stick")
         to_next_hour = 3600 - time.time() % 3600
         if to_next_hour < 10:  # bulk_read counts per clock hour: keep the reads in one
             time.sleep(to_next_hour + 0.5)
