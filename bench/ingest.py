@@ -1254,6 +1254,76 @@ def _median(values: Sequence[float]) -> float:
     return float("nan") if not n else (ordered[n // 2] if n % 2 else (ordered[n // 2 - 1] + ordered[n // 2]) / 2)
 
 
+def offline_cpu(agents: int, batches: int, per_batch: int, burst_reads: int) -> int:
+    """CPU per 1,000 events of decoding, storing (SQLite) and detection, in this process, without gRPC or a
+    second process: the agents' batches arrive in turn, and detection runs a round after every 4 batches of
+    each agent, as the worker does under load. CPU time, so a loaded machine sways it little; the alerts'
+    digest (rule, group, evidence in order, summary) says whether two trees found the same."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from shoumi.batch import ChainHead, batch_hash, canonical_bytes
+
+    from collector.detection.service import DetectionStage
+    from collector.events.models import StoredBatch
+    from collector.ingest import codec
+    from collector.settings import CollectorSettings
+    from collector.storage import open_store
+    from collector.wiring import detection_rules
+
+    now = 1_764_590_000 * 10**9  # fixed: the same events, hence the same alerts, in every run
+    key = Ed25519PrivateKey.generate()
+    per = [[raw for raw, _, _ in iter_batches(f"agent-{a:03d}", key, a, batches=batches, per_batch=per_batch,
+                                              burst_reads=burst_reads if a == 0 else 0, created_ns=now)]
+           for a in range(agents)]
+    root = Path(tempfile.mkdtemp(prefix="shoumi-ingest-cpu-"))
+    store = open_store(root)
+    try:
+        stage = DetectionStage(store, rules=detection_rules(CollectorSettings(data_dir=root)))
+        heads: dict[str, ChainHead] = {}
+        spent = Counter[str]()
+        stored = looked = 0
+        for i in range(batches):
+            for a in range(agents):
+                agent = f"agent-{a:03d}"
+                t0 = time.process_time()
+                b = codec.decode_batch(per[a][i])
+                evs = codec.decode_events(b)
+                h = batch_hash(b)
+                sb = StoredBatch(agent, b.epoch, b.first_seq, b.first_seq + len(evs) - 1, h, b.prev_batch_hash,
+                                 b.signature, canonical_bytes(b), now)
+                t1 = time.process_time()
+                with store.transaction() as tx:
+                    tx.store_batch(sb, evs, expected_head=heads.get(agent))
+                spent["decode"] += t1 - t0
+                spent["store"] += time.process_time() - t1
+                heads[agent] = ChainHead(b.epoch, sb.last_seq, h)
+                stored += len(evs)
+            if (i + 1) % 4 == 0:
+                t0 = time.process_time()
+                looked += stage.run_once()
+                spent["detect"] += time.process_time() - t0
+        t0 = time.process_time()
+        looked += stage.run_until_idle()
+        spent["detect"] += time.process_time() - t0
+        with store.read() as tx:
+            alerts = tx.count_alerts()
+            found = tx.list_alerts(cursor=None, limit=1_000_000).items
+        digest = hashlib.sha256(repr(sorted((a.rule, a.group_key or "", a.evidence_count, a.event_ids, a.severity,
+                                             a.summary) for a in found)).encode()).hexdigest()[:16]
+    finally:
+        store.close()
+        shutil.rmtree(root, ignore_errors=True)
+    ms = {k: round(1e6 * v / (looked if k == "detect" else stored), 2) for k, v in spent.items()}
+    share = ms["detect"] / (ms["decode"] + ms["store"])
+    print(f"offline, {agents} agents x {batches} batches of {per_batch}: CPU per 1,000 events: decode {ms['decode']} ms, "
+          f"store {ms['store']} ms, detection {ms['detect']} ms ({share:.0%} of decode + store); alerts {alerts}, "
+          f"digest {digest}")
+    print(json.dumps({"offline": True, "events": stored, "detected": looked, "decode_ms_per_1k": ms["decode"],
+                      "store_ms_per_1k": ms["store"], "detect_ms_per_1k": ms["detect"],
+                      "detect_share_of_ingest_cpu": round(share, 3), "alerts": alerts, "alerts_digest": digest}))
+    return 0
+
+
 def compare_detection(rounds: int) -> int:
     """Runs this bench with detection off and on in turn (off, on, off, on, ...: the same time window, so
     a loaded machine weighs on both alike), then prints the medians, the cost of detection in events/s and
@@ -1349,6 +1419,9 @@ def main() -> int:
     parser.add_argument("--event-ids", choices=("uuid", "sequential"), default="uuid",
                         help="event ids as the agent makes them (random UUIDs, the default) or the agent's prefix and "
                              "the seq (the figures before this option)")
+    parser.add_argument("--offline", action="store_true",
+                        help="only CPU per 1,000 events of decode, store (SQLite) and detection in one process, and "
+                             "a digest of the alerts (--batches per agent, 16 by default)")
     parser.add_argument("--compare-detection", type=int, metavar="N", default=0,
                         help="run the bench 2N times, detection off and on in turn, and compare (issue 9: detection "
                              "costs at most a fifth of the ingest rate)")
@@ -1356,6 +1429,8 @@ def main() -> int:
     os.environ["BENCH_EVENT_IDS"] = args.event_ids  # read by the spawned client processes' EventFactory
     if args.compare_detection:
         return compare_detection(args.compare_detection)
+    if args.offline:
+        return offline_cpu(args.agents, args.batches or 16, args.events_per_batch, args.burst_reads)
     if args.summarize:
         print("\n".join(summarize_profile(Path(args.summarize), top=args.top)))
         return 0
