@@ -284,9 +284,12 @@ def record_reports(*, tx: _ReportTx, agent_id: str, events: Sequence[StoredEvent
     refused = (state.refused_name, state.refused_version, state.refused_sha256)
     if state.refused_name is not None and (previous is None or refused != (
             previous.refused_name, previous.refused_version, previous.refused_sha256)):
+        made = state.refused_version is not None and tx.get_policy_version(
+            name=state.refused_name, version=state.refused_version) is not None
+        # refusals of versions never made (a hostile agent's) fold into one alert per agent, not one per name
+        which = f"{state.refused_name}|{state.refused_version}" if made else "unknown"
         raise_alert(tx=tx, rule="policy_refused", severity="medium", agent_id=agent_id, now_ns=now_ns,
-                    last_event_ns=state.refused_at_ns,
-                    group_key=f"policy_refused|{agent_id}|{state.refused_name}|{state.refused_version}",
+                    last_event_ns=state.refused_at_ns, group_key=f"policy_refused|{agent_id}|{which}",
                     summary=(f"agent {agent_id} refused policy {state.refused_name} version "
                              f"{state.refused_version}: {state.refused_reason}; the policy it had stays in force"))
     return state
