@@ -295,6 +295,9 @@ def acknowledge(*, tx: _Tx, account: str, version_id: int, shown_sha256: str, se
         raise AgreementError(409, f"version {version.version} takes effect on {version.effective_from}, not yet")
     if shown_sha256 != version.sha256:
         raise AgreementError(409, "the text changed since the page was shown: read it again, then acknowledge")
+    for earlier in tx.signed_records(employee.employee_id):  # the first is the proof: no new row, no TSA request
+        if earlier.version_id == version.id and earlier.source == Source.ACKNOWLEDGEMENT.value:
+            return earlier
     template = tx.get_agreement_template(version.template_id)
     assert template is not None
     when = datetime.fromtimestamp(now_ns // 10**9, CHINA).replace(microsecond=(now_ns // 1000) % 10**6)

@@ -8,8 +8,9 @@ import zlib
 
 import pytest
 
+from tests.collector.accounts.conftest import csrf_of
 from tests.collector.agreements.conftest import AgWorld, ag, pki, tsa  # noqa: F401  (the fixtures)
-from tests.collector.agreements.test_agreements import _import
+from tests.collector.agreements.test_agreements import _employee_session, _import
 
 
 def _nested() -> bytes:
@@ -41,3 +42,16 @@ def test_a_hostile_pdf_is_a_422_and_nothing_is_stored(ag: AgWorld, make) -> None
     assert got.status_code == 422, got.text[:300]
     assert "Traceback" not in got.text and "/work/" not in got.text and "site-packages" not in got.text
     assert ag.ok(ag.api("hana", "GET", "/api/v1/agreements/people/E-1001"))["records"] == []
+
+
+def test_an_employee_acknowledging_again_and_again_makes_one_record_and_one_tsa_request(ag: AgWorld) -> None:  # noqa: F811
+    """An employee's script posting the acknowledgement in a loop: each post would add a record and ask the TSA
+    (a service with a quota, shared by every acknowledgement); the first record is the proof, the rest change nothing."""
+    ids = ag.setup_employee()
+    c = _employee_session(ag)
+    sha = ag.ok(ag.api("hana", "GET", f"/api/v1/agreements/versions/{ids['notice_v']}"))["sha256"]
+    csrf = csrf_of(c, "/me/notices")
+    made = [ag.ok(c.post(f"/api/v1/me/notices/{ids['notice_v']}/acknowledge", json={"text_sha256": sha},
+                         headers={"X-CSRF-Token": csrf}), 201) for _ in range(5)]
+    assert len({m["id"] for m in made}) == 1 and made[0]["seal"] == "sealed"
+    assert len(c.get("/api/v1/me/notices").json()["records"]) == 1 and ag.tsa.requests == 1
