@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, Form, HTTPException, Path, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field
 
@@ -238,7 +238,7 @@ class RoleGrant(BaseModel):
 
 
 @router.post("/api/v1/users/{username}/role", response_model=UserOut)
-def set_role(body: RoleGrant, username: str, who: User = Depends(require("users:admin")),
+def set_role(body: RoleGrant, username: str = Path(..., max_length=128), who: User = Depends(require("users:admin")),
              svc: Services = Depends(services)) -> UserOut:
     """Grants a user a role (for people a provider signed in whose groups say none)."""
     try:
