@@ -30,11 +30,11 @@ def escape_dn_value(value: str) -> str:
     """An attribute value escaped for a DN (RFC 4514 §2.4)."""
     out = []
     for i, ch in enumerate(value):
-        if ch in '\\,+"<>;=':
+        if ch in '\\,+"<>;=#':  # '#' is special only in front (RFC 4514), escaped everywhere for stricter parsers
             out.append("\\" + ch)
         elif ch == "\x00":
             out.append("\\00")
-        elif (i == 0 and ch in "# ") or (i == len(value) - 1 and ch == " "):
+        elif (i == 0 or i == len(value) - 1) and ch == " ":
             out.append("\\" + ch)
         else:
             out.append(ch)
