@@ -30,6 +30,7 @@ class UserOut(BaseModel):
     lang: str
     has_password: bool
     created_at: str
+    provider: str | None = None  # signed in through "oidc", "ldap" or "wecom" (collector/people/sso); None: local
 
 
 class UserList(BaseModel):
@@ -100,7 +101,7 @@ class TokenIssued(TokenOut):
 def user_out(u: User) -> UserOut:
     """Shapes a user for the API."""
     return UserOut(username=u.username, role=u.role, disabled=u.disabled, lang=u.lang,
-                   has_password=u.password_hash is not None, created_at=format_ns(u.created_at_ns))
+                   has_password=u.password_hash is not None, created_at=format_ns(u.created_at_ns), provider=u.provider)
 
 
 def token_out(t: UserToken, now_ns: int) -> TokenOut:

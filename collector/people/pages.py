@@ -28,7 +28,7 @@ _TOKEN_ID = Path(..., min_length=16, max_length=16, pattern="^[0-9a-f]{16}$")
 _NOTICES = {"password": "Your password was changed; your other sessions were ended.",
             "revoked": "The token was revoked.", "created": "The user was created.",
             "disabled": "The user was disabled; their sessions and tokens stopped working.",
-            "enabled": "The user was enabled.", "reset": "The password was reset; the user's sessions were ended."}
+            "enabled": "The user was enabled.", "role": "The role was set.", "reset": "The password was reset; the user's sessions were ended."}
 
 
 def _account_page(request: Request, svc: Services, user: User, *, status: int = 200,

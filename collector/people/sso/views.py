@@ -28,7 +28,8 @@ from collector.people.sso import NoRole, ProviderUnavailable, SignInRefused
 from collector.people.sso.service import (
     PENDING_TTL_NS, SsoConfig, audit_refusal, complete_sign_in, grant_role, role_for, start_pending, take_pending,
 )
-from collector.web.deps import SESSION_COOKIE, Services, require, services
+from collector.domain.roles import ROLES
+from collector.web.deps import SESSION_COOKIE, Services, require, require_page, services
 from collector.web.security import LOGIN_CSRF_COOKIE
 from collector.web.templating import render
 
@@ -231,6 +232,24 @@ def note_break_glass(request: Request, svc: Services, user: User) -> None:
 
 
 # --- roles granted in the collector ----------------------------------------------------------------------
+@router.post("/users/{username}/role", response_class=HTMLResponse)
+def set_role_page(request: Request, username: str = Path(..., max_length=128), role: str = Form(..., max_length=32),
+                  who: User = Depends(require_page("users:admin")), svc: Services = Depends(services)) -> Response:
+    """Sets a user's role from the accounts page."""
+    try:
+        with svc.store.transaction() as tx:
+            grant_role(tx=tx, username=username, role=role, actor=who.username, clock=svc.people.clock)
+    except PeopleError as exc:
+        return render(request, "users.html", {"users": _users(svc), "roles": sorted(ROLES), "notice": None,
+                                              "error": str(exc)}, user=who, status_code=400)
+    return RedirectResponse("/users?done=role", status_code=303)
+
+
+def _users(svc: Services) -> list[UserOut]:
+    with svc.store.read() as tx:
+        return [user_out(u) for u in tx.list_users()]
+
+
 class RoleGrant(BaseModel):
     """The role to give."""
 

@@ -145,3 +145,21 @@ def test_no_secret_no_start(wecom: FakeWeCom) -> None:
     with pytest.raises(SsoConfigError, match="secret"):
         load_sso(_settings(wecom, secret=None))
     assert SECRET not in repr(load_sso(_settings(wecom)).wecom)
+
+
+def test_it_grants_a_role_on_the_accounts_page(wecom_world: World, wecom: FakeWeCom) -> None:
+    from tests.collector.accounts.conftest import csrf_of, sign_in
+
+    client = wecom_world.client()
+    client.get(wecom_scans(_start(client), wecom, "lisi"), follow_redirects=False)  # created, no role
+    it = wecom_world.client("10.0.0.5")
+    assert sign_in(it, "ivan").status_code == 303
+    page = it.get("/users").text
+    assert "无角色" in page and 'action="/users/lisi/role"' in page
+    done = it.post("/users/lisi/role", data={"role": "security_analyst", "csrf_token": csrf_of(it, "/users")},
+                   follow_redirects=False)
+    assert done.status_code == 303 and "角色已设置" in it.get(done.headers["location"]).text
+    bad = it.post("/users/lisi/role", data={"role": "boss", "csrf_token": csrf_of(it, "/users")})
+    assert bad.status_code == 400 and "unknown role" in bad.text
+    assert client.get(wecom_scans(_start(client), wecom, "lisi"), follow_redirects=False).status_code == 303
+    assert _me(client) == "lisi"
