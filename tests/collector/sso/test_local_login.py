@@ -81,3 +81,22 @@ def test_the_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setenv("SHOUMI_COLLECTOR_SSO__OIDC__ROLE_MAP", '{"shoumi-hr": "boss"}')
     with pytest.raises(SsoConfigError, match="unknown role 'boss'"):
         load_sso(CollectorSettings().sso)
+
+
+def test_the_collector_does_not_start_with_sso_settings_that_cannot_work(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from collector.wiring import build_services
+
+    with pytest.raises(SsoConfigError, match="nobody could sign in"):  # before the store is opened
+        build_services(CollectorSettings(data_dir=tmp_path / "never", sso=SsoSettings(local_login=False)))
+    assert not (tmp_path / "never").exists()
+    env = {**os.environ, "SHOUMI_COLLECTOR_SSO__LDAP__URL": "ldap://127.0.0.1:1",
+           "SHOUMI_COLLECTOR_SSO__LDAP__BIND_DN": "cn=reader,dc=example,dc=com",
+           "SHOUMI_COLLECTOR_SSO__LDAP__USER_BASE": "dc=example,dc=com"}
+    done = subprocess.run([str(Path(sys.executable).parent / "shoumi-collector"), "serve", "--data-dir",
+                           str(tmp_path / "c"), "--http-listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0",
+                           "--enroll-listen", "127.0.0.1:0"], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "sso.ldap.bind_dn is set without bind_password" in done.stderr
