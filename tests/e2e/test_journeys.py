@@ -153,6 +153,7 @@ def test_hr_confirms_and_the_case_reaches_payroll_with_its_schedule(demo: dict[s
     page.check("form[action$='/hr/loss'] input[name=documents] >> nth=0")
     page.click("form[action$='/hr/loss'] button[type=submit]")
     page.wait_for_load_state()
+    page.click("details:has(#ag-version) > summary")  # the typed form, for an agreement not in the registry
     page.fill("#ag-version", "NDA-2024-v3")
     page.fill("#ag-sha", "ab" * 32)
     page.fill("#ag-by", "E1001")
