@@ -23,7 +23,7 @@ __all__ = ["enroll", "event_batch", "in_one_group"]
 def enroll(built: Built, channel: grpc.Channel) -> ChainWriter:
     """A freshly enrolled agent's batch writer."""
     key = Ed25519PrivateKey.generate()
-    token = built.enrollment.create_token(tx=built.store, actor="test")
+    token = built.enrollment.create_token(tx=built.store, actor="test")  # type: ignore[arg-type]
     reply = ingest_pb2_grpc.EnrollmentServiceStub(channel).Enroll(
         ingest_pb2.EnrollRequest(token=token, public_key=key.public_key().public_bytes_raw(), hostname="ws",
                                  os="Linux"), timeout=10)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import struct
 import zlib
+from typing import Any, Callable
 
 import pytest
 
@@ -36,19 +37,22 @@ def _xref_bomb() -> bytes:
 
 
 @pytest.mark.parametrize("make", [_nested, _xref_bomb, lambda: b"%PDF-" + bytes(range(256)) * 100])
-def test_a_hostile_pdf_is_a_422_and_nothing_is_stored(ag: AgWorld, make) -> None:  # noqa: F811
+def test_a_hostile_pdf_is_a_422_and_nothing_is_stored(ag: AgWorld,  # noqa: F811
+                                                      make: Callable[[], bytes]) -> None:
     ids = ag.setup_employee()
-    got = _import(ag, make(), ids["nda_v"])
+    got: Any = _import(ag, make(), ids["nda_v"])
     assert got.status_code == 422, got.text[:300]
     assert "Traceback" not in got.text and "/work/" not in got.text and "site-packages" not in got.text
     assert ag.ok(ag.api("hana", "GET", "/api/v1/agreements/people/E-1001"))["records"] == []
 
 
-def test_an_employee_acknowledging_again_and_again_makes_one_record_and_one_tsa_request(ag: AgWorld) -> None:  # noqa: F811
+def test_an_employee_acknowledging_again_and_again_makes_one_record_and_one_tsa_request(
+        ag: AgWorld) -> None:  # noqa: F811
     """An employee's script posting the acknowledgement in a loop: each post would add a record and ask the TSA
-    (a service with a quota, shared by every acknowledgement); the first record is the proof, the rest change nothing."""
+    (a service with a quota, shared by every acknowledgement); the first record is the proof, the rest change
+    nothing."""
     ids = ag.setup_employee()
-    c = _employee_session(ag)
+    c: Any = _employee_session(ag)
     sha = ag.ok(ag.api("hana", "GET", f"/api/v1/agreements/versions/{ids['notice_v']}"))["sha256"]
     csrf = csrf_of(c, "/me/notices")
     made = [ag.ok(c.post(f"/api/v1/me/notices/{ids['notice_v']}/acknowledge", json={"text_sha256": sha},

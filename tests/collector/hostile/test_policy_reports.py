@@ -25,7 +25,7 @@ from tests.conftest import PerCall, _pg_store
 def pg_collector(tmp_path: Path) -> Iterator[Built]:
     for store in _pg_store():
         built = build_services(CollectorSettings(data_dir=tmp_path, grpc_listen="127.0.0.1:0", insecure_dev=True),
-                               store=PerCall(store))  # type: ignore[arg-type]
+                               store=PerCall(store))
         built.grpc.start()
         try:
             yield built
@@ -39,7 +39,8 @@ def pg_collector(tmp_path: Path) -> Iterator[Built]:
     ("policy.refused", {"name": "fin\x00", "version": 1, "reason": "no\x00"}),
     ("agent.heartbeat", {"version": "1.0\x00", "policy_name": "x\x00", "policy_version": 1}),
 ])
-def test_a_nul_in_a_report_fails_no_other_agents_batch(pg_collector: Built, kind: str, attributes: dict) -> None:
+def test_a_nul_in_a_report_fails_no_other_agents_batch(pg_collector: Built, kind: str,
+                                                       attributes: dict[str, object]) -> None:
     with grpc.insecure_channel(f"127.0.0.1:{pg_collector.grpc_port}") as channel:
         filler, attacker, victim = (enroll(pg_collector, channel) for _ in range(3))
         out = in_one_group(pg_collector, channel, filler.next(1), [
