@@ -273,7 +273,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     enroll = sub.add_parser("enroll", help="register this workstation with a collector")
     enroll.add_argument("--collector", required=True, help="HOST:PORT of the collector's enrollment listener")
-    enroll.add_argument("--token", required=True, help="one-time enrollment token")
+    enroll.add_argument("--token", required=True, help="an enrollment token (shoumi-collector enroll-token create, or /fleet/tokens)")
     enroll.add_argument("--ca-fingerprint", help="SHA-256 of the collector's CA (shoumi-collector ca-fingerprint)")
     enroll.add_argument("--insecure-dev", action="store_true", help="plaintext, no certificates: development only")
     enroll.add_argument("--state-dir", required=True)

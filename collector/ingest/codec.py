@@ -101,6 +101,11 @@ def decode_events(batch: events_pb2.EventBatch) -> list[StoredEvent]:
             raise MalformedBatch(f"event seq {event.seq} has no usable id")
         if event.time_unix_ns <= 0:
             raise MalformedBatch(f"event seq {event.seq} has no time")
+        if "\x00" in eid or "\x00" in event.path or "\x00" in event.dest_path or "\x00" in event.user or \
+                "\x00" in event.process or "\x00" in event.exe or "\x00" in event.sha256:
+            # no path, name or program holds one (agents escape undecodable bytes as \xNN), and PostgreSQL
+            # text refuses it: refused here with a reason instead of failing at commit
+            raise MalformedBatch(f"event seq {event.seq} has a NUL character in a text field")
         try:
             attributes = Attributes(struct_to_plain(event.attributes) if event.HasField("attributes") else {})
         except (ValueError, RecursionError) as exc:

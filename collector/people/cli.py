@@ -25,7 +25,7 @@ def add_people_parsers(sub: Any, store_args: Callable[[argparse.ArgumentParser],
     create = user_sub.add_parser("create", help="create a user")
     store_args(create)
     create.add_argument("--username", required=True)
-    create.add_argument("--role", required=True, help="it_admin, security_analyst, hr or auditor")
+    create.add_argument("--role", required=True, help="it_admin, security_analyst, hr, auditor or employee")
     create.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
     create.add_argument("--lang", default="zh", choices=("zh", "en"), help="the language of the user's pages")
     store_args(user_sub.add_parser("list", help="every user, role and state"))

@@ -60,7 +60,7 @@ def test_redelivery_is_acked_again_and_stored_once(ingest: IngestService, agent_
 
 
 @pytest.mark.parametrize("damage", ["flip_path", "flip_signature", "wrong_key", "broken_chain", "gap", "replace_stored",
-                                    "unknown_agent", "unknown_kind", "seq_mismatch"])
+                                    "unknown_agent", "unknown_kind", "seq_mismatch", "nul_in_path"])
 def test_bad_batches_are_refused_with_nothing_stored(ingest: IngestService, agent_key: Ed25519PrivateKey, damage: str) -> None:
     agent_id = _enroll(ingest.store, agent_key)
     writer = ChainWriter(agent_id, agent_key)
@@ -72,7 +72,7 @@ def test_bad_batches_are_refused_with_nothing_stored(ingest: IngestService, agen
                        "wrong_key": "PERMISSION_DENIED", "broken_chain": "FAILED_PRECONDITION",
                        "gap": "FAILED_PRECONDITION", "replace_stored": "FAILED_PRECONDITION",
                        "unknown_agent": "UNAUTHENTICATED", "unknown_kind": "INVALID_ARGUMENT",
-                       "seq_mismatch": "INVALID_ARGUMENT"}[damage]
+                       "seq_mismatch": "INVALID_ARGUMENT", "nul_in_path": "INVALID_ARGUMENT"}[damage]
     if damage == "flip_path":
         batch.events[0].path = batch.events[0].path.replace("report", "rep0rt")
     elif damage == "flip_signature":
@@ -103,6 +103,10 @@ def test_bad_batches_are_refused_with_nothing_stored(ingest: IngestService, agen
         sign_batch(batch, agent_key)
     elif damage == "seq_mismatch":
         batch.events[1].seq = 99
+    elif damage == "nul_in_path":  # signed by the agent's own key: PostgreSQL text would refuse it at commit
+        batch.events[1].path = "/srv/finance/a\x00b"
+        from shoumi.batch import sign_batch
+        sign_batch(batch, agent_key)
     with pytest.raises(IngestError) as caught:
         ingest.ingest(batch)
     assert caught.value.status == expected_status

@@ -58,6 +58,8 @@ def test_a_batch_the_store_cannot_hold_fails_alone(pg_collector: Built) -> None:
         out = in_one_group(pg_collector, channel, filler.next(1), [("attacker", poison), ("victim", victim.next(2))])
     assert isinstance(out["victim"], list) and [a.acked_seq for a in out["victim"]] == [2], out["victim"]
     assert isinstance(out["attacker"], grpc.RpcError)
+    # refused at decoding, with the reason, before it reaches the database
+    assert out["attacker"].code() == grpc.StatusCode.INVALID_ARGUMENT and "NUL" in (out["attacker"].details() or "")
 
 
 def test_refusals_of_policies_never_made_fold_into_one_alert(collector: Built) -> None:  # noqa: F811
