@@ -9,6 +9,7 @@ to ``--out`` and renamed into place: a failed export leaves nothing behind. Prin
 SHA-256. Exit 2 with a message for a case that does not exist or cannot be exported yet.
 
     shoumi-collector tree-head --data-dir DIR [--size N]
+    shoumi-collector tree-head --data-dir DIR --public-key     (the key witnesses and auditors pin, hex)
 
 prints a signed tree head (the latest, or that of N leaves) as JSON: what an auditor keeps apart and
 later gives ``shoumi-verify --tree-head FILE``.
@@ -42,6 +43,8 @@ def add_case_parser(sub: Any, store_args: Callable[[argparse.ArgumentParser], No
     head = sub.add_parser("tree-head", help="print a signed tree head as JSON (for shoumi-verify --tree-head)")
     store_args(head)
     head.add_argument("--size", type=int, help="the head of this many leaves (default: the latest)")
+    head.add_argument("--public-key", action="store_true",
+                      help="print the tree-head public key (hex) instead: what witnesses (--log-key) and auditors pin")
 
 
 def run_tree_head(settings: CollectorSettings, args: argparse.Namespace) -> int:
@@ -51,6 +54,15 @@ def run_tree_head(settings: CollectorSettings, args: argparse.Namespace) -> int:
     from collector.evidence.bundle import head_json
     from collector.storage import open_store
 
+    if args.public_key:
+        from collector.transparency import TransparencyError, load_tree_key, tree_public_key
+
+        try:
+            print(tree_public_key(load_tree_key(settings.data_dir)).hex())
+        except TransparencyError as exc:
+            print(f"shoumi-collector: {exc}", file=sys.stderr)
+            return 2
+        return 0
     store = open_store(settings.store_location())
     try:
         with store.read() as tx:

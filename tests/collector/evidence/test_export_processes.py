@@ -113,6 +113,15 @@ def test_a_head_kept_with_the_cli_relates_to_the_bundle(made: dict[str, Any]) ->
     assert none.returncode == 2 and "no signed tree head of 999999 leaves" in none.stderr
 
 
+def test_the_tree_key_printed_by_the_cli_is_the_one_the_bundle_was_signed_with(made: dict[str, Any]) -> None:
+    key = run(tool("shoumi-collector"), "tree-head", "--public-key", "--data-dir", str(made["data_dir"])).stdout.strip()
+    assert len(key) == 64 and int(key, 16) >= 0
+    done = _verify(made["bundle"], "--collector-key", key, "--lang", "en")
+    assert done.returncode == 0, done.stdout + done.stderr
+    other = _verify(made["bundle"], "--collector-key", "11" * 32, "--lang", "en")
+    assert other.returncode == 1, other.stdout
+
+
 def test_the_cli_refuses_a_case_that_does_not_exist(made: dict[str, Any]) -> None:
     out = made["tmp"] / "none.zip"
     done = run(tool("shoumi-collector"), "case", "export", "999", "--out", str(out), "--data-dir",
