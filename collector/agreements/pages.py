@@ -198,7 +198,8 @@ async def acknowledge_form(request: Request, version_id: Id, user: User = Depend
         cfg, token = agreement_config(request), request.cookies.get(SESSION_COOKIE, "")
         await run_in_threadpool(lambda: acknowledge_and_seal(  # the TSA call and the store, off the event loop
             svc, cfg, account=user.username, version_id=version_id,
-            shown_sha256=f.get("text_sha256", "").strip().lower(), session_token=token))
+            shown_sha256=f.get("text_sha256", "").strip().lower(), session_token=token,
+            signed_in_with=svc_ag.signed_in_how(user.provider, api_token=False)))
     except AgreementError as exc:
         return _notices_page(request, svc, user, error=str(exc), status=exc.status)
     return _back("/me/notices")

@@ -282,9 +282,16 @@ def session_hash(session_token: str) -> str:
     return hashlib.sha256(b"shoumi-session\x00" + session_token.encode("utf-8")).hexdigest()
 
 
+def signed_in_how(provider: str | None, *, api_token: bool) -> str:
+    """How the acknowledging employee was identified, in the record's words (the identity check of the evidence)."""
+    method = {"oidc": "OpenID Connect", "ldap": "LDAP", "wecom": "WeCom"}.get(provider or "", "password")
+    return f"{method}, {'API token' if api_token else 'browser session'}"
+
+
 def acknowledge(*, tx: _Tx, account: str, version_id: int, shown_sha256: str, session_token: str,
-                now_ns: int) -> SignedRecord:
-    """Records that the signed-in employee acknowledged the exact text they were shown (not yet timestamped)."""
+                now_ns: int, signed_in_with: str = "password, browser session") -> SignedRecord:
+    """Records that the signed-in employee acknowledged the exact text they were shown (not yet timestamped);
+    ``signed_in_with`` says how they were identified (``signed_in_how``)."""
     employee = tx.agreement_employee_for_account(account)
     if employee is None:
         raise AgreementError(409, "this account is not linked to an employee on record: ask HR")
@@ -310,7 +317,7 @@ def acknowledge(*, tx: _Tx, account: str, version_id: int, shown_sha256: str, se
     made = tx.add_signed_record(SignedRecord(
         employee.employee_id, version.id or 0, Source.ACKNOWLEDGEMENT.value, Platform.IN_PRODUCT.value,
         f"shoumi-ack:{hashlib.sha256(body).hexdigest()[:16]}", now_ns,
-        f"signed in to Shoumi as {account} (password, session {doc['session'][:12]})",
+        f"signed in to Shoumi as {account} ({signed_in_with} {doc['session'][:12]})",
         hashlib.sha256(body).hexdigest(), account, now_ns, True, {"text_sha256": version.sha256},
         session_hash=doc["session"], next_seal_ns=now_ns), body)
     _audit(tx, now_ns, account, "agreement.acknowledge", str(made.id),

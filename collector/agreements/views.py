@@ -307,11 +307,11 @@ def get_my_notices(who: User = Depends(require("notices:self")), svc: Services =
 
 
 def acknowledge_and_seal(svc: Services, cfg: AgreementConfig, *, account: str, version_id: int, shown_sha256: str,
-                         session_token: str) -> dict[str, Any]:
+                         session_token: str, signed_in_with: str = "password, browser session") -> dict[str, Any]:
     """Records the acknowledgement, then asks the TSA once; if it is down the record waits for the periodic retry."""
     with svc.store.transaction() as tx:
         made = svc_ag.acknowledge(tx=tx, account=account, version_id=version_id, shown_sha256=shown_sha256,
-                                  session_token=session_token, now_ns=time.time_ns())
+                                  session_token=session_token, now_ns=time.time_ns(), signed_in_with=signed_in_with)
     if cfg.tsa_url:
         svc_ag.seal_one(store=svc.store, cfg=cfg, record_id=made.id or 0, now=time.time_ns)
     with svc.store.read() as tx:
@@ -324,9 +324,11 @@ def acknowledge_and_seal(svc: Services, cfg: AgreementConfig, *, account: str, v
 def acknowledge(version_id: Id, body: AckIn, request: Request, who: User = Depends(require("notices:self")),
                 svc: Services = Depends(services), cfg: AgreementConfig = Depends(agreement_config)) -> Any:
     """Acknowledges the text in force (its hash as shown); the answer says whether it is sealed yet."""
-    token = request.cookies.get(SESSION_COOKIE, "") or request.headers.get("authorization", "")
+    cookie = request.cookies.get(SESSION_COOKIE, "")
+    token = cookie or request.headers.get("authorization", "")
     try:
         return acknowledge_and_seal(svc, cfg, account=who.username, version_id=version_id,
-                                    shown_sha256=body.text_sha256.lower(), session_token=token)
+                                    shown_sha256=body.text_sha256.lower(), session_token=token,
+                                    signed_in_with=svc_ag.signed_in_how(who.provider, api_token=not cookie))
     except AgreementError as exc:
         raise _fail(exc) from exc

@@ -101,6 +101,7 @@ def test_the_employee_reads_and_acknowledges_and_the_record_is_sealed_by_the_tsa
         stored = tx.get_signed_record(record["id"])
         body = tx.signed_document(record["id"])
     assert stored.tsr is not None and stored.session_hash == svc_ag.session_hash(c.cookies["shoumi_session"])
+    assert "(password, browser session " in stored.identity_check  # how the employee was identified, as it was
     assert svc_ag.check_token(stored.tsr, hashlib.sha256(body).digest(), ag.pki.ca_cert.public_bytes(
         __import__("cryptography.hazmat.primitives.serialization", fromlist=["Encoding"]).Encoding.DER)) == []
     assert '"text_sha256":"' + notice["sha256"] in body.decode()
@@ -178,6 +179,10 @@ def test_a_token_not_under_the_configured_tsa_ca_does_not_seal(ag: AgWorld) -> N
                          ["sha256"]}, headers={"X-CSRF-Token": csrf_of(c, "/me/notices")})
     rec = ag.ok(reply, 201)
     assert rec["seal"] == "pending" and "does not hold" in rec["seal_error"] and ag.tsa.requests == 1
+    by_token = ag.ok(ag.api("emma", "POST", f"/api/v1/me/notices/{ids['nda_v']}/acknowledge", json={
+        "text_sha256": ag.ok(ag.api("hana", "GET", f"/api/v1/agreements/versions/{ids['nda_v']}"))["sha256"]}), 201)
+    with ag.w.store.read() as tx:
+        assert "(password, API token " in tx.get_signed_record(by_token["id"]).identity_check
 
 
 def test_a_version_text_is_kept_with_lf_line_ends_whoever_sent_it(ag: AgWorld) -> None:
