@@ -172,7 +172,7 @@ def export_person(*, tx: _AccessTx, who: str, reason: str, actor: str, now_ns: i
     audit = _audit_about(tx, person=person, alert_ids={str(i) for i in alert_ids},
                          case_ids={str(c["id"]) for c in cases})
     counts = {"events": 0, "alerts": len(alerts), "cases": len(cases), "audit": len(audit),
-              "agreements": len(agreements or [])}
+              "agreements": sum(len(a["records"]) for a in agreements or [])}
     events = _events(tx, name)
     counts["events"] = len(events)
     tx.append_audit(AuditEntry(now_ns, actor, "privacy.access_request", person.pseudonym,
