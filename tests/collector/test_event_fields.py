@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -18,9 +19,12 @@ from collector.events.models import EVENT_FIELDS, StoredEvent
 from collector.events.views import event_json
 from collector.ingest.codec import decode_events
 from collector.storage import MemoryStore, open_store
+from shoumi.batch import MalformedBatch
 from collector.storage.sql.schema import events as events_table
 
 _TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=40)
+# an event's own text fields never hold NUL (agents escape undecodable bytes as \xNN): ingest refuses one
+_FIELD = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=40)
 _JSON = st.recursive(
     st.none() | st.booleans() | st.floats(allow_nan=False, allow_infinity=False) | _TEXT,
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_TEXT, inner, max_size=4),
@@ -49,9 +53,9 @@ def test_the_api_shows_every_field() -> None:
     kind=st.sampled_from(sorted(EVENT_KINDS)),
     time_ns=st.integers(1, 2**62),
     seq=st.integers(1, 2**40),
-    path=_TEXT, dest=_TEXT, size=st.integers(-1, 2**62), sha=st.sampled_from(["", "ab" * 32]),
-    user=_TEXT, uid=st.integers(-1, 2**31), pid=st.integers(0, 2**31), process=_TEXT, exe=_TEXT,
-    attributes=st.dictionaries(_TEXT, _JSON, max_size=5),
+    path=_FIELD, dest=_FIELD, size=st.integers(-1, 2**62), sha=st.sampled_from(["", "ab" * 32]),
+    user=_FIELD, uid=st.integers(-1, 2**31), pid=st.integers(0, 2**31), process=_FIELD, exe=_FIELD,
+    attributes=st.dictionaries(_TEXT, _JSON, max_size=5),  # NUL inside attributes is fine: JSON escapes it
 )
 def test_decode_of_encode_is_the_event(kind: str, time_ns: int, seq: int, path: str, dest: str, size: int, sha: str,
                                        user: str, uid: int, pid: int, process: str, exe: str,
@@ -66,6 +70,16 @@ def test_decode_of_encode_is_the_event(kind: str, time_ns: int, seq: int, path: 
     for name in ("path", "dest_path", "size", "sha256", "user", "uid", "pid", "process", "exe"):
         assert getattr(stored, name) == getattr(event, name), name
     assert stored.attributes == _as_json(dict(event.attributes))
+
+
+@pytest.mark.parametrize("field", ["path", "dest_path", "user", "process", "exe"])
+def test_a_nul_in_an_events_text_is_refused_with_the_reason(field: str) -> None:
+    given_: dict[str, str] = {"path": "/srv/a", field: "a\x00b"}
+    event = FileEvent(kind="file.read", time_unix_ns=1, **given_)  # type: ignore[arg-type]
+    batch = events_pb2.EventBatch(agent_id="agt-1", epoch=1, first_seq=1)
+    batch.events.append(encode_event(event, 1))
+    with pytest.raises(MalformedBatch, match="NUL"):
+        decode_events(batch)
 
 
 def _as_json(value: object) -> object:
