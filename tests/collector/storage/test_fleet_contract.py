@@ -6,11 +6,8 @@ import json
 import threading
 from typing import Any
 
-import pytest
-
 from collector.alerts.models import Alert
 from collector.fleet.models import AgentHealth, AgentQuery, AgentRecord
-from collector.storage import MemoryStore
 
 
 def _agent(agent_id: str, *, hostname: str = "ws-01", version: str = "0.1.0", os_name: str = "Linux 6.1",
@@ -56,8 +53,6 @@ def test_a_token_is_refused_after_expiry_or_revocation_with_uses_left(any_store:
 
 
 def test_two_agents_racing_for_the_last_use_one_wins(any_store: Any) -> None:
-    if isinstance(any_store.inner, MemoryStore):
-        pytest.skip("the memory store runs one transaction at a time")
     any_store.add_enroll_token(token_hash="last", created_at_ns=0, expires_at_ns=10**18, created_by="it", max_uses=2)
     assert any_store.consume_enroll_token(token_hash="last", agent=_agent("first"), now_ns=1) is None
     results: list[str | None] = []
