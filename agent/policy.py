@@ -48,6 +48,7 @@ __all__ = [
     "SensitiveFolderPolicy",
     "load_policy",
     "parse_policy_document",
+    "policy_table",
 ]
 
 DEFAULT_MAX_HASH_BYTES = 256 * 1024 * 1024
@@ -362,12 +363,9 @@ def _under_any(path: str, roots: Sequence[str]) -> bool:
     return False
 
 
-def parse_policy_document(document: str | bytes, *, require_folder: bool = True) -> SensitiveFolderPolicy:
-    """Parses a policy document: TOML holding a ``[policy]`` table, or that table's keys at top level.
-
-    The one parser of pushed policies (the agent) and of what IT edits (the collector); raises
-    PolicyError naming the key. ``require_folder`` refuses a policy that names no sensitive folder.
-    """
+def policy_table(document: str | bytes) -> dict[str, Any]:
+    """The ``[policy]`` table of a document (or its keys at top level), read as TOML within the bounds;
+    raises PolicyError. The first step of ``parse_policy_document``, shared with the collector's editor."""
     size = len(document) if isinstance(document, bytes) else len(document.encode("utf-8", "surrogatepass"))
     if size > MAX_DOCUMENT_BYTES:
         raise PolicyError("", f"the document has {size} bytes; at most {MAX_DOCUMENT_BYTES} bytes are allowed")
@@ -382,10 +380,17 @@ def parse_policy_document(document: str | bytes, *, require_folder: bool = True)
         raise PolicyError("", f"not valid TOML: {exc}") from exc
     except RecursionError as exc:  # tomllib recurses per nested array or inline table
         raise PolicyError("", "not valid TOML: nested too deeply") from exc
-    table: Any = parsed
-    if set(parsed) == {"policy"} and isinstance(parsed["policy"], dict):
-        table = parsed["policy"]
-    policy = SensitiveFolderPolicy.from_mapping(table)
+    inner = parsed.get("policy")
+    return inner if set(parsed) == {"policy"} and isinstance(inner, dict) else parsed
+
+
+def parse_policy_document(document: str | bytes, *, require_folder: bool = True) -> SensitiveFolderPolicy:
+    """Parses a policy document: TOML holding a ``[policy]`` table, or that table's keys at top level.
+
+    The one parser of pushed policies (the agent) and of what IT edits (the collector); raises
+    PolicyError naming the key. ``require_folder`` refuses a policy that names no sensitive folder.
+    """
+    policy = SensitiveFolderPolicy.from_mapping(policy_table(document))
     if require_folder and not policy.sensitive_folders:
         raise PolicyError("sensitive_folders", "the policy names no sensitive folder")
     return policy

@@ -37,17 +37,10 @@ class DocumentError(ValueError):
 
 
 def _table(document: str) -> dict[str, Any]:
-    if len(document.encode("utf-8")) > MAX_DOCUMENT_BYTES:
-        raise DocumentError("", f"the document is larger than {MAX_DOCUMENT_BYTES} bytes")
     try:
-        table = tomllib.loads(document)
-    except tomllib.TOMLDecodeError as exc:
-        raise DocumentError("", f"not valid TOML: {exc}") from exc
-    except RecursionError as exc:  # tomllib recurses per nested array or inline table
-        raise DocumentError("", "not valid TOML: nested too deeply") from exc
-    # a whole agent.toml pasted in: its [policy] table is the document
-    inner = table.get("policy")
-    return inner if set(table) == {"policy"} and isinstance(inner, dict) else table
+        return agent_policy.policy_table(document)  # the agent's own reading: size, UTF-8, TOML, [policy]
+    except agent_policy.PolicyError as exc:
+        raise DocumentError(exc.key, exc.reason) from exc
 
 
 def normalize(document: str) -> str:
