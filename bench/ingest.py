@@ -181,7 +181,7 @@ class EventFactory:
                       for j in range(400)]
         self.pids = [self.rng.randrange(1_000, 4_000_000) for _ in range(8)]
         self.burst_reads = burst_reads
-        self.random_ids = os.environ.get("BENCH_EVENT_IDS", "uuid") != "sequential"
+        self.ids = os.environ.get("BENCH_EVENT_IDS", "uuid7")
         self.id_rng = random.Random(~index)  # its own: the events are the same whichever ids they get
         self.burst_start = min(500, total // 10, max(0, total - burst_reads)) if burst_reads else -1
         gap, burst_gap = 30_000_000_000, 20_000_000
@@ -203,16 +203,26 @@ class EventFactory:
                       "read_by_same_process": True, "read_source": src, "read_time": now_ns / 1e9 - 3600})
             self.copies.append((src, f"/home/{self.user}/Downloads/{Path(src).name}", s))
 
+    def event_id(self, seq: int) -> str:
+        """As the agent makes them (agent/core/events.py: version 7 UUIDs, time-ordered, here from the
+        factory's clock), or, with --event-ids uuid4, the random ids agents made before December 2026, or,
+        with sequential, the agent's prefix and the seq."""
+        if self.ids == "uuid7":
+            from agent.core.events import uuid7_text
+
+            return uuid7_text(self.t, self.id_rng.getrandbits(62))
+        if self.ids == "uuid4":
+            return str(uuid.UUID(int=self.id_rng.getrandbits(128), version=4))
+        return f"{self.id_prefix}{seq:012x}"
+
     def fill(self, batch: Any, first_seq: int, count: int) -> None:
         """Appends `count` events, seq first_seq.. , to the batch message."""
         rnd, files, nfiles = self.rng.random, self.files, len(self.files)
-        add, user, uid, prefix = batch.events.add, self.user, self.uid, self.id_prefix
+        add, user, uid = batch.events.add, self.user, self.uid
         for seq in range(first_seq, first_seq + count):
             k = seq - 1
             pid = self.pids[(k // 50) % len(self.pids)]
-            # as the agent makes them (agent/core/events.py: random version 4 UUIDs), or, with --event-ids
-            # sequential, the agent's prefix and the seq (what this bench sent before: kind to any index on them)
-            eid = str(uuid.UUID(int=self.id_rng.getrandbits(128), version=4)) if self.random_ids else f"{prefix}{seq:012x}"
+            eid = self.event_id(seq)
             if 0 <= self.burst_start <= k < self.burst_start + self.burst_reads:
                 self.t += self.burst_gap
                 path = files[(k - self.burst_start) % nfiles][0]
@@ -1416,9 +1426,9 @@ def main() -> int:
     parser.add_argument("--summarize", metavar="RAW", help="only print the summary of a py-spy raw profile")
     parser.add_argument("--top", type=int, default=22, help="functions listed in the profile summary")
     parser.add_argument("--keep", action="store_true", help="keep the data directory and logs")
-    parser.add_argument("--event-ids", choices=("uuid", "sequential"), default="uuid",
-                        help="event ids as the agent makes them (random UUIDs, the default) or the agent's prefix and "
-                             "the seq (the figures before this option)")
+    parser.add_argument("--event-ids", choices=("uuid7", "uuid4", "sequential"), default="uuid7",
+                        help="event ids as the agent makes them (version 7 UUIDs, the default), random version 4 "
+                             "UUIDs (agents before December 2026) or the agent's prefix and the seq")
     parser.add_argument("--offline", action="store_true",
                         help="only CPU per 1,000 events of decode, store (SQLite) and detection in one process, and "
                              "a digest of the alerts (--batches per agent, 16 by default)")

@@ -8,26 +8,36 @@ from __future__ import annotations
 
 import random
 import re
+import time
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Mapping
 
 from shoumi.kinds import EVENT_KINDS
 
-__all__ = ["EVENT_KINDS", "FileEvent", "escape_path", "new_event_id"]
+__all__ = ["EVENT_KINDS", "FileEvent", "escape_path", "new_event_id", "uuid7_text"]
 
 
 
 _HEX64 = re.compile("[0-9a-f]{64}")
-_V4_KEEP = ~(0xF000 << 64) & ~(0xC000 << 48) & ((1 << 128) - 1)
-_V4_SET = (0x4000 << 64) | (0x8000 << 48)
+def uuid7_text(unix_ns: int, rand62: int) -> str:
+    """A version 7 UUID (RFC 9562 §5.7) as text: 48 bits of Unix milliseconds, the sub-millisecond
+    fraction in the 12 bits of rand_a (§6.2, method 3: about 244 ns a step) and 62 bits of ``rand62``."""
+    ms, sub = divmod(unix_ns, 1_000_000)
+    value = ((ms & 0xFFFF_FFFF_FFFF) << 80 | 0x7000 << 64 | (sub * 4096 // 1_000_000) << 64
+             | 0x8000 << 48 | (rand62 & 0x3FFF_FFFF_FFFF_FFFF))
+    h = "%032x" % value
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def new_event_id() -> str:
-    """A random (version 4) UUID, as text: uuid.uuid4() costs a system call and ~4 times as much
-    per event; ``random`` is seeded from the OS at start and reseeded in a forked child."""
-    h = "%032x" % ((random.getrandbits(128) & _V4_KEEP) | _V4_SET)
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    """A time-ordered (version 7) UUID, as text. Ids made one after another sort one after another, so
+    the collector's index of event ids grows at its end instead of at a random page for every event
+    (with random version 4 ids that index cost more than all the others: bench/ingest.py --event-ids).
+    The time it carries is the event's own, which the event states anyway. 62 random bits per 244 ns
+    of one agent's clock keep ids unique; ``random`` is seeded from the OS at start and reseeded in a
+    forked child (uuid.uuid4() costs a system call and ~4 times as much per event)."""
+    return uuid7_text(time.time_ns(), random.getrandbits(62))
 
 
 def escape_path(raw: str | bytes) -> str:
