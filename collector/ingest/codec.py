@@ -2,9 +2,17 @@
 
 The per-event fields come from ``EVENT_FIELDS``; attributes (a protobuf Struct) become plain JSON
 values exactly as ``json_format.MessageToDict`` would make them (numbers as floats), without its
-per-message reflection cost. NaN and infinity are refused: they are not JSON and not storable.
-Each event's attributes also carry their stored text (``Attributes.text``: sorted keys, as the SQL
-store writes them), made here, where batches are decoded in parallel, not in the committer.
+per-message reflection cost. NaN and infinity are refused: they are not JSON and not storable; so is
+nesting deeper than ``MAX_DEPTH`` containers. Each event's attributes carry their stored text
+(``Attributes.text``: sorted keys, as the SQL store writes them), made here, where batches are decoded
+in parallel, not in the committer.
+
+Speed: given the batch's wire bytes, the C decoder (``collector/ingest/_wire.c``) reads the events
+straight from them and writes each event's attributes text, about 5 times faster than reading upb's
+messages; the values are parsed from that text when first asked for. The Python path below is the
+reference: where the extension could not be built, or for a batch it declines (a message field given
+twice, which protobuf merges; anything refused as not JSON), it decides, with the same results
+(tests/collector/test_wire_decoder.py).
 """
 
 from __future__ import annotations
@@ -12,7 +20,8 @@ from __future__ import annotations
 import json
 import math
 import operator
-from typing import Any, Callable
+from collections import Counter
+from typing import Any, Callable, Iterator, Mapping
 
 from google.protobuf import struct_pb2
 from google.protobuf.message import DecodeError
@@ -23,11 +32,28 @@ from shoumi.v1 import events_pb2
 
 from collector.events.models import EVENT_FIELDS, StoredEvent
 
-__all__ = ["EVENT_KINDS", "Attributes", "decode_batch", "decode_events", "struct_to_plain"]
+__all__ = ["EVENT_KINDS", "MAX_DEPTH", "Attributes", "decode_batch", "decode_events", "struct_to_plain"]
 
 # One C-level call reads every scalar field of an Event, in StoredEvent's order (attributes are last).
 assert EVENT_FIELDS[-1].name == "attributes"
 _SCALARS = operator.attrgetter(*(f.wire for f in EVENT_FIELDS[:-1]))
+MAX_DEPTH = 100  # nested containers, the attributes Struct the first (upb's parse depth allows ~33)
+
+try:  # the same decoding in C, built at install where a compiler exists
+    from collector.ingest import _wire as _compiled  # type: ignore[attr-defined]
+except ImportError:  # pragma: no cover - only without the extension
+    _compiled = None
+else:
+    assert _compiled.FIELDS == tuple(f.wire for f in EVENT_FIELDS[:-1]) and _compiled.MAX_DEPTH == MAX_DEPTH
+
+# Batches decoded by each path: "c", "python" (no raw bytes or no extension) and "declined" (C handed
+# the batch to the Python path). Counted without a lock: an observation, not an account.
+decoded: Counter[str] = Counter()
+
+
+def compiled() -> bool:
+    """Tells whether the C decoder is in use."""
+    return _compiled is not None
 
 
 def _encoder() -> Callable[[Any], str]:
@@ -42,16 +68,62 @@ def _encoder() -> Callable[[Any], str]:
 
 
 _TEXT = _encoder()
+_SCAN: Any = getattr(json.JSONDecoder(), "scan_once")  # the C scanner json.loads runs, without its two whitespace matches
 
 
-class Attributes(dict[str, Any]):
-    """An event's attributes as plain values, with their stored JSON text made once (``text``)."""
+def _parse(text: str) -> Any:
+    """json.loads of an attributes text made here (no surrounding whitespace: scanned at once)."""
+    try:
+        value, end = _SCAN(text, 0)
+    except StopIteration:
+        return json.loads(text)  # raises the usual JSONDecodeError
+    return value if end == len(text) else json.loads(text)
 
-    __slots__ = ("text",)
 
-    def __init__(self, values: dict[str, Any]) -> None:
-        super().__init__(values)
-        self.text = _TEXT(values) if values else "{}"
+class Attributes(Mapping[str, Any]):
+    """An event's attributes: their stored JSON text (``text``), and the values, parsed from it on first
+    use where only the text was made (the C decoder, the SQL store's reads: detection reads every event
+    back, and most of its rules never look at them). Compares equal to the plain dict."""
+
+    __slots__ = ("text", "_values")
+
+    def __init__(self, text: str, values: dict[str, Any] | None = None) -> None:
+        self.text = text
+        self._values = values
+
+    @classmethod
+    def of(cls, values: dict[str, Any]) -> Attributes:
+        """Attributes of plain values, their text made now."""
+        return cls(_TEXT(values) if values else "{}", values)
+
+    def _parsed(self) -> dict[str, Any]:
+        values = self._values
+        if values is None:
+            values = self._values = _parse(self.text)
+        return values
+
+    def __getitem__(self, key: str) -> Any:
+        return self._parsed()[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._parsed().get(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._parsed()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._parsed())
+
+    def __len__(self) -> int:
+        return len(self._parsed())
+
+    def __eq__(self, other: object) -> bool:
+        return self._parsed() == (other._parsed() if isinstance(other, Attributes) else other)
+
+    __hash__ = None  # type: ignore[assignment]  # a mapping, as a dict
+
+    def __repr__(self) -> str:
+        return repr(self._parsed())
 
 
 def decode_batch(raw: bytes) -> events_pb2.EventBatch:
@@ -65,7 +137,7 @@ def decode_batch(raw: bytes) -> events_pb2.EventBatch:
 _finite = math.isfinite
 
 
-def _value(v: struct_pb2.Value) -> Any:
+def _value(v: struct_pb2.Value, depth: int) -> Any:
     which = v.WhichOneof("kind")
     if which == "string_value":
         return v.string_value
@@ -77,20 +149,51 @@ def _value(v: struct_pb2.Value) -> Any:
     if which == "bool_value":
         return v.bool_value
     if which == "struct_value":
-        return struct_to_plain(v.struct_value)
+        return _plain(v.struct_value, depth + 1)
     if which == "list_value":
-        return [_value(x) for x in v.list_value.values]
+        if depth >= MAX_DEPTH:
+            raise ValueError(f"nested deeper than {MAX_DEPTH} levels")
+        return [_value(x, depth + 1) for x in v.list_value.values]
     return None
 
 
-def struct_to_plain(s: struct_pb2.Struct) -> dict[str, Any]:
-    """A Struct as plain JSON values."""
+def _plain(s: struct_pb2.Struct, depth: int) -> dict[str, Any]:
+    if depth > MAX_DEPTH:
+        raise ValueError(f"nested deeper than {MAX_DEPTH} levels")
     fields = s.fields  # keys, then lookups: the map's items() runs through collections.abc, in Python
-    return {k: _value(fields[k]) for k in fields}
+    return {k: _value(fields[k], depth) for k in fields}
 
 
-def decode_events(batch: events_pb2.EventBatch) -> list[StoredEvent]:
-    """Turns a verified batch's events into stored values; raises MalformedBatch on bad fields."""
+def struct_to_plain(s: struct_pb2.Struct) -> dict[str, Any]:
+    """A Struct as plain JSON values; ValueError for NaN, infinity or nesting deeper than MAX_DEPTH."""
+    return _plain(s, 1)
+
+
+_REFUSED = {"kind": "has unknown kind {kind!r}", "id": "has no usable id", "time": "has no time",
+            "nul": "has a NUL character in a text field"}
+
+
+def decode_events(batch: events_pb2.EventBatch, raw: bytes | None = None) -> list[StoredEvent]:
+    """Turns a verified batch's events into stored values; raises MalformedBatch on bad fields.
+
+    ``raw``: the bytes ``batch`` was parsed from (an EventBatch's, as received or canonical without its
+    domain prefix), read by the C decoder where it is built."""
+    if raw is not None and _compiled is not None:
+        try:
+            events = _compiled.decode(raw, EVENT_KINDS, StoredEvent, (batch.agent_id, batch.epoch), (None,), Attributes)
+        except _compiled.Refused as exc:
+            seq, reason, kind = exc.args
+            raise MalformedBatch(f"event seq {seq} " + _REFUSED[reason].format(kind=kind)) from None
+        if events is not None:
+            decoded["c"] += 1
+            return events  # type: ignore[no-any-return]
+        decoded["declined"] += 1
+    else:
+        decoded["python"] += 1
+    return _decode_events(batch)
+
+
+def _decode_events(batch: events_pb2.EventBatch) -> list[StoredEvent]:
     out = []
     agent_id, epoch, make, kinds, scalars = batch.agent_id, batch.epoch, StoredEvent._make, EVENT_KINDS, _SCALARS
     for event in batch.events:
@@ -107,8 +210,8 @@ def decode_events(batch: events_pb2.EventBatch) -> list[StoredEvent]:
             # text refuses it: refused here with a reason instead of failing at commit
             raise MalformedBatch(f"event seq {event.seq} has a NUL character in a text field")
         try:
-            attributes = Attributes(struct_to_plain(event.attributes) if event.HasField("attributes") else {})
-        except (ValueError, RecursionError) as exc:
+            attributes = Attributes.of(struct_to_plain(event.attributes) if event.HasField("attributes") else {})
+        except ValueError as exc:
             raise MalformedBatch(f"event seq {event.seq} has attributes that are not JSON: {exc}") from exc
         out.append(make((agent_id, epoch, *scalars(event), attributes, None)))
     return out

@@ -193,10 +193,10 @@ class _Ingest:
                     if isinstance(decoded, Future):  # undecodable: refused
                         handed = decoded
                     elif decoded is not None and self.service.has_key(decoded.agent_id):
-                        handed = self._submit(decoded, peer, stream)  # small, and no store read: no hop to the pool
+                        handed = self._submit(decoded, peer, stream, raw)  # small, and no store read: no hop to the pool
                     elif decoded is not None:
                         handed = await loop.run_in_executor(self.calls.pool,
-                                                            functools.partial(self._submit, decoded, peer, stream))
+                                                            functools.partial(self._submit, decoded, peer, stream, raw))
                     else:
                         handed = await loop.run_in_executor(self.calls.pool,
                                                             functools.partial(self._one, raw, peer, stream))
@@ -261,7 +261,7 @@ class _Ingest:
 
     def _one(self, raw: bytes, peer: tuple[str, int] | None, stream: StreamState) -> Future[AckValue]:
         decoded = self._decode(raw, peer, stream)
-        return decoded if isinstance(decoded, Future) else self._submit(decoded, peer, stream)
+        return decoded if isinstance(decoded, Future) else self._submit(decoded, peer, stream, raw)
 
     def _decode(self, raw: bytes, peer: tuple[str, int] | None,
                 stream: StreamState) -> events_pb2.EventBatch | Future[AckValue]:
@@ -273,9 +273,10 @@ class _Ingest:
             error = IngestError("INVALID_ARGUMENT", "undecodable", f"malformed: {exc}")
             return self.service.refuse(error, agent_id=peer[0] if peer else "", authenticated_agent=peer[0] if peer else None)
 
-    def _submit(self, batch: events_pb2.EventBatch, peer: tuple[str, int] | None, stream: StreamState) -> Future[AckValue]:
+    def _submit(self, batch: events_pb2.EventBatch, peer: tuple[str, int] | None, stream: StreamState,
+                raw: bytes) -> Future[AckValue]:
         return self.service.submit(batch, authenticated_agent=peer[0] if peer else None,
-                                   certificate_serial=peer[1] if peer else None, stream=stream)
+                                   certificate_serial=peer[1] if peer else None, stream=stream, raw=raw)
 
 
 def _retrieved(done: asyncio.Future[AckValue]) -> None:

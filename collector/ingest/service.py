@@ -153,13 +153,14 @@ class IngestService:
 
     def submit(
         self, batch: events_pb2.EventBatch, *, authenticated_agent: str | None = None, certificate_serial: int | None = None,
-        stream: StreamState | None = None,
+        stream: StreamState | None = None, raw: bytes | None = None,
     ) -> Future[AckValue]:
         """Checks what needs no store here, then hands the batch to the committer; the future holds
         the Ack, or the IngestError / StoreUnavailable of its refusal. Batches of one ``stream`` are
-        committed in the order they were submitted."""
+        committed in the order they were submitted. ``raw``: the bytes ``batch`` was parsed from, if
+        the caller has them (its events are then decoded from them, in C where built)."""
         try:
-            offer = self._prepare(batch, authenticated_agent, certificate_serial)
+            offer = self._prepare(batch, authenticated_agent, certificate_serial, raw=raw)
             offer.stream = stream
         except IngestError as exc:
             if stream is not None:
@@ -236,7 +237,8 @@ class IngestService:
             self._keys[agent_id] = key
         return key
 
-    def _prepare(self, batch: events_pb2.EventBatch, stream_agent: str | None, stream_serial: int | None) -> _Offer:
+    def _prepare(self, batch: events_pb2.EventBatch, stream_agent: str | None, stream_serial: int | None, *,
+                 raw: bytes | None = None) -> _Offer:
         try:
             chain.check_shape(batch, max_events=self.max_events)
         except chain.MalformedBatch as exc:
@@ -255,7 +257,7 @@ class IngestService:
                 digest = None
         if digest is not None:
             try:
-                events = decode_events(batch)
+                events = decode_events(batch, raw)
             except chain.MalformedBatch as exc:
                 raise IngestError("INVALID_ARGUMENT", exc.reason, str(exc)) from exc
         last_seq = batch.first_seq + len(batch.events) - 1

@@ -7,7 +7,7 @@ the transaction that moves the chain head, so a batch is stored whole or not at 
 from __future__ import annotations
 
 import json
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Sequence
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -17,6 +17,7 @@ from shoumi.batch import ChainHead
 
 from collector.domain.records import Page
 from collector.events.models import EVENT_FIELDS, EventFilter, StoredBatch, StoredEvent
+from collector.ingest.codec import Attributes
 from collector.storage.base import ChainConflict
 from collector.storage.sql.raw import RawCursor
 from collector.storage.sql.schema import EVENT_COLUMNS, batches, chain_heads, detection_state, events
@@ -30,53 +31,6 @@ _PG_COPY = f"COPY events ({', '.join(_COLUMNS)}) FROM STDIN"
 
 
 _ENCODE = json.JSONEncoder(sort_keys=True, ensure_ascii=False).encode
-_SCAN: Any = getattr(json.JSONDecoder(), "scan_once")  # the C scanner json.loads runs, without its two whitespace matches
-
-
-def _parse(text: str) -> Any:
-    """json.loads of the attributes text ingest stored (no surrounding whitespace: scanned at once)."""
-    try:
-        value, end = _SCAN(text, 0)
-    except StopIteration:
-        return json.loads(text)  # raises the usual JSONDecodeError
-    return value if end == len(text) else json.loads(text)
-
-
-class _StoredAttributes(Mapping[str, Any]):
-    """An event's stored attributes, parsed on first use: detection reads every event back, and most of
-    its rules (reads: bursts, baselines, hours, folders) never look at them. Compares equal to the dict."""
-
-    __slots__ = ("_text", "_values")
-
-    def __init__(self, text: str) -> None:
-        self._text = text
-        self._values: dict[str, Any] | None = None
-
-    def _parsed(self) -> dict[str, Any]:
-        values = self._values
-        if values is None:
-            values = self._values = _parse(self._text)
-        return values
-
-    def __getitem__(self, key: str) -> Any:
-        return self._parsed()[key]
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return self._parsed().get(key, default)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._parsed())
-
-    def __len__(self) -> int:
-        return len(self._parsed())
-
-    def __eq__(self, other: object) -> bool:
-        return self._parsed() == (other._parsed() if isinstance(other, _StoredAttributes) else other)
-
-    __hash__ = None  # type: ignore[assignment]  # a mapping, as a dict
-
-    def __repr__(self) -> str:
-        return repr(self._parsed())
 
 
 def _json(value: Any) -> str:
@@ -296,7 +250,7 @@ class BatchesSql:
     def events_after(self, *, agent_id: str, epoch: int, seq: int, limit: int) -> Sequence[StoredEvent]:
         """One agent's events after (epoch, seq), in chain order (detection's read: on the driver's cursor)."""
         rows = self._raw.all(_EVENTS_AFTER, (agent_id, epoch, seq, limit))
-        make, lazy = StoredEvent._make, _StoredAttributes
+        make, lazy = StoredEvent._make, Attributes  # parsed on first use: most rules never look
         return [make((*r[:-2], {} if r[-2] == "{}" else lazy(r[-2]), r[-1])) for r in rows]
 
     def count_events(self) -> int:
