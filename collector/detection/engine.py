@@ -22,6 +22,7 @@ from __future__ import annotations
 import bisect
 import fnmatch
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Protocol, Sequence
 
@@ -227,26 +228,37 @@ class SensitiveCopyOut:
     tz: Any
     name: str = "sensitive_copy_out"
     kinds: frozenset[str] = frozenset({"file.copy", "file.move"})
+    _sync: Any = field(init=False, repr=False, compare=False)
 
     def key(self, e: StoredEvent) -> str | None:
         if e.kind == "file.copy" or (e.kind == "file.move" and e.attributes.get("moved_out")):
             return e.user or e.agent_id
         return None
 
+    def __post_init__(self) -> None:
+        # one regular expression for all the patterns: a copy is matched once, not once per sync folder
+        self._sync = re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in self.sync_folders) or "(?!)")
+
+    def _sync_folder(self, where: str) -> str | None:
+        """The first pattern of ``sync_folders`` the destination matches (fnmatch's rules), if any."""
+        if self._sync.match(where) is None:
+            return None
+        return next((p for p in self.sync_folders if fnmatch.fnmatch(where, p)), None)
+
     def step(self, state: State, e: StoredEvent) -> Finding | None:
         ep = _episode(state, e.time_ns, self.gap_ns)
         where = e.dest_path or e.path
-        sync = next((p for p in self.sync_folders if fnmatch.fnmatch(where, p)), None)
+        sync = self._sync_folder(where)
         how = {"file.move": "moved", "file.copy": "copied"}[e.kind]
         if e.attributes.get("archive_members"):
             how = "archived"
         note = f" into a sync folder ({sync})" if sync else ""
         who = e.user or f"agent {e.agent_id}"
         state["sync"] = bool(state.get("sync")) or bool(sync)
-        return Finding(self.name, self.severity, f"{self.name}|{who}|{ep}", e.user, e.agent_id, [e.id], ep,
-                       int(state["ep_last"]),
-                       _said(f"{who} {how} sensitive content out of the sensitive folders {state['ep_n']} time(s) between "
-                       f"{_hm(ep, self.tz)} and {_hm(int(state['ep_last']), self.tz)}; latest {where}{note}"), where)
+        count, last, tz = state["ep_n"], int(state["ep_last"]), self.tz
+        return Finding(self.name, self.severity, f"{self.name}|{who}|{ep}", e.user, e.agent_id, [e.id], ep, last,
+                       lambda: f"{who} {how} sensitive content out of the sensitive folders {count} time(s) between "
+                               f"{_hm(ep, tz)} and {_hm(last, tz)}; latest {where}{note}", where)
 
 
 @dataclass

@@ -197,3 +197,19 @@ def test_no_rule_depends_on_how_the_stream_is_cut(steps: list[tuple[str, int, st
                                     "bulk_read": {"floor_per_hour": 5, "cold_start_hours": 0},
                                     "first_access": {"learning_days": 0.01}, "after_hours": {"min_events": 2}})
     assert run(rules, events, chunks=chunks) == run(rules, events, chunks=1)
+
+
+_GLOB = st.text(alphabet="/ab*?[]!.-N", min_size=1, max_size=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_GLOB, max_size=6), st.text(alphabet="/ab.-Nx\n", max_size=16))
+def test_the_sync_folders_are_matched_as_fnmatch_matches_them_one_by_one(patterns: list[str], where: str) -> None:
+    """The rule matches a destination against all sync folders with one expression; it names the same
+    pattern fnmatch finds first (or none)."""
+    import fnmatch
+
+    from collector.detection.engine import SensitiveCopyOut
+
+    rule = SensitiveCopyOut(gap_ns=MIN, severity="high", sync_folders=tuple(patterns), tz=CST)
+    assert rule._sync_folder(where) == next((p for p in patterns if fnmatch.fnmatch(where, p)), None)
