@@ -494,7 +494,7 @@ class _AgentWalk:
                           column="signature", **where)
         try:
             chain.check_shape(parsed)
-            decoded = decode_events(parsed)
+            decoded = decode_events(parsed, b.canonical[len(chain.DOMAIN):])  # the bytes _decode parsed
         except (chain.MalformedBatch, ValueError) as exc:  # ValueError: NaN in attributes, see tests/fuzz
             self.fail("batch.shape", "batches", f"the signed batch is malformed: {exc}", **where)
             self.res.unlinked_batches.add(row.row_id)

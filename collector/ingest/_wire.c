@@ -10,8 +10,8 @@
  *   writes), "{}" without attributes; given ``cls`` (a named tuple), each event is cls(*head, *those
  *   scalars, wrap(text), *tail) instead, made here. None asks for the Python path: where protobuf would
  *   merge a message field given twice (attributes, a map entry's value, struct_value / list_value), a
- *   known field comes with another wire type, a group, a number that is not finite, or nesting deeper
- *   than MAX_DEPTH. Those never come from our agents, and upb's parse then decides, including the
+ *   known field comes with another wire type, a map entry has unknown fields, a group, a number that is
+ *   not finite, or nesting deeper than MAX_DEPTH. Those never come from our agents, and upb's parse then decides, including the
  *   refusal's exact words.
  * An event the ingest checks refuse (unknown kind, no usable id, no time, NUL in a text field; in
  * decode_events' order, first event first) raises Refused(seq, reason, kind); codec words the message.
@@ -276,10 +276,9 @@ static int put_struct(Buf *b, const uint8_t *p, const uint8_t *end, int depth) {
         while (q < qend && rc == WIRE_OK) {
             if ((rc = next(&q, qend, &g)))
                 break;
-            if (g.field > 2)
-                continue;
-            if (g.wt != 2 || (g.field == 2 && e->has_value))
-                rc = WIRE_FALLBACK; /* another wire type, or a value protobuf would merge */
+            if (g.field > 2 || g.wt != 2 || (g.field == 2 && e->has_value))
+                rc = WIRE_FALLBACK; /* upb keeps an entry with unknown fields out of the map (as an unknown
+                                       field of the Struct); another wire type; a value it would merge */
             else if (g.field == 1)
                 e->key = g.data, e->key_len = g.len;
             else
