@@ -1297,7 +1297,7 @@ def offline_cpu(agents: int, batches: int, per_batch: int, burst_reads: int) -> 
                 agent = f"agent-{a:03d}"
                 t0 = time.process_time()
                 b = codec.decode_batch(per[a][i])
-                evs = codec.decode_events(b)
+                evs = codec.decode_events(b, per[a][i])  # from the bytes, as ingest does (in C where built)
                 h = batch_hash(b)
                 sb = StoredBatch(agent, b.epoch, b.first_seq, b.first_seq + len(evs) - 1, h, b.prev_batch_hash,
                                  b.signature, canonical_bytes(b), now)
@@ -1325,12 +1325,22 @@ def offline_cpu(agents: int, batches: int, per_batch: int, burst_reads: int) -> 
         shutil.rmtree(root, ignore_errors=True)
     ms = {k: round(1e6 * v / (looked if k == "detect" else stored), 2) for k, v in spent.items()}
     share = ms["detect"] / (ms["decode"] + ms["store"])
+    # decode_events alone, on the parsed batches, from their bytes (C where built) and from upb's messages
+    parsed = [(codec.decode_batch(raw), raw) for raws in per for raw in raws]
+    us = {}
+    for path, give_raw in (("bytes", True), ("messages", False)):
+        t0 = time.process_time()
+        for b, raw in parsed:
+            codec.decode_events(b, raw if give_raw else None)
+        us[path] = round(1e6 * (time.process_time() - t0) / stored, 2)
     print(f"offline, {agents} agents x {batches} batches of {per_batch}: CPU per 1,000 events: decode {ms['decode']} ms, "
           f"store {ms['store']} ms, detection {ms['detect']} ms ({share:.0%} of decode + store); alerts {alerts}, "
-          f"digest {digest}")
+          f"digest {digest}; decode_events {us['bytes']} us/event from the bytes "
+          f"({'C' if codec.compiled() else 'no C extension'}), {us['messages']} us/event from upb's messages")
     print(json.dumps({"offline": True, "events": stored, "detected": looked, "decode_ms_per_1k": ms["decode"],
                       "store_ms_per_1k": ms["store"], "detect_ms_per_1k": ms["detect"],
-                      "detect_share_of_ingest_cpu": round(share, 3), "alerts": alerts, "alerts_digest": digest}))
+                      "detect_share_of_ingest_cpu": round(share, 3), "alerts": alerts, "alerts_digest": digest,
+                      "decode_events_us": us, "decode_in_c": codec.compiled()}))
     return 0
 
 

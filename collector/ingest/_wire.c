@@ -243,8 +243,8 @@ static int by_key(const void *x, const void *y) {
 static int put_struct(Buf *b, const uint8_t *p, const uint8_t *end, int depth) {
     if (depth > MAX_DEPTH)
         return WIRE_FALLBACK;
-    Entry stack[32], *entries = stack;
-    size_t count = 0, cap = 32;
+    Entry stack[8], *entries = stack; /* small: this frame recurses up to MAX_DEPTH times */
+    size_t count = 0, cap = 8;
     int rc = WIRE_OK;
     Field f;
     while (p < end && rc == WIRE_OK) {

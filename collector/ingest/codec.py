@@ -8,7 +8,7 @@ nesting deeper than ``MAX_DEPTH`` containers. Each event's attributes carry thei
 in parallel, not in the committer.
 
 Speed: given the batch's wire bytes, the C decoder (``collector/ingest/_wire.c``) reads the events
-straight from them and writes each event's attributes text, about 5 times faster than reading upb's
+straight from them and writes each event's attributes text, about 6 times faster than reading upb's
 messages; the values are parsed from that text when first asked for. The Python path below is the
 reference: where the extension could not be built, or for a batch it declines (a message field given
 twice, which protobuf merges; anything refused as not JSON), it decides, with the same results
