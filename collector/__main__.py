@@ -81,6 +81,9 @@ def _cmd_serve(settings: CollectorSettings) -> int:
     from collector.wiring import build_services, reload_rules, sign_tree_head
 
     built = build_services(settings)
+    from collector import gc_tuning
+
+    gc_tuning.tune()  # after start-up: what it made is frozen out of every collection
     http_host, http_port = parse_listen(settings.http_listen)
     family = socket.AF_INET6 if ":" in http_host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)

@@ -102,6 +102,9 @@ def run_worker(settings_json: str, stop: Any) -> None:
     store = open_store(settings.store_location())
     stage = DetectionStage(store, rules=detection_rules(settings),
                            write_gate=WriteGate.for_store(settings.data_dir, settings.database_url))
+    from collector import gc_tuning
+
+    gc_tuning.tune()
     reload = threading.Event()
     signal.signal(signal.SIGHUP, lambda _s, _f: reload.set())
     signal.signal(signal.SIGTERM, lambda _s, _f: stop.set())
