@@ -32,6 +32,9 @@ _WEEKDAYS = (("周一", "Monday"), ("周二", "Tuesday"), ("周三", "Wednesday"
              ("周五", "Friday"), ("周六", "Saturday"), ("周日", "Sunday"))
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 _DAY_CACHE_LIMIT = 4096  # about eleven years of days: the cache stays bounded whatever the events' times
+_MINUTE_NS = 60 * 1_000_000_000
+_MINUTE = dt.timedelta(minutes=1)
+_MINUTE_CACHE_LIMIT = 100_000  # about ten weeks of minutes
 
 
 class HolidayFileError(ValueError):
@@ -93,6 +96,9 @@ class WorkingCalendar:
         self._user_departments = dict(settings.user_departments)
         self._first_year, self._last_year = _package_years()
         self._days: dict[dt.date, DayKind] = {}
+        # minute since the epoch -> (a working day?, minute of the local day), for every user alike: a zone
+        # whose offset is in whole minutes puts a whole UTC minute in one local minute (others are not kept)
+        self._minutes: dict[int, tuple[bool, int]] = {}
 
     def hours_of(self, user: str) -> tuple[int, int]:
         """The user's working hours as minutes after local midnight: their own, their department's, or the default."""
@@ -146,14 +152,29 @@ class WorkingCalendar:
 
         A time outside what a date can hold (beyond years 1–9999) is not working time.
         """
-        local = self._local(at_ns)
-        if local is None:
-            return False
-        if not self.day(local.date()).working:
+        minute = at_ns // _MINUTE_NS
+        found = self._minutes.get(minute)
+        if found is None:
+            found = self._local_minute(at_ns)
+        working_day, local_minute = found
+        if not working_day:
             return False
         start, end = self.hours_of(user)
-        minute = local.hour * 60 + local.minute
-        return start <= minute < end
+        return start <= local_minute < end
+
+    def _local_minute(self, at_ns: int) -> tuple[bool, int]:
+        """Whether at_ns is on a local working day, and its minute of the local day; kept by minute when
+        the zone's offset then is whole minutes."""
+        local = self._local(at_ns)
+        if local is None:
+            return False, -1  # beyond what a date holds: never working time
+        found = (self.day(local.date()).working, local.hour * 60 + local.minute)
+        offset = local.utcoffset()
+        if offset is not None and offset % _MINUTE == dt.timedelta(0):
+            if len(self._minutes) >= _MINUTE_CACHE_LIMIT:
+                self._minutes.clear()
+            self._minutes[at_ns // _MINUTE_NS] = found
+        return found
 
     def describe(self, user: str, at_ns: int) -> str:
         """The local date, what the day is and the time, e.g. "2026-10-03 (国庆节 National Day holiday) 22:14"."""

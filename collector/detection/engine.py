@@ -78,6 +78,10 @@ class Rule(Protocol):
         """The state this event belongs to, or None if the rule does not look at it."""
         ...
 
+    # A rule may also have ``keyed_by``: its key for an event of its own ``kinds`` (the engine hands it
+    # no others, so the kind need not be checked again). Rules next to each other with the same
+    # ``keyed_by`` are keyed once an event: the four rules on a user's reads share ``_user``.
+
     def step(self, state: State, e: StoredEvent) -> Finding | None:
         """Looks at one event, updating the state in place; returns evidence, if any."""
         ...
@@ -121,13 +125,24 @@ def _reader(e: StoredEvent) -> str | None:
     return e.user if e.kind in _READ_KINDS and e.user else None
 
 
+def _user(e: StoredEvent) -> str | None:
+    """The key of the rules that follow one user, for an event of the rule's kinds (``keyed_by``)."""
+    return e.user or None
+
+
 _FOLDERS: dict[int, dict[str, str]] = {}  # depth -> path -> folder: paths repeat (the same files are read again)
 
 
-def _folder(path: str, depth: int) -> str:
+def _folders(depth: int) -> dict[str, str]:
+    """The folders of paths at this depth, made so far (a rule keeps the dict and looks a path up itself)."""
     made = _FOLDERS.get(depth)
     if made is None:
         made = _FOLDERS[depth] = {}
+    return made
+
+
+def _folder(path: str, depth: int) -> str:
+    made = _folders(depth)
     found = made.get(path)  # a path's hash is kept in the string: no tuple to build and hash per event
     if found is None:
         parts = [p for p in path.split("/") if p]
@@ -148,19 +163,28 @@ class ReadBurst:
     tz: Any
     name: str = "read_burst"
     kinds: frozenset[str] = _READ_KINDS
+    keyed_by = staticmethod(_user)
 
     def key(self, e: StoredEvent) -> str | None:
         return _reader(e)
 
     def step(self, state: State, e: StoredEvent) -> Finding | None:
-        times: list[int] = state.setdefault("t", [])  # every read in the window, sorted
-        pending: list[list[Any]] = state.setdefault("p", [])  # [time, id] not yet evidence, in arrival order
-        bisect.insort(times, e.time_ns)
+        t = e.time_ns
+        times: list[int] | None = state.get("t")  # every read in the window, sorted
+        if times is None:
+            times = state["t"] = []
+        pending: list[list[Any]] | None = state.get("p")  # [time, id] not yet evidence, in arrival order
+        if pending is None:
+            pending = state["p"] = []
+        if not times or t >= times[-1]:
+            times.append(t)  # in order, as reads mostly come: where insort would put it
+        else:
+            bisect.insort(times, t)
         cut_at = times[-1] - self.window_ns
         cut = bisect.bisect_left(times, cut_at)
         if cut:
             del times[:cut]
-        pending.append([e.time_ns, e.id])
+        pending.append([t, e.id])
         if len(times) <= self.threshold:
             if len(pending) > 2 * self.threshold + 8:  # reads that left the window unreported never join one
                 pending[:] = [p for p in pending if p[0] >= cut_at]
@@ -274,6 +298,11 @@ class BulkRead:
     tz: Any
     name: str = "bulk_read"
     kinds: frozenset[str] = _READ_KINDS
+    keyed_by = staticmethod(_user)
+    _tops: dict[str, str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self._tops = _folders(2)
 
     def key(self, e: StoredEvent) -> str | None:
         return _reader(e)
@@ -304,24 +333,30 @@ class BulkRead:
 
     def step(self, state: State, e: StoredEvent) -> Finding | None:
         hour = e.time_ns // HOUR_NS
-        if state.get("h") is None:
-            state["h"] = hour
-        if hour < state["h"]:
+        at = state.get("h")
+        if at is None:
+            at = state["h"] = hour
+        if hour < at:
             return None  # an event from an hour already closed: counted there, never re-opened
-        self._close_hours(state, hour)
+        if hour > at:
+            self._close_hours(state, hour)
         state["h"] = hour
-        state["c"] = state.get("c", 0) + 1
-        limit = self.limit(state)
-        ids: list[str] = state.setdefault("ids", [])
-        folders: dict[str, int] = state.setdefault("dirs", {})
-        top = _folder(e.path, 2)
+        count = state["c"] = state.get("c", 0) + 1
+        ids: list[str] | None = state.get("ids")
+        if ids is None:
+            ids = state["ids"] = []
+        folders: dict[str, int] | None = state.get("dirs")
+        if folders is None:
+            folders = state["dirs"] = {}
+        path = e.path
+        top = self._tops.get(path) or _folder(path, 2)
         folders[top] = folders.get(top, 0) + 1
         if len(folders) > 8:  # keep only the busiest few, for the sentence
             for k in sorted(folders, key=folders.__getitem__)[:-8]:
                 del folders[k]
         if not state.get("fired"):
             ids.append(e.id)
-            if state["c"] <= limit:
+            if count <= self.limit(state):  # the limit moves only when an hour closes, above
                 return None
             state["fired"], state["first"] = True, e.time_ns
             new, ids[:] = list(ids), []
@@ -348,14 +383,24 @@ class FirstAccess:
     tz: Any
     name: str = "first_access"
     kinds: frozenset[str] = _READ_KINDS
+    keyed_by = staticmethod(_user)
+    _made: dict[str, str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self._made = _folders(self.depth)
 
     def key(self, e: StoredEvent) -> str | None:
         return _reader(e)
 
     def step(self, state: State, e: StoredEvent) -> Finding | None:
-        since = state.setdefault("since", e.time_ns)
-        seen: dict[str, int] = state.setdefault("seen", {})
-        folder = _folder(e.path, self.depth)
+        since = state.get("since")
+        if since is None:
+            since = state["since"] = e.time_ns
+        seen: dict[str, int] | None = state.get("seen")
+        if seen is None:
+            seen = state["seen"] = {}
+        path = e.path
+        folder = self._made.get(path) or _folder(path, self.depth)
         if folder in seen:
             return None
         if len(seen) >= self.max_folders:
@@ -381,24 +426,18 @@ class AfterHours:
     severity: str
     name: str = "after_hours"
     kinds: frozenset[str] = _ACCESS_KINDS
-    # (user, minute since the epoch) -> working: calendars are in whole minutes of zones whose offsets
-    # are whole minutes, so one answer holds for the whole minute
-    _working: dict[tuple[str, int], bool] = field(default_factory=dict, repr=False)
+    keyed_by = staticmethod(_user)
 
     def key(self, e: StoredEvent) -> str | None:
         return e.user if e.kind in _ACCESS_KINDS and e.user else None
 
     def step(self, state: State, e: StoredEvent) -> Finding | None:
-        at = (e.user, e.time_ns // MINUTE_NS)
-        working = self._working.get(at)
-        if working is None:
-            if len(self._working) >= 100_000:
-                self._working.clear()
-            working = self._working[at] = self.is_working(e.user, e.time_ns)
-        if working:
+        if self.is_working(e.user, e.time_ns):  # the calendar keeps its answers by minute (calendar.py)
             return None
         ep = _episode(state, e.time_ns, self.gap_ns)
-        pending: list[str] = state.setdefault("pending", [])
+        pending: list[str] | None = state.get("pending")
+        if pending is None:
+            pending = state["pending"] = []
         if state.get("pending_ep") != ep:
             state["pending_ep"], pending[:] = ep, []
         pending.append(e.id)
@@ -476,57 +515,91 @@ def build_rules(rules: RuleSet) -> list[Rule]:
     return out
 
 
+_Step = Callable[[State, StoredEvent], "Finding | None"]
+_Key = Callable[[StoredEvent], "str | None"]
+
+
+def _keyed_by(rule: Rule) -> _Key:
+    found: _Key = getattr(rule, "keyed_by", rule.key)
+    return found
+
+
+def _grouped(rules: Sequence[Rule]) -> tuple[tuple[_Key, tuple[Rule, ...]], ...]:
+    """The rules of one kind, in order, cut where the key function changes: adjacent rules keyed alike
+    are keyed once an event, and the rules still step in their order (so the findings come in it too)."""
+    out: list[tuple[_Key, list[Rule]]] = []
+    for rule in rules:
+        by = _keyed_by(rule)
+        if out and out[-1][0] is by:
+            out[-1][1].append(rule)
+        else:
+            out.append((by, [rule]))
+    return tuple((by, tuple(group)) for by, group in out)
+
+
 @dataclass
 class Engine:
-    """Runs every rule over a sequence of events, with the states of the keys they touch."""
+    """Runs every rule over a sequence of events, with the states of the keys they touch.
+
+    An event is keyed once for each run of rules sharing a key function (``_grouped``), and each rule
+    finds its state by key in a dict of its own during a run: the (rule, key) tuple of ``states`` is
+    built once a key and run, not once an event and rule."""
 
     rules: Sequence[Rule]
     steps: int = field(default=0)
     _by_kind: dict[str, list[Rule]] = field(default_factory=dict, init=False, repr=False)
-    # kind -> (name, key, step) of the rules that look at it, the methods bound once
-    _calls: dict[str, tuple[tuple[str, Callable[[StoredEvent], str | None],
-                                  Callable[[State, StoredEvent], Finding | None]], ...]] = field(
-        default_factory=dict, init=False, repr=False)
+    # kind -> ((key function, rules keyed by it), ...): see _grouped
+    _groups: dict[str, tuple[tuple[_Key, tuple[Rule, ...]], ...]] = field(default_factory=dict, init=False,
+                                                                          repr=False)
 
     def __post_init__(self) -> None:
         for rule in self.rules:
             for kind in rule.kinds:
                 self._by_kind.setdefault(kind, []).append(rule)
-        self._calls = {kind: tuple((r.name, r.key, r.step) for r in rules) for kind, rules in self._by_kind.items()}
+        self._groups = {kind: _grouped(rules) for kind, rules in self._by_kind.items()}
 
     def keys(self, events: Iterable[StoredEvent]) -> set[tuple[str, str]]:
         """The (rule, key) states these events need."""
-        out = set()
-        calls, none = self._calls, ()
+        found: dict[tuple[str, ...], set[str]] = {}  # the names of a group -> the keys its events gave
+        plan = {kind: tuple((by, found.setdefault(tuple(r.name for r in rules), set()).add) for by, rules in groups)
+                for kind, groups in self._groups.items()}
+        none = ()
         for e in events:
-            for name, key, _step in calls.get(e.kind, none):
-                k = key(e)
+            for by, add in plan.get(e.kind, none):
+                k = by(e)
                 if k is not None:
-                    out.add((name, k))
-        return out
+                    add(k)
+        return {(name, k) for names, ks in found.items() for name in names for k in ks}
 
     def run(self, states: dict[tuple[str, str], State], events: Iterable[StoredEvent]) -> list[Finding]:
         """Looks at each event once; updates ``states`` in place; returns findings merged per group."""
         merged: dict[str, Finding] = {}
-        calls, none = self._calls, ()
+        mine: dict[str, dict[str, State]] = {r.name: {} for r in self.rules}  # rule -> key -> its state in states
+        plan = {kind: tuple((by, len(rules), tuple((mine[r.name], r.name, r.step) for r in rules))
+                            for by, rules in groups) for kind, groups in self._groups.items()}
+        none = ()
         steps = 0
         for e in events:
-            for name, key, step in calls.get(e.kind, none):
-                k = key(e)
+            for by, n, rules in plan.get(e.kind, none):
+                k = by(e)
                 if k is None:
                     continue
-                steps += 1
-                state = states.get((name, k))
-                if state is None:
-                    state = states[(name, k)] = {}
-                found = step(state, e)
-                if found is None:
-                    continue
-                have = merged.get(found.group_key)
-                if have is None:
-                    merged[found.group_key] = found
-                else:
-                    have.event_ids.extend(found.event_ids)
-                    have.last_ns, have.sentence, have.path = max(have.last_ns, found.last_ns), found.sentence, found.path
+                steps += n
+                for held, name, step in rules:
+                    state = held.get(k)
+                    if state is None:
+                        state = states.get((name, k))
+                        if state is None:
+                            state = states[(name, k)] = {}
+                        held[k] = state
+                    found = step(state, e)
+                    if found is None:
+                        continue
+                    have = merged.get(found.group_key)
+                    if have is None:
+                        merged[found.group_key] = found
+                    else:
+                        have.event_ids.extend(found.event_ids)
+                        have.last_ns, have.sentence, have.path = max(have.last_ns, found.last_ns), found.sentence, found.path
         self.steps += steps
         return list(merged.values())

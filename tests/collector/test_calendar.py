@@ -139,3 +139,34 @@ def test_is_working_time_never_raises(user: str, at_ns: int) -> None:
     working = CALENDAR.is_working_time(user, at_ns)
     assert isinstance(working, bool)
     assert isinstance(CALENDAR.describe(user, at_ns), str)
+
+
+def _uncached(calendar: WorkingCalendar, zone: ZoneInfo, user: str, at_ns: int) -> bool:
+    """What is_working_time says, worked out from the local time alone (no answer kept between calls)."""
+    local = (dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(microseconds=at_ns // 1000)).astimezone(zone)
+    start, end = calendar.hours_of(user)
+    return calendar.day(local.date()).working and start <= local.hour * 60 + local.minute < end
+
+
+_ZONES = ["Asia/Shanghai", "Europe/London", "Asia/Kathmandu", "Australia/Lord_Howe", "America/St_Johns"]
+_EDGES = [(8, 30), (8, 31), (8, 33), (19, 0), (0, 0), (23, 59)]  # where an answer changes, for these hours
+
+
+@given(zone=st.sampled_from(_ZONES), day=st.one_of(st.dates(dt.date(1890, 1, 1), dt.date(1900, 12, 31)),
+                                                   st.dates(dt.date(2024, 1, 1), dt.date(2031, 12, 31))),
+       edge=st.sampled_from(_EDGES), seconds=st.lists(st.integers(-150, 150), min_size=1, max_size=12),
+       nanos=st.sampled_from([0, 1, 999_999_999]))
+def test_the_answers_kept_by_minute_are_what_the_local_time_says(zone: str, day: dt.date, edge: tuple[int, int],
+                                                                 seconds: list[int], nanos: int) -> None:
+    """The calendar keeps one answer a minute for every user: times seconds apart around a minute where
+    an answer changes get what their own local time says, in zones of whole minutes and in those of
+    seconds (local mean time, before 1901, where a UTC minute holds two local ones)."""
+    calendar = WorkingCalendar(AfterHours(timezone=zone, users={"u1": WorkingHours(start="08:31", end="08:33")},
+                                          departments={"d": WorkingHours(start="00:00", end="23:59")},
+                                          user_departments={"u2": "d"}))
+    local = dt.datetime(day.year, day.month, day.day, *edge, tzinfo=ZoneInfo(zone))
+    t = int(local.timestamp()) * 10**9
+    for s in seconds:
+        when = t + s * 10**9 + nanos
+        for who in ("u1", "u2", "u3"):
+            assert calendar.is_working_time(who, when) == _uncached(calendar, ZoneInfo(zone), who, when)

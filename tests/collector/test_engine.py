@@ -213,3 +213,65 @@ def test_the_sync_folders_are_matched_as_fnmatch_matches_them_one_by_one(pattern
 
     rule = SensitiveCopyOut(gap_ns=MIN, severity="high", sync_folders=tuple(patterns), tz=CST)
     assert rule._sync_folder(where) == next((p for p in patterns if fnmatch.fnmatch(where, p)), None)
+
+
+def _plain_run(rules: list[Any], states: dict[tuple[str, str], Any], events: list[StoredEvent]) -> list[Finding]:
+    """The engine as the Rule protocol reads: every rule, in order, keys every event of its kinds with
+    ``key`` and steps it; findings of a group merged in order."""
+    merged: dict[str, Finding] = {}
+    for e in events:
+        for rule in rules:
+            if e.kind not in rule.kinds:
+                continue
+            k = rule.key(e)
+            if k is None:
+                continue
+            found = rule.step(states.setdefault((rule.name, k), {}), e)
+            if found is None:
+                continue
+            have = merged.get(found.group_key)
+            if have is None:
+                merged[found.group_key] = found
+            else:
+                have.event_ids.extend(found.event_ids)
+                have.last_ns, have.sentence, have.path = max(have.last_ns, found.last_ns), found.sentence, found.path
+    return list(merged.values())
+
+
+def _seen(found: list[Finding]) -> list[tuple[Any, ...]]:
+    return [(f.rule, f.severity, f.group_key, f.user, f.agent_id, f.event_ids, f.first_ns, f.last_ns, f.summary, f.path)
+            for f in found]
+
+
+_ANY_KIND = st.sampled_from(["file.read", "file.read", "file.write", "file.copy", "file.move", "file.delete",
+                             "usb.write", "agent.capture_gap", "agent.spool_full", "process.exec"])
+
+
+@settings(max_examples=60, deadline=None)
+@given(steps=st.lists(st.tuples(_ANY_KIND, st.integers(0, 20 * MIN), st.sampled_from(["a", "b", ""]),
+                                st.integers(0, 4), st.booleans()), min_size=1, max_size=80),
+       cuts=st.integers(1, 5))
+def test_the_engine_finds_what_the_rules_find_stepped_one_by_one(steps: list[tuple[str, int, str, int, bool]],
+                                                                 cuts: int) -> None:
+    """Keying an event once per run of rules alike (``keyed_by``) and keeping each rule's states apart
+    gives the findings, in their order, the states and the keys the plain protocol loop gives."""
+    t, events = at("2026-11-28 21:00"), []
+    for kind, gap, user, folder, flag in steps:
+        t += gap
+        events.append(ev(kind, t, user=user, path=f"/srv/s{folder}/f/x", dest=f"/home/{user}/OneDrive/x",
+                         match="exact" if flag else "", source_paths=["/srv/s/x"], moved_out=flag,
+                         company_device=flag))
+    rules = RuleSet.model_validate({"read_burst": {"threshold": 3, "window_minutes": 5},
+                                    "bulk_read": {"floor_per_hour": 5, "cold_start_hours": 0},
+                                    "first_access": {"learning_days": 0.01}, "after_hours": {"min_events": 2}})
+    engine, plain = Engine(build_rules(rules)), build_rules(rules)
+    states: dict[tuple[str, str], Any] = {}
+    expected: dict[tuple[str, str], Any] = {}
+    size = -(-len(events) // cuts)
+    for i in range(0, len(events), size):
+        part = events[i:i + size]
+        wanted = {(r.name, k) for e in part for r in plain if e.kind in r.kinds for k in [r.key(e)] if k is not None}
+        assert engine.keys(part) == wanted
+        assert _seen(engine.run(states, part)) == _seen(_plain_run(plain, expected, part))
+        assert states == expected
+    assert engine.steps == sum(1 for e in events for r in plain if e.kind in r.kinds and r.key(e) is not None)
