@@ -25,6 +25,13 @@ __all__ = ["AlertsSql"]
 
 _ADD_EVIDENCE = ("INSERT INTO alert_evidence (alert_id, n, event_id) VALUES (?, ?, ?) "
                  "ON CONFLICT (alert_id, event_id) DO NOTHING")
+# What detection runs for each finding it folds into an open alert, on the driver's cursor (RawCursor):
+# through SQLAlchemy's execution, building and compiling each statement cost more than the database.
+_FIELDS = ("rule", "severity", "status", "user_name", "agent_id", "created_at_ns", "updated_at_ns", "summary",
+           "last_event_ns", "occurrences", "group_key", "evidence_count", "outcome", "assignee")
+_OPEN_IN_GROUP = (f"SELECT id, {', '.join(_FIELDS)} FROM alerts WHERE group_key = ? AND status = 'open' "
+                  "ORDER BY id DESC LIMIT 1")
+_UPDATE_ALERT = f"UPDATE alerts SET {', '.join(f'{c} = ?' for c in _FIELDS)}, severity_rank = ? WHERE id = ?"
 
 
 class AlertsSql:
@@ -52,9 +59,15 @@ class AlertsSql:
 
     def update_alert(self, alert: Alert) -> None:
         """Overwrites a stored alert's fields (its evidence is only ever appended, by add_evidence)."""
-        row = _alert_row(alert)
-        row.pop("event_ids")
-        self._conn.execute(alerts.update().where(alerts.c.id == alert.id).values(**row))
+        a = alert
+        params = (a.rule, a.severity, a.status, a.user, a.agent_id, a.created_at_ns, a.updated_at_ns, a.summary,
+                  a.last_event_ns, a.occurrences, a.group_key, a.evidence_count, a.outcome, a.assignee,
+                  SEVERITY_RANK.get(a.severity, 0), a.id)
+        try:
+            self._raw.run(_UPDATE_ALERT, params)
+        except self._conn.dialect.dbapi.IntegrityError as exc:  # type: ignore[union-attr]
+            # the driver's own error, raised as SQLAlchemy raises it (a second open alert of a group)
+            raise IntegrityError(_UPDATE_ALERT, params, exc) from exc
 
     def update_alerts(self, changed: Sequence[Alert]) -> None:
         """Writes the triage fields of many alerts in one statement per 1,000 (executemany)."""
@@ -109,9 +122,12 @@ class AlertsSql:
 
     def open_alert_in_group(self, group_key: str) -> Alert | None:
         """Gets the open alert of a group, if any, without its evidence (``evidence_count`` says how much)."""
-        row = self._conn.execute(sa.select(alerts).where(alerts.c.group_key == group_key, alerts.c.status == "open")
-                                 .order_by(alerts.c.id.desc()).limit(1)).first()
-        return None if row is None else _alert_from(row)
+        r = self._raw.one(_OPEN_IN_GROUP, (group_key,))
+        if r is None:
+            return None
+        return Alert(rule=r[1], severity=r[2], status=r[3], user=r[4], agent_id=r[5], created_at_ns=r[6],
+                     updated_at_ns=r[7], event_ids=(), summary=r[8], last_event_ns=r[9], id=r[0], occurrences=r[10],
+                     group_key=r[11], evidence_count=r[12], outcome=r[13], assignee=r[14])
 
     def list_alerts(self, *, cursor: int | None, limit: int, status: str | None = None) -> Page:
         """Lists alerts, newest first, after the cursor, with their evidence."""

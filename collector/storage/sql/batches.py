@@ -59,8 +59,12 @@ def event_from_row(r: Any) -> StoredEvent:
 # (epoch, seq) as a row value: SQLite and PostgreSQL seek the (agent_id, epoch, seq) index to it. Written
 # "epoch > ? OR (epoch = ? AND seq > ?)", SQLite searched on agent_id alone and walked the agent's whole
 # history up to the position on every read: quadratic in an agent's events.
-_EVENTS_AFTER = (f"SELECT {', '.join(_COLUMNS)}, row_id FROM events WHERE agent_id = ? AND "
+# The agent's id is not read back: the query names it (one column fewer to fetch and make a string of).
+_EVENTS_AFTER = (f"SELECT {', '.join(_COLUMNS[1:])}, row_id FROM events WHERE agent_id = ? AND "
                  "(epoch, seq) > (?, ?) ORDER BY epoch, seq LIMIT ?")
+_DETECTED_UPTO = "SELECT detected_epoch, detected_seq FROM chain_heads WHERE agent_id = ?"
+_MARK_DETECTED = ("UPDATE chain_heads SET detected_epoch = ?, detected_seq = ? WHERE agent_id = ? AND "
+                  "(detected_epoch < ? OR (detected_epoch = ? AND detected_seq < ?))")
 
 
 class BatchesSql:
@@ -159,19 +163,12 @@ class BatchesSql:
     # --- detection positions ------------------------------------------------------------------
     def detected_upto(self, agent_id: str) -> tuple[int, int]:
         """Returns (epoch, seq) up to which detection has run over the agent's stored events."""
-        row = self._conn.execute(sa.select(chain_heads.c.detected_epoch, chain_heads.c.detected_seq)
-                                 .where(chain_heads.c.agent_id == agent_id)).first()
+        row = self._raw.one(_DETECTED_UPTO, (agent_id,))
         return (0, 0) if row is None else (int(row[0]), int(row[1]))
 
     def mark_detected(self, *, agent_id: str, epoch: int, seq: int) -> None:
         """Records that detection has run up to (epoch, seq); never moves backwards."""
-        self._conn.execute(
-            chain_heads.update()
-            .where(chain_heads.c.agent_id == agent_id,
-                   sa.or_(chain_heads.c.detected_epoch < epoch,
-                          sa.and_(chain_heads.c.detected_epoch == epoch, chain_heads.c.detected_seq < seq)))
-            .values(detected_epoch=epoch, detected_seq=seq)
-        )
+        self._raw.run(_MARK_DETECTED, (epoch, seq, agent_id, epoch, epoch, seq))
 
     def agents_behind_detection(self, *, limit: int) -> Sequence[str]:
         """Agents whose chain head is ahead of their detection position."""
@@ -250,8 +247,9 @@ class BatchesSql:
     def events_after(self, *, agent_id: str, epoch: int, seq: int, limit: int) -> Sequence[StoredEvent]:
         """One agent's events after (epoch, seq), in chain order (detection's read: on the driver's cursor)."""
         rows = self._raw.all(_EVENTS_AFTER, (agent_id, epoch, seq, limit))
-        make, lazy = StoredEvent._make, Attributes  # parsed on first use: most rules never look
-        return [make((*r[:-2], {} if r[-2] == "{}" else lazy(r[-2]), r[-1])) for r in rows]
+        # tuple.__new__ is what StoredEvent._make runs (the row has every field, in order)
+        new, cls, lazy = tuple.__new__, StoredEvent, Attributes  # attributes parsed on first use: most rules never look
+        return [new(cls, (agent_id, *r[:-2], {} if r[-2] == "{}" else lazy(r[-2]), r[-1])) for r in rows]
 
     def count_events(self) -> int:
         """Counts stored events."""
