@@ -25,13 +25,22 @@ __all__ = ["AlertsSql"]
 
 _ADD_EVIDENCE = ("INSERT INTO alert_evidence (alert_id, n, event_id) VALUES (?, ?, ?) "
                  "ON CONFLICT (alert_id, event_id) DO NOTHING")
-# What detection runs for each finding it folds into an open alert, on the driver's cursor (RawCursor):
+# What detection runs for each finding it raises or folds into an open alert, on the driver's cursor (RawCursor):
 # through SQLAlchemy's execution, building and compiling each statement cost more than the database.
 _FIELDS = ("rule", "severity", "status", "user_name", "agent_id", "created_at_ns", "updated_at_ns", "summary",
            "last_event_ns", "occurrences", "group_key", "evidence_count", "outcome", "assignee")
 _OPEN_IN_GROUP = (f"SELECT id, {', '.join(_FIELDS)} FROM alerts WHERE group_key = ? AND status = 'open' "
                   "ORDER BY id DESC LIMIT 1")
 _UPDATE_ALERT = f"UPDATE alerts SET {', '.join(f'{c} = ?' for c in _FIELDS)}, severity_rank = ? WHERE id = ?"
+_ADD_ALERT = (f"INSERT INTO alerts ({', '.join(_FIELDS)}, severity_rank, event_ids) "
+              f"VALUES ({', '.join('?' * (len(_FIELDS) + 2))}) RETURNING id")
+
+
+def _fields(a: Alert) -> tuple[Any, ...]:
+    """An alert's values in ``_FIELDS`` order, then its severity's rank."""
+    return (a.rule, a.severity, a.status, a.user, a.agent_id, a.created_at_ns, a.updated_at_ns, a.summary,
+            a.last_event_ns, a.occurrences, a.group_key, a.evidence_count, a.outcome, a.assignee,
+            SEVERITY_RANK.get(a.severity, 0))
 
 
 class AlertsSql:
@@ -43,15 +52,21 @@ class AlertsSql:
     # --- alerts -------------------------------------------------------------------------------
     def add_alert(self, alert: Alert) -> Alert:
         """Stores a new alert and its first evidence; returns it with its id."""
-        row = _alert_row(alert)
-        row.pop("id")
         evidence = list(dict.fromkeys(alert.event_ids))
-        row["evidence_count"] = len(evidence)  # a new alert holds none yet: all of it is new
+        # a new alert holds none yet: all of it is new
+        params = (*_fields(replace(alert, evidence_count=len(evidence))), "[]")
+        raw = self._raw
+        # a savepoint, as begin_nested takes: on PostgreSQL a refused insert would end the transaction
+        raw.run("SAVEPOINT shoumi_add_alert", ())
         try:
-            with self._conn.begin_nested():
-                new_id = int(self._conn.execute(alerts.insert().values(**row).returning(alerts.c.id)).scalar_one())
-        except IntegrityError as exc:
+            row = raw.one(_ADD_ALERT, params)
+        except self._conn.dialect.dbapi.IntegrityError as exc:  # type: ignore[union-attr]
+            raw.run("ROLLBACK TO SAVEPOINT shoumi_add_alert", ())
+            raw.run("RELEASE SAVEPOINT shoumi_add_alert", ())
             raise AlreadyExists(f"an open alert of group {alert.group_key!r} exists") from exc
+        raw.run("RELEASE SAVEPOINT shoumi_add_alert", ())
+        assert row is not None
+        new_id = int(row[0])
         added = self._append_evidence(new_id, evidence, start=0) if evidence else 0
         if added != len(evidence):  # pragma: no cover - evidence rows left behind under a reused id
             self._conn.execute(alerts.update().where(alerts.c.id == new_id).values(evidence_count=added))
@@ -59,10 +74,7 @@ class AlertsSql:
 
     def update_alert(self, alert: Alert) -> None:
         """Overwrites a stored alert's fields (its evidence is only ever appended, by add_evidence)."""
-        a = alert
-        params = (a.rule, a.severity, a.status, a.user, a.agent_id, a.created_at_ns, a.updated_at_ns, a.summary,
-                  a.last_event_ns, a.occurrences, a.group_key, a.evidence_count, a.outcome, a.assignee,
-                  SEVERITY_RANK.get(a.severity, 0), a.id)
+        params = (*_fields(alert), alert.id)
         try:
             self._raw.run(_UPDATE_ALERT, params)
         except self._conn.dialect.dbapi.IntegrityError as exc:  # type: ignore[union-attr]
@@ -281,14 +293,6 @@ class AlertsSql:
                                                              suppressions.c.lifted_at_ns.is_(None))
                                  .values(lifted_at_ns=now_ns))
         return bool(res.rowcount)
-
-
-def _alert_row(a: Alert) -> dict[str, Any]:
-    return dict(id=a.id, rule=a.rule, severity=a.severity, status=a.status, user_name=a.user, agent_id=a.agent_id,
-                created_at_ns=a.created_at_ns, updated_at_ns=a.updated_at_ns, event_ids="[]",
-                summary=a.summary, last_event_ns=a.last_event_ns, occurrences=a.occurrences, group_key=a.group_key,
-                evidence_count=a.evidence_count, outcome=a.outcome, assignee=a.assignee,
-                severity_rank=SEVERITY_RANK.get(a.severity, 0))
 
 
 def _alert_from(r: Any) -> Alert:

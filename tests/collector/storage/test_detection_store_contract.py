@@ -16,6 +16,7 @@ from sqlalchemy.exc import IntegrityError
 
 from collector.alerts.models import Alert
 from collector.events.models import StoredBatch, StoredEvent
+from collector.storage import AlreadyExists
 from collector.storage.memory import MemoryStore
 
 _TEXT = st.text(alphabet=st.characters(blacklist_categories=["Cs"], blacklist_characters="\x00"), max_size=40)
@@ -86,3 +87,17 @@ def test_rule_states_are_read_back_as_saved(any_store: Any) -> None:
     assert any_store.load_rule_states([("read_burst", "u1"), ("read_burst", "u2")]) == {
         ("read_burst", "u1"): {"t": []}, ("read_burst", "u2"): states[("read_burst", "u2")]}
     assert any_store.load_rule_states([]) == {}
+
+
+def test_a_refused_second_open_alert_leaves_the_transaction_usable(any_store: Any) -> None:
+    """raise_alert folds when another collector raised the group's alert meanwhile: the refused insert
+    is undone alone (a savepoint), and the transaction goes on to fold and commit."""
+    with any_store.transaction() as tx:
+        first = tx.add_alert(Alert("r", "low", "open", "u", "a", 1, 1, ("e1",), "s", group_key="g"))
+        with pytest.raises(AlreadyExists):
+            tx.add_alert(Alert("r", "low", "open", "u", "a", 2, 2, ("e2",), "s", group_key="g"))
+        assert tx.add_evidence(alert_id=first.id, event_ids=["e2", "e1"]) == 1
+        tx.update_alert(replace(tx.open_alert_in_group("g"), evidence_count=2, summary="folded"))
+    assert any_store.get_alert(first.id).event_ids == ("e1", "e2")
+    assert any_store.open_alert_in_group("g") == replace(first, event_ids=(), evidence_count=2, summary="folded")
+    assert sum(any_store.count_alerts().values()) == 1
