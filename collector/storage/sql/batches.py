@@ -20,7 +20,7 @@ from collector.events.models import EVENT_FIELDS, EventFilter, StoredBatch, Stor
 from collector.ingest.codec import Attributes
 from collector.storage.base import ChainConflict
 from collector.storage.sql.raw import RawCursor
-from collector.storage.sql.schema import EVENT_COLUMNS, batches, chain_heads, detection_state, events
+from collector.storage.sql.schema import EVENT_COLUMNS, batches, chain_heads, events
 
 __all__ = ["BatchesSql", "event_row", "event_from_row"]
 
@@ -63,6 +63,13 @@ def event_from_row(r: Any) -> StoredEvent:
 _EVENTS_AFTER = (f"SELECT {', '.join(_COLUMNS[1:])}, row_id FROM events WHERE agent_id = ? AND "
                  "(epoch, seq) > (?, ?) ORDER BY epoch, seq LIMIT ?")
 _DETECTED_UPTO = "SELECT detected_epoch, detected_seq FROM chain_heads WHERE agent_id = ?"
+# A rule's states by key, on the (rule, key) primary key: "(rule, key) IN (...)" made SQLite scan the
+# whole table on every read. The key list is padded to a power of two (its last key again), so a
+# handful of statements serve every count.
+_STATES_OF = 'SELECT "key", state FROM detection_state WHERE rule = ? AND "key" IN ({})'
+_STATES_CHUNK = 512
+_SAVE_STATE = ('INSERT INTO detection_state (rule, "key", state) VALUES (?, ?, ?) '
+               'ON CONFLICT (rule, "key") DO UPDATE SET state = excluded.state')
 _MARK_DETECTED = ("UPDATE chain_heads SET detected_epoch = ?, detected_seq = ? WHERE agent_id = ? AND "
                   "(detected_epoch < ? OR (detected_epoch = ? AND detected_seq < ?))")
 
@@ -186,28 +193,27 @@ class BatchesSql:
 
     def load_rule_states(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], dict[str, Any]]:
         """The stored states of these (rule, key) pairs."""
+        by_rule: dict[str, list[str]] = {}
+        for rule, key in keys:
+            by_rule.setdefault(rule, []).append(key)
         out: dict[tuple[str, str], dict[str, Any]] = {}
-        wanted = list(keys)
-        for i in range(0, len(wanted), 500):
-            chunk = wanted[i:i + 500]
-            rows = self._conn.execute(sa.select(detection_state).where(
-                sa.tuple_(detection_state.c.rule, detection_state.c.key).in_(chunk))).all()
-            out.update({(r.rule, r.key): json.loads(r.state) for r in rows})
+        loads = json.loads
+        for rule, wanted in by_rule.items():
+            for i in range(0, len(wanted), _STATES_CHUNK):
+                chunk = wanted[i:i + _STATES_CHUNK]
+                size = 1 << (len(chunk) - 1).bit_length()
+                sql = _STATES_OF.format(", ".join("?" * size))
+                for key, state in self._raw.all(sql, (rule, *chunk, *[chunk[-1]] * (size - len(chunk)))):
+                    out[(rule, key)] = loads(state)
         return out
 
     def save_rule_states(self, states: dict[tuple[str, str], dict[str, Any]]) -> None:
         """Stores (replaces) these (rule, key) states."""
         if not states:
             return
-        rows = [dict(rule=rule, key=key, state=json.dumps(state, separators=(",", ":"), ensure_ascii=False))
-                for (rule, key), state in states.items()]
-        if self._dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert as upsert
-        else:
-            from sqlalchemy.dialects.sqlite import insert as upsert  # type: ignore[assignment]
-        stmt = upsert(detection_state)
-        self._conn.execute(stmt.on_conflict_do_update(index_elements=["rule", "key"],
-                                                      set_={"state": stmt.excluded.state}), rows)
+        dumps = json.dumps
+        self._raw.many(_SAVE_STATE, [(rule, key, dumps(state, separators=(",", ":"), ensure_ascii=False))
+                                     for (rule, key), state in states.items()])
 
     def detection_lag(self) -> int:
         """Events stored but not yet run through detection, over all agents."""

@@ -101,3 +101,23 @@ def test_a_refused_second_open_alert_leaves_the_transaction_usable(any_store: An
     assert any_store.get_alert(first.id).event_ids == ("e1", "e2")
     assert any_store.open_alert_in_group("g") == replace(first, event_ids=(), evidence_count=2, summary="folded")
     assert sum(any_store.count_alerts().values()) == 1
+
+
+@pytest.mark.parametrize("count", [1, 3, 200, 1300])
+def test_rule_states_are_read_on_their_primary_key_in_sqlite(sqlite_store: Any, count: int) -> None:
+    """Each round reads the states of the keys it met: a search of the (rule, key) key, never a scan of
+    every state (what "(rule, key) IN (...)" made of the read)."""
+    sqlite_store.save_rule_states({(rule, f"u{i}"): {"n": i} for rule in ("read_burst", "after_hours") for i in range(2000)})
+    wanted = [(rule, f"u{i * 7}") for rule in ("read_burst", "after_hours") for i in range(count)]
+    ran: list[str] = []
+    with sqlite_store.read() as tx:
+        driver = tx._conn.connection.driver_connection
+        driver.set_trace_callback(ran.append)
+        try:
+            got = tx.load_rule_states(wanted)
+        finally:
+            driver.set_trace_callback(None)
+        plans = [" ".join(str(r[-1]) for r in driver.execute(f"EXPLAIN QUERY PLAN {sql}")) for sql in ran
+                 if "detection_state" in sql]
+    assert got == {k: {"n": int(k[1][1:])} for k in wanted if int(k[1][1:]) < 2000}
+    assert plans and all("SEARCH detection_state USING" in p and "SCAN detection_state" not in p for p in plans), plans
