@@ -242,6 +242,38 @@ class UsbExfiltration:
                            f"(from {', '.join([str(x) for x in e.attributes.get('source_paths') or []][:3])})"), e.path)
 
 
+def _literal(pattern: str) -> str:
+    """The longest run of plain characters in a glob, read as fnmatch.translate reads it (``*``, ``?``
+    and a closed ``[...]`` end a run): every string the pattern matches holds it."""
+    runs, run, i, n = [], "", 0, len(pattern)
+    while i < n:
+        c = pattern[i]
+        i += 1
+        if c in "*?":
+            runs.append(run)
+            run = ""
+        elif c == "[":
+            j = i
+            if j < n and pattern[j] == "!":
+                j += 1
+            if j < n and pattern[j] == "]":
+                j += 1
+            while j < n and pattern[j] != "]":
+                j += 1
+            if j >= n:
+                run += c  # never closed: a plain "["
+            else:
+                runs.append(run)
+                run, i = "", j + 1
+        else:
+            run += c
+    runs.append(run)
+    return max(runs, key=len)
+
+
+_HOW = {"file.move": "moved", "file.copy": "copied"}
+
+
 @dataclass
 class SensitiveCopyOut:
     """Sensitive content copied, moved or archived out of the sensitive folders."""
@@ -253,6 +285,7 @@ class SensitiveCopyOut:
     name: str = "sensitive_copy_out"
     kinds: frozenset[str] = frozenset({"file.copy", "file.move"})
     _sync: Any = field(init=False, repr=False, compare=False)
+    _needles: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
     def key(self, e: StoredEvent) -> str | None:
         if e.kind == "file.copy" or (e.kind == "file.move" and e.attributes.get("moved_out")):
@@ -262,10 +295,13 @@ class SensitiveCopyOut:
     def __post_init__(self) -> None:
         # one regular expression for all the patterns: a copy is matched once, not once per sync folder
         self._sync = re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in self.sync_folders) or "(?!)")
+        # what each pattern's matches hold ("/Nutstore/"): a destination holding none is in no sync folder,
+        # found without running the expression (its ".*" alternatives backtrack along the whole path)
+        self._needles = tuple(_literal(p) for p in self.sync_folders)
 
     def _sync_folder(self, where: str) -> str | None:
         """The first pattern of ``sync_folders`` the destination matches (fnmatch's rules), if any."""
-        if self._sync.match(where) is None:
+        if all(needle and needle not in where for needle in self._needles) or self._sync.match(where) is None:
             return None
         return next((p for p in self.sync_folders if fnmatch.fnmatch(where, p)), None)
 
@@ -273,16 +309,15 @@ class SensitiveCopyOut:
         ep = _episode(state, e.time_ns, self.gap_ns)
         where = e.dest_path or e.path
         sync = self._sync_folder(where)
-        how = {"file.move": "moved", "file.copy": "copied"}[e.kind]
-        if e.attributes.get("archive_members"):
-            how = "archived"
+        how, attributes = _HOW[e.kind], e.attributes  # "archived" is looked up for the sentence alone
         note = f" into a sync folder ({sync})" if sync else ""
         who = e.user or f"agent {e.agent_id}"
         state["sync"] = bool(state.get("sync")) or bool(sync)
         count, last, tz = state["ep_n"], int(state["ep_last"]), self.tz
         return Finding(self.name, self.severity, f"{self.name}|{who}|{ep}", e.user, e.agent_id, [e.id], ep, last,
-                       lambda: f"{who} {how} sensitive content out of the sensitive folders {count} time(s) between "
-                               f"{_hm(ep, tz)} and {_hm(last, tz)}; latest {where}{note}", where)
+                       lambda: f"{who} {'archived' if attributes.get('archive_members') else how} sensitive content "
+                               f"out of the sensitive folders {count} time(s) between {_hm(ep, tz)} and {_hm(last, tz)}; "
+                               f"latest {where}{note}", where)
 
 
 @dataclass

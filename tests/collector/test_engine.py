@@ -275,3 +275,20 @@ def test_the_engine_finds_what_the_rules_find_stepped_one_by_one(steps: list[tup
         assert _seen(engine.run(states, part)) == _seen(_plain_run(plain, expected, part))
         assert states == expected
     assert engine.steps == sum(1 for e in events for r in plain if e.kind in r.kinds and r.key(e) is not None)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data(), _GLOB)
+def test_every_string_a_sync_folder_matches_holds_its_plain_run(data: st.DataObject, pattern: str) -> None:
+    """The copy rule skips the expression for a destination holding none of the patterns' plain runs:
+    a run is in every string fnmatch matches (strings made from the pattern's own expression)."""
+    import fnmatch
+    import re
+
+    from collector.detection.engine import _literal
+
+    try:
+        made = data.draw(st.from_regex(re.compile(fnmatch.translate(pattern)), fullmatch=True))
+    except Exception:  # noqa: BLE001 - a pattern that matches nothing ("[b-a]"): nothing to hold
+        return
+    assert fnmatch.fnmatch(made, pattern) and _literal(pattern) in made
