@@ -145,8 +145,11 @@ def _folder(path: str, depth: int) -> str:
     made = _folders(depth)
     found = made.get(path)  # a path's hash is kept in the string: no tuple to build and hash per event
     if found is None:
-        parts = [p for p in path.split("/") if p]
-        found = "/" + "/".join(parts[:depth]) if parts else "/"
+        head = path.split("/", depth + 1)  # the first components only: the file's name and more stay whole
+        parts = head[1:depth + 1] if head[0] == "" else head[:depth]
+        if len(parts) < depth or not all(parts):  # short, or "//" among them: every component, the empty left out
+            parts = [p for p in path.split("/") if p][:depth]
+        found = "/" + "/".join(parts) if parts else "/"
         if len(made) >= 50_000:
             made.clear()
         made[path] = found

@@ -292,3 +292,14 @@ def test_every_string_a_sync_folder_matches_holds_its_plain_run(data: st.DataObj
     except Exception:  # noqa: BLE001 - a pattern that matches nothing ("[b-a]"): nothing to hold
         return
     assert fnmatch.fnmatch(made, pattern) and _literal(pattern) in made
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet="/ab.", max_size=14), st.integers(1, 5))
+def test_a_paths_folder_is_its_first_components(path: str, depth: int) -> None:
+    """The folder of a path is "/" and its first ``depth`` non-empty components, whichever way it is cut."""
+    from collector.detection.engine import _folder
+
+    parts = [p for p in path.split("/") if p]
+    assert _folder(path, depth) == "/" + "/".join(parts[:depth])
+    assert _folder(path, depth) == "/" + "/".join(parts[:depth])  # kept, the same
