@@ -1,7 +1,7 @@
 """The collector's command line and composition root: settings are built here and passed down.
 
     shoumi-collector serve --data-dir DIR --grpc-listen HOST:PORT --http-listen HOST:PORT
-    shoumi-collector enroll-token create [--uses N] [--label L ...] [--name TEXT] [--hours H] | list | revoke TOKEN
+    shoumi-collector enroll-token create [--uses N] [--label L ...] [--name TEXT] [--hours H] | list | revoke ID|TOKEN
     shoumi-collector agent list | revoke AGENT_ID | labels AGENT_ID [LABEL ...] --data-dir DIR
     shoumi-collector user create|list|disable|enable|passwd --data-dir DIR ...   (collector/people/cli.py)
     shoumi-collector api-token create|list|revoke --data-dir DIR --username U ...
@@ -160,6 +160,14 @@ def _cmd_ca_fingerprint(settings: CollectorSettings) -> int:
     return 0
 
 
+def _listed_token(tx: Any, ident: str) -> str | None:
+    """The hash of the one token whose listed id (the first 12 hex digits of its hash) is ``ident``."""
+    if len(ident) != 12 or any(c not in "0123456789abcdef" for c in ident):
+        return None
+    found = [t.token_hash for t in tx.list_enroll_tokens(limit=1_000_000) if t.token_hash.startswith(ident)]
+    return found[0] if len(found) == 1 else None
+
+
 def _cmd_enroll_token(settings: CollectorSettings, args: argparse.Namespace) -> int:
     import time
 
@@ -171,7 +179,9 @@ def _cmd_enroll_token(settings: CollectorSettings, args: argparse.Namespace) -> 
         service = EnrollmentService(token_ttl_ns=int(settings.enroll_token_ttl_hours * 3600e9))
         with store.transaction() as tx:  # the action and its audit row commit together
             if args.action == "revoke":
-                done = service.revoke_token(tx=tx, token=args.token, actor=_actor())
+                listed = _listed_token(tx, args.token)  # the id `list` shows, or else the token's value
+                done = (service.revoke_token_hash(tx=tx, token_hash=listed, actor=_actor()) if listed is not None
+                        else service.revoke_token(tx=tx, token=args.token, actor=_actor()))
             elif args.action == "list":
                 tokens = tx.list_enroll_tokens()
             else:
@@ -326,9 +336,9 @@ def _parser() -> argparse.ArgumentParser:
     token_create.add_argument("--name", default="", help="what it is for (shown in the token list)")
     token_create.add_argument("--hours", type=float, help="hours until it expires (default: the collector's setting)")
     store_args(token_sub.add_parser("list", help="tokens with their uses, expiry and labels (never their values)"))
-    token_revoke = token_sub.add_parser("revoke", help="revoke an unused enrollment token")
+    token_revoke = token_sub.add_parser("revoke", help="revoke an enrollment token with uses left")
     store_args(token_revoke)
-    token_revoke.add_argument("token")
+    token_revoke.add_argument("token", metavar="ID|TOKEN", help="the id `enroll-token list` shows, or the token itself")
 
     from collector.people.cli import add_people_parsers
     add_people_parsers(sub, store_args)  # user create|list|disable|enable|passwd, api-token create|list|revoke

@@ -129,6 +129,14 @@ def test_bad_command_lines_exit_2_with_a_message(tmp_path: Path) -> None:
     assert run(tool("shoumi-collector"), "enroll-token", "revoke", "--data-dir", str(tmp_path / "c"), token).returncode == 0
     again = run(tool("shoumi-collector"), "enroll-token", "revoke", "--data-dir", str(tmp_path / "c"), token, check=False)
     assert again.returncode == 2 and "no unused" in again.stderr
+    # a lost token is revoked by the id `enroll-token list` shows, not only by its value
+    run(tool("shoumi-collector"), "enroll-token", "create", "--data-dir", str(tmp_path / "c"))
+    [listed] = [line.split("\t") for line in run(tool("shoumi-collector"), "enroll-token", "list", "--data-dir",
+                                                   str(tmp_path / "c")).stdout.splitlines() if "\tactive\t" in line]
+    by_id = run(tool("shoumi-collector"), "enroll-token", "revoke", "--data-dir", str(tmp_path / "c"), listed[0], check=False)
+    assert by_id.returncode == 0, by_id.stderr
+    after = run(tool("shoumi-collector"), "enroll-token", "list", "--data-dir", str(tmp_path / "c")).stdout
+    assert f"{listed[0]}\trevoked" in after
     bad_listen = run(tool("shoumi-collector"), "serve", "--data-dir", str(tmp_path / "c"), "--http-listen", "nonsense", check=False)
     assert bad_listen.returncode == 2 and "HOST:PORT" in bad_listen.stderr
 
