@@ -193,14 +193,20 @@ def bulk_change(*, tx: _ChangeTx, alert_ids: Sequence[int], action: str, actor: 
     present = {a.id for a in found}
     skipped: list[tuple[int, str]] = [(i, "no such alert") for i in dict.fromkeys(alert_ids) if i not in present]
     changed: list[Alert] = []
+    opened: set[str] = set()  # groups this request opens an alert of: one open alert a group
     for alert in found:
         try:
             if action in _TO_STATUS:
                 if alert.status == _TO_STATUS[action]:
                     skipped.append((alert.id or 0, f"already {alert.status}"))
                     continue
+                if alert.group_key in opened and _TO_STATUS[action] == AlertStatus.OPEN.value:
+                    skipped.append((alert.id or 0, "another alert of the same incident is reopened by this request"))
+                    continue
                 changed.append(move(tx=tx, alert=alert, status=_TO_STATUS[action], actor=actor, now_ns=now_ns,
                                     outcome=outcome, batch=bulk_id, write=False))
+                if changed[-1].status == AlertStatus.OPEN.value and alert.group_key is not None:
+                    opened.add(alert.group_key)
             else:
                 target = assignee if action == "assign" else None
                 if alert.assignee == target:

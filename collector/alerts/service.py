@@ -103,6 +103,10 @@ def move(*, tx: _AlertTx, alert: Alert, status: str, actor: str, now_ns: int, ou
             raise AlertError(422, f"closing needs a closure reason: {', '.join(OUTCOMES)}")
     elif outcome is not None:
         raise AlertError(400, "a closure reason is given when closing")
+    if status == AlertStatus.OPEN.value and alert.group_key is not None:
+        other = tx.open_alert_in_group(alert.group_key)
+        if other is not None and other.id != alert_id:  # the store keeps one open alert a group
+            raise AlertError(409, f"alert {other.id} of the same incident is open: work on that one, or close it first")
     moved = replace(alert, status=status, updated_at_ns=now_ns, outcome=outcome)
     if write:
         tx.update_alert(moved)

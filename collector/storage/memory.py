@@ -501,7 +501,10 @@ class MemoryTransaction(_AgreementsMemory, MemoryPolicies, MemoryWeCom):
         return replace(alert, id=new_id, evidence_count=added, event_ids=tuple(dict.fromkeys(alert.event_ids)))
 
     def update_alert(self, alert: Alert) -> None:
-        """Overwrites a stored alert's fields (not its evidence)."""
+        """Overwrites a stored alert's fields (not its evidence); AlreadyExists for a second open alert of a group."""
+        if alert.status == "open" and alert.group_key is not None and any(
+                a.group_key == alert.group_key and a.status == "open" and a.id != alert.id for a in self.s.alerts.values()):
+            raise AlreadyExists(f"another alert of group {alert.group_key!r} is open")
         if alert.id in self.s.alerts:
             self.s.alerts[alert.id] = replace(alert, event_ids=())
 

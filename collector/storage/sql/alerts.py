@@ -78,8 +78,8 @@ class AlertsSql:
         try:
             self._raw.run(_UPDATE_ALERT, params)
         except self._conn.dialect.dbapi.IntegrityError as exc:  # type: ignore[union-attr]
-            # the driver's own error, raised as SQLAlchemy raises it (a second open alert of a group)
-            raise IntegrityError(_UPDATE_ALERT, params, exc) from exc
+            # the one unique key an update can break: one open alert per group
+            raise AlreadyExists(f"another alert of group {alert.group_key!r} is open") from exc
 
     def update_alerts(self, changed: Sequence[Alert]) -> None:
         """Writes the triage fields of many alerts in one statement per 1,000 (executemany)."""

@@ -5,10 +5,12 @@ that becomes a suppression in the same step."""
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
 
 from collector.alerts.queue import BULK_CAP
+from collector.alerts.service import raise_alert
 from collector.storage.sql.schema import alerts as alerts_table
 from collector.web.timefmt import format_ns
 
@@ -150,6 +152,33 @@ def test_closing_needs_a_closure_reason_and_knows_four(world: World) -> None:
         assert closed.status_code == 200 and closed.json()["outcome"] == outcome
     reopened = world.post("ana", f"/api/v1/alerts/{alerts[0].id}/status", {"status": "open"}).json()
     assert reopened["status"] == "open" and reopened["outcome"] is None  # reopening clears the reason
+
+
+def test_reopening_an_alert_whose_incident_has_another_open_alert_is_a_409_not_a_crash(world: World) -> None:
+    """The store keeps one open alert a group (raise_alert folds into it): reopening an older alert of the
+    same incident while a newer one is open is refused with the newer one's id, alone and in bulk."""
+    def grouped(at: int) -> Any:
+        with world.store.transaction() as tx:
+            return raise_alert(tx=tx, rule="agent_tamper", severity="high", agent_id="agt-1", now_ns=at,
+                               group_key="agent_tamper|agt-1|bad_signature", summary="a batch was refused")
+    first = grouped(T0)
+    closed = world.post("ana", f"/api/v1/alerts/{first.id}/status", {"status": "closed", "outcome": "true_positive"})
+    assert closed.status_code == 200, closed.text
+    second = grouped(T0 + SECOND)  # the same incident again, after the close: a new open alert
+    assert second.id != first.id
+    again = world.post("ana", f"/api/v1/alerts/{first.id}/status", {"status": "open"})
+    assert again.status_code == 409 and f"alert {second.id} " in again.json()["detail"], again.text
+    assert world.get("ana", f"/api/v1/alerts/{first.id}").json()["status"] == "closed"  # nothing half-written
+    other = world.alert(rule="first_access", user="u9")
+    world.post("ana", f"/api/v1/alerts/{other.id}/status", {"status": "closed", "outcome": "benign"})
+    bulk = world.post("ana", "/api/v1/alerts/bulk", {"ids": [first.id, other.id], "action": "reopen"})
+    assert bulk.status_code == 200, bulk.text
+    assert bulk.json()["changed"] == 1 and [s["id"] for s in bulk.json()["skipped"]] == [first.id]
+    # two closed alerts of one incident reopened in one request: the first is, the second is skipped
+    world.post("ana", f"/api/v1/alerts/{second.id}/status", {"status": "closed", "outcome": "true_positive"})
+    both = world.post("ana", "/api/v1/alerts/bulk", {"ids": [first.id, second.id], "action": "reopen"})
+    assert both.status_code == 200 and both.json()["changed"] == 1, both.text
+    assert len([a for a in (first, second) if world.get("ana", f"/api/v1/alerts/{a.id}").json()["status"] == "open"]) == 1
 
 
 def test_a_false_positive_becomes_a_suppression_in_the_same_step(world: World) -> None:
