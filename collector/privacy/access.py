@@ -21,7 +21,7 @@ import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Protocol
+from typing import Any, Iterator, Mapping, Protocol
 
 from collector.alerts.models import AlertQuery
 from collector.audit.models import AuditEntry
@@ -96,7 +96,7 @@ def _plain(value: Any) -> Any:
         return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if hasattr(value, "_asdict"):
         return {k: _plain(v) for k, v in value._asdict().items()}
-    if isinstance(value, dict):
+    if isinstance(value, Mapping):  # dicts, and events' attributes (a mapping parsed from their text)
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple, set, frozenset)):
         return [_plain(v) for v in value]
