@@ -701,6 +701,20 @@ class Sampler(threading.Thread):
         self._halt.set()
         self.join(timeout=2)
 
+    def threads(self) -> dict[int, tuple[str, float]]:
+        """The collector's threads now: native id -> (name, CPU seconds), from /proc (Linux)."""
+        out: dict[int, tuple[str, float]] = {}
+        tick = os.sysconf("SC_CLK_TCK")
+        for task in Path(f"/proc/{self.proc.pid}/task").glob("*"):
+            try:
+                stat = (task / "stat").read_text()
+            except OSError:
+                continue
+            name = stat[stat.index("(") + 1:stat.rindex(")")]
+            fields = stat[stat.rindex(")") + 2:].split()
+            out[int(task.name)] = (name, (int(fields[11]) + int(fields[12])) / tick)
+        return out
+
     def cpu_s(self, t0: float, t1: float) -> tuple[float, float]:
         """CPU seconds of the collector process and of its child processes (the detection worker) between t0
         and t1 (the samples nearest inside), robust to a loaded machine, unlike wall-clock rates."""
@@ -863,7 +877,8 @@ class PyspyRecorder:
             return
         self.proc = subprocess.Popen([exe, "record", "--pid", str(pid), "--duration", str(max(1, int(seconds))),
                                       "--rate", "100", "--format", "raw", "--output", str(self.raw), "--nonblocking",
-                                      *(["--gil"] if os.environ.get("BENCH_PYSPY_GIL") else [])],
+                                      *(["--gil"] if os.environ.get("BENCH_PYSPY_GIL") else []),
+                                      *(["--threads"] if os.environ.get("BENCH_PYSPY_THREADS") else [])],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
     def finish(self) -> list[str]:
@@ -1101,7 +1116,12 @@ def run_store_phase(ctx: Any, target: Target, tokens: list[str], args: argparse.
         warm = min(2.0, (seconds or 0) * 0.1)
         if profile is not None and seconds:
             threading.Timer(warm, profile.start, args=(collector_pid, seconds - warm)).start()
+        threads_at: list[tuple[float, dict[int, tuple[str, float]]]] = []
+        timer = threading.Timer(warm, lambda: threads_at.append((time.monotonic(), sampler.threads())))
+        timer.start()
         done = _collect(results, "done", len(procs), (seconds or 600) + 180, procs)
+        timer.cancel()
+        threads_at.append((time.monotonic(), sampler.threads()))
     finally:
         for p in procs:
             p.join(timeout=10)
@@ -1134,7 +1154,15 @@ def run_store_phase(ctx: Any, target: Target, tokens: list[str], args: argparse.
         _, worker_s = sampler.cpu_s(t0, t_done + 0.3)
         detected = (det_done[1] - det0[1]) if det_done else 0
         worker_ms = round(1e6 * worker_s / detected, 2) if detected > 0 and worker_s == worker_s else None
+    thread_pct: dict[str, float] = {}
+    if len(threads_at) == 2:  # where the collector's CPU went, by thread (grpc's own threads are named)
+        (ta, a), (tb, b) = threads_at
+        for tid, (name, cpu) in b.items():
+            label = "main" if tid == collector_pid else f"{name}[{tid}]"
+            thread_pct[label] = thread_pct.get(label, 0.0) + 100 * (cpu - a.get(tid, (name, 0.0))[1]) / (tb - ta)
+        thread_pct = {k: round(v, 1) for k, v in sorted(thread_pct.items(), key=lambda kv: -kv[1]) if v >= 0.5}
     return {
+        "collector_threads_cpu_pct": thread_pct,
         "detected_per_s": detected_per_s, "detection_lag_events_at_end": lag_end, "detection_caught_up_s": caught_up,
         "serve_cpu_ms_per_1k": serve_ms, "worker_cpu_ms_per_1k": worker_ms,
         "detection_lag_max_events": max(lags, default=None),
@@ -1559,6 +1587,9 @@ def main() -> int:
           f"{figures['collector_threads']} threads; its detection worker process {figures['detection_worker_cpu_pct']} % "
           f"of a core; clients: {figures['client_cpu_pct']} % of a core in "
           f"{figures['client_procs']} processes")
+    if figures.get("collector_threads_cpu_pct"):
+        print("  collector's threads (% of a core): "
+              + ", ".join(f"{name} {pct}" for name, pct in figures["collector_threads_cpu_pct"].items()))
     if figures["serve_cpu_ms_per_1k"] is not None:
         w = figures["worker_cpu_ms_per_1k"]
         share = f"; detection's CPU is {w / figures['serve_cpu_ms_per_1k']:.0%} of ingest's" if w else ""
