@@ -878,7 +878,8 @@ class PyspyRecorder:
         self.proc = subprocess.Popen([exe, "record", "--pid", str(pid), "--duration", str(max(1, int(seconds))),
                                       "--rate", "100", "--format", "raw", "--output", str(self.raw), "--nonblocking",
                                       *(["--gil"] if os.environ.get("BENCH_PYSPY_GIL") else []),
-                                      *(["--threads"] if os.environ.get("BENCH_PYSPY_THREADS") else [])],
+                                      *(["--threads"] if os.environ.get("BENCH_PYSPY_THREADS") else []),
+                                      *(["--subprocesses"] if os.environ.get("BENCH_PYSPY_WORKER") else [])],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
     def finish(self) -> list[str]:

@@ -269,6 +269,9 @@ class CollectorSettings(BaseSettings):
     password_check_wait_seconds: float = Field(
         2.0, gt=0, le=30, description="a sign-in waits this long for a slot, then gets 503 busy, retry")
     ingest_workers: int = Field(4, ge=1, le=64, description="threads that verify and store batches")
+    ingest_committers: int = Field(
+        0, ge=0, le=16, description="transactions that store batches at once, each on its own connection; "
+        "0: 2 on PostgreSQL, 1 on SQLite (one writer at a time)")
     max_streams_per_agent: int = Field(4, ge=1, le=64, description="streams one agent certificate may hold at once")
     enroll_timeout_seconds: float = Field(10.0, gt=0, description="an enrollment call that sends nothing is ended")
     max_enroll_calls: int = Field(

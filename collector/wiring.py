@@ -84,7 +84,8 @@ def build_services(settings: CollectorSettings, store: Store | None = None) -> B
         store = open_store(settings.store_location())
     gate = WriteGate.for_store(settings.data_dir, settings.database_url)  # SQLite: one writer, handed over at once
     ingest = IngestService(store, max_events_per_batch=settings.max_events_per_batch,
-                           max_clock_skew_ns=int(settings.max_clock_skew_seconds * 1e9), write_gate=gate)
+                           max_clock_skew_ns=int(settings.max_clock_skew_seconds * 1e9), write_gate=gate,
+                           committers=settings.ingest_committers or (2 if settings.database_url else 1))
     rules = detection_rules(settings, file_rules)
     detection = DetectionStage(store, rules=rules, write_gate=gate)
     ca = CertificateAuthority.load_or_create(settings.data_dir)

@@ -7,8 +7,11 @@ an agent's key never changes) and carries the decision out in one transaction, t
 agent's liveness and any alert. The Ack is returned after that commit, so an agent deletes nothing
 that is not durably stored. Detection runs later, over the stored stream (collector/detection).
 
-Group commit: batches offered by all streams at once are stored by one committer thread in one
-transaction (up to ``max_group``), so one fsync covers many agents' batches. A refused batch is
+Group commit: batches offered by all streams at once are stored by a committer thread in one
+transaction (up to ``max_group``), so one fsync covers many agents' batches. On a database server
+several committers (``committers``) each hold a connection and store groups at the same time: an
+agent's batches always go to the same one (by a hash of its id), so a stream's order holds and two
+committers never touch one agent's chain. SQLite has one writer: one committer. A refused batch is
 decided before anything of it is written and fails alone; a chain conflict (another collector
 moved a head) undoes the group, whose batches are then tried one transaction each.
 
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import zlib
 import queue
 import threading
 import time
@@ -123,7 +127,10 @@ class IngestService:
         clock: Callable[[], int] = time.time_ns,
         max_group: int = 64,
         write_gate: WriteGate | None = None,
+        committers: int = 1,
     ) -> None:
+        if committers < 1:
+            raise ValueError("at least one committer")
         self.store = store
         self.max_events = max_events_per_batch
         self.max_clock_skew_ns = max_clock_skew_ns
@@ -134,10 +141,11 @@ class IngestService:
         self.policies: PolicyDelivery | None = None  # pushed policies and agents' reports of them (wiring sets it)
         self.max_group = max_group
         self.write_gate = write_gate or WriteGate(None)  # SQLite: taken in turn with the detection worker
-        self._offers: queue.SimpleQueue[_Offer | None] = queue.SimpleQueue()
+        # one queue per committer; an agent's offers always go to the same one
+        self._offers: list[queue.SimpleQueue[_Offer | None]] = [queue.SimpleQueue() for _ in range(committers)]
         self._settles: queue.SimpleQueue[tuple[list[_Offer], list[AckValue | IngestError]] | _Refusal | None] = (
             queue.SimpleQueue())
-        self._committer: threading.Thread | None = None
+        self._committers: list[threading.Thread | None] = [None] * committers
         self._settler: threading.Thread | None = None
         self._lock = threading.Lock()
 
@@ -168,8 +176,12 @@ class IngestService:
             return self.refuse(exc, agent_id=batch.agent_id[:64], authenticated_agent=authenticated_agent,
                                where=f"epoch={batch.epoch} first_seq={batch.first_seq}")
         self._start()
-        self._offers.put(offer)
+        self._queue_of(batch.agent_id).put(offer)
         return offer.future
+
+    def _queue_of(self, agent_id: str) -> queue.SimpleQueue[_Offer | None]:
+        offers = self._offers
+        return offers[0] if len(offers) == 1 else offers[zlib.crc32(agent_id.encode()) % len(offers)]
 
     def refuse(self, exc: IngestError, *, agent_id: str, authenticated_agent: str | None, where: str = "") -> Future[AckValue]:
         """A refusal decided before the committer, filed (``refused``) by the settler thread before its
@@ -185,9 +197,12 @@ class IngestService:
 
     def _start(self) -> None:
         with self._lock:
-            if self._committer is None or not self._committer.is_alive():
-                self._committer = threading.Thread(target=self._commit_loop, name="ingest-committer", daemon=True)
-                self._committer.start()
+            for i, committer in enumerate(self._committers):
+                if committer is None or not committer.is_alive():
+                    name = "ingest-committer" if i == 0 else f"ingest-committer-{i}"
+                    committer = self._committers[i] = threading.Thread(
+                        target=self._commit_loop, args=(self._offers[i],), name=name, daemon=True)
+                    committer.start()
             if self._settler is None or not self._settler.is_alive():
                 self._settler = threading.Thread(target=self._settle_loop, name="ingest-settler", daemon=True)
                 self._settler.start()
@@ -195,11 +210,14 @@ class IngestService:
     def close(self) -> None:
         """Stores what was offered, then stops the committer (and answers what it stored)."""
         with self._lock:
-            committer, self._committer = self._committer, None
+            committers, self._committers = self._committers, [None] * len(self._committers)
             settler, self._settler = self._settler, None
-        if committer is not None:
-            self._offers.put(None)
-            committer.join(30)
+        for offers, committer in zip(self._offers, committers):
+            if committer is not None:
+                offers.put(None)
+        for committer in committers:
+            if committer is not None:
+                committer.join(30)
         if settler is not None:
             self._settles.put(None)
             settler.join(30)
@@ -264,19 +282,19 @@ class IngestService:
         offered = Offered(batch.agent_id, batch.epoch, batch.first_seq, last_seq, bytes(batch.prev_batch_hash), digest)
         return _Offer(batch, offered, canonical, events, stream_agent, stream_serial, arrived_ns=self.clock())
 
-    def _commit_loop(self) -> None:
+    def _commit_loop(self, offers: queue.SimpleQueue[_Offer | None]) -> None:
         while True:
-            first = self._offers.get()
+            first = offers.get()
             if first is None:
                 return
             group = [first]
             while len(group) < self.max_group:
                 try:
-                    more = self._offers.get_nowait()
+                    more = offers.get_nowait()
                 except queue.Empty:
                     break
                 if more is None:
-                    self._offers.put(None)  # stop after this group
+                    offers.put(None)  # stop after this group
                     break
                 group.append(more)
             self._commit(group, tries=3 if len(group) == 1 else 1)

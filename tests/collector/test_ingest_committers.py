@@ -1,0 +1,81 @@
+"""Several committers (a database server): every agent's batches, offered by many threads at once, are
+stored in their order and exactly once, each agent's always by the same committer, and the agents
+spread over the committers."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from collector.enrollment.service import EnrollmentService
+from collector.ingest.service import IngestService
+from collector.storage import open_store
+
+from tests.conftest import ChainWriter, PerCall, _pg_store
+
+AGENTS, BATCHES, EVENTS = 12, 10, 5
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store(request: pytest.FixtureRequest, tmp_path: Any) -> Any:
+    if request.param == "sqlite":
+        inner = open_store(tmp_path / "collector")
+        yield PerCall(inner)
+        inner.close()
+    else:
+        for inner in _pg_store():
+            yield PerCall(inner)
+
+
+def _enroll(store: Any) -> tuple[str, Ed25519PrivateKey]:
+    key = Ed25519PrivateKey.generate()
+    svc = EnrollmentService(token_ttl_ns=600 * 10**9)
+    token = svc.create_token(tx=store, actor="test")
+    agent = svc.enroll(tx=store, token=token, public_key=key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw),
+                       hostname="ws", os_name="Linux", agent_version="t", peer="test")
+    return agent.agent_id, key
+
+
+def test_agents_offered_at_once_are_stored_in_order_once_by_their_own_committer(store: Any) -> None:
+    ingest = IngestService(store, committers=3)
+    writers = [ChainWriter(*_enroll(store)) for _ in range(AGENTS)]
+    by_thread: dict[str, Counter[str]] = {}
+    store_batch = ingest._admit_and_store
+
+    def watched(tx: Any, offer: Any) -> Any:  # which committer thread stores which agent's batch
+        by_thread.setdefault(threading.current_thread().name, Counter())[offer.batch.agent_id] += 1
+        return store_batch(tx, offer)
+
+    ingest._admit_and_store = watched  # type: ignore[method-assign]
+    acks: dict[str, list[int]] = {w.agent_id: [] for w in writers}
+
+    def agent(writer: ChainWriter) -> None:  # a stream: its batches submitted in order, Acks awaited after
+        futures = [ingest.submit(writer.next(EVENTS)) for _ in range(BATCHES)]
+        acks[writer.agent_id] = [f.result(timeout=60).acked_seq for f in futures]
+
+    threads = [threading.Thread(target=agent, args=(w,)) for w in writers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    ingest.close()
+
+    assert all(a == [EVENTS * (i + 1) for i in range(BATCHES)] for a in acks.values()), acks
+    for w in writers:
+        seqs = [e.seq for e in store.events_after(agent_id=w.agent_id, epoch=0, seq=0, limit=10_000)]
+        assert seqs == list(range(1, BATCHES * EVENTS + 1))  # in order, none twice, none missing
+        assert store.chain_head(w.agent_id).last_seq == BATCHES * EVENTS
+    owners = Counter(agent for seen in by_thread.values() for agent in seen)
+    assert all(n == 1 for n in owners.values()) and len(owners) == AGENTS  # each agent: one committer
+    assert len(by_thread) > 1  # and the agents are spread over the committers
+    assert ingest.counters["batches.stored"] == AGENTS * BATCHES
+
+
+def test_no_committer_is_refused() -> None:
+    with pytest.raises(ValueError):
+        IngestService(None, committers=0)  # type: ignore[arg-type]
