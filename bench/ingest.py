@@ -1193,7 +1193,7 @@ def run_streams_phase(ctx: Any, target: Target, store_tokens: list[str], late_to
                          late_tokens=tuple(late_tokens))
     idle_jobs = [IdleJob(target, part, 200_000 + first, args.connect_concurrency, args.heartbeat_s, args.enroll_concurrency,
                          args.attempts)
-                 for first, part in _split(idle_tokens, args.idle_procs)]
+                 for first, part in _split(idle_tokens, args.idle_procs or max(2, math.ceil(len(idle_tokens) / 2500)))]
     store_results = ctx.Queue()
     store_proc = ctx.Process(target=store_client, args=(store_job, store_results, go_store, ramped, stop), daemon=True)
     idle_procs = [ctx.Process(target=idle_client, args=(job, results, go, ramped, stop), daemon=True) for job in idle_jobs]
@@ -1456,7 +1456,9 @@ def main() -> int:
     parser.add_argument("--streams-rate", type=float, default=2_000, help="their events/s in the streams phase")
     parser.add_argument("--hold-seconds", type=float, default=10.0, help="how long the idle streams are held")
     parser.add_argument("--heartbeat-s", type=float, default=30.0, help="idle agents' heartbeat interval")
-    parser.add_argument("--idle-procs", type=int, default=2, help="client processes holding idle streams")
+    parser.add_argument("--idle-procs", type=int, default=None,
+                        help="client processes holding idle streams (default: one per 2,500 streams, at least 2: "
+                             "each stream is a TLS channel of its own, and 5,000 in one process outgrew 16 GB)")
     parser.add_argument("--enroll-concurrency", type=int, default=16, help="enrollments in flight per idle process")
     parser.add_argument("--attempts", type=int, default=4, help="stream openings per idle agent before it gives up")
     parser.add_argument("--connect-concurrency", type=int, default=64, help="stream openings in flight per process")
