@@ -176,7 +176,9 @@ class IngestService:
             return self.refuse(exc, agent_id=batch.agent_id[:64], authenticated_agent=authenticated_agent,
                                where=f"epoch={batch.epoch} first_seq={batch.first_seq}")
         self._start()
-        self._queue_of(batch.agent_id).put(offer)
+        # by the stream's certificate where there is one: a whole stream, whatever its batches claim, goes
+        # to one committer, so what follows a refused batch is never stored ahead of its refusal
+        self._queue_of(authenticated_agent or batch.agent_id).put(offer)
         return offer.future
 
     def _queue_of(self, agent_id: str) -> queue.SimpleQueue[_Offer | None]:

@@ -79,3 +79,30 @@ def test_agents_offered_at_once_are_stored_in_order_once_by_their_own_committer(
 def test_no_committer_is_refused() -> None:
     with pytest.raises(ValueError):
         IngestService(None, committers=0)  # type: ignore[arg-type]
+
+
+def test_a_stream_goes_to_one_committer_whatever_its_batches_claim(store: Any) -> None:
+    """A stream on agent A's certificate sends a batch naming agent B, then A's own: B's is refused for
+    identity and A's behind it are answered ABORTED (after_refusal), nothing of either stored. The stream is
+    routed by its certificate's agent, so all of it is decided by one committer in order; routed by what
+    each batch claims, A's batches could be stored by another committer before B's refusal (a race this
+    test does not force)."""
+    from collector.ingest.service import IngestError, StreamState
+
+    ingest = IngestService(store, committers=3)
+    (a_id, a_key), (b_id, b_key) = _enroll(store), _enroll(store)
+    a, b = ChainWriter(a_id, a_key), ChainWriter(b_id, b_key)
+    serial = None  # certificate status is not what this test is about
+    stream = StreamState()
+    first = ingest.submit(b.next(EVENTS), authenticated_agent=a_id, certificate_serial=serial, stream=stream)
+    behind = [ingest.submit(a.next(EVENTS), authenticated_agent=a_id, certificate_serial=serial, stream=stream)
+              for _ in range(6)]
+    with pytest.raises(IngestError) as refused:
+        first.result(timeout=30)
+    assert (refused.value.status, refused.value.reason) == ("PERMISSION_DENIED", "identity_mismatch")
+    for f in behind:
+        with pytest.raises(IngestError) as after:
+            f.result(timeout=30)
+        assert after.value.reason == "after_refusal"
+    ingest.close()
+    assert store.chain_head(a_id) is None and store.chain_head(b_id) is None  # nothing of either stored
