@@ -181,6 +181,10 @@ class IngestService:
         self._queue_of(authenticated_agent or batch.agent_id).put(offer)
         return offer.future
 
+    def waiting(self) -> int:
+        """Batches offered and not yet taken by a committer (all committers' queues)."""
+        return sum(q.qsize() for q in self._offers)
+
     def _queue_of(self, agent_id: str) -> queue.SimpleQueue[_Offer | None]:
         offers = self._offers
         return offers[0] if len(offers) == 1 else offers[zlib.crc32(agent_id.encode()) % len(offers)]

@@ -60,7 +60,7 @@ def in_one_group(built: Built, channel: grpc.Channel, filler: events_pb2.EventBa
         for name, batch in batches:
             threads.append(threading.Thread(target=_send, args=(channel, batch, out, name)))
             threads[-1].start()
-        while ingest._offers.qsize() < len(batches) and time.monotonic() < deadline:
+        while ingest.waiting() < len(batches) and time.monotonic() < deadline:
             time.sleep(0.01)
     for t in threads:
         t.join(30)
