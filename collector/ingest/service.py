@@ -177,7 +177,8 @@ class IngestService:
                                where=f"epoch={batch.epoch} first_seq={batch.first_seq}")
         self._start()
         # by the stream's certificate where there is one: a whole stream, whatever its batches claim, goes
-        # to one committer, so what follows a refused batch is never stored ahead of its refusal
+        # to one committer, which takes its batches in the order sent (within a group they are sorted by
+        # the agent they name, so batches naming the stream's own agent may be stored before a refusal)
         self._queue_of(authenticated_agent or batch.agent_id).put(offer)
         return offer.future
 
