@@ -176,7 +176,10 @@ class AgentsSql:
     def get_agent_health(self, agent_id: str) -> AgentHealth | None:
         """An agent's health row (ingest reads it on every heartbeat: on the driver's cursor)."""
         row = self._raw.one(_GET_HEALTH, (agent_id,))
-        return None if row is None else AgentHealth(*row[:-1], tuple(json.loads(row[-1])))
+        if row is None:
+            return None
+        return AgentHealth(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8], row[9],
+                           tuple(json.loads(row[10])))
 
     def put_agent_health(self, health: AgentHealth) -> None:
         """Inserts or replaces an agent's health row (one statement, on the driver's cursor: built through
