@@ -14,22 +14,16 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from collector.enrollment.service import EnrollmentService
 from collector.ingest.service import IngestService
-from collector.storage import open_store
 
-from tests.conftest import ChainWriter, PerCall, _pg_store
+from tests.conftest import ChainWriter
 
 AGENTS, BATCHES, EVENTS = 12, 10, 5
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def store(request: pytest.FixtureRequest, tmp_path: Any) -> Any:
-    if request.param == "sqlite":
-        inner = open_store(tmp_path / "collector")
-        yield PerCall(inner)
-        inner.close()
-    else:
-        for inner in _pg_store():
-            yield PerCall(inner)
+@pytest.fixture
+def store(any_store: Any) -> Any:
+    """Every store backend (memory, SQLite, PostgreSQL), each fresh: tests/conftest.py's any_store."""
+    return any_store
 
 
 def _enroll(store: Any) -> tuple[str, Ed25519PrivateKey]:
