@@ -162,6 +162,21 @@ class ChainWriter:
         return batch
 
 
+def enroll_agent(store: Any) -> tuple[str, Ed25519PrivateKey]:
+    """An agent enrolled through a one-time token on a store whose methods run per call (``PerCall``):
+    its id and its signing key."""
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    from collector.enrollment.service import EnrollmentService
+
+    key = Ed25519PrivateKey.generate()
+    svc = EnrollmentService(token_ttl_ns=600 * 10**9)
+    token = svc.create_token(tx=store, actor="test")
+    agent = svc.enroll(tx=store, token=token, public_key=key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw),
+                       hostname="ws", os_name="Linux", agent_version="t", peer="test")
+    return agent.agent_id, key
+
+
 def _burst(*, threshold: int, minutes: float) -> Any:
     """Only the read-burst rule, with these thresholds (tests that count its alerts alone)."""
     from collector.detection.models import RuleSet

@@ -5,8 +5,9 @@ A run reads each pending agent's next events and the states of the rules they to
 transaction each), lets the engine look at each event once (collector/detection/engine.py, pure), and
 then, in one write transaction for the round, checks that no position has moved, stores the new
 states, raises or extends the alerts and moves the positions: a crash neither skips events nor raises
-an alert twice. On
-PostgreSQL one collector at a time writes (a transaction-scoped advisory lock), so several
+an alert twice. While one round waits for its write turn and commits, the next round is read and run
+on the calling thread (on SQLite the write waits for the ingest committer about a third of the time).
+On PostgreSQL one collector at a time writes (a transaction-scoped advisory lock), so several
 collectors on one database raise one alert per incident. Suppressed findings are counted on their
 suppression, never dropped silently.
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -68,28 +70,30 @@ class DetectionStage:
         Agents are read and run one by one (no lock held), and the results of up to ``budget`` events
         are written in one transaction: on SQLite each write waits its turn with ingest, so one turn
         serves many agents. Rule states read in a round stay in memory for the agents after (a user on
-        two workstations has one state)."""
+        two workstations has one state). While a round waits for its turn and commits, the next round's
+        agents are read and run (``_Writes``): a round that needs a state the one being written touches
+        waits for that commit first, so every state is read after the last write of it."""
         with self.store.read() as tx:
             pending = tx.agents_behind_detection(limit=max_agents)
-        done, i = 0, 0
-        while i < len(pending):
-            runs: list[_Run] = []
-            states: dict[tuple[str, str], State] = {}
-            loaded: set[tuple[str, str]] = set()
-            looked = 0
-            while i < len(pending) and looked < budget:
-                run = self._read_and_run(pending[i], states, loaded)
-                runs.append(run)
-                looked += len(run.events)
-                i += 1
-            stored = self._write(runs, states)
-            if stored is None:
-                break  # another collector runs detection now
-            done += stored
-            if stored == 0 and looked:
-                break  # someone else moved a position meanwhile: look again next time
-        self.counters["events.detected"] += done
-        return done
+        i = 0
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="detection-write") as pool:
+            writes = _Writes(pool, self._write)
+            try:
+                while i < len(pending) and not writes.halted:
+                    runs: list[_Run] = []
+                    states: dict[tuple[str, str], State] = {}
+                    loaded: set[tuple[str, str]] = set()
+                    looked = 0
+                    while i < len(pending) and looked < budget:
+                        run = self._read_and_run(pending[i], states, loaded, writes)
+                        runs.append(run)
+                        looked += len(run.events)
+                        i += 1
+                    writes.submit(runs, states, looked)
+            finally:
+                writes.settle()
+        self.counters["events.detected"] += writes.stored
+        return writes.stored
 
     def run_until_idle(self, *, limit: int = 10_000) -> int:
         """Runs until nothing is pending (tests, the end of a bench, a stop); returns the events looked at."""
@@ -101,15 +105,20 @@ class DetectionStage:
                 return total
         return total
 
-    def _read_and_run(self, agent_id: str, states: dict[tuple[str, str], State], loaded: set[tuple[str, str]]) -> _Run:
+    def _read_and_run(self, agent_id: str, states: dict[tuple[str, str], State], loaded: set[tuple[str, str]],
+                      writes: "_Writes") -> _Run:
         with self.store.read() as tx:
             position = tx.detected_upto(agent_id)
             events = tx.events_after(agent_id=agent_id, epoch=position[0], seq=position[1], limit=self.chunk)
-            keys = self.engine.keys(events)
-            wanted = sorted(keys - loaded)
-            states.update(tx.load_rule_states(wanted))
-            loaded.update(wanted)
             head = tx.chain_head(agent_id)
+        keys = self.engine.keys(events)
+        if writes.touches(keys):
+            writes.settle()  # the round being written changes one of these states: read it after that commit
+        wanted = sorted(keys - loaded)
+        if wanted:
+            with self.store.read() as tx:  # a snapshot after any write just waited for
+                states.update(tx.load_rule_states(wanted))
+            loaded.update(wanted)
         findings = self.engine.run(states, events)  # pure: no lock is held while the rules run
         return _Run(agent_id, position, events, keys, head, findings)
 
@@ -150,3 +159,46 @@ class DetectionStage:
         if alert.occurrences == 1:
             self.counters[f"alerts.{f.rule}"] += 1
             log.info("alert %s raised: %s", alert.id, alert.summary)
+
+
+class _Writes:
+    """The one round being written (on the pool's thread) while the calling thread reads the next.
+
+    A round's write checks that its agents' positions have not moved, so a round read while the one
+    before was written stands on its own: its agents are others (each pending agent is read once a
+    run), and a state both touch is read only after the earlier write (``touches``, ``settle``)."""
+
+    def __init__(self, pool: ThreadPoolExecutor, write: Callable[[list[_Run], dict[tuple[str, str], State]], int | None]):
+        self._pool = pool
+        self._write = write
+        self._future: Future[int | None] | None = None
+        self._keys: set[tuple[str, str]] = set()
+        self._looked = 0
+        self.stored = 0
+        self.halted = False  # another collector holds detection, or a position moved: no further rounds
+
+    def submit(self, runs: list[_Run], states: dict[tuple[str, str], State], looked: int) -> None:
+        """Writes this round once the one before it is written (at most one round waits)."""
+        self.settle()
+        if self.halted:
+            return
+        self._keys = {k for r in runs if r.events for k in r.keys}
+        self._looked = looked
+        self._future = self._pool.submit(self._write, runs, states)
+
+    def touches(self, keys: set[tuple[str, str]]) -> bool:
+        """Whether the round being written stores one of these states."""
+        return self._future is not None and not self._keys.isdisjoint(keys)
+
+    def settle(self) -> None:
+        """Waits for the round being written, if any (its exception, if it failed, is raised here)."""
+        future, self._future = self._future, None
+        if future is None:
+            return
+        stored = future.result()
+        if stored is None:
+            self.halted = True  # another collector runs detection now
+        else:
+            self.stored += stored
+            if stored == 0 and self._looked:
+                self.halted = True  # someone else moved a position meanwhile: look again next time

@@ -9,13 +9,10 @@ from collections import Counter
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from collector.enrollment.service import EnrollmentService
 from collector.ingest.service import IngestService
 
-from tests.conftest import ChainWriter
+from tests.conftest import ChainWriter, enroll_agent
 
 AGENTS, BATCHES, EVENTS = 12, 10, 5
 
@@ -26,18 +23,9 @@ def store(any_store: Any) -> Any:
     return any_store
 
 
-def _enroll(store: Any) -> tuple[str, Ed25519PrivateKey]:
-    key = Ed25519PrivateKey.generate()
-    svc = EnrollmentService(token_ttl_ns=600 * 10**9)
-    token = svc.create_token(tx=store, actor="test")
-    agent = svc.enroll(tx=store, token=token, public_key=key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw),
-                       hostname="ws", os_name="Linux", agent_version="t", peer="test")
-    return agent.agent_id, key
-
-
 def test_agents_offered_at_once_are_stored_in_order_once_by_their_own_committer(store: Any) -> None:
     ingest = IngestService(store, committers=3)
-    writers = [ChainWriter(*_enroll(store)) for _ in range(AGENTS)]
+    writers = [ChainWriter(*enroll_agent(store)) for _ in range(AGENTS)]
     by_thread: dict[str, Counter[str]] = {}
     store_batch = ingest._admit_and_store
 
@@ -83,7 +71,7 @@ def test_a_stream_naming_another_agent_is_refused_and_its_own_chain_stays_whole(
     from collector.ingest.service import IngestError, StreamState
 
     ingest = IngestService(store, committers=3)
-    (a_id, a_key), (b_id, b_key) = _enroll(store), _enroll(store)
+    (a_id, a_key), (b_id, b_key) = enroll_agent(store), enroll_agent(store)
     a, b = ChainWriter(a_id, a_key), ChainWriter(b_id, b_key)
     stream = StreamState()
     first = ingest.submit(b.next(EVENTS), authenticated_agent=a_id, stream=stream)
