@@ -168,7 +168,8 @@ class _Writes:
     before was written stands on its own: its agents are others (each pending agent is read once a
     run), and a state both touch is read only after the earlier write (``touches``, ``settle``)."""
 
-    def __init__(self, pool: ThreadPoolExecutor, write: Callable[[list[_Run], dict[tuple[str, str], State]], int | None]):
+    def __init__(self, pool: ThreadPoolExecutor,
+                 write: Callable[[list[_Run], dict[tuple[str, str], State]], int | None]) -> None:
         self._pool = pool
         self._write = write
         self._future: Future[int | None] | None = None

@@ -60,19 +60,22 @@ class _Watched:
 
 
 class _HeldBack(WriteGate):
-    """A write gate that lets the k-th write in only once agent k+1's events have been read (or after
-    ``patience`` seconds): it records, for each write, whether the next round was read meanwhile."""
+    """A write gate that lets the k-th of ``agents`` writes in only once agent k+1's events have been
+    read (or after ``patience`` seconds; the last write at once, as there is no agent after it): it
+    records, for each write, whether the next round was read meanwhile."""
 
-    def __init__(self, store: _Watched, patience: float = 1.0) -> None:
+    def __init__(self, store: _Watched, *, agents: int, patience: float = 10.0) -> None:
         super().__init__(None)
-        self.store, self.patience = store, patience
+        self.store, self.agents, self.patience = store, agents, patience
         self.overlapped: list[bool] = []
 
     @contextmanager
     def held(self) -> Iterator[None]:
         k = len(self.overlapped) + 1
         with self.store.changed:
-            self.overlapped.append(self.store.changed.wait_for(lambda: len(self.store.agents) > k, self.patience))
+            read_next = k < self.agents and self.store.changed.wait_for(lambda: len(self.store.agents) > k,
+                                                                        self.patience)
+            self.overlapped.append(read_next)
         yield
 
 
@@ -104,8 +107,9 @@ def store(any_store: Any) -> Any:
 def test_the_next_round_is_read_while_a_round_waits_to_be_written(store: Any) -> None:
     _store_reads(store, ["ann", "bob", "cai"], reads_each=4)
     watched = _Watched(store)
-    gate = _HeldBack(watched)
-    stage = DetectionStage(watched, rules=_burst(threshold=3, minutes=1), clock=lambda: 7, write_gate=gate)  # type: ignore[arg-type]
+    gate = _HeldBack(watched, agents=3)
+    stage = DetectionStage(watched, rules=_burst(threshold=3, minutes=1), clock=lambda: 7,  # type: ignore[arg-type]
+                           write_gate=gate)
     assert stage.run_once(budget=1) == 12  # a round an agent: three rounds, three writes
     # the first two writes waited while the next agent was read and run; after the last, nothing is left
     assert gate.overlapped == [True, True, False]
@@ -119,6 +123,6 @@ def test_a_state_two_rounds_share_is_read_after_the_first_round_is_written(store
     _store_reads(store, ["dee", "dee"], reads_each=3)
     watched = _Watched(store)
     stage = DetectionStage(watched, rules=_burst(threshold=5, minutes=1), clock=lambda: 7,  # type: ignore[arg-type]
-                           write_gate=_HeldBack(watched))
+                           write_gate=_HeldBack(watched, agents=2))
     assert stage.run_once(budget=1) == 6
     assert _alerts(store) == [("dee", 6)]
