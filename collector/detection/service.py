@@ -89,7 +89,7 @@ class DetectionStage:
                         runs.append(run)
                         looked += len(run.events)
                         i += 1
-                    writes.submit(runs, states, looked)
+                    writes.submit(runs, states)
             finally:
                 writes.settle()
         self.counters["events.detected"] += writes.stored
@@ -106,7 +106,7 @@ class DetectionStage:
         return total
 
     def _read_and_run(self, agent_id: str, states: dict[tuple[str, str], State], loaded: set[tuple[str, str]],
-                      writes: "_Writes") -> _Run:
+                      writes: _Writes) -> _Run:
         with self.store.read() as tx:
             position = tx.detected_upto(agent_id)
             events = tx.events_after(agent_id=agent_id, epoch=position[0], seq=position[1], limit=self.chunk)
@@ -130,7 +130,7 @@ class DetectionStage:
                 return None
             if any(tx.detected_upto(r.agent_id) != r.position for r in runs):
                 return 0  # someone else ran one of these agents meanwhile: look again next time
-            touched = sorted({k for r in runs if r.events for k in r.keys})
+            touched = sorted(_touched(runs))
             tx.save_rule_states({k: states[k] for k in touched if k in states})
             now = self.clock()
             active = tx.list_suppressions(active_at_ns=now) if any(r.findings for r in runs) else []
@@ -161,6 +161,11 @@ class DetectionStage:
             log.info("alert %s raised: %s", alert.id, alert.summary)
 
 
+def _touched(runs: list[_Run]) -> set[tuple[str, str]]:
+    """The rule states a round stores: those of the agents that had events."""
+    return {k for r in runs if r.events for k in r.keys}
+
+
 class _Writes:
     """The one round being written (on the pool's thread) while the calling thread reads the next.
 
@@ -178,13 +183,13 @@ class _Writes:
         self.stored = 0
         self.halted = False  # another collector holds detection, or a position moved: no further rounds
 
-    def submit(self, runs: list[_Run], states: dict[tuple[str, str], State], looked: int) -> None:
+    def submit(self, runs: list[_Run], states: dict[tuple[str, str], State]) -> None:
         """Writes this round once the one before it is written (at most one round waits)."""
         self.settle()
         if self.halted:
             return
-        self._keys = {k for r in runs if r.events for k in r.keys}
-        self._looked = looked
+        self._keys = _touched(runs)
+        self._looked = sum(len(r.events) for r in runs)
         self._future = self._pool.submit(self._write, runs, states)
 
     def touches(self, keys: set[tuple[str, str]]) -> bool:
